@@ -1,0 +1,19 @@
+//! Shared core of the broker, used by the Redis module and the gateway.
+//!
+//! Everything here is plain Rust with no Redis and no async runtime, so it is
+//! unit-tested in memory:
+//!
+//! - [`names`]: validation of room, user, connection and node names, and the
+//!   names derived from them (personal rooms, node channels).
+//! - [`gcra`]: the generic cell rate algorithm behind `BROKER.THROTTLE`,
+//!   matching redis-cell's `CL.THROTTLE` figure for figure.
+//! - [`wire`]: MessagePack encoding of the frames the module builds once and
+//!   every gateway forwards unchanged, payload checks, and the envelopes on the
+//!   per-node Pub/Sub channels.
+//! - [`registry`]: the state machine of nodes, connections, presence, rooms,
+//!   sequences and history that the module keeps in Redis.
+
+pub mod gcra;
+pub mod names;
+pub mod registry;
+pub mod wire;

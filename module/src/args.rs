@@ -1,0 +1,91 @@
+//! Reading command arguments: a cursor over `argv` that turns every bad
+//! argument into an [`Error`] instead of a panic.
+
+use redis_module::RedisString;
+
+use crate::error::{Error, Result};
+
+/// A cursor over a command's arguments (after the command name).
+pub struct Args<'a> {
+    args: &'a [RedisString],
+    pos: usize,
+}
+
+impl<'a> Args<'a> {
+    /// Skips the command name in `argv`.
+    pub fn new(argv: &'a [RedisString]) -> Args<'a> {
+        Args {
+            args: argv,
+            pos: 1.min(argv.len()),
+        }
+    }
+
+    /// True when every argument was read.
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.args.len()
+    }
+
+    /// The next argument as Redis gives it (for key names).
+    pub fn raw(&mut self, what: &str) -> Result<&'a RedisString> {
+        let arg = self
+            .args
+            .get(self.pos)
+            .ok_or_else(|| Error::Syntax(format!("missing {what}")))?;
+        self.pos += 1;
+        Ok(arg)
+    }
+
+    /// The next argument as bytes.
+    pub fn bytes(&mut self, what: &str) -> Result<&'a [u8]> {
+        let arg = self
+            .args
+            .get(self.pos)
+            .ok_or_else(|| Error::Syntax(format!("missing {what}")))?;
+        self.pos += 1;
+        Ok(arg.as_slice())
+    }
+
+    /// The next argument as UTF-8 text.
+    pub fn str(&mut self, what: &'static str) -> Result<&'a str> {
+        let bytes = self.bytes(what)?;
+        std::str::from_utf8(bytes).map_err(|_| Error::Syntax(format!("{what} is not UTF-8")))
+    }
+
+    /// The next argument as an unsigned integer.
+    pub fn u64(&mut self, what: &'static str) -> Result<u64> {
+        let s = self.str(what)?;
+        s.parse::<u64>().map_err(|_| Error::Integer(what))
+    }
+
+    /// The next argument as an unsigned integer that fits in `u32`.
+    pub fn u32(&mut self, what: &'static str) -> Result<u32> {
+        u32::try_from(self.u64(what)?).map_err(|_| Error::Integer(what))
+    }
+
+    /// The next argument as a signed integer.
+    pub fn i64(&mut self, what: &'static str) -> Result<i64> {
+        let s = self.str(what)?;
+        s.parse::<i64>().map_err(|_| Error::Integer(what))
+    }
+
+    /// The next argument as an option keyword, upper-cased.
+    pub fn keyword(&mut self) -> Result<String> {
+        Ok(self.str("option")?.to_ascii_uppercase())
+    }
+
+    /// Fails when arguments are left over.
+    pub fn done(&self) -> Result<()> {
+        match self.args.get(self.pos) {
+            None => Ok(()),
+            Some(extra) => Err(Error::Syntax(format!(
+                "unexpected argument '{}'",
+                extra.to_string_lossy()
+            ))),
+        }
+    }
+}
+
+/// The unknown-option error for `keyword`.
+pub fn unknown(keyword: &str) -> Error {
+    Error::Syntax(format!("unknown option '{keyword}'"))
+}

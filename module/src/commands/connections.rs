@@ -1,0 +1,198 @@
+//! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `PRESENCE`, `KICK`,
+//! `ONLINE`.
+
+use broker::{names, wire};
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use redis_module_macros::command;
+
+use crate::args::{unknown, Args};
+use crate::error::Result;
+use crate::{delivery, guard, reply, state};
+
+#[command({
+    name: "broker.conn.open",
+    flags: [Write, DenyOOM, Fast],
+    arity: -5,
+    key_spec: [{
+        notes: "the user id: a user's connections live in its slot",
+        flags: [ReadWrite, Update],
+        begin_search: Index({ index: 1 }),
+        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
+    }],
+})]
+fn conn_open(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, open)
+}
+
+fn open(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let user = args.str("user")?;
+    names::validate_user(user)?;
+    let conn = args.str("conn")?;
+    names::validate_conn(conn)?;
+    let node = args.str("node")?;
+    names::validate_node(node)?;
+    let ip = args.str("ip")?;
+    names::validate_ip(ip)?;
+    let (mut max_user, mut max_ip, mut at) = (None, None, None);
+    while !args.is_empty() {
+        match args.keyword()?.as_str() {
+            "MAXUSER" => max_user = Some(args.u32("MAXUSER")?),
+            "MAXIP" => max_ip = Some(args.u32("MAXIP")?),
+            "AT" => at = Some(args.u64("AT")?),
+            other => return Err(unknown(other)),
+        }
+    }
+    let at = at.unwrap_or_else(state::now_ms);
+    state::with(|s| {
+        s.registry
+            .open(user, conn, node, ip, at, max_user, max_ip)
+    })?;
+    let at_s = at.to_string();
+    ctx.replicate(
+        "BROKER.CONN.OPEN",
+        &[user, conn, node, ip, "AT", at_s.as_str()],
+    );
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+#[command({
+    name: "broker.conn.close",
+    flags: [Write, Fast],
+    arity: 3,
+    key_spec: [{
+        notes: "the user id",
+        flags: [ReadWrite, Delete],
+        begin_search: Index({ index: 1 }),
+        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
+    }],
+})]
+fn conn_close(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, close)
+}
+
+fn close(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let user = args.str("user")?;
+    names::validate_user(user)?;
+    let conn = args.str("conn")?;
+    names::validate_conn(conn)?;
+    args.done()?;
+    let rooms = state::with(|s| {
+        let (rooms, events) = s.registry.close(user, conn);
+        delivery::presence(ctx, &mut s.stats, &events);
+        rooms
+    });
+    ctx.replicate_verbatim();
+    Ok(reply::int(rooms))
+}
+
+#[command({
+    name: "broker.presence",
+    flags: [ReadOnly, Fast],
+    arity: 2,
+    key_spec: [{
+        notes: "the user id",
+        flags: [ReadOnly, Access],
+        begin_search: Index({ index: 1 }),
+        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
+    }],
+})]
+fn presence(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, read_presence)
+}
+
+fn read_presence(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let user = args.str("user")?;
+    names::validate_user(user)?;
+    args.done()?;
+    let conns = state::with(|s| s.registry.presence(user));
+    let status = if conns.is_empty() { "offline" } else { "online" };
+    Ok(reply::map([
+        ("status", reply::text(status)),
+        ("connections", reply::int(conns.len() as u64)),
+        (
+            "conns",
+            RedisValue::Array(
+                conns
+                    .iter()
+                    .map(|c| {
+                        reply::map([
+                            ("conn", reply::text(&c.conn)),
+                            ("node", reply::text(&c.node)),
+                            ("ip", reply::text(&c.ip)),
+                            ("connected_at", reply::int(c.connected_at_ms)),
+                            (
+                                "rooms",
+                                RedisValue::Array(c.rooms.iter().map(|r| reply::text(r)).collect()),
+                            ),
+                        ])
+                    })
+                    .collect(),
+            ),
+        ),
+    ]))
+}
+
+#[command({
+    name: "broker.kick",
+    flags: [PubSub, Fast],
+    arity: -2,
+    key_spec: [{
+        notes: "the user id",
+        flags: [ReadOnly, Access],
+        begin_search: Index({ index: 1 }),
+        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
+    }],
+})]
+fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, kick_user)
+}
+
+fn kick_user(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let user = args.str("user")?;
+    names::validate_user(user)?;
+    let reason = if args.is_empty() {
+        "kicked"
+    } else {
+        args.str("reason")?
+    };
+    args.done()?;
+    let told = state::with(|s| {
+        let conns = s.registry.user_conns(user);
+        let mut nodes: Vec<&str> = conns.iter().map(|(_, n)| n.as_str()).collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        for node in nodes {
+            let ids: Vec<&str> = conns
+                .iter()
+                .filter(|(_, n)| n == node)
+                .map(|(c, _)| c.as_str())
+                .collect();
+            let envelope = wire::encode_kick_envelope(user, &ids, reason);
+            delivery::to_nodes(ctx, &mut s.stats, &[node.to_string()], &envelope);
+        }
+        conns.len() as u64
+    });
+    Ok(reply::int(told))
+}
+
+#[command({
+    name: "broker.online",
+    flags: [ReadOnly, Fast],
+    arity: 1,
+    key_spec: [],
+})]
+fn online(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, count_online)
+}
+
+fn count_online(_ctx: &Context, _argv: &[RedisString]) -> Result<RedisValue> {
+    let (users, conns) = state::with(|s| s.registry.online());
+    Ok(reply::map([
+        ("users", reply::int(users)),
+        ("connections", reply::int(conns)),
+    ]))
+}

@@ -1,0 +1,103 @@
+//! Gateway node leases: `NODE.LEASE`, `NODE.RELEASE`, `NODES`.
+
+use broker::names;
+use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use redis_module_macros::command;
+
+use crate::args::{unknown, Args};
+use crate::error::{Error, Result};
+use crate::{delivery, guard, reply, state};
+
+/// Longest lease a node may ask for (one day): a typo must not keep a dead
+/// node's connections in presence for years.
+const MAX_LEASE_MS: u64 = 86_400_000;
+
+#[command({
+    name: "broker.node.lease",
+    flags: [Write, DenyOOM, Fast],
+    arity: -3,
+    key_spec: [],
+})]
+fn node_lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, lease)
+}
+
+fn lease(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let node = args.str("node")?;
+    names::validate_node(node)?;
+    let lease_ms = args.u64("lease ttl_ms")?;
+    if lease_ms == 0 || lease_ms > MAX_LEASE_MS {
+        return Err(Error::Integer("lease ttl_ms"));
+    }
+    let mut deadline = None;
+    while !args.is_empty() {
+        match args.keyword()?.as_str() {
+            "DEADLINE" => deadline = Some(args.u64("deadline")?),
+            other => return Err(unknown(other)),
+        }
+    }
+    let deadline = deadline.unwrap_or_else(|| state::now_ms().saturating_add(lease_ms));
+    state::with(|s| s.registry.lease(node, lease_ms, deadline));
+    let (lease_s, deadline_s) = (lease_ms.to_string(), deadline.to_string());
+    ctx.replicate(
+        "BROKER.NODE.LEASE",
+        &[node, lease_s.as_str(), "DEADLINE", deadline_s.as_str()],
+    );
+    Ok(reply::int(deadline))
+}
+
+#[command({
+    name: "broker.node.release",
+    flags: [Write, Fast],
+    arity: 2,
+    key_spec: [],
+})]
+fn node_release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, release)
+}
+
+fn release(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let node = args.str("node")?;
+    names::validate_node(node)?;
+    args.done()?;
+    let dropped = release_node(ctx, node);
+    ctx.replicate_verbatim();
+    Ok(reply::int(dropped))
+}
+
+/// Drops a node and delivers the leave events; shared with the lease timer.
+pub fn release_node(ctx: &Context, node: &str) -> u64 {
+    state::with(|s| {
+        let (dropped, events) = s.registry.release_node(node);
+        delivery::presence(ctx, &mut s.stats, &events);
+        dropped
+    })
+}
+
+#[command({
+    name: "broker.nodes",
+    flags: [ReadOnly, Fast],
+    arity: 1,
+    key_spec: [],
+})]
+fn nodes(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, list)
+}
+
+fn list(_ctx: &Context, _argv: &[RedisString]) -> Result<RedisValue> {
+    let nodes = state::with(|s| s.registry.nodes());
+    Ok(RedisValue::Array(
+        nodes
+            .into_iter()
+            .map(|n| {
+                reply::map([
+                    ("node", reply::text(&n.node)),
+                    ("connections", reply::int(n.connections)),
+                    ("lease_deadline_ms", reply::int(n.deadline_ms)),
+                ])
+            })
+            .collect(),
+    ))
+}

@@ -1,0 +1,54 @@
+//! The module's one error type and its mapping to Redis error replies.
+//!
+//! Every failure of a command ends here, so every error reply starts with a
+//! code from `docs/COMMANDS.md` that a gateway can match on.
+
+use broker::names::NameError;
+use broker::registry::RegistryError;
+use broker::wire::WireError;
+use redis_module::RedisError;
+use thiserror::Error;
+
+/// Why a command failed.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// Unknown option, missing option value, or extra arguments.
+    #[error("ERR syntax error: {0}")]
+    Syntax(String),
+    /// An argument that should be an integer in range is not.
+    #[error("ERR invalid {0}: expected an integer in range")]
+    Integer(&'static str),
+    /// An invalid name (room, user, conn, node, ip).
+    #[error("ERR {0}")]
+    Name(#[from] NameError),
+    /// A payload that is not what its `FORMAT` says.
+    #[error("ERR invalid payload: {0}")]
+    Payload(#[from] WireError),
+    /// A refusal of the registry (limits, lease, membership...).
+    #[error("{0}")]
+    Registry(#[from] RegistryError),
+    /// A publish over its rate limit.
+    #[error("RATELIMITED {retry_ms}")]
+    RateLimited {
+        /// Milliseconds until a publish would be allowed.
+        retry_ms: i64,
+    },
+    /// An invalid GCRA rate (`count`/`period` not positive...).
+    #[error("ERR invalid rate: {0}")]
+    Rate(#[from] broker::gcra::GcraError),
+    /// The rate-limit key holds something that is not an arrival time.
+    #[error("WRONGTYPE rate-limit key does not hold an integer arrival time")]
+    WrongType,
+    /// Something that should not happen (a caught panic, an encoding failure).
+    #[error("ERR internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Error> for RedisError {
+    fn from(err: Error) -> RedisError {
+        RedisError::String(err.to_string())
+    }
+}
+
+/// Result of a command body.
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,81 @@
+//! Every `unsafe` call of the module, in one place.
+//!
+//! Two things have no safe wrapper in `redis-module` 2.0.8: publishing to a
+//! Pub/Sub channel from a module (`RedisModule_PublishMessage`) and the aux
+//! data callbacks of a module type, which is how the registry is saved into
+//! and loaded from every RDB (see `persist`).
+
+use std::os::raw::c_int;
+
+use redis_module::native_types::RedisType;
+use redis_module::{raw, Context, RedisString};
+
+use crate::persist;
+
+/// Publishes `message` on `channel`, exactly like `PUBLISH`. Returns false
+/// when the server does not offer the API (it does from Redis 6.0 on).
+pub fn publish(ctx: &Context, channel: &RedisString, message: &RedisString) -> bool {
+    let Some(publish_message) = (unsafe {
+        // SAFETY: reading a function pointer that `RedisModule_Init` filled
+        // in before any command could run; it is never written afterwards.
+        raw::RedisModule_PublishMessage
+    }) else {
+        return false;
+    };
+    // SAFETY: `ctx` is the live context of the running command or timer;
+    // both strings are valid `RedisModuleString`s owned by `RedisString`s
+    // that outlive the call, and Redis only reads them.
+    unsafe { publish_message(ctx.get_raw(), channel.inner, message.inner) };
+    true
+}
+
+/// The module type that carries the registry as aux data. No key ever has
+/// this type; it exists for its `aux_save`/`aux_load` callbacks.
+pub static REGISTRY_TYPE: RedisType = RedisType::new(
+    "broker-rg",
+    persist::ENCODING_VERSION,
+    raw::RedisModuleTypeMethods {
+        version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
+        rdb_load: None,
+        rdb_save: None,
+        aof_rewrite: None,
+        free: None,
+        mem_usage: None,
+        digest: None,
+        aux_load: Some(aux_load),
+        aux_save: Some(aux_save),
+        aux_save2: None,
+        aux_save_triggers: raw::Aux::Before as i32,
+        free_effort: None,
+        unlink: None,
+        copy: None,
+        defrag: None,
+        copy2: None,
+        free_effort2: None,
+        mem_usage2: None,
+        unlink2: None,
+    },
+);
+
+unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
+    if when != raw::Aux::Before as c_int {
+        return;
+    }
+    let bytes = persist::save();
+    // SAFETY: `rdb` is the I/O handle Redis passes for this callback.
+    raw::save_slice(rdb, &bytes);
+}
+
+unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when: c_int) -> c_int {
+    if when != raw::Aux::Before as c_int {
+        return raw::Status::Ok as c_int;
+    }
+    // SAFETY: `rdb` is the I/O handle Redis passes for this callback.
+    let Ok(buffer) = raw::load_string_buffer(rdb) else {
+        return raw::Status::Err as c_int;
+    };
+    match persist::load(encver, buffer.as_ref()) {
+        Ok(()) => raw::Status::Ok as c_int,
+        Err(_) => raw::Status::Err as c_int,
+    }
+}

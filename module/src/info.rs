@@ -1,0 +1,31 @@
+//! The `INFO broker` section.
+
+use redis_module::{InfoContext, RedisResult};
+use redis_module_macros::info_command_handler;
+
+use crate::state;
+
+#[info_command_handler]
+fn broker_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+    let (stats, nodes, users, conns, rooms) = state::with(|s| {
+        let (users, conns) = s.registry.online();
+        (
+            s.stats,
+            s.registry.node_count(),
+            users,
+            conns,
+            s.registry.rooms_held(),
+        )
+    });
+    let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    ctx.add_info_section(None);
+    ctx.add_info_field_long_long("nodes", as_i64(nodes));
+    ctx.add_info_field_long_long("connections", as_i64(conns));
+    ctx.add_info_field_long_long("users", as_i64(users));
+    ctx.add_info_field_long_long("rooms", as_i64(rooms));
+    ctx.add_info_field_long_long("publishes", as_i64(stats.publishes));
+    ctx.add_info_field_long_long("deliveries", as_i64(stats.deliveries));
+    ctx.add_info_field_long_long("throttled", as_i64(stats.throttled));
+    ctx.add_info_field_long_long("leases_expired", as_i64(stats.leases_expired));
+    Ok(())
+}

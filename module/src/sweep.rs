@@ -1,0 +1,56 @@
+//! The module's timer: expires node leases and drops idle rooms.
+//!
+//! Runs every `SWEEP_MS` on every server, but acts only on a master: a
+//! replica learns the results from the master's replication stream
+//! (`BROKER.NODE.RELEASE`, `BROKER.APPLY.DROP`), so it never decides with
+//! its own clock.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis_module::{Context, ContextFlags};
+
+use crate::commands::nodes::release_node;
+use crate::state;
+
+/// Period of the timer, from the `SWEEP_MS` module argument.
+pub static SWEEP_MS: AtomicU64 = AtomicU64::new(250);
+
+/// Idle rooms dropped per tick at most, so one tick stays short.
+const MAX_DROPS_PER_TICK: usize = 1000;
+
+/// Arms the timer (called once at load, then by each tick).
+pub fn start(ctx: &Context) {
+    let period = Duration::from_millis(SWEEP_MS.load(Ordering::Relaxed).max(10));
+    ctx.create_timer(period, tick, ());
+}
+
+fn tick(ctx: &Context, _: ()) {
+    let flags = ctx.get_flags();
+    if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
+        expire_leases(ctx);
+        drop_idle_rooms(ctx);
+    }
+    start(ctx);
+}
+
+fn expire_leases(ctx: &Context) {
+    let now = state::now_ms();
+    let expired = state::with(|s| s.registry.expired_nodes(now));
+    for node in expired {
+        release_node(ctx, &node);
+        state::with(|s| s.stats.leases_expired += 1);
+        ctx.replicate("BROKER.NODE.RELEASE", &[node.as_str()]);
+        ctx.log_notice(&format!("broker: lease of node {node} ran out; its connections were removed"));
+    }
+}
+
+fn drop_idle_rooms(ctx: &Context) {
+    let now = state::now_ms();
+    let idle = state::with(|s| s.registry.idle_rooms(now, MAX_DROPS_PER_TICK));
+    for room in idle {
+        if state::with(|s| s.registry.drop_room(&room)) {
+            ctx.replicate("BROKER.APPLY.DROP", &[room.as_str()]);
+        }
+    }
+}
