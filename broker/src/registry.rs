@@ -122,7 +122,10 @@ mod serde_bytes_compat {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
                 Ok(v)
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Vec<u8>, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut a: A,
+            ) -> Result<Vec<u8>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(b) = a.next_element::<u8>()? {
                     out.push(b);
@@ -306,8 +309,7 @@ impl Registry {
     /// Sets the history kept by rooms of `namespace` unless a publish says
     /// otherwise (the module's `HISTORY` arguments).
     pub fn set_namespace_history(&mut self, namespace: &str, config: HistoryConfig) {
-        self.namespace_history
-            .insert(namespace.to_string(), config);
+        self.namespace_history.insert(namespace.to_string(), config);
     }
 
     fn default_history(&self, room: &str) -> HistoryConfig {
@@ -745,12 +747,17 @@ impl Registry {
 
     /// True when `conn` is a member of `room`.
     pub fn is_member(&self, room: &str, conn: &str) -> bool {
-        self.rooms.get(room).is_some_and(|r| r.members.contains(conn))
+        self.rooms
+            .get(room)
+            .is_some_and(|r| r.members.contains(conn))
     }
 
     /// Nodes hosting members of `room`, sorted.
     pub fn room_nodes(&self, room: &str) -> Vec<String> {
-        self.rooms.get(room).map(Room::node_list).unwrap_or_default()
+        self.rooms
+            .get(room)
+            .map(Room::node_list)
+            .unwrap_or_default()
     }
 
     // ----- publish and history ---------------------------------------------
@@ -777,9 +784,8 @@ impl Registry {
             }
             None => None,
         };
-        let config = config.unwrap_or_else(|| {
-            existing.map_or_else(|| self.default_history(room), |r| r.config)
-        });
+        let config = config
+            .unwrap_or_else(|| existing.map_or_else(|| self.default_history(room), |r| r.config));
         Ok(PublishPlan {
             seq: existing.map_or(1, |r| r.seq.saturating_add(1)),
             epoch: existing.map(|r| r.epoch.clone()),
@@ -828,7 +834,13 @@ impl Registry {
 
     /// Retained frames of `room` after `since`, at most `limit`, that are
     /// still within the TTL at `now_ms`.
-    pub fn history(&self, room: &str, since: u64, limit: Option<usize>, now_ms: u64) -> HistoryRead<'_> {
+    pub fn history(
+        &self,
+        room: &str,
+        since: u64,
+        limit: Option<usize>,
+        now_ms: u64,
+    ) -> HistoryRead<'_> {
         let Some(r) = self.rooms.get(room) else {
             return HistoryRead {
                 seq: 0,
@@ -884,7 +896,9 @@ impl Registry {
     pub fn idle_rooms(&self, now_ms: u64, max: usize) -> Vec<String> {
         self.rooms
             .iter()
-            .filter(|(_, r)| r.members.is_empty() && r.history.iter().all(|s| !r.is_live(s, now_ms)))
+            .filter(|(_, r)| {
+                r.members.is_empty() && r.history.iter().all(|s| !r.is_live(s, now_ms))
+            })
             .take(max)
             .map(|(name, _)| name.clone())
             .collect()
@@ -1089,15 +1103,24 @@ mod tests {
             Err(RegistryError::NoLease)
         );
         for i in 0..5 {
-            r.open("alice", &format!("c{i}"), "n1", "1.1.1.1", 1, Some(5), Some(20))
-                .unwrap();
+            r.open(
+                "alice",
+                &format!("c{i}"),
+                "n1",
+                "1.1.1.1",
+                1,
+                Some(5),
+                Some(20),
+            )
+            .unwrap();
         }
         assert_eq!(
             r.open("alice", "c5", "n1", "1.1.1.1", 1, Some(5), Some(20)),
             Err(RegistryError::UserLimit)
         );
         // re-opening an opened connection is idempotent and not counted
-        r.open("alice", "c1", "n1", "1.1.1.1", 1, Some(5), Some(20)).unwrap();
+        r.open("alice", "c1", "n1", "1.1.1.1", 1, Some(5), Some(20))
+            .unwrap();
         assert_eq!(r.online(), (1, 5));
         assert_eq!(
             r.open("bob", "c1", "n1", "1.1.1.1", 1, None, None),
@@ -1114,11 +1137,15 @@ mod tests {
         let mut r = leased();
         r.open("alice", "a1", "n1", "ip", 1, None, None).unwrap();
         r.open("alice", "a2", "n2", "ip", 2, None, None).unwrap();
-        let j1 = r.join("chat:x", "alice", "a1", "n1", true, None, "e1").unwrap();
+        let j1 = r
+            .join("chat:x", "alice", "a1", "n1", true, None, "e1")
+            .unwrap();
         assert!(j1.first);
         assert_eq!(j1.created_epoch.as_deref(), Some("e1"));
         assert_eq!(j1.event.as_ref().unwrap().nodes, vec!["n1"]);
-        let j2 = r.join("chat:x", "alice", "a2", "n2", true, None, "e2").unwrap();
+        let j2 = r
+            .join("chat:x", "alice", "a2", "n2", true, None, "e2")
+            .unwrap();
         assert!(!j2.first && j2.event.is_none() && j2.created_epoch.is_none());
         assert_eq!(j2.epoch, "e1");
         assert_eq!(r.room_count("chat:x"), (1, 2));
@@ -1137,23 +1164,33 @@ mod tests {
     fn personal_room_is_owner_only() {
         let mut r = leased();
         assert_eq!(
-            r.join("user:bob", "alice", "a1", "n1", false, None, "e").unwrap_err(),
+            r.join("user:bob", "alice", "a1", "n1", false, None, "e")
+                .unwrap_err(),
             RegistryError::Forbidden
         );
-        assert!(r.join("user:alice", "alice", "a1", "n1", false, None, "e").is_ok());
+        assert!(r
+            .join("user:alice", "alice", "a1", "n1", false, None, "e")
+            .is_ok());
     }
 
     #[test]
     fn max_rooms_is_enforced() {
         let mut r = leased();
-        r.join("chat:a", "u", "c", "n1", false, Some(2), "e").unwrap();
-        r.join("chat:b", "u", "c", "n1", false, Some(2), "e").unwrap();
+        r.join("chat:a", "u", "c", "n1", false, Some(2), "e")
+            .unwrap();
+        r.join("chat:b", "u", "c", "n1", false, Some(2), "e")
+            .unwrap();
         assert_eq!(
-            r.join("chat:c", "u", "c", "n1", false, Some(2), "e").unwrap_err(),
+            r.join("chat:c", "u", "c", "n1", false, Some(2), "e")
+                .unwrap_err(),
             RegistryError::TooManyRooms
         );
         // joining a room it is already in is fine
-        assert!(r.join("chat:a", "u", "c", "n1", false, Some(2), "e").unwrap().already);
+        assert!(
+            r.join("chat:a", "u", "c", "n1", false, Some(2), "e")
+                .unwrap()
+                .already
+        );
     }
 
     #[test]
@@ -1161,8 +1198,10 @@ mod tests {
         let mut r = leased();
         r.open("alice", "a1", "n1", "ip1", 1, None, None).unwrap();
         r.open("bob", "b1", "n2", "ip2", 1, None, None).unwrap();
-        r.join("chat:x", "alice", "a1", "n1", true, None, "e").unwrap();
-        r.join("chat:x", "bob", "b1", "n2", true, None, "e").unwrap();
+        r.join("chat:x", "alice", "a1", "n1", true, None, "e")
+            .unwrap();
+        r.join("chat:x", "bob", "b1", "n2", true, None, "e")
+            .unwrap();
         let (dropped, events) = r.release_node("n1");
         assert_eq!(dropped, 1);
         assert_eq!(events.len(), 1);
@@ -1178,7 +1217,10 @@ mod tests {
     fn publish_keeps_history_and_recovers() {
         let mut r = leased();
         r.join("chat:x", "u", "c", "n1", false, None, "e1").unwrap();
-        let cfg = HistoryConfig { size: 3, ttl_ms: 1000 };
+        let cfg = HistoryConfig {
+            size: 3,
+            ttl_ms: 1000,
+        };
         for i in 1..=5u64 {
             let plan = r.plan_publish("chat:x", Some("c"), Some(cfg)).unwrap();
             assert_eq!(plan.seq, i);
@@ -1189,9 +1231,15 @@ mod tests {
         let h = r.history("chat:x", 0, None, 500);
         assert_eq!((h.seq, h.epoch), (5, "e1"));
         assert_eq!(h.frames, vec![&[3u8][..], &[4], &[5]]);
-        assert_eq!(r.history("chat:x", 3, Some(1), 500).frames, vec![&[4u8][..]]);
+        assert_eq!(
+            r.history("chat:x", 3, Some(1), 500).frames,
+            vec![&[4u8][..]]
+        );
         // expired by TTL at read time
-        assert_eq!(r.history("chat:x", 0, None, 1350).frames, vec![&[4u8][..], &[5]]);
+        assert_eq!(
+            r.history("chat:x", 0, None, 1350).frames,
+            vec![&[4u8][..], &[5]]
+        );
         let ok = r.recover("chat:x", 3, "e1", 500);
         assert!(ok.recovered);
         assert_eq!(ok.frames.len(), 2);
@@ -1227,9 +1275,14 @@ mod tests {
     fn snapshot_round_trip_rebuilds_indexes() {
         let mut r = leased();
         r.open("alice", "a1", "n1", "ip1", 7, None, None).unwrap();
-        r.join("chat:x", "alice", "a1", "n1", true, None, "e1").unwrap();
-        r.join("chat:x", "bob", "b1", "n2", true, None, "e1").unwrap();
-        let cfg = HistoryConfig { size: 10, ttl_ms: 0 };
+        r.join("chat:x", "alice", "a1", "n1", true, None, "e1")
+            .unwrap();
+        r.join("chat:x", "bob", "b1", "n2", true, None, "e1")
+            .unwrap();
+        let cfg = HistoryConfig {
+            size: 10,
+            ttl_ms: 0,
+        };
         r.apply_publish("chat:x", 1, "e1", 5, cfg, b"frame");
         let bytes = r.snapshot().to_bytes().unwrap();
         let mut back = Registry::new();
@@ -1239,7 +1292,10 @@ mod tests {
         assert_eq!(back.room_count("chat:x"), (2, 2));
         assert_eq!(back.room_nodes("chat:x"), vec!["n1", "n2"]);
         assert_eq!(back.presence("alice")[0].rooms, vec!["chat:x"]);
-        assert_eq!(back.history("chat:x", 0, None, 6).frames, vec![&b"frame"[..]]);
+        assert_eq!(
+            back.history("chat:x", 0, None, 6).frames,
+            vec![&b"frame"[..]]
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ impl<'a> Args<'a> {
         let arg = self
             .args
             .get(self.pos)
-            .ok_or_else(|| Error::Syntax(format!("missing {what}")))?;
+            .ok_or_else(|| Error::Arity(what.to_string()))?;
         self.pos += 1;
         Ok(arg)
     }
@@ -40,7 +40,7 @@ impl<'a> Args<'a> {
         let arg = self
             .args
             .get(self.pos)
-            .ok_or_else(|| Error::Syntax(format!("missing {what}")))?;
+            .ok_or_else(|| Error::Arity(what.to_string()))?;
         self.pos += 1;
         Ok(arg.as_slice())
     }

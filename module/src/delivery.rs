@@ -4,7 +4,7 @@
 use broker::names;
 use broker::registry::{PresenceChange, PresenceEvent};
 use broker::wire::{self, PresenceAction};
-use redis_module::{Context, ContextFlags};
+use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::ffi;
 use crate::state::Stats;
@@ -22,9 +22,11 @@ pub fn to_nodes(ctx: &Context, stats: &mut Stats, nodes: &[String], envelope: &[
     if nodes.is_empty() || !allowed(ctx) {
         return;
     }
-    let message = ctx.create_string(envelope);
+    // Binary-safe strings: envelopes hold NUL bytes (`create_string` would refuse them).
+    let message = RedisString::create_from_slice(ctx.get_raw(), envelope);
     for node in nodes {
-        let channel = ctx.create_string(names::node_channel(node));
+        let channel =
+            RedisString::create_from_slice(ctx.get_raw(), names::node_channel(node).as_bytes());
         if ffi::publish(ctx, &channel, &message) {
             stats.deliveries += 1;
         }

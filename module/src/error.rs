@@ -12,6 +12,9 @@ use thiserror::Error;
 /// Why a command failed.
 #[derive(Debug, Error)]
 pub enum Error {
+    /// A required argument is missing.
+    #[error("ERR wrong number of arguments: missing {0}")]
+    Arity(String),
     /// Unknown option, missing option value, or extra arguments.
     #[error("ERR syntax error: {0}")]
     Syntax(String),
@@ -44,9 +47,10 @@ pub enum Error {
     Internal(String),
 }
 
-impl From<Error> for RedisError {
-    fn from(err: Error) -> RedisError {
-        RedisError::String(err.to_string())
+impl Error {
+    /// The Redis error reply: the message as is, its first word the code.
+    pub fn into_redis(self) -> RedisError {
+        RedisError::String(self.to_string())
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use redis_module::{Context, RedisError, RedisResult, RedisString};
+use redis_module::{Context, RedisResult, RedisString};
 
 use crate::error::Error;
 
@@ -18,9 +18,9 @@ pub fn run(
 ) -> RedisResult {
     match catch_unwind(AssertUnwindSafe(|| body(ctx, &args))) {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(err)) => Err(RedisError::from(err)),
-        Err(_) => Err(RedisError::from(Error::Internal(
-            "command failed unexpectedly; see the server log".into(),
-        ))),
+        Ok(Err(err)) => Err(err.into_redis()),
+        Err(_) => Err(
+            Error::Internal("command failed unexpectedly; see the server log".into()).into_redis(),
+        ),
     }
 }

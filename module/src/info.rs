@@ -5,9 +5,12 @@ use redis_module_macros::info_command_handler;
 
 use crate::state;
 
+/// Fills the `broker` section (the deprecated field API is the one that
+/// names the section after the module itself, so `INFO broker` finds it).
 #[info_command_handler]
+#[allow(deprecated)]
 fn broker_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
-    let (stats, nodes, users, conns, rooms) = state::with(|s| {
+    let Some((stats, nodes, users, conns, rooms)) = state::try_with(|s| {
         let (users, conns) = s.registry.online();
         (
             s.stats,
@@ -16,7 +19,9 @@ fn broker_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
             conns,
             s.registry.rooms_held(),
         )
-    });
+    }) else {
+        return Ok(());
+    };
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     ctx.add_info_section(None);
     ctx.add_info_field_long_long("nodes", as_i64(nodes));

@@ -44,8 +44,12 @@ fn configure(ctx: &Context, argv: &[RedisString]) -> Result<(), String> {
                 let (Some(ns), Some(size), Some(ttl)) = (it.next(), it.next(), it.next()) else {
                     return Err("HISTORY needs <namespace> <size> <ttl_s>".into());
                 };
-                let size: u32 = size.parse().map_err(|_| "HISTORY size must be an integer")?;
-                let ttl: u64 = ttl.parse().map_err(|_| "HISTORY ttl_s must be an integer")?;
+                let size: u32 = size
+                    .parse()
+                    .map_err(|_| "HISTORY size must be an integer")?;
+                let ttl: u64 = ttl
+                    .parse()
+                    .map_err(|_| "HISTORY ttl_s must be an integer")?;
                 broker::names::validate_room(&format!("{ns}:x"))
                     .map_err(|_| format!("HISTORY namespace '{ns}' is invalid"))?;
                 state::with(|s| {
@@ -106,5 +110,24 @@ redis_module! {
     allocator: (redis_module::alloc::RedisAlloc, redis_module::alloc::RedisAlloc),
     data_types: [REGISTRY_TYPE],
     init: init,
-    commands: [],
+    commands: [
+        // name, handler, flags, first key, last key, key step, ACL categories
+        ["broker.publish", commands::publish::publish, "write deny-oom getkeys-api", 1, 1, 1, ""],
+        ["broker.apply.publish", commands::publish::apply_publish, "write deny-oom", 1, 1, 1, ""],
+        ["broker.apply.drop", commands::publish::apply_drop, "write", 1, 1, 1, ""],
+        ["broker.history", commands::rooms::history, "readonly", 1, 1, 1, ""],
+        ["broker.join", commands::rooms::join, "write deny-oom fast", 1, 1, 1, ""],
+        ["broker.leave", commands::rooms::leave, "write fast", 1, 1, 1, ""],
+        ["broker.room.members", commands::rooms::room_members, "readonly", 1, 1, 1, ""],
+        ["broker.room.count", commands::rooms::room_count, "readonly fast", 1, 1, 1, ""],
+        ["broker.conn.open", commands::connections::conn_open, "write deny-oom fast", 1, 1, 1, ""],
+        ["broker.conn.close", commands::connections::conn_close, "write fast", 1, 1, 1, ""],
+        ["broker.presence", commands::connections::presence, "readonly fast", 1, 1, 1, ""],
+        ["broker.kick", commands::connections::kick, "pubsub fast", 1, 1, 1, ""],
+        ["broker.online", commands::connections::online, "readonly fast", 0, 0, 0, ""],
+        ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],
+        ["broker.node.lease", commands::nodes::node_lease, "write deny-oom fast", 0, 0, 0, ""],
+        ["broker.node.release", commands::nodes::node_release, "write fast", 0, 0, 0, ""],
+        ["broker.nodes", commands::nodes::nodes, "readonly fast", 0, 0, 0, ""],
+    ],
 }

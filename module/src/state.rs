@@ -40,9 +40,22 @@ static STATE: Mutex<Option<State>> = Mutex::new(None);
 
 /// Runs `f` with the module state.
 pub fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
-    let mut guard: MutexGuard<'_, Option<State>> =
-        STATE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut guard: MutexGuard<'_, Option<State>> = STATE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     f(guard.get_or_insert_with(State::default))
+}
+
+/// Runs `f` with the module state unless it is locked. For Redis's crash
+/// report, which may run while a command holds the lock.
+pub fn try_with<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    match STATE.try_lock() {
+        Ok(mut guard) => Some(f(guard.get_or_insert_with(State::default))),
+        Err(std::sync::TryLockError::Poisoned(p)) => {
+            Some(f(p.into_inner().get_or_insert_with(State::default)))
+        }
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -65,8 +78,8 @@ impl State {
     /// incarnations of a room; they are not secrets.
     pub fn new_epoch(&mut self) -> String {
         self.epoch_counter = self.epoch_counter.wrapping_add(1);
-        let mut z = (now_ns() as u64)
-            .wrapping_add(self.epoch_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut z =
+            (now_ns() as u64).wrapping_add(self.epoch_counter.wrapping_mul(0x9E37_79B9_7F4A_7C15));
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;

@@ -41,7 +41,9 @@ fn expire_leases(ctx: &Context) {
         release_node(ctx, &node);
         state::with(|s| s.stats.leases_expired += 1);
         ctx.replicate("BROKER.NODE.RELEASE", &[node.as_str()]);
-        ctx.log_notice(&format!("broker: lease of node {node} ran out; its connections were removed"));
+        ctx.log_notice(&format!(
+            "broker: lease of node {node} ran out; its connections were removed"
+        ));
     }
 }
 

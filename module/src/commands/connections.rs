@@ -3,28 +3,17 @@
 
 use broker::{names, wire};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
-use redis_module_macros::command;
 
 use crate::args::{unknown, Args};
-use crate::error::Result;
+use crate::error;
 use crate::{delivery, guard, reply, state};
 
-#[command({
-    name: "broker.conn.open",
-    flags: [Write, DenyOOM, Fast],
-    arity: -5,
-    key_spec: [{
-        notes: "the user id: a user's connections live in its slot",
-        flags: [ReadWrite, Update],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn conn_open(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.CONN.OPEN user conn node ip [MAXUSER n] [MAXIP n] [AT ms]`: registers a connection within the limits.
+pub fn conn_open(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, open)
 }
 
-fn open(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn open(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let user = args.str("user")?;
     names::validate_user(user)?;
@@ -44,10 +33,7 @@ fn open(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
         }
     }
     let at = at.unwrap_or_else(state::now_ms);
-    state::with(|s| {
-        s.registry
-            .open(user, conn, node, ip, at, max_user, max_ip)
-    })?;
+    state::with(|s| s.registry.open(user, conn, node, ip, at, max_user, max_ip))?;
     let at_s = at.to_string();
     ctx.replicate(
         "BROKER.CONN.OPEN",
@@ -56,22 +42,12 @@ fn open(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-#[command({
-    name: "broker.conn.close",
-    flags: [Write, Fast],
-    arity: 3,
-    key_spec: [{
-        notes: "the user id",
-        flags: [ReadWrite, Delete],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn conn_close(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.CONN.CLOSE user conn`: removes a connection and its memberships.
+pub fn conn_close(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, close)
 }
 
-fn close(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn close(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let user = args.str("user")?;
     names::validate_user(user)?;
@@ -87,28 +63,22 @@ fn close(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     Ok(reply::int(rooms))
 }
 
-#[command({
-    name: "broker.presence",
-    flags: [ReadOnly, Fast],
-    arity: 2,
-    key_spec: [{
-        notes: "the user id",
-        flags: [ReadOnly, Access],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn presence(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.PRESENCE user`: the user's connections.
+pub fn presence(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, read_presence)
 }
 
-fn read_presence(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn read_presence(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let user = args.str("user")?;
     names::validate_user(user)?;
     args.done()?;
     let conns = state::with(|s| s.registry.presence(user));
-    let status = if conns.is_empty() { "offline" } else { "online" };
+    let status = if conns.is_empty() {
+        "offline"
+    } else {
+        "online"
+    };
     Ok(reply::map([
         ("status", reply::text(status)),
         ("connections", reply::int(conns.len() as u64)),
@@ -135,22 +105,12 @@ fn read_presence(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     ]))
 }
 
-#[command({
-    name: "broker.kick",
-    flags: [PubSub, Fast],
-    arity: -2,
-    key_spec: [{
-        notes: "the user id",
-        flags: [ReadOnly, Access],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.KICK user [reason]`: tells the nodes holding the user's connections to close them.
+pub fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, kick_user)
 }
 
-fn kick_user(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn kick_user(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let user = args.str("user")?;
     names::validate_user(user)?;
@@ -179,17 +139,12 @@ fn kick_user(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     Ok(reply::int(told))
 }
 
-#[command({
-    name: "broker.online",
-    flags: [ReadOnly, Fast],
-    arity: 1,
-    key_spec: [],
-})]
-fn online(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.ONLINE`: users and connections, O(1).
+pub fn online(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, count_online)
 }
 
-fn count_online(_ctx: &Context, _argv: &[RedisString]) -> Result<RedisValue> {
+fn count_online(_ctx: &Context, _argv: &[RedisString]) -> error::Result<RedisValue> {
     let (users, conns) = state::with(|s| s.registry.online());
     Ok(reply::map([
         ("users", reply::int(users)),

@@ -2,27 +2,21 @@
 
 use broker::names;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
-use redis_module_macros::command;
 
 use crate::args::{unknown, Args};
-use crate::error::{Error, Result};
+use crate::error::{self, Error};
 use crate::{delivery, guard, reply, state};
 
 /// Longest lease a node may ask for (one day): a typo must not keep a dead
 /// node's connections in presence for years.
 const MAX_LEASE_MS: u64 = 86_400_000;
 
-#[command({
-    name: "broker.node.lease",
-    flags: [Write, DenyOOM, Fast],
-    arity: -3,
-    key_spec: [],
-})]
-fn node_lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.NODE.LEASE node ttl_ms [DEADLINE ms]`: takes or renews a node lease.
+pub fn node_lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, lease)
 }
 
-fn lease(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn lease(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let node = args.str("node")?;
     names::validate_node(node)?;
@@ -47,17 +41,12 @@ fn lease(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     Ok(reply::int(deadline))
 }
 
-#[command({
-    name: "broker.node.release",
-    flags: [Write, Fast],
-    arity: 2,
-    key_spec: [],
-})]
-fn node_release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.NODE.RELEASE node`: drops a node and everything it holds.
+pub fn node_release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, release)
 }
 
-fn release(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn release(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let node = args.str("node")?;
     names::validate_node(node)?;
@@ -76,17 +65,12 @@ pub fn release_node(ctx: &Context, node: &str) -> u64 {
     })
 }
 
-#[command({
-    name: "broker.nodes",
-    flags: [ReadOnly, Fast],
-    arity: 1,
-    key_spec: [],
-})]
-fn nodes(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.NODES`: live nodes.
+pub fn nodes(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, list)
 }
 
-fn list(_ctx: &Context, _argv: &[RedisString]) -> Result<RedisValue> {
+fn list(_ctx: &Context, _argv: &[RedisString]) -> error::Result<RedisValue> {
     let nodes = state::with(|s| s.registry.nodes());
     Ok(RedisValue::Array(
         nodes

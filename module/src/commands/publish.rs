@@ -10,11 +10,10 @@ use broker::names;
 use broker::registry::HistoryConfig;
 use broker::wire::{self, Format, Sender};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
-use redis_module_macros::command;
 
 use crate::args::{unknown, Args};
 use crate::commands::throttle;
-use crate::error::{Error, Result};
+use crate::error::{self, Error};
 use crate::{delivery, guard, reply, state};
 
 /// Longest event name accepted.
@@ -26,30 +25,38 @@ struct RateOption<'a> {
     rate: Rate,
 }
 
-#[command({
-    name: "broker.publish",
-    flags: [Write, DenyOOM, Fast],
-    arity: -4,
-    key_spec: [
-        {
-            notes: "the room name",
-            flags: [ReadWrite, Update],
-            begin_search: Index({ index: 1 }),
-            find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-        },
-        {
-            notes: "the RATE key (GCRA arrival time); same slot as the room in a cluster",
-            flags: [ReadWrite, Update],
-            begin_search: Keyword({ keyword: "RATE", startfrom: 4 }),
-            find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-        },
-    ],
-})]
-fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.PUBLISH room event payload [options]`: sequence, history, fan-out in one call.
+pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    if ctx.is_keys_position_request() {
+        report_keys(ctx, &args);
+        return Ok(RedisValue::NoReply);
+    }
     guard::run(ctx, args, run_publish)
 }
 
-fn check_event(event: &str) -> Result<()> {
+/// Tells Redis (`COMMAND GETKEYS`, cluster routing) which arguments are
+/// keys: the room, and the key after `RATE` when there is one.
+fn report_keys(ctx: &Context, argv: &[RedisString]) {
+    ctx.key_at_pos(1);
+    let mut pos = 4;
+    while pos < argv.len() {
+        let word = argv[pos].as_slice();
+        let takes = match word.to_ascii_uppercase().as_slice() {
+            b"FORMAT" | b"EXCEPT" | b"FROM" => 1,
+            b"HISTORY" => 2,
+            b"RATE" => {
+                if pos + 1 < argv.len() {
+                    ctx.key_at_pos((pos + 1) as i32);
+                }
+                4
+            }
+            _ => 0,
+        };
+        pos += 1 + takes;
+    }
+}
+
+fn check_event(event: &str) -> error::Result<()> {
     if event.is_empty() || event.len() > MAX_EVENT_LEN {
         return Err(Error::Syntax(format!(
             "event must be 1 to {MAX_EVENT_LEN} bytes"
@@ -58,7 +65,7 @@ fn check_event(event: &str) -> Result<()> {
     Ok(())
 }
 
-fn run_publish(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let room = args.str("room")?;
     names::validate_room(room)?;
@@ -173,24 +180,14 @@ fn replicate_apply(
     );
 }
 
-#[command({
-    name: "broker.apply.publish",
-    flags: [Write, DenyOOM],
-    arity: 8,
-    key_spec: [{
-        notes: "the room name",
-        flags: [ReadWrite, Update],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn apply_publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.APPLY.PUBLISH`: the replication form of a publish.
+pub fn apply_publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, run_apply)
 }
 
 /// Stores a message exactly as the master did. Delivers nothing: the master
 /// already delivered it.
-fn run_apply(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn run_apply(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let room = args.str("room")?;
     names::validate_room(room)?;
@@ -205,30 +202,21 @@ fn run_apply(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     args.done()?;
     wire::check_msgpack(frame)?;
     state::with(|s| {
-        s.registry.apply_publish(room, seq, epoch, ts, config, frame);
+        s.registry
+            .apply_publish(room, seq, epoch, ts, config, frame);
         s.stats.publishes += 1;
     });
     ctx.replicate_verbatim();
     Ok(reply::int(seq))
 }
 
-#[command({
-    name: "broker.apply.drop",
-    flags: [Write],
-    arity: 2,
-    key_spec: [{
-        notes: "the room name",
-        flags: [ReadWrite, Delete],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn apply_drop(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.APPLY.DROP room`: the replication form of the sweep dropping an idle room.
+pub fn apply_drop(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, run_drop)
 }
 
 /// Drops an empty room whose history expired (the master's sweep decided).
-fn run_drop(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn run_drop(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let room = args.str("room")?;
     names::validate_room(room)?;

@@ -2,14 +2,13 @@
 
 use broker::names;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
-use redis_module_macros::command;
 
 use crate::args::{unknown, Args};
-use crate::error::Result;
+use crate::error;
 use crate::{delivery, guard, reply, state};
 
 /// Reads `room user conn node`, validated.
-fn member_args<'a>(args: &mut Args<'a>) -> Result<(&'a str, &'a str, &'a str)> {
+fn member_args<'a>(args: &mut Args<'a>) -> error::Result<(&'a str, &'a str, &'a str)> {
     let room = args.str("room")?;
     names::validate_room(room)?;
     let user = args.str("user")?;
@@ -19,22 +18,12 @@ fn member_args<'a>(args: &mut Args<'a>) -> Result<(&'a str, &'a str, &'a str)> {
     Ok((room, user, conn))
 }
 
-#[command({
-    name: "broker.join",
-    flags: [Write, DenyOOM, Fast],
-    arity: -5,
-    key_spec: [{
-        notes: "the room name",
-        flags: [ReadWrite, Insert],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.JOIN room user conn node [PRESENCE] [MAXROOMS n] [SINCE seq epoch] [EPOCH e]`: adds a connection to a room.
+pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, join_room)
 }
 
-fn join_room(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn join_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let (room, user, conn) = member_args(&mut args)?;
     let node = args.str("node")?;
@@ -50,7 +39,7 @@ fn join_room(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
         }
     }
     let now = state::now_ms();
-    let value = state::with(|s| -> Result<RedisValue> {
+    let value = state::with(|s| -> error::Result<RedisValue> {
         let new_epoch = match epoch {
             Some(e) => e.to_string(),
             None => s.new_epoch(),
@@ -85,22 +74,12 @@ fn join_room(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     Ok(value)
 }
 
-#[command({
-    name: "broker.leave",
-    flags: [Write, Fast],
-    arity: 4,
-    key_spec: [{
-        notes: "the room name",
-        flags: [ReadWrite, Delete],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.LEAVE room user conn`: removes a connection from a room.
+pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, leave_room)
 }
 
-fn leave_room(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn leave_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let (room, user, conn) = member_args(&mut args)?;
     args.done()?;
@@ -118,7 +97,7 @@ fn leave_room(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
 }
 
 /// Reads the single `room` argument of a read command.
-fn room_only<'a>(argv: &'a [RedisString]) -> Result<&'a str> {
+fn room_only(argv: &[RedisString]) -> error::Result<&str> {
     let mut args = Args::new(argv);
     let room = args.str("room")?;
     names::validate_room(room)?;
@@ -126,22 +105,12 @@ fn room_only<'a>(argv: &'a [RedisString]) -> Result<&'a str> {
     Ok(room)
 }
 
-#[command({
-    name: "broker.room.members",
-    flags: [ReadOnly],
-    arity: 2,
-    key_spec: [{
-        notes: "the room name",
-        flags: [ReadOnly, Access],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn room_members(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.ROOM.MEMBERS room`: distinct users with their connection counts.
+pub fn room_members(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, members)
 }
 
-fn members(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn members(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let room = room_only(argv)?;
     let members = state::with(|s| s.registry.room_members(room));
     let map = members
@@ -156,22 +125,12 @@ fn members(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     Ok(RedisValue::OrderedMap(map))
 }
 
-#[command({
-    name: "broker.room.count",
-    flags: [ReadOnly, Fast],
-    arity: 2,
-    key_spec: [{
-        notes: "the room name",
-        flags: [ReadOnly, Access],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn room_count(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.ROOM.COUNT room`: users and connections, O(1).
+pub fn room_count(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, count)
 }
 
-fn count(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn count(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let room = room_only(argv)?;
     let (users, conns) = state::with(|s| s.registry.room_count(room));
     Ok(reply::map([
@@ -180,22 +139,12 @@ fn count(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
     ]))
 }
 
-#[command({
-    name: "broker.history",
-    flags: [ReadOnly],
-    arity: -2,
-    key_spec: [{
-        notes: "the room name",
-        flags: [ReadOnly, Access],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn history(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.HISTORY room [SINCE seq] [LIMIT n]`: retained messages.
+pub fn history(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, read_history)
 }
 
-fn read_history(_ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn read_history(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let room = args.str("room")?;
     names::validate_room(room)?;

@@ -11,28 +11,17 @@ use std::time::Duration;
 
 use broker::gcra::{self, Decision, Rate};
 use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
-use redis_module_macros::command;
 
 use crate::args::Args;
-use crate::error::{Error, Result};
+use crate::error::{self, Error};
 use crate::{guard, state};
 
-#[command({
-    name: "broker.throttle",
-    flags: [Write, DenyOOM, Fast],
-    arity: -5,
-    key_spec: [{
-        notes: "holds the GCRA theoretical arrival time",
-        flags: [ReadWrite, Update],
-        begin_search: Index({ index: 1 }),
-        find_keys: Range({ last_key: 0, steps: 1, limit: 0 }),
-    }],
-})]
-fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+/// `BROKER.THROTTLE key max_burst count period [quantity]`: GCRA, redis-cell's reply.
+pub fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, run_throttle)
 }
 
-fn run_throttle(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
+fn run_throttle(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let key = args.raw("key")?;
     let rate = Rate {
@@ -58,7 +47,12 @@ fn run_throttle(ctx: &Context, argv: &[RedisString]) -> Result<RedisValue> {
 
 /// Runs one GCRA decision on `key`: reads the stored arrival time, stores
 /// the new one when allowed (and replicates it), counts limited calls.
-pub fn check(ctx: &Context, key: &RedisString, rate: &Rate, quantity: i64) -> Result<Decision> {
+pub fn check(
+    ctx: &Context,
+    key: &RedisString,
+    rate: &Rate,
+    quantity: i64,
+) -> error::Result<Decision> {
     let now_ns = state::now_ns();
     let handle = ctx.open_key_writable(key);
     let tat = match handle.key_type() {
@@ -87,7 +81,12 @@ pub fn check(ctx: &Context, key: &RedisString, rate: &Rate, quantity: i64) -> Re
             let key_bytes = key.as_slice();
             ctx.replicate(
                 "SET",
-                &[key_bytes, tat_text.as_bytes(), "PXAT".as_bytes(), expire_at.as_bytes()],
+                &[
+                    key_bytes,
+                    tat_text.as_bytes(),
+                    "PXAT".as_bytes(),
+                    expire_at.as_bytes(),
+                ],
             );
         }
         None => {
