@@ -321,8 +321,11 @@ impl Registry {
 
     // ----- nodes -----------------------------------------------------------
 
-    /// Takes or renews `node`'s lease until `deadline_ms`.
-    pub fn lease(&mut self, node: &str, lease_ms: u64, deadline_ms: u64) {
+    /// Takes or renews `node`'s lease until `deadline_ms`. Returns true when
+    /// the node already held a lease (a renewal), false when the lease is new
+    /// — then the node must register its connections again.
+    pub fn lease(&mut self, node: &str, lease_ms: u64, deadline_ms: u64) -> bool {
+        let renewed = self.nodes.contains_key(node);
         let entry = self.nodes.entry(node.to_string()).or_insert_with(|| Node {
             deadline_ms,
             lease_ms,
@@ -330,6 +333,7 @@ impl Registry {
         });
         entry.deadline_ms = deadline_ms;
         entry.lease_ms = lease_ms;
+        renewed
     }
 
     /// True when `node` holds a lease (expiry is decided by the caller's timer).
@@ -979,7 +983,7 @@ impl Registry {
     pub fn restore(&mut self, snapshot: Snapshot) {
         self.clear();
         for n in snapshot.nodes {
-            self.lease(&n.id, n.lease_ms, n.deadline_ms);
+            let _ = self.lease(&n.id, n.lease_ms, n.deadline_ms);
         }
         for c in snapshot.conns {
             let Some(node) = self.nodes.get_mut(&c.node) else {

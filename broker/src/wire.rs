@@ -142,6 +142,18 @@ pub enum Envelope<'a> {
         except: Option<&'a str>,
         /// The encoded `msg` frame.
         frame: &'a [u8],
+        /// Publish time (ms since the Unix epoch), for latency metrics.
+        ts: u64,
+    },
+    /// A server broadcast: send `frame` to every local connection, or with
+    /// `namespace`, to every local connection in a room of that namespace.
+    Broadcast {
+        /// Restricts the broadcast to members of this namespace's rooms.
+        namespace: Option<&'a str>,
+        /// The encoded `msg` frame.
+        frame: &'a [u8],
+        /// Publish time (ms since the Unix epoch).
+        ts: u64,
     },
     /// A presence event: send `frame` to every local member of `room`.
     Presence {
@@ -588,17 +600,18 @@ pub fn encode_presence_frame(room: &str, user: &str, action: PresenceAction) -> 
 }
 
 /// Wraps a `msg` frame for a node channel: `["msg", room, seq, epoch,
-/// except_conn | nil, frame (bin)]`.
+/// except_conn | nil, frame (bin), ts]`.
 pub fn encode_msg_envelope(
     room: &str,
     seq: u64,
     epoch: &str,
     except: Option<&str>,
     frame: &[u8],
+    ts: u64,
 ) -> Vec<u8> {
     let except_len = except.map_or(0, str::len);
-    let mut buf = ByteBuf::with_capacity(32 + room.len() + epoch.len() + except_len + frame.len());
-    put_array_len(&mut buf, 6);
+    let mut buf = ByteBuf::with_capacity(40 + room.len() + epoch.len() + except_len + frame.len());
+    put_array_len(&mut buf, 7);
     put_str(&mut buf, "msg");
     put_str(&mut buf, room);
     put_uint(&mut buf, seq);
@@ -608,6 +621,22 @@ pub fn encode_msg_envelope(
         None => put_nil(&mut buf),
     }
     put_bin(&mut buf, frame);
+    put_uint(&mut buf, ts);
+    buf.into_vec()
+}
+
+/// Wraps a broadcast `msg` frame for a node channel: `["broadcast",
+/// namespace | nil, frame (bin), ts]`.
+pub fn encode_broadcast_envelope(namespace: Option<&str>, frame: &[u8], ts: u64) -> Vec<u8> {
+    let mut buf = ByteBuf::with_capacity(32 + namespace.map_or(0, str::len) + frame.len());
+    put_array_len(&mut buf, 4);
+    put_str(&mut buf, "broadcast");
+    match namespace {
+        Some(ns) => put_str(&mut buf, ns),
+        None => put_nil(&mut buf),
+    }
+    put_bin(&mut buf, frame);
+    put_uint(&mut buf, ts);
     buf.into_vec()
 }
 
@@ -660,18 +689,30 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope<'_>, WireError> {
     }
     let kind = r.expect_str()?;
     let envelope = match (kind, len) {
-        ("msg", 6) => {
+        ("msg", 7) => {
             let room = r.expect_str()?;
             let seq = r.expect_uint()?;
             let epoch = r.expect_str()?;
             let except = r.expect_opt_str()?;
             let frame = r.expect_bin()?;
+            let ts = r.expect_uint()?;
             Envelope::Msg {
                 room,
                 seq,
                 epoch,
                 except,
                 frame,
+                ts,
+            }
+        }
+        ("broadcast", 4) => {
+            let namespace = r.expect_opt_str()?;
+            let frame = r.expect_bin()?;
+            let ts = r.expect_uint()?;
+            Envelope::Broadcast {
+                namespace,
+                frame,
+                ts,
             }
         }
         ("presence", 6) => {
@@ -1398,7 +1439,7 @@ mod tests {
     fn msg_envelope_round_trip() {
         let frame = encode_msg_frame("chat:lobby", "m", &[0x01], 7, "ep", 9, None);
         for except in [None, Some("c-1")] {
-            let bytes = encode_msg_envelope("chat:lobby", 7, "ep", except, &frame);
+            let bytes = encode_msg_envelope("chat:lobby", 7, "ep", except, &frame, 9);
             assert_eq!(check_msgpack(&bytes), Ok(()));
             let env = decode_envelope(&bytes).unwrap();
             assert_eq!(
@@ -1409,6 +1450,7 @@ mod tests {
                     epoch: "ep",
                     except,
                     frame: &frame,
+                    ts: 9,
                 }
             );
             let Envelope::Msg { frame: got, .. } = env else {
@@ -1416,8 +1458,23 @@ mod tests {
             };
             assert!(is_subslice(got, &bytes));
         }
-        let v = decode_value_json(&encode_msg_envelope("a:b", 3, "ep", None, &[1, 2])).unwrap();
-        assert_eq!(v, json!(["msg", "a:b", 3, "ep", null, [1, 2]]));
+        let v = decode_value_json(&encode_msg_envelope("a:b", 3, "ep", None, &[1, 2], 5)).unwrap();
+        assert_eq!(v, json!(["msg", "a:b", 3, "ep", null, [1, 2], 5]));
+    }
+
+    #[test]
+    fn broadcast_envelope_round_trip() {
+        for ns in [None, Some("chat")] {
+            let bytes = encode_broadcast_envelope(ns, &[0xc0], 12);
+            assert_eq!(
+                decode_envelope(&bytes),
+                Ok(Envelope::Broadcast {
+                    namespace: ns,
+                    frame: &[0xc0],
+                    ts: 12
+                })
+            );
+        }
     }
 
     #[test]
@@ -1488,7 +1545,7 @@ mod tests {
                 "{bytes:02x?}"
             );
         }
-        let good = encode_msg_envelope("a:b", 1, "e", None, &[0xc0]);
+        let good = encode_msg_envelope("a:b", 1, "e", None, &[0xc0], 1);
         for end in 0..good.len() {
             assert_eq!(decode_envelope(&good[..end]), Err(WireError::Truncated));
         }
@@ -1542,7 +1599,7 @@ mod tests {
             state
         };
         let seeds = [
-            encode_msg_envelope("a:b", 9, "ep", Some("c"), &[0x81, 0xa1, b'k', 0x01]),
+            encode_msg_envelope("a:b", 9, "ep", Some("c"), &[0x81, 0xa1, b'k', 0x01], 3),
             encode_kick_envelope("u", &["c1", "c2"], "bye"),
             mp(&json!({"a": [1, -2, 3.5, "x", null, true, {"b": [[], {}]}]})),
         ];

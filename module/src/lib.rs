@@ -113,6 +113,7 @@ redis_module! {
     commands: [
         // name, handler, flags, first key, last key, key step, ACL categories
         ["broker.publish", commands::publish::publish, "write deny-oom getkeys-api", 1, 1, 1, ""],
+        ["broker.broadcast", commands::publish::broadcast, "pubsub", 0, 0, 0, ""],
         ["broker.apply.publish", commands::publish::apply_publish, "write deny-oom", 1, 1, 1, ""],
         ["broker.apply.drop", commands::publish::apply_drop, "write", 1, 1, 1, ""],
         ["broker.history", commands::rooms::history, "readonly", 1, 1, 1, ""],

@@ -32,13 +32,16 @@ fn lease(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
         }
     }
     let deadline = deadline.unwrap_or_else(|| state::now_ms().saturating_add(lease_ms));
-    state::with(|s| s.registry.lease(node, lease_ms, deadline));
+    let renewed = state::with(|s| s.registry.lease(node, lease_ms, deadline));
     let (lease_s, deadline_s) = (lease_ms.to_string(), deadline.to_string());
     ctx.replicate(
         "BROKER.NODE.LEASE",
         &[node, lease_s.as_str(), "DEADLINE", deadline_s.as_str()],
     );
-    Ok(reply::int(deadline))
+    Ok(RedisValue::Array(vec![
+        reply::int(deadline),
+        reply::int(u64::from(renewed)),
+    ]))
 }
 
 /// `BROKER.NODE.RELEASE node`: drops a node and everything it holds.

@@ -34,6 +34,48 @@ pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, run_publish)
 }
 
+/// `BROKER.BROADCAST event payload [FORMAT f] [NS namespace]`: a server
+/// message to every connection on every node (or, with `NS`, to connections
+/// in a room of that namespace). Not stored, no sequence: the frame's `room`
+/// is `*` (or `namespace:*`), `seq` 0 and `epoch` empty.
+pub fn broadcast(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, run_broadcast)
+}
+
+fn run_broadcast(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let event = args.str("event")?;
+    check_event(event)?;
+    let payload = args.bytes("payload")?;
+    let (mut format, mut namespace) = (Format::Msgpack, None);
+    while !args.is_empty() {
+        match args.keyword()?.as_str() {
+            "FORMAT" => {
+                let name = args.str("format")?;
+                format = Format::parse(name)
+                    .ok_or_else(|| Error::Syntax(format!("unknown format '{name}'")))?;
+            }
+            "NS" => {
+                let ns = args.str("namespace")?;
+                names::validate_namespace(ns)?;
+                namespace = Some(ns);
+            }
+            other => return Err(unknown(other)),
+        }
+    }
+    let data = wire::encode_payload(format, payload)?;
+    let room = namespace.map_or_else(|| "*".to_string(), |ns| format!("{ns}:*"));
+    let ts = state::now_ms();
+    let frame = wire::encode_msg_frame(&room, event, &data, 0, "", ts, None);
+    let envelope = wire::encode_broadcast_envelope(namespace, &frame, ts);
+    let nodes = state::with(|s| {
+        let nodes: Vec<String> = s.registry.nodes().into_iter().map(|n| n.node).collect();
+        delivery::to_nodes(ctx, &mut s.stats, &nodes, &envelope);
+        nodes.len() as u64
+    });
+    Ok(reply::int(nodes))
+}
+
 /// Tells Redis (`COMMAND GETKEYS`, cluster routing) which arguments are
 /// keys: the room, and the key after `RATE` when there is one.
 fn report_keys(ctx: &Context, argv: &[RedisString]) {
@@ -144,7 +186,7 @@ fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue>
             .apply_publish(room, plan.seq, &epoch, ts, plan.config, &frame);
         replicate_apply(ctx, room, plan.seq, &epoch, ts, plan.config, &frame);
         s.stats.publishes += 1;
-        let envelope = wire::encode_msg_envelope(room, plan.seq, &epoch, except, &frame);
+        let envelope = wire::encode_msg_envelope(room, plan.seq, &epoch, except, &frame, ts);
         delivery::to_nodes(ctx, &mut s.stats, &nodes, &envelope);
         plan.seq
     });
