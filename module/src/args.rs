@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 pub struct Args<'a> {
     args: &'a [RedisString],
     pos: usize,
+    /// Set once an option keyword was read: a missing value from then on is
+    /// a syntax error, not a wrong argument count.
+    in_options: bool,
 }
 
 impl<'a> Args<'a> {
@@ -17,6 +20,7 @@ impl<'a> Args<'a> {
         Args {
             args: argv,
             pos: 1.min(argv.len()),
+            in_options: false,
         }
     }
 
@@ -27,28 +31,26 @@ impl<'a> Args<'a> {
 
     /// The next argument as Redis gives it (for key names).
     pub fn raw(&mut self, what: &str) -> Result<&'a RedisString> {
-        let arg = self
-            .args
-            .get(self.pos)
-            .ok_or_else(|| Error::Arity(what.to_string()))?;
+        let Some(arg) = self.args.get(self.pos) else {
+            return Err(if self.in_options {
+                Error::Syntax(format!("missing {what}"))
+            } else {
+                Error::Arity(format!("missing {what}"))
+            });
+        };
         self.pos += 1;
         Ok(arg)
     }
 
     /// The next argument as bytes.
     pub fn bytes(&mut self, what: &str) -> Result<&'a [u8]> {
-        let arg = self
-            .args
-            .get(self.pos)
-            .ok_or_else(|| Error::Arity(what.to_string()))?;
-        self.pos += 1;
-        Ok(arg.as_slice())
+        Ok(self.raw(what)?.as_slice())
     }
 
     /// The next argument as UTF-8 text.
     pub fn str(&mut self, what: &'static str) -> Result<&'a str> {
         let bytes = self.bytes(what)?;
-        std::str::from_utf8(bytes).map_err(|_| Error::Syntax(format!("{what} is not UTF-8")))
+        std::str::from_utf8(bytes).map_err(|_| Error::Invalid(format!("{what}: not UTF-8")))
     }
 
     /// The next argument as an unsigned integer.
@@ -70,17 +72,18 @@ impl<'a> Args<'a> {
 
     /// The next argument as an option keyword, upper-cased.
     pub fn keyword(&mut self) -> Result<String> {
+        self.in_options = true;
         Ok(self.str("option")?.to_ascii_uppercase())
     }
 
-    /// Fails when arguments are left over.
+    /// Fails when arguments are left over (a command of fixed arity).
     pub fn done(&self) -> Result<()> {
         match self.args.get(self.pos) {
             None => Ok(()),
-            Some(extra) => Err(Error::Syntax(format!(
-                "unexpected argument '{}'",
-                extra.to_string_lossy()
-            ))),
+            Some(extra) => {
+                let text: String = extra.to_string_lossy().chars().take(32).collect();
+                Err(Error::Arity(format!("unexpected argument '{text}'")))
+            }
         }
     }
 }

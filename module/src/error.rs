@@ -13,8 +13,11 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum Error {
     /// A required argument is missing.
-    #[error("ERR wrong number of arguments: missing {0}")]
+    #[error("ERR wrong number of arguments: {0}")]
     Arity(String),
+    /// An argument that is not valid (e.g. not UTF-8).
+    #[error("ERR invalid {0}")]
+    Invalid(String),
     /// Unknown option, missing option value, or extra arguments.
     #[error("ERR syntax error: {0}")]
     Syntax(String),

@@ -144,7 +144,8 @@ pub fn online(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, count_online)
 }
 
-fn count_online(_ctx: &Context, _argv: &[RedisString]) -> error::Result<RedisValue> {
+fn count_online(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    Args::new(argv).done()?;
     let (users, conns) = state::with(|s| s.registry.online());
     Ok(reply::map([
         ("users", reply::int(users)),

@@ -73,7 +73,8 @@ pub fn nodes(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, list)
 }
 
-fn list(_ctx: &Context, _argv: &[RedisString]) -> error::Result<RedisValue> {
+fn list(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    Args::new(argv).done()?;
     let nodes = state::with(|s| s.registry.nodes());
     Ok(RedisValue::Array(
         nodes

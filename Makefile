@@ -1,0 +1,43 @@
+# The few things a user of this repository wants to do. `make` alone lists them.
+#
+# Everything here works on a fresh Debian machine with cargo installed:
+# `deps` installs what is missing (and nothing when all is present).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Each test spawns its own redis-server; two test threads per binary suit the
+# two-core machines this runs on. Override with `make test TEST_THREADS=8`.
+TEST_THREADS ?= 2
+
+.DEFAULT_GOAL := help
+.PHONY: help deps build test run stop bench-module clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  make %-14s %s\n", $$1, $$2}'
+
+deps: ## install what is missing on Debian (redis-server, redis-tools, libclang-dev, clippy, rustfmt)
+	@# scripts/deps.sh runs `apt-get update` then `apt-get install -y libclang-dev redis-server ...`
+	@# only for what is missing, so a machine with everything installed is left alone.
+	@scripts/deps.sh
+
+build: deps ## build the module (target/release/libbroker_module.so) and the gateway (target/release/broker-gateway)
+	$(CARGO) build --release --workspace
+
+test: build ## run every test, then clippy and rustfmt checks
+	$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) fmt --all -- --check
+
+run: build ## start Redis with the module (free port, state in .run/) and a gateway, print how to reach them
+	@scripts/run.sh start
+
+stop: ## stop what `make run` started
+	@scripts/run.sh stop
+
+bench-module: build ## compare BROKER.* commands with native Redis commands (redis-benchmark)
+	@scripts/bench-module.sh
+
+clean: stop ## remove build output and .run/
+	$(CARGO) clean
+	rm -rf .run
