@@ -1,0 +1,381 @@
+//! Prometheus metrics of one gateway node, served on the admin listener's
+//! `GET /metrics`.
+//!
+//! The registry is owned here rather than prometheus' global default one, so
+//! several gateways in one test process do not share (or double-register)
+//! counters. Labels are bounded sets only (`command`: the store's command
+//! names; `code`: the protocol's error codes), never room or user names, so
+//! the number of series stays fixed.
+
+use prometheus::{
+    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
+};
+
+/// Error codes of the WebSocket protocol (CONTRACT §3); their
+/// `broker_errors_total` series exist from the start at 0.
+pub const ERROR_CODES: [&str; 10] = [
+    "bad_frame",
+    "unauthorized",
+    "forbidden",
+    "invalid_room",
+    "not_member",
+    "rate_limited",
+    "too_many_rooms",
+    "payload_too_large",
+    "unavailable",
+    "internal",
+];
+
+/// Redis command labels whose `broker_redis_command_duration_seconds`
+/// series exist from the start (the names `store.rs` reports); others appear
+/// on first use.
+pub const REDIS_COMMANDS: [&str; 4] = ["online", "node.lease", "join", "publish"];
+
+/// Buckets of `broker_publish_latency_seconds`: 0.5 ms to 5 s.
+const LATENCY_BUCKETS: [f64; 13] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Buckets of `broker_redis_command_duration_seconds`: 0.1 ms to 2.5 s
+/// (a command on a healthy Redis takes well under a millisecond).
+const REDIS_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Prometheus metrics of one gateway node (registry owned here, not the
+/// global default registry).
+#[derive(Clone)]
+pub struct Metrics {
+    /// The registry `render` gathers from; register extra collectors here.
+    pub registry: Registry,
+    /// `broker_connections`: open WebSocket connections on this node.
+    pub connections: IntGauge,
+    /// `broker_messages_delivered_total`: frames handed to client queues.
+    pub messages_delivered: IntCounter,
+    /// `broker_messages_published_total`: messages published through this
+    /// node (client `pub` and admin API).
+    pub messages_published: IntCounter,
+    /// `broker_publish_latency_seconds`: publish timestamp in the frame →
+    /// delivery on this node; buckets from 0.5 ms to 5 s.
+    pub publish_latency: Histogram,
+    /// `broker_redis_command_duration_seconds{command}`: round trip of each
+    /// Redis command.
+    pub redis_command_duration: HistogramVec,
+    /// `broker_errors_total{code}`: `err` frames sent, by protocol code.
+    pub errors: IntCounterVec,
+    /// `broker_auth_failures_total`: tokens refused (upgrade, `auth`,
+    /// `refresh`).
+    pub auth_failures: IntCounter,
+    /// `broker_rate_limited_total`: publishes refused by a namespace rate.
+    pub rate_limited: IntCounter,
+    /// `broker_slow_consumer_disconnects_total`: connections closed because
+    /// their send queue was full.
+    pub slow_consumer_disconnects: IntCounter,
+    /// `broker_connections_opened_total`: connections accepted since start.
+    pub connections_opened: IntCounter,
+    /// `broker_frames_received_total`: client frames read.
+    pub frames_received: IntCounter,
+    /// `broker_redis_up`: 1 when the last Redis command succeeded, else 0.
+    pub redis_up: IntGauge,
+    /// `broker_node_lease_held`: 1 while this node's lease is held, else 0.
+    pub node_lease_held: IntGauge,
+}
+
+impl Metrics {
+    /// Creates every metric, registers it (plus the process collector, which
+    /// gives `process_resident_memory_bytes` and friends on Linux) in a new
+    /// registry, and creates the fixed label series at 0.
+    pub fn new() -> Metrics {
+        // Names, help texts and buckets are constants checked by the tests:
+        // a failure here is a programming error, not a run-time condition.
+        Self::try_new().expect("metric definitions are valid and unique")
+    }
+
+    /// Prometheus text exposition (includes `process_resident_memory_bytes`
+    /// via `ProcessCollector` registered in this registry).
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        let mut buf = Vec::new();
+        if let Err(err) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::warn!(%err, "cannot encode metrics");
+        }
+        String::from_utf8(buf)
+            .unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into_owned())
+    }
+
+    /// The fallible part of [`Metrics::new`].
+    fn try_new() -> prometheus::Result<Metrics> {
+        let registry = Registry::new();
+        let int_gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let gauge = IntGauge::new(name, help)?;
+            registry.register(Box::new(gauge.clone()))?;
+            Ok(gauge)
+        };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let counter = IntCounter::new(name, help)?;
+            registry.register(Box::new(counter.clone()))?;
+            Ok(counter)
+        };
+
+        let connections = int_gauge(
+            "broker_connections",
+            "Open WebSocket connections on this node.",
+        )?;
+        let messages_delivered = counter(
+            "broker_messages_delivered_total",
+            "Messages handed to client send queues on this node.",
+        )?;
+        let messages_published = counter(
+            "broker_messages_published_total",
+            "Messages published through this node (client pub and admin API).",
+        )?;
+        let publish_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "broker_publish_latency_seconds",
+                "Time from a message's publish timestamp to its delivery on this node.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(publish_latency.clone()))?;
+        let redis_command_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "broker_redis_command_duration_seconds",
+                "Round trip of Redis commands sent by this node.",
+            )
+            .buckets(REDIS_BUCKETS.to_vec()),
+            &["command"],
+        )?;
+        registry.register(Box::new(redis_command_duration.clone()))?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "broker_errors_total",
+                "Error frames sent to clients, by code.",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(errors.clone()))?;
+        let auth_failures = counter("broker_auth_failures_total", "Tokens refused.")?;
+        let rate_limited = counter(
+            "broker_rate_limited_total",
+            "Publishes refused by a namespace rate limit.",
+        )?;
+        let slow_consumer_disconnects = counter(
+            "broker_slow_consumer_disconnects_total",
+            "Connections closed because their send queue was full.",
+        )?;
+        let connections_opened = counter(
+            "broker_connections_opened_total",
+            "WebSocket connections accepted since start.",
+        )?;
+        let frames_received = counter("broker_frames_received_total", "Client frames read.")?;
+        let redis_up = int_gauge(
+            "broker_redis_up",
+            "1 when the last Redis command succeeded, else 0.",
+        )?;
+        let node_lease_held = int_gauge(
+            "broker_node_lease_held",
+            "1 while this node's lease is held, else 0.",
+        )?;
+
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+
+        // Fixed series at 0, so dashboards and alerts see them before the
+        // first event.
+        for code in ERROR_CODES {
+            errors.with_label_values(&[code]);
+        }
+        for command in REDIS_COMMANDS {
+            redis_command_duration.with_label_values(&[command]);
+        }
+
+        Ok(Metrics {
+            registry,
+            connections,
+            messages_delivered,
+            messages_published,
+            publish_latency,
+            redis_command_duration,
+            errors,
+            auth_failures,
+            rate_limited,
+            slow_consumer_disconnects,
+            connections_opened,
+            frames_received,
+            redis_up,
+            node_lease_held,
+        })
+    }
+}
+
+impl Default for Metrics {
+    /// Same as [`Metrics::new`].
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    /// A summary; the full state is `render()`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("connections", &self.connections.get())
+            .field("redis_up", &self.redis_up.get())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMES: [&str; 14] = [
+        "broker_connections",
+        "broker_messages_delivered_total",
+        "broker_messages_published_total",
+        "broker_publish_latency_seconds",
+        "broker_redis_command_duration_seconds",
+        "broker_errors_total",
+        "broker_auth_failures_total",
+        "broker_rate_limited_total",
+        "broker_slow_consumer_disconnects_total",
+        "broker_connections_opened_total",
+        "broker_frames_received_total",
+        "broker_redis_up",
+        "broker_node_lease_held",
+        "process_resident_memory_bytes",
+    ];
+
+    /// The value of the sample line starting with `series ` (exact series).
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    #[test]
+    fn render_contains_every_metric() {
+        let m = Metrics::new();
+        let text = m.render();
+        for name in NAMES {
+            if name.starts_with("process_") && !cfg!(target_os = "linux") {
+                continue;
+            }
+            assert!(
+                text.contains(&format!("# TYPE {name} ")),
+                "{name} missing:\n{text}"
+            );
+        }
+        assert!(text.contains("# TYPE broker_connections gauge"));
+        assert!(text.contains("# TYPE broker_publish_latency_seconds histogram"));
+        assert!(text.contains("# TYPE broker_redis_command_duration_seconds histogram"));
+        assert!(text.contains("# TYPE broker_errors_total counter"));
+        if cfg!(target_os = "linux") {
+            assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 0.0);
+        }
+    }
+
+    #[test]
+    fn fixed_series_exist_at_zero() {
+        let text = Metrics::new().render();
+        for code in ERROR_CODES {
+            let series = format!("broker_errors_total{{code=\"{code}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "broker_redis_command_duration_seconds_count{command=\"publish\"}"
+            ),
+            Some(0.0)
+        );
+    }
+
+    #[test]
+    fn values_show_up() {
+        let m = Metrics::new();
+        m.connections.set(3);
+        m.messages_delivered.inc_by(5);
+        m.messages_published.inc();
+        m.publish_latency.observe(0.002);
+        m.publish_latency.observe(7.0);
+        m.redis_command_duration
+            .with_label_values(&["history"])
+            .observe(0.0003);
+        m.errors.with_label_values(&["rate_limited"]).inc();
+        m.auth_failures.inc();
+        m.rate_limited.inc();
+        m.slow_consumer_disconnects.inc();
+        m.connections_opened.inc_by(4);
+        m.frames_received.inc_by(9);
+        m.redis_up.set(1);
+        m.node_lease_held.set(1);
+        let text = m.render();
+        assert_eq!(sample(&text, "broker_connections"), Some(3.0));
+        assert_eq!(sample(&text, "broker_messages_delivered_total"), Some(5.0));
+        assert_eq!(sample(&text, "broker_messages_published_total"), Some(1.0));
+        assert_eq!(
+            sample(&text, "broker_publish_latency_seconds_count"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "broker_publish_latency_seconds_bucket{le=\"0.0005\"}"
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "broker_publish_latency_seconds_bucket{le=\"0.0025\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "broker_publish_latency_seconds_bucket{le=\"5\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "broker_publish_latency_seconds_bucket{le=\"+Inf\"}"),
+            Some(2.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "broker_redis_command_duration_seconds_count{command=\"history\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "broker_errors_total{code=\"rate_limited\"}"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "broker_auth_failures_total"), Some(1.0));
+        assert_eq!(sample(&text, "broker_rate_limited_total"), Some(1.0));
+        assert_eq!(
+            sample(&text, "broker_slow_consumer_disconnects_total"),
+            Some(1.0)
+        );
+        assert_eq!(sample(&text, "broker_connections_opened_total"), Some(4.0));
+        assert_eq!(sample(&text, "broker_frames_received_total"), Some(9.0));
+        assert_eq!(sample(&text, "broker_redis_up"), Some(1.0));
+        assert_eq!(sample(&text, "broker_node_lease_held"), Some(1.0));
+    }
+
+    #[test]
+    fn registries_are_independent() {
+        let a = Metrics::new();
+        let b = Metrics::default();
+        a.auth_failures.inc();
+        assert_eq!(sample(&b.render(), "broker_auth_failures_total"), Some(0.0));
+        assert_eq!(sample(&a.render(), "broker_auth_failures_total"), Some(1.0));
+        // Clones share the same metrics (one node, many tasks).
+        let c = a.clone();
+        c.auth_failures.inc();
+        assert_eq!(a.auth_failures.get(), 2);
+    }
+}
