@@ -10,10 +10,13 @@
 //! - [`wire`]: MessagePack encoding of the frames the module builds once and
 //!   every gateway forwards unchanged, payload checks, and the envelopes on the
 //!   per-node Pub/Sub channels.
+//! - [`protocol`]: the WebSocket protocol v1 — client and server frames,
+//!   their MessagePack codec, and the contract's error and close codes.
 //! - [`registry`]: the state machine of nodes, connections, presence, rooms,
 //!   sequences and history that the module keeps in Redis.
 
 pub mod gcra;
 pub mod names;
+pub mod protocol;
 pub mod registry;
 pub mod wire;
