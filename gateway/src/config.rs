@@ -45,7 +45,7 @@ pub const MIN_LEASE_MS: u64 = 300;
 pub const ALGORITHMS: [&str; 5] = ["HS256", "HS384", "HS512", "RS256", "ES256"];
 
 /// Top-level keys, i.e. the sections an environment variable may address.
-const TOP_LEVEL_KEYS: [&str; 10] = [
+const TOP_LEVEL_KEYS: [&str; 11] = [
     "listen",
     "admin_listen",
     "node_id",
@@ -54,6 +54,7 @@ const TOP_LEVEL_KEYS: [&str; 10] = [
     "admin",
     "origins",
     "limits",
+    "testing",
     "node",
     "namespaces",
 ];
@@ -86,6 +87,17 @@ pub struct Config {
     pub node: NodeConfig,
     /// Policy per namespace (the part of a room name before `:`).
     pub namespaces: BTreeMap<String, Namespace>,
+    /// Test-only switches (off by default).
+    pub testing: Testing,
+}
+
+/// Test-only switches: never turn these on in production.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Testing {
+    /// Serves `GET /echo`: a plain WebSocket echo (no auth, no protocol)
+    /// for protocol conformance suites such as Autobahn.
+    pub echo: bool,
 }
 
 impl Default for Config {
@@ -101,6 +113,7 @@ impl Default for Config {
             limits: Limits::default(),
             node: NodeConfig::default(),
             namespaces: BTreeMap::new(),
+            testing: Testing::default(),
         }
     }
 }

@@ -1,11 +1,69 @@
-//! `broker-gateway`: the WebSocket gateway node.
-//!
-//! Until the gateway issue lands this is a stub that only prints its version,
-//! so `make run` has something to start.
+//! `broker-gateway --config FILE`: one gateway node. Parses arguments, sets
+//! up logging, binds the listeners and hands over to [`broker_gateway::run`].
 
-fn main() {
-    println!(
-        "broker-gateway {} (stub: the WebSocket gateway is not built yet)",
-        env!("CARGO_PKG_VERSION")
-    );
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use broker_gateway::config::Config;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+/// Command-line arguments.
+#[derive(Parser)]
+#[command(version, about = "WebSocket gateway node of the broker")]
+struct Args {
+    /// TOML configuration file (every key has a default; `BROKER_*`
+    /// environment variables override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long)]
+    json_logs: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if args.json_logs {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .init();
+    } else {
+        tracing_subscriber::fmt().with_env_filter(filter).init();
+    }
+    let config = Config::load(args.config.as_deref()).context("configuration")?;
+    let public = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let admin = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("binding {}", config.admin_listen))?;
+    broker_gateway::run(public, admin, config, shutdown_signal()).await
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }

@@ -1,0 +1,946 @@
+//! One client connection: authentication, the request loop, token life,
+//! keep-alive, and the cleanup that always reaches the module.
+//!
+//! Each connection has two tasks. The *reader* (this module's
+//! [`run`]) reads frames, answers requests one at a time (each is one module
+//! call) and watches the token and idle timers. The *writer*
+//! ([`writer`]) drains the connection's bounded queue into the socket,
+//! batching whatever is queued into one flush, sends pings, and writes the
+//! close frame when a close is requested — even when the queue is full.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::names;
+use broker::protocol::{self, close, ClientFrame, ErrorCode};
+use bytes::Bytes;
+use fastwebsockets::{
+    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
+};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::io::{BufWriter, ReadHalf, WriteHalf};
+use tokio::sync::{mpsc, watch};
+
+use crate::app::App;
+use crate::auth::Claims;
+use crate::config::{JoinPolicy, Namespace, PublishPolicy};
+use crate::hub::{now_ms, CloseReason, ConnShared, Outlet};
+use crate::store::{PublishRequest, StoreError};
+
+type Io = TokioIo<Upgraded>;
+type Reader = WebSocketRead<ReadHalf<Io>>;
+type Writer = WebSocketWrite<BufWriter<WriteHalf<Io>>>;
+
+/// How long a client has to send its `auth` frame.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bad frames in a row that close the connection with 4008.
+const MAX_BAD_STREAK: u32 = 8;
+/// Bad frames in total that close the connection with 4008.
+const MAX_BAD_TOTAL: u32 = 64;
+/// `expiring` is sent this long before the token's `exp`.
+const EXPIRING_AHEAD_MS: u64 = 30_000;
+/// Most retained messages one `history` request returns.
+const MAX_HISTORY: u32 = 1000;
+
+/// How the connection was admitted before the upgrade.
+pub enum Admission {
+    /// The token was verified and the module registered the connection.
+    Authed {
+        /// Its id.
+        conn: Arc<str>,
+        /// Verified claims.
+        claims: Claims,
+    },
+    /// No token yet: an `auth` frame must come within 5 s.
+    AwaitAuth,
+}
+
+/// Serves one upgraded WebSocket until it closes.
+pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admission) {
+    let mut ws = ws;
+    ws.set_max_message_size(app.config.limits.max_frame_bytes);
+    ws.set_auto_pong(true);
+    ws.set_auto_close(false);
+    ws.set_writev(false);
+    let (reader, writer_half) = ws.split(|io| {
+        let (r, w) = tokio::io::split(io);
+        (r, BufWriter::new(w))
+    });
+    let (outlet, queue) = Outlet::new(app.config.limits.send_queue);
+    let (control_tx, control_rx) = mpsc::channel::<(OpCode, Vec<u8>)>(8);
+    let ping_every = Duration::from_secs(app.config.limits.ping_interval_s.max(1));
+    let writer_task = tokio::spawn(writer(
+        writer_half,
+        queue,
+        control_rx,
+        outlet.closing(),
+        ping_every,
+    ));
+    let mut conn = Connection {
+        app: app.clone(),
+        reader,
+        outlet: outlet.clone(),
+        control: control_tx,
+        assembler: Assembler::default(),
+        ip,
+        bad_streak: 0,
+        bad_total: 0,
+        last_seen: Instant::now(),
+    };
+
+    let admitted = match admission {
+        Admission::Authed { conn: id, claims } => Some((id, claims)),
+        Admission::AwaitAuth => conn.await_auth().await,
+    };
+    if let Some((id, claims)) = admitted {
+        let shared = ConnShared::new(
+            id,
+            Arc::from(claims.sub.as_str()),
+            conn.ip.clone(),
+            outlet.clone(),
+        );
+        let registration = Registration::new(app.clone(), shared.clone());
+        let started = Instant::now();
+        tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node, ip = %shared.ip, "connection open");
+        conn.serve(&shared, claims).await;
+        let reason = outlet.close_reason().unwrap_or(CloseReason {
+            code: 1006,
+            reason: "gone".into(),
+        });
+        tracing::info!(
+            conn = %shared.id,
+            user = %shared.user,
+            node = %app.node,
+            ip = %shared.ip,
+            duration_ms = started.elapsed().as_millis() as u64,
+            code = reason.code,
+            reason = %reason.reason,
+            "connection closed"
+        );
+        drop(registration);
+    }
+    drop(conn);
+    let _ = writer_task.await;
+}
+
+/// Unregisters a connection from the hub and the module when dropped — on a
+/// normal close, an error, or a panic of the connection task.
+struct Registration {
+    app: Arc<App>,
+    shared: Arc<ConnShared>,
+}
+
+impl Registration {
+    fn new(app: Arc<App>, shared: Arc<ConnShared>) -> Registration {
+        app.hub.register(shared.clone());
+        Registration { app, shared }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.app.hub.unregister(&self.shared);
+        let app = self.app.clone();
+        let shared = self.shared.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(err) = app.store.close(&shared.user, &shared.id).await {
+                    tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the node lease will clean it up");
+                }
+            });
+        }
+    }
+}
+
+/// Reassembles fragmented messages with our own cap: the library limits
+/// single frames only.
+#[derive(Default)]
+struct Assembler {
+    opcode: Option<OpCode>,
+    buf: Vec<u8>,
+}
+
+enum Incoming {
+    Binary(Vec<u8>),
+    Text,
+    Close(u16),
+    Nothing,
+    TooLarge,
+    Invalid,
+}
+
+impl Assembler {
+    fn push(&mut self, frame: Frame<'_>, max: usize) -> Incoming {
+        match frame.opcode {
+            OpCode::Binary | OpCode::Text if self.opcode.is_some() => Incoming::Invalid,
+            OpCode::Binary | OpCode::Text if frame.fin => {
+                if frame.opcode == OpCode::Text {
+                    Incoming::Text
+                } else {
+                    Incoming::Binary(frame.payload.to_vec())
+                }
+            }
+            OpCode::Binary | OpCode::Text => {
+                self.opcode = Some(frame.opcode);
+                self.buf.clear();
+                self.buf.extend_from_slice(&frame.payload);
+                Incoming::Nothing
+            }
+            OpCode::Continuation => {
+                let Some(opcode) = self.opcode else {
+                    return Incoming::Invalid;
+                };
+                if self.buf.len() + frame.payload.len() > max {
+                    return Incoming::TooLarge;
+                }
+                self.buf.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    return Incoming::Nothing;
+                }
+                self.opcode = None;
+                let data = std::mem::take(&mut self.buf);
+                if opcode == OpCode::Text {
+                    Incoming::Text
+                } else {
+                    Incoming::Binary(data)
+                }
+            }
+            OpCode::Close => {
+                let code = match frame.payload.len() {
+                    0 => 1000,
+                    1 => 1002,
+                    _ => u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
+                };
+                Incoming::Close(code)
+            }
+            OpCode::Ping | OpCode::Pong => Incoming::Nothing,
+        }
+    }
+}
+
+struct Connection {
+    app: Arc<App>,
+    reader: Reader,
+    outlet: Outlet,
+    control: mpsc::Sender<(OpCode, Vec<u8>)>,
+    assembler: Assembler,
+    ip: String,
+    bad_streak: u32,
+    bad_total: u32,
+    last_seen: Instant,
+}
+
+enum Read {
+    Message(Vec<u8>),
+    Text,
+    Closed,
+}
+
+impl Connection {
+    /// Reads the next complete message. Closes (and returns `Closed`) on a
+    /// protocol error, an oversize message or the client's close.
+    async fn next_message(&mut self) -> Read {
+        let max = self.app.config.limits.max_frame_bytes;
+        loop {
+            let control = self.control.clone();
+            let mut send_fn = move |frame: Frame<'_>| {
+                let owned = (frame.opcode, frame.payload.to_vec());
+                let control = control.clone();
+                async move {
+                    control
+                        .send(owned)
+                        .await
+                        .map_err(|_| WebSocketError::ConnectionClosed)
+                }
+            };
+            let frame = match self.reader.read_frame(&mut send_fn).await {
+                Ok(frame) => frame,
+                Err(WebSocketError::FrameTooLarge) => {
+                    self.outlet.close(close::TOO_LARGE, "frame too large");
+                    return Read::Closed;
+                }
+                Err(WebSocketError::ConnectionClosed | WebSocketError::UnexpectedEOF) => {
+                    self.outlet.close(1006, "connection lost");
+                    return Read::Closed;
+                }
+                Err(WebSocketError::IoError(_)) => {
+                    self.outlet.close(1006, "connection lost");
+                    return Read::Closed;
+                }
+                Err(err) => {
+                    self.outlet.close(1002, &format!("protocol error: {err}"));
+                    return Read::Closed;
+                }
+            };
+            self.last_seen = Instant::now();
+            match self.assembler.push(frame, max) {
+                Incoming::Binary(data) => return Read::Message(data),
+                Incoming::Text => return Read::Text,
+                Incoming::Nothing => continue,
+                Incoming::Close(code) => {
+                    let echo = if (1000..5000).contains(&code) {
+                        code
+                    } else {
+                        1000
+                    };
+                    self.outlet.close(echo, "closed by client");
+                    return Read::Closed;
+                }
+                Incoming::TooLarge => {
+                    self.outlet.close(close::TOO_LARGE, "message too large");
+                    return Read::Closed;
+                }
+                Incoming::Invalid => {
+                    self.outlet.close(1002, "invalid fragmentation");
+                    return Read::Closed;
+                }
+            }
+        }
+    }
+
+    fn send(&self, frame: Vec<u8>) {
+        self.outlet.send(Bytes::from(frame), &self.app.metrics);
+    }
+
+    fn send_err(&self, id: Option<i64>, code: ErrorCode, msg: &str, retry_ms: Option<u64>) {
+        self.app
+            .metrics
+            .errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.send(protocol::encode_err(id, code, msg, retry_ms));
+    }
+
+    /// Counts a bad frame; true when the connection must close (4008).
+    fn bad_frame(&mut self, id: Option<i64>, reason: &str) -> bool {
+        self.bad_streak += 1;
+        self.bad_total += 1;
+        self.send_err(id, ErrorCode::BadFrame, reason, None);
+        if self.bad_streak >= MAX_BAD_STREAK || self.bad_total >= MAX_BAD_TOTAL {
+            self.outlet.close(close::POLICY, "too many bad frames");
+            return true;
+        }
+        false
+    }
+
+    /// Waits for the `auth` frame, verifies it and registers the connection.
+    async fn await_auth(&mut self) -> Option<(Arc<str>, Claims)> {
+        let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
+        loop {
+            let message = match tokio::time::timeout_at(deadline, self.next_message()).await {
+                Ok(Read::Message(m)) => m,
+                Ok(Read::Text) => {
+                    if self.bad_frame(None, "text frames are not part of the protocol") {
+                        return None;
+                    }
+                    continue;
+                }
+                Ok(Read::Closed) => return None,
+                Err(_) => {
+                    self.app.metrics.auth_failures.inc();
+                    self.outlet.close(close::TOKEN, "no auth frame in time");
+                    return None;
+                }
+            };
+            let frame = match protocol::decode_client_frame(&message) {
+                Ok(f) => f,
+                Err(err) => {
+                    if self.bad_frame(err.id, &err.reason) {
+                        return None;
+                    }
+                    continue;
+                }
+            };
+            let ClientFrame::Auth { id, token } = frame else {
+                self.send_err(
+                    Some(frame.id()),
+                    ErrorCode::Unauthorized,
+                    "send auth first",
+                    None,
+                );
+                continue;
+            };
+            let claims = match self.app.auth.verify(&token) {
+                Ok(c) => c,
+                Err(err) => {
+                    self.app.metrics.auth_failures.inc();
+                    self.send_err(Some(id), ErrorCode::Unauthorized, &err.to_string(), None);
+                    self.outlet.close(close::TOKEN, "invalid token");
+                    return None;
+                }
+            };
+            let conn = self.app.next_conn_id();
+            let limits = &self.app.config.limits;
+            match self
+                .app
+                .store
+                .open(
+                    &claims.sub,
+                    &conn,
+                    &self.app.node,
+                    &self.ip,
+                    Some((limits.max_conns_per_user, limits.max_conns_per_ip)),
+                )
+                .await
+            {
+                Ok(()) => {
+                    self.send(protocol::encode_ack_raw(
+                        id,
+                        &protocol::ack_auth(&claims.sub, claims.exp),
+                    ));
+                    return Some((conn, claims));
+                }
+                Err(err) if err.is("LIMIT") => {
+                    self.outlet.close(close::CONN_LIMIT, "connection limit");
+                    return None;
+                }
+                Err(err) => {
+                    if err.is("NOLEASE") {
+                        self.app.lease_now.notify_one();
+                    }
+                    self.send_err(Some(id), ErrorCode::Unavailable, "try again", None);
+                    self.outlet.close(1013, "unavailable");
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The request loop of an authenticated connection.
+    async fn serve(&mut self, shared: &Arc<ConnShared>, mut claims: Claims) {
+        let app = self.app.clone();
+        let ping_ms = app.config.limits.ping_interval_s.saturating_mul(1000);
+        self.send(protocol::encode_welcome(
+            &shared.id,
+            &shared.user,
+            &app.node,
+            ping_ms,
+            claims.exp,
+        ));
+        let personal = names::personal_room(&shared.user);
+        self.join_room(shared, None, &personal, None).await;
+
+        let mut closing = self.outlet.closing();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut shutdown = app.shutdown.clone();
+        let idle = Duration::from_secs(app.config.limits.idle_timeout_s.max(1));
+        let leeway_ms = app.auth.leeway_s().saturating_mul(1000);
+        let mut expiring_sent = false;
+        loop {
+            if closing.borrow().is_some() {
+                return;
+            }
+            tokio::select! {
+                read = self.next_message() => match read {
+                    Read::Message(data) => {
+                        self.app.metrics.frames_received.inc();
+                        match protocol::decode_client_frame(&data) {
+                            Ok(frame) => {
+                                self.bad_streak = 0;
+                                self.handle(shared, &mut claims, frame, &mut expiring_sent).await;
+                            }
+                            Err(err) => {
+                                if self.bad_frame(err.id, &err.reason) {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                    Read::Text => {
+                        if self.bad_frame(None, "text frames are not part of the protocol") {
+                            return;
+                        }
+                    }
+                    Read::Closed => return,
+                },
+                _ = closing.changed() => return,
+                _ = shutdown.changed() => {
+                    self.outlet.close(close::RESTART, "server restarting");
+                    return;
+                }
+                _ = tick.tick() => {
+                    if self.last_seen.elapsed() > idle {
+                        self.outlet.close(close::POLICY, "idle timeout");
+                        return;
+                    }
+                    let now = now_ms();
+                    let exp_ms = claims.exp.saturating_mul(1000);
+                    if now >= exp_ms.saturating_add(leeway_ms) {
+                        self.outlet.close(close::TOKEN, "token expired");
+                        return;
+                    }
+                    if !expiring_sent && now.saturating_add(EXPIRING_AHEAD_MS) >= exp_ms {
+                        expiring_sent = true;
+                        self.send(protocol::encode_expiring(exp_ms.saturating_sub(now)));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        claims: &mut Claims,
+        frame: ClientFrame,
+        expiring_sent: &mut bool,
+    ) {
+        match frame {
+            ClientFrame::Auth { id, .. } => {
+                self.send_err(Some(id), ErrorCode::BadFrame, "already authenticated", None);
+            }
+            ClientFrame::Ping { id } => {
+                self.send(protocol::encode_ack_raw(id, &protocol::ack_ping(now_ms())));
+            }
+            ClientFrame::Refresh { id, token } => match self.app.auth.verify(&token) {
+                Ok(fresh) if fresh.sub == claims.sub => {
+                    *claims = fresh;
+                    *expiring_sent = false;
+                    self.send(protocol::encode_ack_raw(
+                        id,
+                        &protocol::ack_refresh(claims.exp),
+                    ));
+                }
+                Ok(_) => self.send_err(
+                    Some(id),
+                    ErrorCode::Forbidden,
+                    "token is for another user",
+                    None,
+                ),
+                Err(err) => {
+                    self.app.metrics.auth_failures.inc();
+                    self.send_err(Some(id), ErrorCode::Unauthorized, &err.to_string(), None);
+                }
+            },
+            ClientFrame::Join { id, room, since } => {
+                if let Err((code, msg)) = self.may_join(shared, claims, &room) {
+                    self.send_err(Some(id), code, &msg, None);
+                    return;
+                }
+                let since = since.map(|s| (s.seq, s.epoch));
+                self.join_room(shared, Some(id), &room, since).await;
+            }
+            ClientFrame::Leave { id, room } => {
+                if names::personal_room_owner(&room).is_some() {
+                    self.send_err(
+                        Some(id),
+                        ErrorCode::Forbidden,
+                        "the personal room cannot be left",
+                        None,
+                    );
+                    return;
+                }
+                let member = shared
+                    .rooms
+                    .lock()
+                    .map(|r| r.contains_key(&room))
+                    .unwrap_or(false);
+                if !member {
+                    self.send_err(Some(id), ErrorCode::NotMember, "not in this room", None);
+                    return;
+                }
+                match self.app.store.leave(&room, &shared.user, &shared.id).await {
+                    Ok(()) => {
+                        self.app.hub.leave(&room, shared);
+                        if let Ok(mut rooms) = shared.rooms.lock() {
+                            rooms.remove(&room);
+                        }
+                        self.send(protocol::encode_ack_raw(id, &protocol::ack_empty()));
+                    }
+                    Err(err) => self.store_err(id, &err),
+                }
+            }
+            ClientFrame::Pub {
+                id,
+                room,
+                ev,
+                data,
+                others,
+            } => {
+                self.publish(shared, claims, id, room, ev, data, others)
+                    .await
+            }
+            ClientFrame::Presence { id, room } => {
+                let ns = match self.policy_for_read(shared, claims, &room) {
+                    Ok(ns) => ns,
+                    Err((code, msg)) => return self.send_err(Some(id), code, &msg, None),
+                };
+                if !ns.presence {
+                    return self.send_err(
+                        Some(id),
+                        ErrorCode::Forbidden,
+                        "presence is off in this namespace",
+                        None,
+                    );
+                }
+                match self.app.store.members(&room).await {
+                    Ok(users) => {
+                        let count = users.len() as u64;
+                        self.send(protocol::encode_ack_raw(
+                            id,
+                            &protocol::ack_presence(&users, count),
+                        ));
+                    }
+                    Err(err) => self.store_err(id, &err),
+                }
+            }
+            ClientFrame::History {
+                id,
+                room,
+                since,
+                limit,
+            } => {
+                if let Err((code, msg)) = self.policy_for_read(shared, claims, &room) {
+                    return self.send_err(Some(id), code, &msg, None);
+                }
+                let limit = Some(limit.unwrap_or(MAX_HISTORY).min(MAX_HISTORY));
+                match self.app.store.history(&room, since, limit).await {
+                    Ok(h) => {
+                        let frames: Vec<&[u8]> = h.messages.iter().map(Vec::as_slice).collect();
+                        self.send(protocol::encode_ack_raw(
+                            id,
+                            &protocol::ack_history(&frames, h.seq, &h.epoch),
+                        ));
+                    }
+                    Err(err) => self.store_err(id, &err),
+                }
+            }
+        }
+    }
+
+    /// Checks a room name and the namespace's join policy for this user.
+    fn may_join(
+        &self,
+        shared: &ConnShared,
+        claims: &Claims,
+        room: &str,
+    ) -> Result<Namespace, (ErrorCode, String)> {
+        let (ns_name, _) = names::split_room(room)
+            .map_err(|_| (ErrorCode::InvalidRoom, "invalid room name".to_string()))?;
+        if let Some(owner) = names::personal_room_owner(room) {
+            if owner != &*shared.user {
+                return Err((ErrorCode::Forbidden, "another user's personal room".into()));
+            }
+            return Ok(self.app.config.namespace(ns_name));
+        }
+        let ns = self.app.config.namespace(ns_name);
+        let allowed = match ns.join {
+            JoinPolicy::Public => true,
+            JoinPolicy::Roles => claims.roles.iter().any(|r| ns.roles.contains(r)),
+            JoinPolicy::Claim => claims
+                .rooms
+                .iter()
+                .any(|p| names::room_matches_pattern(room, p)),
+        };
+        if !allowed {
+            return Err((ErrorCode::Forbidden, "not allowed to join this room".into()));
+        }
+        Ok(ns)
+    }
+
+    /// Presence and history are open to those who may join the room.
+    fn policy_for_read(
+        &self,
+        shared: &ConnShared,
+        claims: &Claims,
+        room: &str,
+    ) -> Result<Namespace, (ErrorCode, String)> {
+        self.may_join(shared, claims, room)
+    }
+
+    /// Joins `room` in the module and the hub; replays missed messages (when
+    /// `since` is given) before the ack, then releases live messages.
+    async fn join_room(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        id: Option<i64>,
+        room: &str,
+        since: Option<(u64, String)>,
+    ) {
+        let app = self.app.clone();
+        let (ns_name, _) = names::split_room(room).unwrap_or(("", ""));
+        let ns = app.config.namespace(ns_name);
+        let already = shared
+            .rooms
+            .lock()
+            .map(|r| r.contains_key(room))
+            .unwrap_or(false);
+        let count = shared.rooms.lock().map(|r| r.len()).unwrap_or(0);
+        let max_rooms = app.config.limits.max_rooms_per_conn.saturating_add(1);
+        if !already && count as u32 >= max_rooms {
+            if let Some(id) = id {
+                self.send_err(Some(id), ErrorCode::TooManyRooms, "too many rooms", None);
+            }
+            return;
+        }
+        let began = app.hub.begin_join(room, shared);
+        let since_ref = since.as_ref().map(|(seq, epoch)| (*seq, epoch.as_str()));
+        let result = app
+            .store
+            .join(
+                room,
+                &shared.user,
+                &shared.id,
+                &app.node,
+                ns.join_leave,
+                Some(max_rooms),
+                since_ref,
+            )
+            .await;
+        match result {
+            Ok(joined) => {
+                if let Ok(mut rooms) = shared.rooms.lock() {
+                    rooms.insert(room.to_string(), ns.join_leave);
+                }
+                for message in joined.messages {
+                    self.send(message);
+                }
+                if let Some(id) = id {
+                    let recovered = since.is_some() && joined.recovered;
+                    self.send(protocol::encode_ack_raw(
+                        id,
+                        &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
+                    ));
+                }
+                app.hub.finish_join(room, shared, joined.seq);
+            }
+            Err(err) => {
+                if began {
+                    app.hub.leave(room, shared);
+                }
+                match id {
+                    Some(id) => self.store_err(id, &err),
+                    None => {
+                        tracing::warn!(conn = %shared.id, room, error = %err, "could not join the personal room")
+                    }
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn publish(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        claims: &Claims,
+        id: i64,
+        room: String,
+        ev: String,
+        data: Vec<u8>,
+        others: bool,
+    ) {
+        let Ok((ns_name, _)) = names::split_room(&room) else {
+            return self.send_err(Some(id), ErrorCode::InvalidRoom, "invalid room name", None);
+        };
+        if names::personal_room_owner(&room).is_some() {
+            return self.send_err(
+                Some(id),
+                ErrorCode::Forbidden,
+                "clients may not publish to personal rooms",
+                None,
+            );
+        }
+        let ns = self.app.config.namespace(ns_name);
+        match ns.publish {
+            PublishPolicy::Server => {
+                return self.send_err(
+                    Some(id),
+                    ErrorCode::Forbidden,
+                    "only the server publishes here",
+                    None,
+                );
+            }
+            PublishPolicy::Roles if !claims.roles.iter().any(|r| ns.roles.contains(r)) => {
+                return self.send_err(
+                    Some(id),
+                    ErrorCode::Forbidden,
+                    "your roles may not publish here",
+                    None,
+                );
+            }
+            _ => {}
+        }
+        if data.len() > ns.max_payload {
+            return self.send_err(
+                Some(id),
+                ErrorCode::PayloadTooLarge,
+                "payload too large",
+                None,
+            );
+        }
+        let member = shared
+            .rooms
+            .lock()
+            .map(|r| r.contains_key(&room))
+            .unwrap_or(false);
+        if !member {
+            return self.send_err(Some(id), ErrorCode::NotMember, "join the room first", None);
+        }
+        let rate = ns.rate.as_ref().map(|r| {
+            (
+                format!("broker:rate:{ns_name}:{}", shared.user),
+                r.burst,
+                r.count,
+                r.period_s,
+            )
+        });
+        let request = PublishRequest {
+            room: &room,
+            ev: &ev,
+            payload: &data,
+            format: "msgpack",
+            from: Some(&shared.id),
+            except: others.then_some(&*shared.id),
+            history: (ns.history > 0).then_some((ns.history, ns.history_ttl_s)),
+            rate,
+        };
+        match self.app.store.publish(&request).await {
+            Ok(seq) => {
+                self.app.metrics.messages_published.inc();
+                self.send(protocol::encode_ack_raw(id, &protocol::ack_pub(seq)));
+            }
+            Err(err) => self.store_err(id, &err),
+        }
+    }
+
+    /// Answers a failed module call with the matching `err`.
+    fn store_err(&self, id: i64, err: &StoreError) {
+        match err {
+            StoreError::Unavailable(_) => self.send_err(
+                Some(id),
+                ErrorCode::Unavailable,
+                "service unavailable, retry",
+                None,
+            ),
+            StoreError::Refused { code, detail } => match code.as_str() {
+                "NOTMEMBER" => self.send_err(
+                    Some(id),
+                    ErrorCode::NotMember,
+                    "not a member of the room",
+                    None,
+                ),
+                "RATELIMITED" => {
+                    self.app.metrics.rate_limited.inc();
+                    let retry = detail
+                        .split_whitespace()
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(1000);
+                    self.send_err(Some(id), ErrorCode::RateLimited, "slow down", Some(retry));
+                }
+                "TOOMANYROOMS" => {
+                    self.send_err(Some(id), ErrorCode::TooManyRooms, "too many rooms", None)
+                }
+                "FORBIDDEN" => self.send_err(Some(id), ErrorCode::Forbidden, "forbidden", None),
+                "NOLEASE" => {
+                    self.app.lease_now.notify_one();
+                    self.send_err(
+                        Some(id),
+                        ErrorCode::Unavailable,
+                        "node re-registering, retry",
+                        None,
+                    );
+                }
+                "ERR" if detail.starts_with("invalid payload") => {
+                    self.send_err(Some(id), ErrorCode::BadFrame, detail, None)
+                }
+                "ERR" if detail.contains("room") => {
+                    self.send_err(Some(id), ErrorCode::InvalidRoom, detail, None)
+                }
+                _ => {
+                    tracing::warn!(code, detail, "module refused a request");
+                    self.send_err(Some(id), ErrorCode::Internal, "internal error", None);
+                }
+            },
+            StoreError::Reply(msg) => {
+                tracing::warn!(error = %msg, "unexpected module reply");
+                self.send_err(Some(id), ErrorCode::Internal, "internal error", None);
+            }
+        }
+    }
+}
+
+/// The writer task: queue → socket with batched flushes, pings, control
+/// frames (pongs), and the close frame.
+async fn writer(
+    mut ws: Writer,
+    mut queue: mpsc::Receiver<Bytes>,
+    mut control: mpsc::Receiver<(OpCode, Vec<u8>)>,
+    mut closing: watch::Receiver<Option<CloseReason>>,
+    ping_every: Duration,
+) {
+    let mut ping = tokio::time::interval(ping_every);
+    ping.tick().await;
+    loop {
+        let result: Result<(), WebSocketError> = tokio::select! {
+            biased;
+            _ = closing.changed() => {
+                let reason = closing.borrow().clone();
+                if let Some(reason) = reason {
+                    // A restart drains what is already queued first (the
+                    // deadline is the shutdown's); other closes drop it.
+                    if reason.code == close::RESTART {
+                        while let Ok(frame) = queue.try_recv() {
+                            if ws.write_frame(Frame::binary(Payload::Borrowed(&frame))).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    let _ = write_close(&mut ws, &reason).await;
+                }
+                return;
+            }
+            item = control.recv() => match item {
+                Some((opcode, payload)) => {
+                    match ws.write_frame(Frame::new(true, opcode, None, Payload::Owned(payload))).await {
+                        Ok(()) => ws.flush().await,
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Ok(()),
+            },
+            frame = queue.recv() => match frame {
+                Some(frame) => write_batch(&mut ws, &mut queue, frame).await,
+                None => return,
+            },
+            _ = ping.tick() => {
+                match ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await {
+                    Ok(()) => ws.flush().await,
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        if result.is_err() {
+            // The socket is gone: the reader notices on its side.
+            return;
+        }
+    }
+}
+
+/// Writes `first` and whatever else is already queued, then flushes once.
+async fn write_batch(
+    ws: &mut Writer,
+    queue: &mut mpsc::Receiver<Bytes>,
+    first: Bytes,
+) -> Result<(), WebSocketError> {
+    ws.write_frame(Frame::binary(Payload::Borrowed(&first)))
+        .await?;
+    for _ in 0..64 {
+        match queue.try_recv() {
+            Ok(frame) => {
+                ws.write_frame(Frame::binary(Payload::Borrowed(&frame)))
+                    .await?
+            }
+            Err(_) => break,
+        }
+    }
+    ws.flush().await
+}
+
+async fn write_close(ws: &mut Writer, reason: &CloseReason) -> Result<(), WebSocketError> {
+    let text = reason.reason.as_bytes();
+    let text = &text[..text.len().min(120)];
+    ws.write_frame(Frame::close(reason.code, text)).await?;
+    ws.flush().await
+}

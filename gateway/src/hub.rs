@@ -1,0 +1,397 @@
+//! The node's local fan-out: which local connections are in which room, and
+//! delivery of what arrives on the node's Pub/Sub channel.
+//!
+//! A message reaches this node once (the module publishes one envelope per
+//! interested node); the hub slices the frame out of the received buffer
+//! once and hands the same `Bytes` to every local member's bounded queue —
+//! no per-recipient encoding or copy. A member whose queue is full is a slow
+//! consumer: it is closed with 4008 instead of growing memory or slowing
+//! the others.
+//!
+//! Joining is two-phase so that per-room order holds: while the module's
+//! `JOIN` is in flight the membership is *pending* and live messages are
+//! buffered; when the join (and any replay of missed messages) is done, the
+//! buffered messages newer than the join's sequence are released in order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+
+use broker::protocol::close;
+use broker::wire::{self, Envelope};
+use bytes::Bytes;
+use tokio::sync::{mpsc, watch};
+
+use crate::metrics::Metrics;
+
+/// Why and how a connection is being closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Short reason, also logged.
+    pub reason: String,
+}
+
+/// The sending side of one WebSocket: its bounded frame queue and its close
+/// request. The writer task owns the other ends.
+#[derive(Debug, Clone)]
+pub struct Outlet {
+    queue: mpsc::Sender<Bytes>,
+    closing: Arc<watch::Sender<Option<CloseReason>>>,
+}
+
+impl Outlet {
+    /// An outlet with a queue of `capacity` frames; returns the queue's
+    /// receiving end for the writer task.
+    pub fn new(capacity: usize) -> (Outlet, mpsc::Receiver<Bytes>) {
+        let (queue, rx) = mpsc::channel(capacity.max(1));
+        let (closing, _) = watch::channel(None);
+        (
+            Outlet {
+                queue,
+                closing: Arc::new(closing),
+            },
+            rx,
+        )
+    }
+
+    /// Queues a frame. A full queue closes the connection as a slow consumer
+    /// (and returns false).
+    pub fn send(&self, frame: Bytes, metrics: &Metrics) -> bool {
+        match self.queue.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if self.close(close::POLICY, "slow consumer") {
+                    metrics.slow_consumer_disconnects.inc();
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection's tasks to close with `code`. Returns true for
+    /// the first request (later ones keep the first reason).
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        let mut first = false;
+        self.closing.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(CloseReason {
+                    code,
+                    reason: reason.to_string(),
+                });
+                first = true;
+                true
+            } else {
+                false
+            }
+        });
+        first
+    }
+
+    /// Watches for a close request.
+    pub fn closing(&self) -> watch::Receiver<Option<CloseReason>> {
+        self.closing.subscribe()
+    }
+
+    /// The close request, if any.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closing.borrow().clone()
+    }
+}
+
+/// What every part of the gateway may do with one live connection.
+#[derive(Debug)]
+pub struct ConnShared {
+    /// Connection id (unique across nodes).
+    pub id: Arc<str>,
+    /// Authenticated user.
+    pub user: Arc<str>,
+    /// Client address.
+    pub ip: String,
+    /// Rooms joined, with whether presence events are on (for re-registering
+    /// after a lost lease).
+    pub rooms: Mutex<BTreeMap<String, bool>>,
+    /// Its send queue and close request.
+    pub outlet: Outlet,
+}
+
+impl ConnShared {
+    /// A registered connection.
+    pub fn new(id: Arc<str>, user: Arc<str>, ip: String, outlet: Outlet) -> Arc<ConnShared> {
+        Arc::new(ConnShared {
+            id,
+            user,
+            ip,
+            rooms: Mutex::new(BTreeMap::new()),
+            outlet,
+        })
+    }
+
+    /// Queues a frame (see [`Outlet::send`]).
+    pub fn send(&self, frame: Bytes, metrics: &Metrics) -> bool {
+        self.outlet.send(frame, metrics)
+    }
+
+    /// Requests a close (see [`Outlet::close`]).
+    pub fn close(&self, code: u16, reason: &str) -> bool {
+        self.outlet.close(code, reason)
+    }
+
+    /// Rooms joined, with their presence flags.
+    pub fn rooms_snapshot(&self) -> Vec<(String, bool)> {
+        self.rooms
+            .lock()
+            .map(|r| r.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+}
+
+enum Member {
+    Active(Arc<ConnShared>),
+    /// Joining: live frames wait here as `(seq, frame)`; seq 0 for events.
+    Pending(Arc<ConnShared>, Vec<(u64, Bytes)>),
+}
+
+/// Local connections and room memberships of this node.
+pub struct Hub {
+    conns: RwLock<HashMap<Arc<str>, Arc<ConnShared>>>,
+    rooms: RwLock<HashMap<String, HashMap<Arc<str>, Member>>>,
+    pending_limit: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// An empty hub; `pending_limit` bounds what a joining member buffers.
+    pub fn new(metrics: Arc<Metrics>, pending_limit: usize) -> Hub {
+        Hub {
+            conns: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(HashMap::new()),
+            pending_limit,
+            metrics,
+        }
+    }
+
+    /// Adds a live connection.
+    pub fn register(&self, conn: Arc<ConnShared>) {
+        if let Ok(mut conns) = self.conns.write() {
+            conns.insert(conn.id.clone(), conn);
+        }
+        self.metrics.connections.inc();
+        self.metrics.connections_opened.inc();
+    }
+
+    /// Removes a connection and all its memberships.
+    pub fn unregister(&self, conn: &ConnShared) {
+        let removed = self
+            .conns
+            .write()
+            .map(|mut c| c.remove(&conn.id).is_some())
+            .unwrap_or(false);
+        if removed {
+            self.metrics.connections.dec();
+        }
+        let rooms: Vec<String> = conn.rooms_snapshot().into_iter().map(|(r, _)| r).collect();
+        if let Ok(mut all) = self.rooms.write() {
+            for room in rooms {
+                remove_member(&mut all, &room, &conn.id);
+            }
+        }
+    }
+
+    /// Every live connection (shutdown, re-registration).
+    pub fn connections(&self) -> Vec<Arc<ConnShared>> {
+        self.conns
+            .read()
+            .map(|c| c.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of live connections.
+    pub fn len(&self) -> usize {
+        self.conns.read().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// True when no connection is live.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Starts a join: live frames for `room` are buffered for `conn` until
+    /// [`Hub::finish_join`]. Returns false when it is already a member.
+    pub fn begin_join(&self, room: &str, conn: &Arc<ConnShared>) -> bool {
+        let Ok(mut all) = self.rooms.write() else {
+            return false;
+        };
+        let members = all.entry(room.to_string()).or_default();
+        if members.contains_key(&conn.id) {
+            return false;
+        }
+        members.insert(conn.id.clone(), Member::Pending(conn.clone(), Vec::new()));
+        true
+    }
+
+    /// Ends a join: releases buffered frames newer than `seq` (and every
+    /// presence event), then delivers live.
+    pub fn finish_join(&self, room: &str, conn: &Arc<ConnShared>, seq: u64) {
+        let Ok(mut all) = self.rooms.write() else {
+            return;
+        };
+        let Some(members) = all.get_mut(room) else {
+            return;
+        };
+        if let Some(member) = members.get_mut(&conn.id) {
+            if let Member::Pending(_, buffer) = member {
+                for (frame_seq, frame) in std::mem::take(buffer) {
+                    if frame_seq == 0 || frame_seq > seq {
+                        conn.send(frame, &self.metrics);
+                    }
+                }
+            }
+            *member = Member::Active(conn.clone());
+        }
+    }
+
+    /// Removes `conn` from `room` (a failed join or a leave).
+    pub fn leave(&self, room: &str, conn: &ConnShared) {
+        if let Ok(mut all) = self.rooms.write() {
+            remove_member(&mut all, room, &conn.id);
+        }
+    }
+
+    /// Delivers one Pub/Sub message from the node's channel.
+    pub fn dispatch(&self, payload: Bytes) {
+        let envelope = match wire::decode_envelope(&payload) {
+            Ok(e) => e,
+            Err(err) => {
+                tracing::warn!(error = %err, "undecodable envelope on the node channel");
+                return;
+            }
+        };
+        match envelope {
+            Envelope::Msg {
+                room,
+                seq,
+                except,
+                frame,
+                ts,
+                ..
+            } => {
+                let frame = payload.slice_ref(frame);
+                let delivered = self.to_room(room, seq, except, &frame);
+                self.metrics.messages_delivered.inc_by(delivered);
+                let now = now_ms();
+                self.metrics
+                    .publish_latency
+                    .observe(now.saturating_sub(ts) as f64 / 1000.0);
+            }
+            Envelope::Presence { room, frame, .. } => {
+                let frame = payload.slice_ref(frame);
+                self.to_room(room, 0, None, &frame);
+            }
+            Envelope::Broadcast {
+                namespace, frame, ..
+            } => {
+                let frame = payload.slice_ref(frame);
+                let delivered = self.broadcast(namespace, &frame);
+                self.metrics.messages_delivered.inc_by(delivered);
+            }
+            Envelope::Kick { conns, reason, .. } => {
+                let Ok(all) = self.conns.read() else {
+                    return;
+                };
+                for id in conns {
+                    if let Some(conn) = all.get(id) {
+                        conn.close(close::FORBIDDEN, reason);
+                    }
+                }
+            }
+        }
+    }
+
+    fn to_room(&self, room: &str, seq: u64, except: Option<&str>, frame: &Bytes) -> u64 {
+        let mut delivered = 0;
+        let mut overflow = Vec::new();
+        {
+            let Ok(mut all) = self.rooms.write() else {
+                return 0;
+            };
+            let Some(members) = all.get_mut(room) else {
+                return 0;
+            };
+            for (id, member) in members.iter_mut() {
+                if except == Some(&**id) {
+                    continue;
+                }
+                match member {
+                    Member::Active(conn) => {
+                        if conn.send(frame.clone(), &self.metrics) {
+                            delivered += 1;
+                        }
+                    }
+                    Member::Pending(conn, buffer) => {
+                        if buffer.len() >= self.pending_limit {
+                            overflow.push(conn.clone());
+                        } else {
+                            buffer.push((seq, frame.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        for conn in overflow {
+            if conn.close(close::POLICY, "slow consumer") {
+                self.metrics.slow_consumer_disconnects.inc();
+            }
+        }
+        delivered
+    }
+
+    fn broadcast(&self, namespace: Option<&str>, frame: &Bytes) -> u64 {
+        let targets: Vec<Arc<ConnShared>> = match namespace {
+            None => self.connections(),
+            Some(ns) => {
+                let prefix = format!("{ns}:");
+                let Ok(all) = self.rooms.read() else {
+                    return 0;
+                };
+                let mut seen = HashSet::new();
+                let mut out = Vec::new();
+                for (room, members) in all.iter() {
+                    if !room.starts_with(&prefix) {
+                        continue;
+                    }
+                    for member in members.values() {
+                        let conn = match member {
+                            Member::Active(c) | Member::Pending(c, _) => c,
+                        };
+                        if seen.insert(conn.id.clone()) {
+                            out.push(conn.clone());
+                        }
+                    }
+                }
+                out
+            }
+        };
+        targets
+            .iter()
+            .filter(|c| c.send(frame.clone(), &self.metrics))
+            .count() as u64
+    }
+}
+
+fn remove_member(all: &mut HashMap<String, HashMap<Arc<str>, Member>>, room: &str, id: &Arc<str>) {
+    if let Some(members) = all.get_mut(room) {
+        members.remove(id);
+        if members.is_empty() {
+            all.remove(room);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,116 @@
+//! The gateway node: WebSocket + MessagePack clients in front of the broker
+//! module.
+//!
+//! Map of the crate:
+//!
+//! - [`config`]: TOML + `BROKER_*` environment configuration.
+//! - [`auth`]: JWT verification (keys and validation built once).
+//! - [`metrics`]: the node's Prometheus metrics.
+//! - [`store`]: typed calls to the module over one multiplexed connection.
+//! - [`hub`]: local rooms and fan-out of what the module publishes.
+//! - [`conn`]: one client connection (reader and writer tasks).
+//! - [`http`]: the public and admin listeners.
+//! - [`node`]: the node lease and the node's Pub/Sub channel.
+//! - [`app`]: the state all of these share.
+//!
+//! [`run`] starts a node on already-bound listeners, so tests start nodes
+//! in-process on port 0 and `main.rs` stays a few lines.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod store;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use broker::protocol::close;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::app::App;
+use crate::auth::Authenticator;
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// How long a graceful shutdown waits for connections to drain.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Runs a gateway node until `shutdown` resolves, then shuts down gracefully:
+/// stops accepting, closes clients with 1012 after flushing what is queued,
+/// releases the node's connections and lease in the module.
+///
+/// # Errors
+/// Invalid configuration (keys, Redis URL).
+pub async fn run(
+    public: TcpListener,
+    admin: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let auth = Authenticator::new(&config.auth).context("auth configuration")?;
+    let url = config
+        .redis
+        .url
+        .first()
+        .cloned()
+        .context("redis.url is empty")?;
+    if config.redis.url.len() > 1 {
+        tracing::warn!(
+            "several redis.url entries: Redis Cluster is not supported yet; using the first"
+        );
+    }
+    let store = Store::connect(&url, metrics.clone())?;
+    let node = config.node_id();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let app = Arc::new(App::new(
+        config,
+        node.clone(),
+        auth,
+        store,
+        metrics,
+        stop_rx.clone(),
+    ));
+    tracing::info!(
+        node = %node,
+        public = %public.local_addr()?,
+        admin = %admin.local_addr()?,
+        "gateway starting"
+    );
+
+    let lease = tokio::spawn(node::hold_lease(app.clone()));
+    let receiver = tokio::spawn(node::receive(app.clone(), url));
+    let public_task = tokio::spawn(http::serve_public(app.clone(), public, stop_rx.clone()));
+    let admin_task = tokio::spawn(http::serve_admin(app.clone(), admin, stop_rx.clone()));
+
+    shutdown.await;
+    tracing::info!(node = %node, connections = app.hub.len(), "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = public_task.await;
+    for conn in app.hub.connections() {
+        conn.close(close::RESTART, "server restarting");
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
+    while !app.hub.is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Let the per-connection CONN.CLOSE calls go out, then drop what is left.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Err(err) = app.store.release(&node).await {
+        tracing::warn!(error = %err, "could not release the node lease");
+    }
+    let _ = lease.await;
+    let _ = receiver.await;
+    admin_task.abort();
+    tracing::info!(node = %node, "stopped");
+    Ok(())
+}

@@ -1,0 +1,455 @@
+//! The gateway's view of the broker module: typed calls to the `BROKER.*`
+//! commands over one multiplexed, auto-reconnecting Redis connection.
+//!
+//! Every client action is one command here (one round trip); many
+//! connections' commands share the same pipelined connection. Errors come
+//! back as [`StoreError`]: a refusal by the module with its code, or
+//! `Unavailable` when Redis cannot be reached in time — which the gateway
+//! reports to clients as `err unavailable` without closing them.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Cmd, FromRedisValue, Value};
+use thiserror::Error;
+
+use crate::metrics::Metrics;
+
+/// Why a module call failed.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// Redis did not answer (down, restarting, cut off, timed out).
+    #[error("redis unavailable: {0}")]
+    Unavailable(String),
+    /// The module refused: `code` is the first word of its error reply
+    /// (`NOTMEMBER`, `RATELIMITED`, `LIMIT`, `NOLEASE`, `ERR`...).
+    #[error("{code} {detail}")]
+    Refused {
+        /// The error code.
+        code: String,
+        /// The rest of the message.
+        detail: String,
+    },
+    /// A reply of an unexpected shape.
+    #[error("unexpected reply: {0}")]
+    Reply(String),
+}
+
+impl StoreError {
+    fn from_redis(err: redis::RedisError) -> StoreError {
+        match err.kind() {
+            redis::ErrorKind::Server(_) | redis::ErrorKind::Extension => StoreError::Refused {
+                code: err.code().unwrap_or("ERR").to_string(),
+                detail: err.detail().unwrap_or("").to_string(),
+            },
+            _ => StoreError::Unavailable(err.to_string()),
+        }
+    }
+
+    /// True for a refusal with this code.
+    pub fn is(&self, code: &str) -> bool {
+        matches!(self, StoreError::Refused { code: c, .. } if c == code)
+    }
+}
+
+/// Result of a module call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What `BROKER.JOIN` answered.
+#[derive(Debug, Clone, Default)]
+pub struct Joined {
+    /// The user's first connection in the room.
+    pub first: bool,
+    /// The room's sequence at the join.
+    pub seq: u64,
+    /// The room's epoch.
+    pub epoch: String,
+    /// All missed messages were returned.
+    pub recovered: bool,
+    /// Missed `msg` frames, oldest first.
+    pub messages: Vec<Vec<u8>>,
+}
+
+/// What `BROKER.HISTORY` answered.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// The room's current sequence.
+    pub seq: u64,
+    /// The room's epoch.
+    pub epoch: String,
+    /// Retained `msg` frames, oldest first.
+    pub messages: Vec<Vec<u8>>,
+}
+
+/// The options of one client publish.
+#[derive(Debug, Clone)]
+pub struct PublishRequest<'a> {
+    /// Target room.
+    pub room: &'a str,
+    /// Event name.
+    pub ev: &'a str,
+    /// Payload bytes in `format`.
+    pub payload: &'a [u8],
+    /// `msgpack`, `json` or `string`.
+    pub format: &'a str,
+    /// Sending connection (membership check, `from`).
+    pub from: Option<&'a str>,
+    /// Connection that must not receive it.
+    pub except: Option<&'a str>,
+    /// History size and TTL (seconds) of the namespace.
+    pub history: Option<(u32, u64)>,
+    /// Rate limit: key, burst, count, period_s.
+    pub rate: Option<(String, u32, u32, u64)>,
+}
+
+/// Typed access to the module.
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    metrics: Arc<Metrics>,
+}
+
+impl Store {
+    /// Connects lazily to `url`: the gateway starts even when Redis is down,
+    /// and the connection is made (and remade) on use.
+    ///
+    /// # Errors
+    /// When the URL is invalid.
+    pub fn connect(url: &str, metrics: Arc<Metrics>) -> anyhow::Result<Store> {
+        let client = redis::Client::open(url)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(1)))
+            .set_response_timeout(Some(Duration::from_secs(2)))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Store { conn, metrics })
+    }
+
+    async fn run<T: FromRedisValue>(&self, name: &str, cmd: Cmd) -> StoreResult<T> {
+        let started = Instant::now();
+        let mut conn = self.conn.clone();
+        let result = cmd.query_async::<T>(&mut conn).await;
+        self.metrics
+            .redis_command_duration
+            .with_label_values(&[name])
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(v) => {
+                self.metrics.redis_up.set(1);
+                Ok(v)
+            }
+            Err(err) => {
+                let err = StoreError::from_redis(err);
+                if matches!(err, StoreError::Unavailable(_)) {
+                    self.metrics.redis_up.set(0);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// `PING` and the module's presence: used by `/readyz`.
+    pub async fn ready(&self) -> StoreResult<()> {
+        let _: Value = self.run("online", redis::cmd("BROKER.ONLINE")).await?;
+        Ok(())
+    }
+
+    /// Takes or renews the node lease; true when it was a renewal.
+    pub async fn lease(&self, node: &str, lease_ms: u64) -> StoreResult<bool> {
+        let mut cmd = redis::cmd("BROKER.NODE.LEASE");
+        cmd.arg(node).arg(lease_ms);
+        let (_deadline, renewed): (u64, u64) = self.run("node.lease", cmd).await?;
+        Ok(renewed == 1)
+    }
+
+    /// Drops the node and everything it holds (graceful shutdown).
+    pub async fn release(&self, node: &str) -> StoreResult<u64> {
+        let mut cmd = redis::cmd("BROKER.NODE.RELEASE");
+        cmd.arg(node);
+        self.run("node.release", cmd).await
+    }
+
+    /// Registers a connection within the per-user and per-IP limits
+    /// (`None` limits: re-registration after a lost lease).
+    pub async fn open(
+        &self,
+        user: &str,
+        conn: &str,
+        node: &str,
+        ip: &str,
+        limits: Option<(u32, u32)>,
+    ) -> StoreResult<()> {
+        let mut cmd = redis::cmd("BROKER.CONN.OPEN");
+        cmd.arg(user).arg(conn).arg(node).arg(ip);
+        if let Some((per_user, per_ip)) = limits {
+            cmd.arg("MAXUSER").arg(per_user).arg("MAXIP").arg(per_ip);
+        }
+        let _: Value = self.run("conn.open", cmd).await?;
+        Ok(())
+    }
+
+    /// Removes a connection and its memberships.
+    pub async fn close(&self, user: &str, conn: &str) -> StoreResult<()> {
+        let mut cmd = redis::cmd("BROKER.CONN.CLOSE");
+        cmd.arg(user).arg(conn);
+        let _: Value = self.run("conn.close", cmd).await?;
+        Ok(())
+    }
+
+    /// Joins a room; with `since`, also returns what was missed.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn join(
+        &self,
+        room: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+        presence: bool,
+        max_rooms: Option<u32>,
+        since: Option<(u64, &str)>,
+    ) -> StoreResult<Joined> {
+        let mut cmd = redis::cmd("BROKER.JOIN");
+        cmd.arg(room).arg(user).arg(conn).arg(node);
+        if presence {
+            cmd.arg("PRESENCE");
+        }
+        if let Some(max) = max_rooms {
+            cmd.arg("MAXROOMS").arg(max);
+        }
+        if let Some((seq, epoch)) = since {
+            cmd.arg("SINCE").arg(seq).arg(epoch);
+        }
+        let reply: Value = self.run("join", cmd).await?;
+        let fields = Fields::new(reply)?;
+        Ok(Joined {
+            first: fields.int("first")? == 1,
+            seq: fields.int("seq")?,
+            epoch: fields.text("epoch")?,
+            recovered: fields.int("recovered")? == 1,
+            messages: fields.frames("messages")?,
+        })
+    }
+
+    /// Leaves a room.
+    pub async fn leave(&self, room: &str, user: &str, conn: &str) -> StoreResult<()> {
+        let mut cmd = redis::cmd("BROKER.LEAVE");
+        cmd.arg(room).arg(user).arg(conn);
+        let _: Value = self.run("leave", cmd).await?;
+        Ok(())
+    }
+
+    /// Publishes; returns the sequence number.
+    pub async fn publish(&self, req: &PublishRequest<'_>) -> StoreResult<u64> {
+        let mut cmd = redis::cmd("BROKER.PUBLISH");
+        cmd.arg(req.room).arg(req.ev).arg(req.payload);
+        cmd.arg("FORMAT").arg(req.format);
+        if let Some(from) = req.from {
+            cmd.arg("FROM").arg(from);
+        }
+        if let Some(except) = req.except {
+            cmd.arg("EXCEPT").arg(except);
+        }
+        if let Some((size, ttl_s)) = req.history {
+            cmd.arg("HISTORY").arg(size).arg(ttl_s);
+        }
+        if let Some((key, burst, count, period)) = &req.rate {
+            cmd.arg("RATE").arg(key).arg(burst).arg(count).arg(period);
+        }
+        self.run("publish", cmd).await
+    }
+
+    /// A server broadcast to every connection (or those in `namespace`).
+    pub async fn broadcast(
+        &self,
+        ev: &str,
+        json: &[u8],
+        namespace: Option<&str>,
+    ) -> StoreResult<u64> {
+        let mut cmd = redis::cmd("BROKER.BROADCAST");
+        cmd.arg(ev).arg(json).arg("FORMAT").arg("json");
+        if let Some(ns) = namespace {
+            cmd.arg("NS").arg(ns);
+        }
+        self.run("broadcast", cmd).await
+    }
+
+    /// Retained messages of a room.
+    pub async fn history(
+        &self,
+        room: &str,
+        since: Option<u64>,
+        limit: Option<u32>,
+    ) -> StoreResult<History> {
+        let mut cmd = redis::cmd("BROKER.HISTORY");
+        cmd.arg(room);
+        if let Some(since) = since {
+            cmd.arg("SINCE").arg(since);
+        }
+        if let Some(limit) = limit {
+            cmd.arg("LIMIT").arg(limit);
+        }
+        let fields = Fields::new(self.run("history", cmd).await?)?;
+        Ok(History {
+            seq: fields.int("seq")?,
+            epoch: fields.text("epoch")?,
+            messages: fields.frames("messages")?,
+        })
+    }
+
+    /// Distinct users of a room with their connection counts.
+    pub async fn members(&self, room: &str) -> StoreResult<Vec<(String, u64)>> {
+        let mut cmd = redis::cmd("BROKER.ROOM.MEMBERS");
+        cmd.arg(room);
+        let reply: Value = self.run("room.members", cmd).await?;
+        let mut out = Vec::new();
+        for (k, v) in pairs(reply)? {
+            out.push((as_text(k)?, as_int(v)?));
+        }
+        Ok(out)
+    }
+
+    /// A user's presence as the module reports it, converted to JSON.
+    pub async fn presence_json(&self, user: &str) -> StoreResult<serde_json::Value> {
+        let mut cmd = redis::cmd("BROKER.PRESENCE");
+        cmd.arg(user);
+        let reply: Value = self.run("presence", cmd).await?;
+        Ok(to_json(reply))
+    }
+
+    /// Tells every node to close the user's connections.
+    pub async fn kick(&self, user: &str, reason: &str) -> StoreResult<u64> {
+        let mut cmd = redis::cmd("BROKER.KICK");
+        cmd.arg(user).arg(reason);
+        self.run("kick", cmd).await
+    }
+
+    /// Users and connections (this shard).
+    pub async fn online(&self) -> StoreResult<(u64, u64)> {
+        let fields = Fields::new(self.run("online", redis::cmd("BROKER.ONLINE")).await?)?;
+        Ok((fields.int("users")?, fields.int("connections")?))
+    }
+}
+
+/// A map reply (RESP2 flat array or RESP3 map) by field name.
+struct Fields(Vec<(String, Value)>);
+
+impl Fields {
+    fn new(reply: Value) -> StoreResult<Fields> {
+        let mut out = Vec::new();
+        for (k, v) in pairs(reply)? {
+            out.push((as_text(k)?, v));
+        }
+        Ok(Fields(out))
+    }
+
+    fn get(&self, name: &str) -> StoreResult<&Value> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+            .ok_or_else(|| StoreError::Reply(format!("missing field {name}")))
+    }
+
+    fn int(&self, name: &str) -> StoreResult<u64> {
+        as_int(self.get(name)?.clone())
+    }
+
+    fn text(&self, name: &str) -> StoreResult<String> {
+        as_text(self.get(name)?.clone())
+    }
+
+    fn frames(&self, name: &str) -> StoreResult<Vec<Vec<u8>>> {
+        match self.get(name)? {
+            Value::Array(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::BulkString(b) => Ok(b.clone()),
+                    _ => Err(StoreError::Reply(format!("{name}: not a bulk string"))),
+                })
+                .collect(),
+            _ => Err(StoreError::Reply(format!("{name}: not an array"))),
+        }
+    }
+}
+
+fn pairs(reply: Value) -> StoreResult<Vec<(Value, Value)>> {
+    match reply {
+        Value::Map(items) => Ok(items),
+        Value::Array(items) => {
+            let mut out = Vec::with_capacity(items.len() / 2);
+            let mut it = items.into_iter();
+            while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+        other => Err(StoreError::Reply(format!("expected a map, got {other:?}"))),
+    }
+}
+
+fn as_int(v: Value) -> StoreResult<u64> {
+    match v {
+        Value::Int(n) => u64::try_from(n).map_err(|_| StoreError::Reply("negative integer".into())),
+        other => Err(StoreError::Reply(format!(
+            "expected an integer, got {other:?}"
+        ))),
+    }
+}
+
+fn as_text(v: Value) -> StoreResult<String> {
+    match v {
+        Value::BulkString(b) => {
+            String::from_utf8(b).map_err(|_| StoreError::Reply("not UTF-8".into()))
+        }
+        Value::SimpleString(s) => Ok(s),
+        other => Err(StoreError::Reply(format!("expected text, got {other:?}"))),
+    }
+}
+
+/// A module reply as JSON, for the admin API (maps become objects when
+/// their keys are text; RESP2 flat arrays stay arrays except where the
+/// caller knows the shape).
+fn to_json(v: Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Nil => J::Null,
+        Value::Int(n) => J::from(n),
+        Value::BulkString(b) => J::String(String::from_utf8_lossy(&b).into_owned()),
+        Value::SimpleString(s) => J::String(s),
+        Value::Okay => J::String("OK".into()),
+        Value::Array(items) => {
+            // A flat `field value` array whose fields are the known presence
+            // fields reads better as an object.
+            let is_map = items.len() % 2 == 0
+                && !items.is_empty()
+                && items.chunks(2).all(|kv| {
+                    matches!(&kv[0], Value::BulkString(b) if matches!(b.as_slice(),
+                        b"status" | b"connections" | b"conns" | b"conn" | b"node" | b"ip" | b"connected_at" | b"rooms"))
+                });
+            if is_map {
+                let mut obj = serde_json::Map::new();
+                let mut it = items.into_iter();
+                while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                    if let J::String(k) = to_json(k) {
+                        obj.insert(k, to_json(v));
+                    }
+                }
+                J::Object(obj)
+            } else {
+                J::Array(items.into_iter().map(to_json).collect())
+            }
+        }
+        Value::Map(items) => {
+            let mut obj = serde_json::Map::new();
+            for (k, v) in items {
+                if let J::String(k) = to_json(k) {
+                    obj.insert(k, to_json(v));
+                }
+            }
+            J::Object(obj)
+        }
+        other => J::String(format!("{other:?}")),
+    }
+}
