@@ -8,6 +8,7 @@
 //! batching whatever is queued into one flush, sends pings, and writes the
 //! close frame when a close is requested — even when the queue is full.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,8 @@ const MAX_BAD_STREAK: u32 = 8;
 const MAX_BAD_TOTAL: u32 = 64;
 /// `expiring` is sent this long before the token's `exp`.
 const EXPIRING_AHEAD_MS: u64 = 30_000;
+/// Write buffer per connection (bytes).
+const WRITE_BUFFER: usize = 1024;
 /// Most retained messages one `history` request returns.
 const MAX_HISTORY: u32 = 1000;
 
@@ -65,7 +68,9 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
     ws.set_writev(false);
     let (reader, writer_half) = ws.split(|io| {
         let (r, w) = tokio::io::split(io);
-        (r, BufWriter::new(w))
+        // A small write buffer: it batches the frames queued at one time
+        // into one syscall, and is paid by every idle connection.
+        (r, BufWriter::with_capacity(WRITE_BUFFER, w))
     });
     let (outlet, queue) = Outlet::new(app.config.limits.send_queue);
     let (control_tx, control_rx) = mpsc::channel::<(OpCode, Vec<u8>)>(8);
@@ -77,21 +82,30 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
         outlet.closing(),
         ping_every,
     ));
-    let mut conn = Connection {
-        app: app.clone(),
+    let started = Instant::now();
+    let last_seen = Arc::new(AtomicU64::new(0));
+    let mut frames = FrameReader {
         reader,
-        outlet: outlet.clone(),
         control: control_tx,
         assembler: Assembler::default(),
+        outlet: outlet.clone(),
+        max: app.config.limits.max_frame_bytes,
+        last_seen: last_seen.clone(),
+        started,
+    };
+    let mut conn = Connection {
+        app: app.clone(),
+        outlet: outlet.clone(),
         ip,
         bad_streak: 0,
         bad_total: 0,
-        last_seen: Instant::now(),
+        last_seen,
+        started,
     };
 
     let admitted = match admission {
         Admission::Authed { conn: id, claims } => Some((id, claims)),
-        Admission::AwaitAuth => conn.await_auth().await,
+        Admission::AwaitAuth => conn.await_auth(&mut frames).await,
     };
     if let Some((id, claims)) = admitted {
         let shared = ConnShared::new(
@@ -103,7 +117,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
         let registration = Registration::new(app.clone(), shared.clone());
         let started = Instant::now();
         tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node, ip = %shared.ip, "connection open");
-        conn.serve(&shared, claims).await;
+        conn.serve(&mut frames, &shared, claims).await;
         let reason = outlet.close_reason().unwrap_or(CloseReason {
             code: 1006,
             reason: "gone".into(),
@@ -121,6 +135,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
         drop(registration);
     }
     drop(conn);
+    drop(frames);
     let _ = writer_task.await;
 }
 
@@ -219,16 +234,30 @@ impl Assembler {
     }
 }
 
-struct Connection {
-    app: Arc<App>,
+/// The reading side. Its `next` future must never be dropped half-way
+/// through a frame (fastwebsockets consumes header bytes before it has the
+/// whole frame), so the request loop polls one `next` to completion while it
+/// serves timers alongside it.
+struct FrameReader {
     reader: Reader,
-    outlet: Outlet,
     control: mpsc::Sender<(OpCode, Vec<u8>)>,
     assembler: Assembler,
+    outlet: Outlet,
+    max: usize,
+    /// When the last frame of any kind (pongs included) arrived, in ms
+    /// since `started`.
+    last_seen: Arc<AtomicU64>,
+    started: Instant,
+}
+
+struct Connection {
+    app: Arc<App>,
+    outlet: Outlet,
     ip: String,
     bad_streak: u32,
     bad_total: u32,
-    last_seen: Instant,
+    last_seen: Arc<AtomicU64>,
+    started: Instant,
 }
 
 enum Read {
@@ -237,11 +266,11 @@ enum Read {
     Closed,
 }
 
-impl Connection {
+impl FrameReader {
     /// Reads the next complete message. Closes (and returns `Closed`) on a
     /// protocol error, an oversize message or the client's close.
-    async fn next_message(&mut self) -> Read {
-        let max = self.app.config.limits.max_frame_bytes;
+    async fn next(&mut self) -> Read {
+        let max = self.max;
         loop {
             let control = self.control.clone();
             let mut send_fn = move |frame: Frame<'_>| {
@@ -273,7 +302,8 @@ impl Connection {
                     return Read::Closed;
                 }
             };
-            self.last_seen = Instant::now();
+            self.last_seen
+                .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
             match self.assembler.push(frame, max) {
                 Incoming::Binary(data) => return Read::Message(data),
                 Incoming::Text => return Read::Text,
@@ -298,7 +328,9 @@ impl Connection {
             }
         }
     }
+}
 
+impl Connection {
     fn send(&self, frame: Vec<u8>) {
         self.outlet.send(Bytes::from(frame), &self.app.metrics);
     }
@@ -325,10 +357,12 @@ impl Connection {
     }
 
     /// Waits for the `auth` frame, verifies it and registers the connection.
-    async fn await_auth(&mut self) -> Option<(Arc<str>, Claims)> {
+    async fn await_auth(&mut self, frames: &mut FrameReader) -> Option<(Arc<str>, Claims)> {
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         loop {
-            let message = match tokio::time::timeout_at(deadline, self.next_message()).await {
+            // A timeout here drops a read half-way, but the connection is
+            // closed right after, so nothing is lost.
+            let message = match tokio::time::timeout_at(deadline, frames.next()).await {
                 Ok(Read::Message(m)) => m,
                 Ok(Read::Text) => {
                     if self.bad_frame(None, "text frames are not part of the protocol") {
@@ -408,7 +442,12 @@ impl Connection {
     }
 
     /// The request loop of an authenticated connection.
-    async fn serve(&mut self, shared: &Arc<ConnShared>, mut claims: Claims) {
+    async fn serve(
+        &mut self,
+        frames: &mut FrameReader,
+        shared: &Arc<ConnShared>,
+        mut claims: Claims,
+    ) {
         let app = self.app.clone();
         let ping_ms = app.config.limits.ping_interval_s.saturating_mul(1000);
         self.send(protocol::encode_welcome(
@@ -431,50 +470,62 @@ impl Connection {
             if closing.borrow().is_some() {
                 return;
             }
-            tokio::select! {
-                read = self.next_message() => match read {
-                    Read::Message(data) => {
-                        self.app.metrics.frames_received.inc();
-                        match protocol::decode_client_frame(&data) {
-                            Ok(frame) => {
-                                self.bad_streak = 0;
-                                self.handle(shared, &mut claims, frame, &mut expiring_sent).await;
+            let read = {
+                let next = frames.next();
+                tokio::pin!(next);
+                loop {
+                    tokio::select! {
+                        read = &mut next => break Some(read),
+                        _ = closing.changed() => break None,
+                        _ = shutdown.changed() => {
+                            self.outlet.close(close::RESTART, "server restarting");
+                            break None;
+                        }
+                        _ = tick.tick() => {
+                            let seen = Duration::from_millis(self.last_seen.load(Ordering::Relaxed));
+                            if self.started.elapsed().saturating_sub(seen) > idle {
+                                self.outlet.close(close::POLICY, "idle timeout");
+                                break None;
                             }
-                            Err(err) => {
-                                if self.bad_frame(err.id, &err.reason) {
-                                    return;
-                                }
+                            let now = now_ms();
+                            let exp_ms = claims.exp.saturating_mul(1000);
+                            if now >= exp_ms.saturating_add(leeway_ms) {
+                                self.outlet.close(close::TOKEN, "token expired");
+                                break None;
+                            }
+                            if !expiring_sent && now.saturating_add(EXPIRING_AHEAD_MS) >= exp_ms {
+                                expiring_sent = true;
+                                self.send(protocol::encode_expiring(exp_ms.saturating_sub(now)));
                             }
                         }
                     }
-                    Read::Text => {
-                        if self.bad_frame(None, "text frames are not part of the protocol") {
-                            return;
+                }
+            };
+            let Some(read) = read else {
+                return;
+            };
+            match read {
+                Read::Message(data) => {
+                    self.app.metrics.frames_received.inc();
+                    match protocol::decode_client_frame(&data) {
+                        Ok(frame) => {
+                            self.bad_streak = 0;
+                            self.handle(shared, &mut claims, frame, &mut expiring_sent)
+                                .await;
+                        }
+                        Err(err) => {
+                            if self.bad_frame(err.id, &err.reason) {
+                                return;
+                            }
                         }
                     }
-                    Read::Closed => return,
-                },
-                _ = closing.changed() => return,
-                _ = shutdown.changed() => {
-                    self.outlet.close(close::RESTART, "server restarting");
-                    return;
                 }
-                _ = tick.tick() => {
-                    if self.last_seen.elapsed() > idle {
-                        self.outlet.close(close::POLICY, "idle timeout");
+                Read::Text => {
+                    if self.bad_frame(None, "text frames are not part of the protocol") {
                         return;
                     }
-                    let now = now_ms();
-                    let exp_ms = claims.exp.saturating_mul(1000);
-                    if now >= exp_ms.saturating_add(leeway_ms) {
-                        self.outlet.close(close::TOKEN, "token expired");
-                        return;
-                    }
-                    if !expiring_sent && now.saturating_add(EXPIRING_AHEAD_MS) >= exp_ms {
-                        expiring_sent = true;
-                        self.send(protocol::encode_expiring(exp_ms.saturating_sub(now)));
-                    }
                 }
+                Read::Closed => return,
             }
         }
     }
