@@ -60,7 +60,7 @@ start_gateway() {
         BROKER_LISTEN=$listen BROKER_ADMIN_LISTEN=$admin \
         nohup "$GATEWAY" "${args[@]}" >"$RUN/gateway.log" 2>&1 </dev/null &
     echo $! >"$RUN/gateway.pid"
-    # Give it a moment: the stub prints and exits; a real gateway keeps running.
+    # Wait until it listens (or exits: e.g. a bad configuration).
     local i
     for i in $(seq 20); do
         kill -0 "$(cat "$RUN/gateway.pid")" 2>/dev/null || break
@@ -73,8 +73,10 @@ start_gateway() {
         echo "gateway running (pid $(cat "$RUN/gateway.pid")):"
         echo "  WebSocket  ws://$listen/ws     demo page  http://$listen/"
         echo "  admin      http://$admin/metrics"
+        echo "  publish    curl -XPOST http://$admin/api/publish -d '{\"room\":\"chat:lobby\",\"ev\":\"message\",\"data\":{\"text\":\"hi\"}}'"
+        echo "  dev token  curl 'http://$listen/dev/token?user=alice'"
     else
-        echo "gateway exited (the stub does; the real one will keep running)"
+        echo "gateway exited: see the log above"
         rm -f "$RUN/gateway.pid"
     fi
 }
