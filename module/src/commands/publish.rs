@@ -50,11 +50,7 @@ fn run_broadcast(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValu
     let (mut format, mut namespace) = (Format::Msgpack, None);
     while !args.is_empty() {
         match args.keyword()?.as_str() {
-            "FORMAT" => {
-                let name = args.str("format")?;
-                format = Format::parse(name)
-                    .ok_or_else(|| Error::Syntax(format!("unknown format '{name}'")))?;
-            }
+            "FORMAT" => format = format_option(&mut args)?,
             "NS" => {
                 let ns = args.str("namespace")?;
                 names::validate_namespace(ns)?;
@@ -98,6 +94,12 @@ fn report_keys(ctx: &Context, argv: &[RedisString]) {
     }
 }
 
+/// Reads the value of a `FORMAT` option.
+fn format_option(args: &mut Args<'_>) -> error::Result<Format> {
+    let name = args.str("format")?;
+    Format::parse(name).ok_or_else(|| Error::Syntax(format!("unknown format '{name}'")))
+}
+
 fn check_event(event: &str) -> error::Result<()> {
     if event.is_empty() || event.len() > MAX_EVENT_LEN {
         return Err(Error::Syntax(format!(
@@ -118,11 +120,7 @@ fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue>
         (Format::Msgpack, None, None, None, None);
     while !args.is_empty() {
         match args.keyword()?.as_str() {
-            "FORMAT" => {
-                let name = args.str("format")?;
-                format = Format::parse(name)
-                    .ok_or_else(|| Error::Syntax(format!("unknown format '{name}'")))?;
-            }
+            "FORMAT" => format = format_option(&mut args)?,
             "EXCEPT" => {
                 let conn = args.str("conn")?;
                 names::validate_conn(conn)?;
