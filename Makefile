@@ -10,7 +10,7 @@ CARGO ?= cargo
 TEST_THREADS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test run stop bench-module clean
+.PHONY: help deps build test run stop bench bench-module bench-gateway clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -37,6 +37,11 @@ stop: ## stop what `make run` started
 
 bench-module: build ## compare BROKER.* commands with native Redis commands (redis-benchmark)
 	@scripts/bench-module.sh
+
+bench-gateway: build ## load-test two gateway nodes (connect storm, fan-out, chat, churn); writes docs/BENCHMARKS.md
+	@scripts/bench-gateway.sh
+
+bench: bench-module bench-gateway ## every benchmark
 
 clean: stop ## remove build output and .run/
 	$(CARGO) clean

@@ -1,0 +1,236 @@
+#!/usr/bin/env bash
+# Gateway benchmarks with broker-bench (bench/): a Redis of our own with the
+# module, two gateway nodes, and four scenarios, all on this machine.
+#
+#   connect  10,000 connections to node 1; memory per idle connection
+#   fanout   1 room, 1,000 subscribers over both nodes, 1 publisher:
+#            100 msg/s for 10 s, then max rate (64 in flight) for 10 s
+#   chat     100 rooms x 10 members over both nodes, 1 msg/s per member, 10 s
+#   churn    200 connections joining/leaving 20 rooms for 10 s while 2
+#            publishers send 100 msg/s each; BROKER.ROOM.COUNT checked exactly
+#
+# Prints every table and writes them into the "Gateway" section of
+# docs/BENCHMARKS.md (between the bench-gateway markers). About 2-3 minutes
+# once built. Everything it starts (Redis on a free port with --save '' in a
+# temporary dir, the gateways) is stopped on exit, however it exits.
+#
+# Environment:
+#   BENCH_NO_BUILD=1   use the binaries in target/release as they are
+#   BENCH_NO_DOC=1     do not touch docs/BENCHMARKS.md
+#   BENCH_KEEP=1       keep the temporary dir (logs, config, JSON results)
+#   BENCH_CONNS=10000  connections of the connect scenario
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+BENCH="$ROOT/target/release/broker-bench"
+DOC="$ROOT/docs/BENCHMARKS.md"
+CONNS=${BENCH_CONNS:-10000}
+SECRET=bench-secret
+DIR=$(mktemp -d -t broker-gw-bench.XXXXXX)
+REDIS_PORT=""
+GW_PIDS=()
+STARTED=$SECONDS
+
+cleanup() {
+    local pid i
+    for pid in "${GW_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${GW_PIDS[@]}"; do
+        for i in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    [ -n "$REDIS_PORT" ] && stop_redis "$DIR" "$REDIS_PORT"
+    if [ -n "${BENCH_KEEP:-}" ]; then
+        echo "kept $DIR" >&2
+    else
+        rm -rf "$DIR"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${BENCH_NO_BUILD:-}" ]; then
+    echo "building (release)..." >&2
+    (cd "$ROOT" && cargo build --release -p broker-module -p broker-gateway -p broker-bench)
+fi
+for bin in "$MODULE" "$GATEWAY" "$BENCH"; do
+    [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
+done
+
+# http_status PORT PATH: the status code of GET http://127.0.0.1:PORT/PATH.
+http_status() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+        head -n 1 <&3 | awk '{print $2}'
+    ) 2>/dev/null
+}
+
+REDIS_PORT=$(start_redis "$DIR" 6500 "" --save '' --appendonly no)
+REDIS_VERSION=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | awk -F: '/^redis_version:/ {print $2}')
+
+# The chat namespace without a rate limit (the defaults would refuse the
+# load), no history, presence requests allowed, no join/leave events (a
+# 1,000-member room would otherwise get a million of them while filling).
+# Connection limits high enough for every scenario from few source IPs.
+cat >"$DIR/gateway.toml" <<'EOF'
+[limits]
+max_conns_per_user = 1000000
+max_conns_per_ip = 1000000
+
+[namespaces.chat]
+join = "public"
+publish = "members"
+presence = true
+join_leave = false
+history = 0
+EOF
+
+# start_gateway N: node gw-bench-N on free ports; sets WS_N and ADMIN_N.
+start_gateway() {
+    local n=$1 port admin pid i
+    port=$(free_port $((18080 + 10 * n)))
+    admin=$(free_port $((19090 + 10 * n)))
+    BROKER_AUTH__SECRET=$SECRET BROKER_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" \
+        BROKER_LISTEN="127.0.0.1:$port" BROKER_ADMIN_LISTEN="127.0.0.1:$admin" \
+        BROKER_NODE_ID="gw-bench-$n" RUST_LOG=${RUST_LOG:-info} \
+        "$GATEWAY" --config "$DIR/gateway.toml" >"$DIR/gateway-$n.log" 2>&1 </dev/null &
+    pid=$!
+    GW_PIDS+=("$pid")
+    for i in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "gateway $n exited:" >&2
+            tail -n 20 "$DIR/gateway-$n.log" >&2
+            exit 1
+        fi
+        [ "$(http_status "$port" /readyz)" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$(http_status "$port" /readyz)" = 200 ] || { echo "gateway $n not ready" >&2; exit 1; }
+    printf -v "WS_$n" 'ws://127.0.0.1:%s/ws' "$port"
+    printf -v "ADMIN_$n" '127.0.0.1:%s' "$admin"
+}
+start_gateway 1
+start_gateway 2
+echo "Redis $REDIS_VERSION on port $REDIS_PORT; gateways $WS_1 (admin $ADMIN_1), $WS_2 (admin $ADMIN_2)" >&2
+
+# The commands, as they appear in the report (URLs and ports vary per run).
+CMD_CONNECT="broker-bench connect --url \$WS1 --admin \$ADMIN1 -n $CONNS --concurrency 100 --idle 5"
+CMD_FANOUT="broker-bench fanout --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 -m 1000 --rate 100 --duration 10 --max-duration 10 --inflight 64"
+CMD_CHAT="broker-bench chat --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 -r 100 -k 10 --rate 1 --duration 10"
+CMD_CHURN="broker-bench churn --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 --redis \$REDIS -c 200 --rooms 20 -p 2 --rate 100 --duration 10"
+
+# run NAME COMMAND...: runs a scenario (at most 2 minutes), prints its
+# tables and keeps them (and the JSON) in $DIR. A failed scenario is
+# reported, and the others still run.
+FAILED=()
+run() {
+    local name=$1 cmd
+    shift
+    cmd="$*"
+    cmd=${cmd//$WS_1/\$WS1}
+    cmd=${cmd//$WS_2/\$WS2}
+    cmd=${cmd//$ADMIN_1/\$ADMIN1}
+    cmd=${cmd//$ADMIN_2/\$ADMIN2}
+    cmd=${cmd//redis:\/\/127.0.0.1:$REDIS_PORT/\$REDIS}
+    echo >&2
+    echo "== $name: ${cmd#"$BENCH" }" >&2
+    if BROKER_AUTH__SECRET=$SECRET timeout 120 "$@" --save "$DIR/$name.json" >"$DIR/$name.md"; then
+        cat "$DIR/$name.md"
+    else
+        echo "$name failed (exit $?)" | tee "$DIR/$name.md" >&2
+        FAILED+=("$name")
+    fi
+}
+
+run connect "$BENCH" connect --url "$WS_1" --admin "$ADMIN_1" -n "$CONNS" --concurrency 100 --idle 5
+run fanout "$BENCH" fanout --url "$WS_1" --url "$WS_2" --admin "$ADMIN_1" --admin "$ADMIN_2" \
+    -m 1000 --rate 100 --duration 10 --max-duration 10 --inflight 64
+run chat "$BENCH" chat --url "$WS_1" --url "$WS_2" --admin "$ADMIN_1" --admin "$ADMIN_2" \
+    -r 100 -k 10 --rate 1 --duration 10
+run churn "$BENCH" churn --url "$WS_1" --url "$WS_2" --admin "$ADMIN_1" --admin "$ADMIN_2" \
+    --redis "redis://127.0.0.1:$REDIS_PORT" -c 200 --rooms 20 -p 2 --rate 100 --duration 10
+
+# What the gateways logged above INFO, by message (colours, timestamps and
+# ids cut), leaving out the expected warning about the short bench secret.
+problems() {
+    local n
+    for n in 1 2; do
+        sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/gateway-$n.log" 2>/dev/null |
+            grep -E '^[^ ]+ +(WARN|ERROR) ' | grep -v 'auth.secret is shorter' |
+            sed -E 's/^[^ ]+ +//; s/(conn|user|node|ip)=[^ ]+/\1=…/g' |
+            sort | uniq -c | sort -rn | head -n 10 | sed "s/^/  node $n: /" || true
+    done
+}
+PROBLEMS=$(problems)
+for n in 1 2; do
+    kill -0 "${GW_PIDS[$((n - 1))]}" 2>/dev/null || PROBLEMS+=$'\n'"  node $n: the gateway process exited during the run"
+done
+echo >&2
+echo "gateway log lines above INFO: ${PROBLEMS:-none}" >&2
+ELAPSED=$((SECONDS - STARTED))
+echo "total ${ELAPSED}s" >&2
+
+[ -n "${BENCH_NO_DOC:-}" ] && exit $((${#FAILED[@]} > 0))
+
+# The report section.
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD 2>/dev/null || COMMIT+=" (with uncommitted changes)"
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+MEM=$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+SECTION="$DIR/section.md"
+{
+    echo "<!-- bench-gateway:begin (written by scripts/bench-gateway.sh; edit the script, not this part) -->"
+    echo
+    echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC') at commit \`$COMMIT\`:"
+    echo "$(nproc) cores ($CPU), $MEM memory, Linux $(uname -r), Redis $REDIS_VERSION."
+    echo "The machine is shared with other work and noisy: Redis, both gateway nodes and"
+    echo "the load tool also share its cores, so the figures are a floor, and two runs"
+    echo "can differ by tens of percent. Whole run: ${ELAPSED} s."
+    echo
+    echo '```sh'
+    echo "scripts/bench-gateway.sh   # which runs, against its own Redis (\$REDIS) and two gateway nodes"
+    echo "                           # (\$WS1, \$WS2: ws://127.0.0.1:PORT/ws; \$ADMIN1, \$ADMIN2: admin host:port):"
+    echo "$CMD_CONNECT"
+    echo "$CMD_FANOUT"
+    echo "$CMD_CHAT"
+    echo "$CMD_CHURN"
+    echo '```'
+    echo
+    for name in connect fanout chat churn; do
+        echo "### $name"
+        echo
+        cat "$DIR/$name.md"
+    done
+    echo "### Gateway logs"
+    echo
+    if [ -n "$PROBLEMS" ]; then
+        echo "Lines above INFO, counted by message:"
+        echo
+        echo '```'
+        echo "$PROBLEMS"
+        echo '```'
+    else
+        echo "Nothing above INFO."
+    fi
+    echo
+    echo "<!-- bench-gateway:end -->"
+} >"$SECTION"
+
+# Replace the marked part of docs/BENCHMARKS.md (or add a Gateway section).
+if [ -f "$DOC" ] && grep -q '<!-- bench-gateway:begin' "$DOC"; then
+    awk -v section="$SECTION" '
+        /<!-- bench-gateway:begin/ { while ((getline line < section) > 0) print line; skip = 1; next }
+        /<!-- bench-gateway:end -->/ { skip = 0; next }
+        !skip { print }
+    ' "$DOC" >"$DIR/doc.md"
+    cat "$DIR/doc.md" >"$DOC"
+else
+    { [ -f "$DOC" ] || echo "# Benchmarks"; echo; echo "## Gateway"; echo; cat "$SECTION"; } >>"$DOC"
+fi
+echo "results written to docs/BENCHMARKS.md" >&2
+exit $((${#FAILED[@]} > 0))
