@@ -458,7 +458,7 @@ impl Connection {
             claims.exp,
         ));
         let personal = names::personal_room(&shared.user);
-        self.join_room(shared, None, &personal, None).await;
+        Box::pin(self.join_room(shared, None, &personal, None)).await;
 
         let mut closing = self.outlet.closing();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -510,7 +510,9 @@ impl Connection {
                     match protocol::decode_client_frame(&data) {
                         Ok(frame) => {
                             self.bad_streak = 0;
-                            self.handle(shared, &mut claims, frame, &mut expiring_sent)
+                            // Boxed: an idle connection's state must not
+                            // reserve room for the largest request's.
+                            Box::pin(self.handle(shared, &mut claims, frame, &mut expiring_sent))
                                 .await;
                         }
                         Err(err) => {
