@@ -10,7 +10,7 @@ CARGO ?= cargo
 TEST_THREADS ?= 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test run stop bench bench-module bench-gateway clean
+.PHONY: help deps build test run stop bench bench-module bench-gateway browser-test clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -24,8 +24,9 @@ deps: ## install what is missing on Debian (redis-server, redis-tools, libclang-
 build: deps ## build the module (target/release/libbroker_module.so) and the gateway (target/release/broker-gateway)
 	$(CARGO) build --release --workspace
 
-test: build ## run every test, then clippy and rustfmt checks
+test: build ## run every test (Rust, browser), then clippy and rustfmt checks
 	$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
+	scripts/browser-test.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
 
@@ -37,6 +38,9 @@ stop: ## stop what `make run` started
 
 bench-module: build ## compare BROKER.* commands with native Redis commands (redis-benchmark)
 	@scripts/bench-module.sh
+
+browser-test: build ## JS client unit tests and two browsers chatting through two gateway nodes (headless Chromium)
+	@scripts/browser-test.sh
 
 bench-gateway: build ## load-test two gateway nodes (connect storm, fan-out, chat, churn); writes docs/BENCHMARKS.md
 	@scripts/bench-gateway.sh

@@ -112,14 +112,24 @@ async fn public(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (&Method::GET, "/ws") => upgrade(app, req, peer).await,
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => ready(&app).await,
-        (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_PLACEHOLDER),
+        (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_HTML),
+        (&Method::GET, "/app.js") => reply(StatusCode::OK, "text/javascript; charset=utf-8", DEMO_JS),
+        (&Method::GET, "/style.css") => reply(StatusCode::OK, "text/css; charset=utf-8", DEMO_CSS),
+        (&Method::GET, "/broker-client.js") => {
+            reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS)
+        }
         (&Method::GET, "/dev/token") => dev_token(&app, &req),
         (&Method::GET, "/echo") if app.config.testing.echo => echo(req),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
     }
 }
 
-const DEMO_PLACEHOLDER: &str = "<!doctype html><title>broker</title><p>broker-gateway: connect a WebSocket client to <code>/ws</code>.</p>\n";
+/// The demo chat page and the JavaScript client, built into the binary so a
+/// node serves them with no files next to it.
+const DEMO_HTML: &str = include_str!("../static/index.html");
+const DEMO_JS: &str = include_str!("../static/app.js");
+const DEMO_CSS: &str = include_str!("../static/style.css");
+const CLIENT_JS: &str = include_str!("../../clients/js/dist/broker-client.js");
 
 async fn ready(app: &App) -> Response<Body> {
     let redis = app.store.ready().await;
