@@ -26,9 +26,13 @@ build: deps ## build the module (target/release/libbroker_module.so) and the gat
 
 test: build ## run every test (Rust, browser), then clippy and rustfmt checks
 	$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
+	@scripts/autobahn.sh
 	scripts/browser-test.sh
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
+
+autobahn: build ## run the Autobahn WebSocket conformance cases (kosoku) against the gateway
+	@scripts/autobahn.sh
 
 run: build ## start Redis with the module (free port, state in .run/) and a gateway, print how to reach them
 	@scripts/run.sh start

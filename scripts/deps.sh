@@ -18,6 +18,9 @@ have_libclang() {
 }
 have_libclang || missing+=(libclang-dev)
 command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
+# promtool checks /metrics in the gateway tests; a venv runs the Autobahn suite.
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # With one of redis-server and libclang missing, install both (a fresh machine).
 if [ ${#missing[@]} -gt 0 ]; then
     missing+=(redis-server libclang-dev)

@@ -41,6 +41,8 @@ const MAX_BAD_STREAK: u32 = 8;
 const MAX_BAD_TOTAL: u32 = 64;
 /// `expiring` is sent this long before the token's `exp`.
 const EXPIRING_AHEAD_MS: u64 = 30_000;
+/// Close reason of a connection whose send queue overflowed.
+pub const SLOW_CONSUMER: &str = "slow consumer";
 /// Write buffer per connection (bytes).
 const WRITE_BUFFER: usize = 1024;
 /// Most retained messages one `history` request returns.
@@ -101,6 +103,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
         bad_total: 0,
         last_seen,
         started,
+        auth_ack: None,
     };
 
     let admitted = match admission {
@@ -168,6 +171,29 @@ impl Drop for Registration {
     }
 }
 
+/// The code to answer a client's close frame with (RFC 6455 §5.5.1, §7.4):
+/// its own code when that is one a peer may send, 1000 for an empty close,
+/// 1002 for a malformed payload or a reserved code, 1007 for a reason that
+/// is not UTF-8.
+pub fn close_reply_code(payload: &[u8]) -> u16 {
+    match payload {
+        [] => 1000,
+        [_] => 1002,
+        _ if payload.len() > 125 => 1002,
+        [hi, lo, reason @ ..] => {
+            let code = u16::from_be_bytes([*hi, *lo]);
+            let allowed = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            if !allowed {
+                1002
+            } else if std::str::from_utf8(reason).is_err() {
+                1007
+            } else {
+                code
+            }
+        }
+    }
+}
+
 /// Reassembles fragmented messages with our own cap: the library limits
 /// single frames only.
 #[derive(Default)]
@@ -221,14 +247,7 @@ impl Assembler {
                     Incoming::Binary(data)
                 }
             }
-            OpCode::Close => {
-                let code = match frame.payload.len() {
-                    0 => 1000,
-                    1 => 1002,
-                    _ => u16::from_be_bytes([frame.payload[0], frame.payload[1]]),
-                };
-                Incoming::Close(code)
-            }
+            OpCode::Close => Incoming::Close(close_reply_code(&frame.payload)),
             OpCode::Ping | OpCode::Pong => Incoming::Nothing,
         }
     }
@@ -258,6 +277,8 @@ struct Connection {
     bad_total: u32,
     last_seen: Arc<AtomicU64>,
     started: Instant,
+    /// The id of an `auth` request to ack after `welcome`.
+    auth_ack: Option<i64>,
 }
 
 enum Read {
@@ -309,12 +330,7 @@ impl FrameReader {
                 Incoming::Text => return Read::Text,
                 Incoming::Nothing => continue,
                 Incoming::Close(code) => {
-                    let echo = if (1000..5000).contains(&code) {
-                        code
-                    } else {
-                        1000
-                    };
-                    self.outlet.close(echo, "closed by client");
+                    self.outlet.close(code, "closed by client");
                     return Read::Closed;
                 }
                 Incoming::TooLarge => {
@@ -419,10 +435,9 @@ impl Connection {
                 .await
             {
                 Ok(()) => {
-                    self.send(protocol::encode_ack_raw(
-                        id,
-                        &protocol::ack_auth(&claims.sub, claims.exp),
-                    ));
+                    // Acked right after `welcome`, which stays the first
+                    // frame of an authenticated connection.
+                    self.auth_ack = Some(id);
                     return Some((conn, claims));
                 }
                 Err(err) if err.is("LIMIT") => {
@@ -457,6 +472,12 @@ impl Connection {
             ping_ms,
             claims.exp,
         ));
+        if let Some(id) = self.auth_ack.take() {
+            self.send(protocol::encode_ack_raw(
+                id,
+                &protocol::ack_auth(&claims.sub, claims.exp),
+            ));
+        }
         let personal = names::personal_room(&shared.user);
         Box::pin(self.join_room(shared, None, &personal, None)).await;
 
@@ -714,6 +735,8 @@ impl Connection {
         let app = self.app.clone();
         let (ns_name, _) = names::split_room(room).unwrap_or(("", ""));
         let ns = app.config.namespace(ns_name);
+        // Nobody else is ever in a personal room: no presence events there.
+        let presence_events = ns.join_leave && names::personal_room_owner(room).is_none();
         let already = shared
             .rooms
             .lock()
@@ -736,7 +759,7 @@ impl Connection {
                 &shared.user,
                 &shared.id,
                 &app.node,
-                ns.join_leave,
+                presence_events,
                 Some(max_rooms),
                 since_ref,
             )
@@ -744,7 +767,7 @@ impl Connection {
         match result {
             Ok(joined) => {
                 if let Ok(mut rooms) = shared.rooms.lock() {
-                    rooms.insert(room.to_string(), ns.join_leave);
+                    rooms.insert(room.to_string(), presence_events);
                 }
                 for message in joined.messages {
                     self.send(message);
@@ -931,9 +954,11 @@ async fn writer(
             _ = closing.changed() => {
                 let reason = closing.borrow().clone();
                 if let Some(reason) = reason {
-                    // A restart drains what is already queued first (the
-                    // deadline is the shutdown's); other closes drop it.
-                    if reason.code == close::RESTART {
+                    // What is already queued goes out first (an `err` that
+                    // explains the close, the last messages before a
+                    // restart) — except for a slow consumer, whose queue is
+                    // the problem.
+                    if reason.reason != SLOW_CONSUMER {
                         while let Ok(frame) = queue.try_recv() {
                             if ws.write_frame(Frame::binary(Payload::Borrowed(&frame))).await.is_err() {
                                 return;

@@ -113,7 +113,9 @@ async fn public(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
         (&Method::GET, "/readyz") => ready(&app).await,
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_HTML),
-        (&Method::GET, "/app.js") => reply(StatusCode::OK, "text/javascript; charset=utf-8", DEMO_JS),
+        (&Method::GET, "/app.js") => {
+            reply(StatusCode::OK, "text/javascript; charset=utf-8", DEMO_JS)
+        }
         (&Method::GET, "/style.css") => reply(StatusCode::OK, "text/css; charset=utf-8", DEMO_CSS),
         (&Method::GET, "/broker-client.js") => {
             reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS)
@@ -355,16 +357,25 @@ fn echo(mut req: Request<Incoming>) -> Response<Body> {
         };
         ws.set_max_message_size(64 << 20);
         ws.set_auto_pong(true);
-        ws.set_auto_close(true);
+        // Closes are answered here, with the same validation as `/ws`
+        // (fastwebsockets does not check a close payload's length or code).
+        ws.set_auto_close(false);
         let mut ws = fastwebsockets::FragmentCollector::new(ws);
         while let Ok(frame) = ws.read_frame().await {
-            let echo = matches!(
-                frame.opcode,
-                fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary
-            );
-            if frame.opcode == fastwebsockets::OpCode::Close
-                || (echo && ws.write_frame(frame).await.is_err())
-            {
+            let done = match frame.opcode {
+                fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary => {
+                    ws.write_frame(frame).await.is_err()
+                }
+                fastwebsockets::OpCode::Close => {
+                    let code = conn::close_reply_code(&frame.payload);
+                    let _ = ws
+                        .write_frame(fastwebsockets::Frame::close(code, b""))
+                        .await;
+                    true
+                }
+                _ => false,
+            };
+            if done {
                 break;
             }
         }

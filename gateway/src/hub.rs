@@ -61,7 +61,7 @@ impl Outlet {
         match self.queue.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                if self.close(close::POLICY, "slow consumer") {
+                if self.close(close::POLICY, crate::conn::SLOW_CONSUMER) {
                     metrics.slow_consumer_disconnects.inc();
                 }
                 false
@@ -340,7 +340,7 @@ impl Hub {
             }
         }
         for conn in overflow {
-            if conn.close(close::POLICY, "slow consumer") {
+            if conn.close(close::POLICY, crate::conn::SLOW_CONSUMER) {
                 self.metrics.slow_consumer_disconnects.inc();
             }
         }

@@ -10,6 +10,9 @@
 //! - [`map`], [`int`], [`text`], [`err_line`], [`canon`], [`envelope`] read
 //!   replies and envelopes.
 //!
+//! - [`gateway`] runs `broker-gateway` processes in front of a server and
+//!   drives them with WebSocket clients (the `gateway_*` tests).
+//!
 //! The module is found at `target/release/libbroker_module.so` under the
 //! workspace root (build it with `make build` or `cargo build --release -p
 //! broker-module`), or wherever `BROKER_MODULE` points. `REDIS_SERVER` names
@@ -25,6 +28,8 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+pub mod gateway;
 
 pub use redis;
 use redis::{Connection, RedisError, Value};
