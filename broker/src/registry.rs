@@ -575,8 +575,8 @@ impl Registry {
         out
     }
 
-    /// Every connection of `user` known here with its node (opened or
-    /// member), for `BROKER.KICK`.
+    /// The opened connections of `user` with their nodes, for `BROKER.KICK`
+    /// (a connection known here only as a room member is not listed).
     pub fn user_conns(&self, user: &str) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
             .users

@@ -737,12 +737,11 @@ impl Connection {
         let ns = app.config.namespace(ns_name);
         // Nobody else is ever in a personal room: no presence events there.
         let presence_events = ns.join_leave && names::personal_room_owner(room).is_none();
-        let already = shared
+        let (already, count) = shared
             .rooms
             .lock()
-            .map(|r| r.contains_key(room))
-            .unwrap_or(false);
-        let count = shared.rooms.lock().map(|r| r.len()).unwrap_or(0);
+            .map(|r| (r.contains_key(room), r.len()))
+            .unwrap_or((false, 0));
         let max_rooms = app.config.limits.max_rooms_per_conn.saturating_add(1);
         if !already && count as u32 >= max_rooms {
             if let Some(id) = id {
