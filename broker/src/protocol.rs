@@ -215,6 +215,20 @@ impl ClientFrame {
         }
     }
 
+    /// Replaces the request id (clients number requests as they send them).
+    pub fn set_id(&mut self, new: i64) {
+        match self {
+            ClientFrame::Auth { id, .. }
+            | ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Pub { id, .. }
+            | ClientFrame::Presence { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Refresh { id, .. }
+            | ClientFrame::Ping { id } => *id = new,
+        }
+    }
+
     /// The frame's `t`: `"auth"`, `"join"`, `"leave"`, `"pub"`, `"presence"`,
     /// `"history"`, `"refresh"` or `"ping"`.
     pub fn kind(&self) -> &'static str {

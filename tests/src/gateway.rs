@@ -631,40 +631,9 @@ pub fn msgpack(value: &J) -> Vec<u8> {
     rmp_serde::to_vec(value).expect("encode MessagePack")
 }
 
-fn with_id(frame: ClientFrame, new: i64) -> ClientFrame {
-    match frame {
-        ClientFrame::Auth { token, .. } => ClientFrame::Auth { id: new, token },
-        ClientFrame::Join { room, since, .. } => ClientFrame::Join {
-            id: new,
-            room,
-            since,
-        },
-        ClientFrame::Leave { room, .. } => ClientFrame::Leave { id: new, room },
-        ClientFrame::Pub {
-            room,
-            ev,
-            data,
-            others,
-            ..
-        } => ClientFrame::Pub {
-            id: new,
-            room,
-            ev,
-            data,
-            others,
-        },
-        ClientFrame::Presence { room, .. } => ClientFrame::Presence { id: new, room },
-        ClientFrame::History {
-            room, since, limit, ..
-        } => ClientFrame::History {
-            id: new,
-            room,
-            since,
-            limit,
-        },
-        ClientFrame::Refresh { token, .. } => ClientFrame::Refresh { id: new, token },
-        ClientFrame::Ping { .. } => ClientFrame::Ping { id: new },
-    }
+fn with_id(mut frame: ClientFrame, new: i64) -> ClientFrame {
+    frame.set_id(new);
+    frame
 }
 
 // ---------------------------------------------------------------------------

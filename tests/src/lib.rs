@@ -30,6 +30,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod gateway;
+pub mod proxy;
 
 pub use redis;
 use redis::{Connection, RedisError, Value};
