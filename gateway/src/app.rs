@@ -33,6 +33,9 @@ pub struct App {
     pub subscribed: AtomicBool,
     /// Wakes the lease task early (e.g. after a `NOLEASE` refusal).
     pub lease_now: Notify,
+    /// Asks the channel task to subscribe again and repair gaps (after the
+    /// node's connections were registered again).
+    pub resubscribe: Notify,
     /// Flips to true when the node shuts down.
     pub shutdown: watch::Receiver<bool>,
     conn_counter: AtomicU64,
@@ -59,6 +62,7 @@ impl App {
             lease_held: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
             lease_now: Notify::new(),
+            resubscribe: Notify::new(),
             shutdown,
             conn_counter: AtomicU64::new(0),
         }

@@ -778,7 +778,7 @@ impl Connection {
                         &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
                     ));
                 }
-                app.hub.finish_join(room, shared, joined.seq);
+                app.hub.finish_join(room, shared, joined.seq, &joined.epoch);
             }
             Err(err) => {
                 if began {

@@ -12,6 +12,11 @@
 //! `JOIN` is in flight the membership is *pending* and live messages are
 //! buffered; when the join (and any replay of missed messages) is done, the
 //! buffered messages newer than the join's sequence are released in order.
+//!
+//! Each room also keeps the newest `(epoch, seq)` this node delivered. A
+//! message at or below it is a duplicate and is dropped; after the node's
+//! Pub/Sub link comes back, [`Hub::positions`] and [`Hub::repair`] fill the
+//! gap from the rooms' history (see `node.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -153,10 +158,48 @@ enum Member {
     Pending(Arc<ConnShared>, Vec<(u64, Bytes)>),
 }
 
+/// A room with local members: who they are, and the newest message this
+/// node delivered in it.
+#[derive(Default)]
+struct Room {
+    members: HashMap<Arc<str>, Member>,
+    /// Sequence number of the newest message delivered (0: none yet).
+    seq: u64,
+    /// The room's epoch at that message.
+    epoch: String,
+}
+
+impl Room {
+    /// Records `(seq, epoch)` as delivered; false when it was delivered
+    /// already (a duplicate from a repair racing the live channel).
+    fn advance(&mut self, seq: u64, epoch: &str) -> bool {
+        if self.epoch == epoch {
+            if seq <= self.seq {
+                return false;
+            }
+        } else {
+            self.epoch = epoch.to_owned();
+        }
+        self.seq = seq;
+        true
+    }
+}
+
+/// Where a room stands on this node: the `since` of a gap repair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The room.
+    pub room: String,
+    /// Newest sequence number delivered.
+    pub seq: u64,
+    /// The room's epoch then.
+    pub epoch: String,
+}
+
 /// Local connections and room memberships of this node.
 pub struct Hub {
     conns: RwLock<HashMap<Arc<str>, Arc<ConnShared>>>,
-    rooms: RwLock<HashMap<String, HashMap<Arc<str>, Member>>>,
+    rooms: RwLock<HashMap<String, Room>>,
     pending_limit: usize,
     metrics: Arc<Metrics>,
 }
@@ -223,7 +266,7 @@ impl Hub {
         let Ok(mut all) = self.rooms.write() else {
             return false;
         };
-        let members = all.entry(room.to_string()).or_default();
+        let members = &mut all.entry(room.to_string()).or_default().members;
         if members.contains_key(&conn.id) {
             return false;
         }
@@ -231,16 +274,20 @@ impl Hub {
         true
     }
 
-    /// Ends a join: releases buffered frames newer than `seq` (and every
-    /// presence event), then delivers live.
-    pub fn finish_join(&self, room: &str, conn: &Arc<ConnShared>, seq: u64) {
+    /// Ends a join at the room's `seq` and `epoch`: releases buffered frames
+    /// newer than `seq` (and every presence event), then delivers live.
+    pub fn finish_join(&self, room: &str, conn: &Arc<ConnShared>, seq: u64, epoch: &str) {
         let Ok(mut all) = self.rooms.write() else {
             return;
         };
-        let Some(members) = all.get_mut(room) else {
+        let Some(entry) = all.get_mut(room) else {
             return;
         };
-        if let Some(member) = members.get_mut(&conn.id) {
+        // The first member's join tells where the room stands.
+        if entry.seq == 0 || entry.epoch != epoch {
+            entry.advance(seq, epoch);
+        }
+        if let Some(member) = entry.members.get_mut(&conn.id) {
             if let Member::Pending(_, buffer) = member {
                 for (frame_seq, frame) in std::mem::take(buffer) {
                     if frame_seq == 0 || frame_seq > seq {
@@ -272,13 +319,13 @@ impl Hub {
             Envelope::Msg {
                 room,
                 seq,
+                epoch,
                 except,
                 frame,
                 ts,
-                ..
             } => {
                 let frame = payload.slice_ref(frame);
-                let delivered = self.to_room(room, seq, except, &frame);
+                let delivered = self.to_room(room, Some((seq, epoch)), except, &frame);
                 self.metrics.messages_delivered.inc_by(delivered);
                 let now = now_ms();
                 self.metrics
@@ -287,7 +334,7 @@ impl Hub {
             }
             Envelope::Presence { room, frame, .. } => {
                 let frame = payload.slice_ref(frame);
-                self.to_room(room, 0, None, &frame);
+                self.to_room(room, None, None, &frame);
             }
             Envelope::Broadcast {
                 namespace, frame, ..
@@ -309,17 +356,60 @@ impl Hub {
         }
     }
 
-    fn to_room(&self, room: &str, seq: u64, except: Option<&str>, frame: &Bytes) -> u64 {
+    /// Every room's position, for a gap repair.
+    pub fn positions(&self) -> Vec<Position> {
+        let Ok(all) = self.rooms.read() else {
+            return Vec::new();
+        };
+        all.iter()
+            .map(|(room, r)| Position {
+                room: room.clone(),
+                seq: r.seq,
+                epoch: r.epoch.clone(),
+            })
+            .collect()
+    }
+
+    /// Delivers `(seq, frame)` messages of `room` fetched from its history
+    /// at `epoch`, oldest first, skipping those delivered already. Returns
+    /// how many were delivered to at least one member.
+    pub fn repair(&self, room: &str, epoch: &str, messages: Vec<(u64, Bytes)>) -> u64 {
+        let mut repaired = 0;
+        for (seq, frame) in messages {
+            let delivered = self.to_room(room, Some((seq, epoch)), None, &frame);
+            if delivered > 0 {
+                repaired += 1;
+                self.metrics.messages_delivered.inc_by(delivered);
+            }
+        }
+        repaired
+    }
+
+    /// Sends `frame` to the members of `room`; `position` is a message's
+    /// `(seq, epoch)`, which is delivered only when newer than the room's.
+    fn to_room(
+        &self,
+        room: &str,
+        position: Option<(u64, &str)>,
+        except: Option<&str>,
+        frame: &Bytes,
+    ) -> u64 {
         let mut delivered = 0;
         let mut overflow = Vec::new();
+        let seq = position.map_or(0, |(seq, _)| seq);
         {
             let Ok(mut all) = self.rooms.write() else {
                 return 0;
             };
-            let Some(members) = all.get_mut(room) else {
+            let Some(entry) = all.get_mut(room) else {
                 return 0;
             };
-            for (id, member) in members.iter_mut() {
+            if let Some((seq, epoch)) = position {
+                if !entry.advance(seq, epoch) {
+                    return 0;
+                }
+            }
+            for (id, member) in entry.members.iter_mut() {
                 if except == Some(&**id) {
                     continue;
                 }
@@ -357,11 +447,11 @@ impl Hub {
                 };
                 let mut seen = HashSet::new();
                 let mut out = Vec::new();
-                for (room, members) in all.iter() {
+                for (room, entry) in all.iter() {
                     if !room.starts_with(&prefix) {
                         continue;
                     }
-                    for member in members.values() {
+                    for member in entry.members.values() {
                         let conn = match member {
                             Member::Active(c) | Member::Pending(c, _) => c,
                         };
@@ -380,10 +470,10 @@ impl Hub {
     }
 }
 
-fn remove_member(all: &mut HashMap<String, HashMap<Arc<str>, Member>>, room: &str, id: &Arc<str>) {
-    if let Some(members) = all.get_mut(room) {
-        members.remove(id);
-        if members.is_empty() {
+fn remove_member(all: &mut HashMap<String, Room>, room: &str, id: &Arc<str>) {
+    if let Some(entry) = all.get_mut(room) {
+        entry.members.remove(id);
+        if entry.members.is_empty() {
             all.remove(room);
         }
     }

@@ -80,6 +80,12 @@ pub struct Metrics {
     pub redis_up: IntGauge,
     /// `broker_node_lease_held`: 1 while this node's lease is held, else 0.
     pub node_lease_held: IntGauge,
+    /// `broker_gap_repaired_total`: messages missed while the node channel
+    /// was down and delivered afterwards from the rooms' history.
+    pub gap_repaired: IntCounter,
+    /// `broker_gap_unrepaired_total`: messages missed while the node channel
+    /// was down that history no longer held (or the room was reset).
+    pub gap_unrepaired: IntCounter,
 }
 
 impl Metrics {
@@ -177,6 +183,14 @@ impl Metrics {
             "broker_node_lease_held",
             "1 while this node's lease is held, else 0.",
         )?;
+        let gap_repaired = counter(
+            "broker_gap_repaired_total",
+            "Messages missed while the node channel was down, delivered afterwards from history.",
+        )?;
+        let gap_unrepaired = counter(
+            "broker_gap_unrepaired_total",
+            "Messages missed while the node channel was down that history no longer held.",
+        )?;
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -207,6 +221,8 @@ impl Metrics {
             frames_received,
             redis_up,
             node_lease_held,
+            gap_repaired,
+            gap_unrepaired,
         })
     }
 }

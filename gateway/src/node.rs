@@ -7,17 +7,34 @@
 //! live connection and room again before it reports ready.
 //!
 //! Channel: one Pub/Sub connection subscribed to `broker:node:<id>`,
-//! re-established with backoff whenever it drops.
+//! pinged every third of `node.lease_ms` (a link that stalls without
+//! closing is noticed too) and re-established with backoff whenever it
+//! drops. Messages published meanwhile were not received: after every
+//! re-subscription, before reading the channel again, the node fetches each
+//! of its rooms' history after the last sequence number it delivered and
+//! delivers what it missed, in order; the hub drops the duplicates that
+//! then also arrive live.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::names;
+use broker::protocol::{self, ServerFrame};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
 use crate::app::App;
+use crate::hub::Position;
+use crate::store::StoreResult;
+
+/// How long the node channel may take to answer a `PING` (at most; a third
+/// of the lease when that is shorter).
+const CHANNEL_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// History requests in flight during a gap repair.
+const REPAIR_CONCURRENCY: usize = 32;
+/// Rounds of a gap repair, 200 ms apart, before a room's gap is given up.
+const REPAIR_ATTEMPTS: u32 = 10;
 
 /// Keeps the lease until shutdown.
 pub async fn hold_lease(app: Arc<App>) {
@@ -36,6 +53,9 @@ pub async fn hold_lease(app: Arc<App>) {
                     tracing::warn!(node = %app.node, "lease was lost; registering connections again");
                     app.lease_held.store(false, Ordering::Relaxed);
                     reregister(&app).await;
+                    // While unregistered the node was sent nothing: fetch
+                    // what its rooms missed, with the channel paused.
+                    app.resubscribe.notify_one();
                 }
                 served = true;
                 last_ok = Some(Instant::now());
@@ -89,6 +109,9 @@ pub async fn receive(app: Arc<App>, url: String) {
     let channel = names::node_channel(&app.node);
     let mut shutdown = app.shutdown.clone();
     let mut backoff = Duration::from_millis(100);
+    let ping_every = Duration::from_millis((app.config.node.lease_ms / 3).max(100));
+    let ping_timeout = ping_every.min(CHANNEL_PING_TIMEOUT);
+    let mut first = true;
     loop {
         if app.shutting_down() {
             return;
@@ -100,22 +123,40 @@ pub async fn receive(app: Arc<App>, url: String) {
             Ok::<_, redis::RedisError>(pubsub)
         };
         match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-            Ok(Ok(mut pubsub)) => {
+            Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
-                app.subscribed.store(true, Ordering::Relaxed);
+                let (mut sink, mut messages) = pubsub.split();
                 tracing::info!(node = %app.node, channel, "subscribed");
-                let mut messages = pubsub.on_message();
+                // What arrives meanwhile waits in `messages`, unread.
+                if !first {
+                    repair(&app).await;
+                }
+                first = false;
+                app.subscribed.store(true, Ordering::Relaxed);
+                let mut ping = tokio::time::interval(ping_every);
+                ping.tick().await;
                 loop {
                     tokio::select! {
                         msg = messages.next() => match msg {
                             Some(msg) => app.hub.dispatch(Bytes::copy_from_slice(msg.get_payload_bytes())),
                             None => break,
                         },
+                        _ = app.resubscribe.notified() => {
+                            tracing::info!(node = %app.node, "subscribing again to repair gaps");
+                            break;
+                        }
+                        _ = ping.tick() => {
+                            let pong = tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await;
+                            if !matches!(pong, Ok(Ok(_))) {
+                                tracing::warn!(node = %app.node, "node channel did not answer PING");
+                                break;
+                            }
+                        }
                         _ = shutdown.changed() => return,
                     }
                 }
                 app.subscribed.store(false, Ordering::Relaxed);
-                tracing::warn!(node = %app.node, "node channel subscription lost; reconnecting");
+                tracing::warn!(node = %app.node, "node channel subscription ended; subscribing again");
             }
             Ok(Err(err)) => tracing::debug!(error = %err, "subscribe failed"),
             Err(_) => tracing::debug!("subscribe timed out"),
@@ -126,4 +167,89 @@ pub async fn receive(app: Arc<App>, url: String) {
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// Delivers what every local room missed while the channel was down: its
+/// history after the last sequence number this node delivered.
+async fn repair(app: &App) {
+    let started = Instant::now();
+    let mut todo = app.hub.positions();
+    let rooms = todo.len();
+    let (mut repaired, mut unrepaired) = (0u64, 0u64);
+    // The command connection may still be reconnecting: retry the rooms
+    // whose history failed, for a bounded time (the channel waits).
+    for attempt in 1..=REPAIR_ATTEMPTS {
+        let results: Vec<(Position, _)> = futures_util::stream::iter(std::mem::take(&mut todo))
+            .map(|p| async move {
+                let missed = fetch_missed(app, &p).await;
+                (p, missed)
+            })
+            .buffer_unordered(REPAIR_CONCURRENCY)
+            .collect()
+            .await;
+        for (p, missed) in results {
+            match missed {
+                Ok(m) => {
+                    let fetched = m.messages.len() as u64;
+                    repaired += app.hub.repair(&p.room, &m.epoch, m.messages);
+                    unrepaired += m.count.saturating_sub(fetched);
+                }
+                Err(err) => {
+                    if attempt == REPAIR_ATTEMPTS {
+                        tracing::warn!(room = %p.room, error = %err, "gap repair: history failed");
+                    }
+                    todo.push(p);
+                }
+            }
+        }
+        if todo.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let failed = todo.len();
+    app.metrics.gap_repaired.inc_by(repaired);
+    app.metrics.gap_unrepaired.inc_by(unrepaired);
+    tracing::info!(
+        node = %app.node,
+        rooms,
+        repaired,
+        unrepaired,
+        failed,
+        ms = started.elapsed().as_millis() as u64,
+        "gap repair after the node channel came back"
+    );
+}
+
+/// What a room missed after a [`Position`]: how many messages, and those
+/// its history still holds, oldest first.
+struct Missed {
+    epoch: String,
+    count: u64,
+    messages: Vec<(u64, Bytes)>,
+}
+
+/// The history of `p.room` after `p.seq`; when the room was reset since (a
+/// new epoch: Redis lost its data, or the room emptied and began again),
+/// everything of the new epoch.
+async fn fetch_missed(app: &App, p: &Position) -> StoreResult<Missed> {
+    let mut history = app.store.history(&p.room, Some(p.seq), None).await?;
+    let mut after = p.seq;
+    if !p.epoch.is_empty() && p.epoch != history.epoch {
+        history = app.store.history(&p.room, None, None).await?;
+        after = 0;
+    }
+    let messages = history
+        .messages
+        .into_iter()
+        .filter_map(|frame| match protocol::decode_server_frame(&frame) {
+            Ok(ServerFrame::Msg { seq, .. }) => Some((seq, Bytes::from(frame))),
+            _ => None,
+        })
+        .collect();
+    Ok(Missed {
+        epoch: history.epoch,
+        count: history.seq.saturating_sub(after),
+        messages,
+    })
 }

@@ -104,6 +104,9 @@ pub struct Options {
     pub echo: bool,
     /// TOML appended at the end of the file (whole tables only).
     pub extra_toml: String,
+    /// `redis.url` [the server's own]: e.g. a [`crate::proxy::Proxy`] in
+    /// front of it.
+    pub redis_url: Option<String>,
 }
 
 impl Default for Options {
@@ -118,6 +121,7 @@ impl Default for Options {
             api_key: None,
             echo: false,
             extra_toml: String::new(),
+            redis_url: None,
         }
     }
 }
@@ -156,6 +160,12 @@ impl Options {
     /// Sets `admin.api_key`.
     pub fn api_key(mut self, key: &str) -> Self {
         self.api_key = Some(key.to_string());
+        self
+    }
+
+    /// Reaches Redis at `url` instead of the server's own address.
+    pub fn redis_url(mut self, url: &str) -> Self {
+        self.redis_url = Some(url.to_string());
         self
     }
 
@@ -237,7 +247,13 @@ impl Gateway {
             let config = dir.path().join("gateway.toml");
             fs::write(
                 &config,
-                config_toml(&opts, &node, &redis.url(), addr, admin),
+                config_toml(
+                    &opts,
+                    &node,
+                    opts.redis_url.as_deref().unwrap_or(&redis.url()),
+                    addr,
+                    admin,
+                ),
             )
             .expect("write gateway.toml");
             let log_path = dir.path().join("gateway.log");
@@ -416,6 +432,25 @@ impl Gateway {
     /// `POST` JSON on the admin listener.
     pub async fn admin_post(&self, path: &str, body: &J) -> HttpResponse {
         http_post(self.admin, path, body, None).await
+    }
+
+    /// The value of an unlabelled metric (`name value` line of `/metrics`).
+    ///
+    /// # Panics
+    /// When `/metrics` does not answer or has no such line.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let resp = self.admin_get("/metrics").await;
+        assert_eq!(resp.status, 200, "GET /metrics: {resp:?}");
+        let text = &resp.body;
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no metric {name} in /metrics:\n{text}"))
     }
 
     /// `POST /api/publish {room, ev, data}`; returns the sequence number.
