@@ -158,11 +158,28 @@ impl Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        // On a cluster the rooms live on other shards than the user: each
+        // membership is left on its own shard (`CONN.CLOSE` clears only the
+        // user's shard).
+        let rooms: Vec<String> = if self.app.store.is_cluster() {
+            self.shared
+                .rooms_snapshot()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect()
+        } else {
+            Vec::new()
+        };
         self.app.hub.unregister(&self.shared);
         let app = self.app.clone();
         let shared = self.shared.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
+                for room in rooms {
+                    if let Err(err) = app.store.leave(&room, &shared.user, &shared.id).await {
+                        tracing::warn!(conn = %shared.id, room, error = %err, "could not leave; the node lease will clean it up");
+                    }
+                }
                 if let Err(err) = app.store.close(&shared.user, &shared.id).await {
                     tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the node lease will clean it up");
                 }
@@ -854,7 +871,7 @@ impl Connection {
         }
         let rate = ns.rate.as_ref().map(|r| {
             (
-                format!("broker:rate:{ns_name}:{}", shared.user),
+                self.app.store.rate_key(ns_name, &shared.user, &room),
                 r.burst,
                 r.count,
                 r.period_s,

@@ -455,6 +455,27 @@ async fn admin(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
                 Err(err) => store_error(&err),
             }
         }
+        (&Method::GET, ["api", "online"]) => {
+            // Summed over every master on a cluster (BROKER.ONLINE and
+            // BROKER.NODES answer for one shard).
+            let online = app.store.online().await;
+            let nodes = app.store.nodes().await;
+            match (online, nodes) {
+                (Ok((users, connections)), Ok(nodes)) => {
+                    let nodes: Vec<serde_json::Value> = nodes
+                        .into_iter()
+                        .map(|(node, conns, deadline)| {
+                            json!({"node": node, "connections": conns, "lease_deadline_ms": deadline})
+                        })
+                        .collect();
+                    json_reply(
+                        StatusCode::OK,
+                        json!({"users": users, "connections": connections, "nodes": nodes}),
+                    )
+                }
+                (Err(err), _) | (_, Err(err)) => store_error(&err),
+            }
+        }
         (&Method::POST, ["api", "users", user, "disconnect"]) => {
             if names::validate_user(user).is_err() {
                 return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid user"}));

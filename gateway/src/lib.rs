@@ -58,18 +58,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let auth = Authenticator::new(&config.auth).context("auth configuration")?;
-    let url = config
-        .redis
-        .url
-        .first()
-        .cloned()
-        .context("redis.url is empty")?;
-    if config.redis.url.len() > 1 {
-        tracing::warn!(
-            "several redis.url entries: Redis Cluster is not supported yet; using the first"
-        );
-    }
-    let store = Store::connect(&url, metrics.clone())?;
+    let urls = config.redis.url.clone();
+    anyhow::ensure!(!urls.is_empty(), "redis.url is empty");
+    let store = Store::connect(&urls, metrics.clone())?;
     let node = config.node_id();
     let (stop_tx, stop_rx) = watch::channel(false);
     let app = Arc::new(App::new(
@@ -88,7 +79,7 @@ pub async fn run(
     );
 
     let lease = tokio::spawn(node::hold_lease(app.clone()));
-    let receiver = tokio::spawn(node::receive(app.clone(), url));
+    let receiver = tokio::spawn(node::receive(app.clone(), urls));
     let public_task = tokio::spawn(http::serve_public(app.clone(), public, stop_rx.clone()));
     let admin_task = tokio::spawn(http::serve_admin(app.clone(), admin, stop_rx.clone()));
 

@@ -104,18 +104,23 @@ async fn reregister(app: &App) {
     }
 }
 
-/// Receives the node's channel until shutdown, reconnecting as needed.
-pub async fn receive(app: Arc<App>, url: String) {
+/// Receives the node's channel until shutdown, reconnecting as needed. On
+/// a cluster any node receives every classic `PUBLISH` (the cluster bus
+/// relays it), so the channel is subscribed on one seed at a time, the next
+/// one when it fails.
+pub async fn receive(app: Arc<App>, urls: Vec<String>) {
     let channel = names::node_channel(&app.node);
     let mut shutdown = app.shutdown.clone();
     let mut backoff = Duration::from_millis(100);
     let ping_every = Duration::from_millis((app.config.node.lease_ms / 3).max(100));
     let ping_timeout = ping_every.min(CHANNEL_PING_TIMEOUT);
     let mut first = true;
+    let mut seeds = urls.iter().cycle();
     loop {
         if app.shutting_down() {
             return;
         }
+        let Some(url) = seeds.next() else { return };
         let attempt = async {
             let client = redis::Client::open(url.as_str())?;
             let mut pubsub = client.get_async_pubsub().await?;

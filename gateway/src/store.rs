@@ -1,5 +1,10 @@
 //! The gateway's view of the broker module: typed calls to the `BROKER.*`
-//! commands over one multiplexed, auto-reconnecting Redis connection.
+//! commands over one multiplexed, auto-reconnecting Redis connection — or,
+//! with several `redis.url` seeds, a Redis Cluster connection that routes
+//! each command by the slot of its first key (the room, or the user) and
+//! follows `MOVED`/`ASK`. On a cluster every master keeps its own part of
+//! the registry, so the node lease is taken on every master, and `ONLINE`
+//! and `NODES` are summed over the masters.
 //!
 //! Every client action is one command here (one round trip); many
 //! connections' commands share the same pipelined connection. Errors come
@@ -11,8 +16,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{Cmd, FromRedisValue, Value};
 use thiserror::Error;
+use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
 
@@ -103,34 +112,133 @@ pub struct PublishRequest<'a> {
     pub rate: Option<(String, u32, u32, u64)>,
 }
 
+/// How long Redis may take to answer one command.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long connecting to one Redis server may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One Redis, or a cluster (connected on first use, so the gateway starts
+/// while the cluster is down).
+#[derive(Clone)]
+enum Backend {
+    Single(ConnectionManager),
+    Cluster(Arc<Cluster>),
+}
+
+struct Cluster {
+    client: ClusterClient,
+    conn: OnceCell<ClusterConnection>,
+}
+
+impl Cluster {
+    async fn conn(&self) -> redis::RedisResult<ClusterConnection> {
+        self.conn
+            .get_or_try_init(|| self.client.get_async_connection())
+            .await
+            .cloned()
+    }
+}
+
 /// Typed access to the module.
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    backend: Backend,
     metrics: Arc<Metrics>,
 }
 
 impl Store {
-    /// Connects lazily to `url`: the gateway starts even when Redis is down,
-    /// and the connection is made (and remade) on use.
+    /// Connects lazily to `urls`: one URL is one Redis, several are the
+    /// seeds of a Redis Cluster. The gateway starts even when Redis is down;
+    /// the connection is made (and remade) on use.
     ///
     /// # Errors
-    /// When the URL is invalid.
-    pub fn connect(url: &str, metrics: Arc<Metrics>) -> anyhow::Result<Store> {
-        let client = redis::Client::open(url)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Store { conn, metrics })
+    /// When a URL is invalid.
+    pub fn connect(urls: &[String], metrics: Arc<Metrics>) -> anyhow::Result<Store> {
+        let backend = match urls {
+            [url] => {
+                let client = redis::Client::open(url.as_str())?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_secs(1));
+                Backend::Single(ConnectionManager::new_lazy_with_config(client, config)?)
+            }
+            seeds => {
+                let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(RESPONSE_TIMEOUT)
+                    .retries(3)
+                    .build()?;
+                Backend::Cluster(Arc::new(Cluster {
+                    client,
+                    conn: OnceCell::new(),
+                }))
+            }
+        };
+        Ok(Store { backend, metrics })
+    }
+
+    /// True on a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// The key of a user's publish rate in a namespace. On a cluster it
+    /// carries the room as hash tag, so that it lives in the room's slot as
+    /// `PUBLISH` needs: the limit then holds per user and room.
+    pub fn rate_key(&self, namespace: &str, user: &str, room: &str) -> String {
+        match self.backend {
+            Backend::Single(_) => format!("broker:rate:{namespace}:{user}"),
+            Backend::Cluster(_) => format!("broker:rate:{namespace}:{user}:{{{room}}}"),
+        }
     }
 
     async fn run<T: FromRedisValue>(&self, name: &str, cmd: Cmd) -> StoreResult<T> {
         let started = Instant::now();
-        let mut conn = self.conn.clone();
-        let result = cmd.query_async::<T>(&mut conn).await;
+        let result = match &self.backend {
+            Backend::Single(conn) => cmd.query_async::<T>(&mut conn.clone()).await,
+            Backend::Cluster(cluster) => match cluster.conn().await {
+                Ok(mut conn) => cmd.query_async::<T>(&mut conn).await,
+                Err(err) => Err(err),
+            },
+        };
+        self.observe(name, started, result)
+    }
+
+    /// Runs `cmd` on every master of a cluster (on the one server
+    /// otherwise); one reply per master.
+    async fn run_everywhere(&self, name: &str, cmd: Cmd) -> StoreResult<Vec<Value>> {
+        let cluster = match &self.backend {
+            Backend::Single(_) => return Ok(vec![self.run::<Value>(name, cmd).await?]),
+            Backend::Cluster(cluster) => cluster,
+        };
+        let started = Instant::now();
+        let result = match cluster.conn().await {
+            Ok(mut conn) => {
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                conn.route_command(cmd, all).await
+            }
+            Err(err) => Err(err),
+        };
+        let reply: Value = self.observe(name, started, result)?;
+        let mut out = Vec::new();
+        for (_, v) in pairs(reply)? {
+            if let Value::ServerError(err) = v {
+                return Err(StoreError::from_redis(err.into()));
+            }
+            out.push(v);
+        }
+        Ok(out)
+    }
+
+    /// Records the duration and Redis's health, and types the result.
+    fn observe<T: FromRedisValue>(
+        &self,
+        name: &str,
+        started: Instant,
+        result: redis::RedisResult<T>,
+    ) -> StoreResult<T> {
         self.metrics
             .redis_command_duration
             .with_label_values(&[name])
@@ -156,19 +264,30 @@ impl Store {
         Ok(())
     }
 
-    /// Takes or renews the node lease; true when it was a renewal.
+    /// Takes or renews the node lease (on every master of a cluster); true
+    /// when it was a renewal everywhere.
     pub async fn lease(&self, node: &str, lease_ms: u64) -> StoreResult<bool> {
         let mut cmd = redis::cmd("BROKER.NODE.LEASE");
         cmd.arg(node).arg(lease_ms);
-        let (_deadline, renewed): (u64, u64) = self.run("node.lease", cmd).await?;
-        Ok(renewed == 1)
+        let mut renewed_everywhere = true;
+        for reply in self.run_everywhere("node.lease", cmd).await? {
+            let (_deadline, renewed): (u64, u64) =
+                redis::from_redis_value(reply).map_err(|e| StoreError::Reply(e.to_string()))?;
+            renewed_everywhere &= renewed == 1;
+        }
+        Ok(renewed_everywhere)
     }
 
-    /// Drops the node and everything it holds (graceful shutdown).
+    /// Drops the node and everything it holds, on every master (graceful
+    /// shutdown); the number of connections dropped.
     pub async fn release(&self, node: &str) -> StoreResult<u64> {
         let mut cmd = redis::cmd("BROKER.NODE.RELEASE");
         cmd.arg(node);
-        self.run("node.release", cmd).await
+        let mut dropped = 0;
+        for reply in self.run_everywhere("node.release", cmd).await? {
+            dropped += as_int(reply)?;
+        }
+        Ok(dropped)
     }
 
     /// Registers a connection within the per-user and per-IP limits
@@ -325,10 +444,43 @@ impl Store {
         self.run("kick", cmd).await
     }
 
-    /// Users and connections (this shard).
+    /// Users and connections, summed over the masters of a cluster (a user
+    /// lives on one shard, so the sums are exact).
     pub async fn online(&self) -> StoreResult<(u64, u64)> {
-        let fields = Fields::new(self.run("online", redis::cmd("BROKER.ONLINE")).await?)?;
-        Ok((fields.int("users")?, fields.int("connections")?))
+        let (mut users, mut conns) = (0, 0);
+        for reply in self
+            .run_everywhere("online", redis::cmd("BROKER.ONLINE"))
+            .await?
+        {
+            let fields = Fields::new(reply)?;
+            users += fields.int("users")?;
+            conns += fields.int("connections")?;
+        }
+        Ok((users, conns))
+    }
+
+    /// Live gateway nodes with their connections, summed over the masters
+    /// of a cluster: `(node, connections, earliest lease deadline ms)`.
+    pub async fn nodes(&self) -> StoreResult<Vec<(String, u64, u64)>> {
+        let mut nodes: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+        for reply in self
+            .run_everywhere("nodes", redis::cmd("BROKER.NODES"))
+            .await?
+        {
+            let Value::Array(items) = reply else {
+                return Err(StoreError::Reply(format!("NODES: {reply:?}")));
+            };
+            for item in items {
+                let fields = Fields::new(item)?;
+                let entry = nodes.entry(fields.text("node")?).or_insert((0, u64::MAX));
+                entry.0 += fields.int("connections")?;
+                entry.1 = entry.1.min(fields.int("lease_deadline_ms")?);
+            }
+        }
+        Ok(nodes
+            .into_iter()
+            .map(|(node, (conns, deadline))| (node, conns, deadline))
+            .collect())
     }
 }
 

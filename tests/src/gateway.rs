@@ -104,8 +104,8 @@ pub struct Options {
     pub echo: bool,
     /// TOML appended at the end of the file (whole tables only).
     pub extra_toml: String,
-    /// `redis.url` [the server's own]: e.g. a [`crate::proxy::Proxy`] in
-    /// front of it.
+    /// `redis.url` as TOML [the server's own]: e.g. a
+    /// [`crate::proxy::Proxy`] in front of it, or a cluster's seeds.
     pub redis_url: Option<String>,
 }
 
@@ -165,7 +165,14 @@ impl Options {
 
     /// Reaches Redis at `url` instead of the server's own address.
     pub fn redis_url(mut self, url: &str) -> Self {
-        self.redis_url = Some(url.to_string());
+        self.redis_url = Some(format!("{url:?}"));
+        self
+    }
+
+    /// Reaches a Redis Cluster through these seed URLs.
+    pub fn redis_cluster(mut self, urls: &[String]) -> Self {
+        let list: Vec<String> = urls.iter().map(|u| format!("{u:?}")).collect();
+        self.redis_url = Some(format!("[{}]", list.join(", ")));
         self
     }
 
@@ -250,7 +257,10 @@ impl Gateway {
                 config_toml(
                     &opts,
                     &node,
-                    opts.redis_url.as_deref().unwrap_or(&redis.url()),
+                    &opts
+                        .redis_url
+                        .clone()
+                        .unwrap_or_else(|| format!("{:?}", redis.url())),
                     addr,
                     admin,
                 ),
@@ -502,7 +512,7 @@ node_id = "{node}"
 origins = [{origins}]
 
 [redis]
-url = "{redis_url}"
+url = {redis_url}
 
 [auth]
 secret = "{SECRET}"

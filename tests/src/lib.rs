@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod gateway;
 pub mod proxy;
 
@@ -351,7 +352,7 @@ enum Spawn {
     Failed(String),
 }
 
-fn try_connect(url: &str, timeout: Duration) -> redis::RedisResult<Connection> {
+pub(crate) fn try_connect(url: &str, timeout: Duration) -> redis::RedisResult<Connection> {
     let client = redis::Client::open(url)?;
     let con = client.get_connection_with_timeout(timeout)?;
     con.set_read_timeout(Some(CLIENT_TIMEOUT))?;

@@ -1,0 +1,202 @@
+//! The broker on a Redis Cluster (3 masters, 3 replicas, the module on
+//! every server): rooms on every shard, presence, recovery, a dead gateway
+//! cleaned up by every shard, a master failover, and what the fan-out costs
+//! on the cluster bus.
+
+use std::time::Duration;
+
+use broker::protocol::ServerFrame;
+use broker_tests::cluster::RedisCluster;
+use broker_tests::gateway::{
+    eventually_async, join_since, msg_fields, presence_req, Gateway, Options,
+};
+use broker_tests::{int, map, text};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn gateway(cluster: &RedisCluster, lease_ms: u64) -> Gateway {
+    Gateway::start(
+        &cluster.servers[0],
+        Options::default()
+            .lease_ms(lease_ms)
+            .redis_cluster(&cluster.urls()),
+    )
+    .await
+}
+
+fn room_users(cluster: &RedisCluster, room: &str) -> i64 {
+    int(&map(&cluster.on(room, &["BROKER.ROOM.COUNT", room]))["users"])
+}
+
+#[tokio::test]
+async fn rooms_on_every_shard_presence_and_recovery() {
+    let cluster = RedisCluster::start(3);
+    let gw1 = gateway(&cluster, 5000).await;
+    let gw2 = gateway(&cluster, 5000).await;
+    let rooms = cluster.room_per_shard("feed");
+    assert_eq!(rooms.len(), 3, "one room per master: {rooms:?}");
+
+    let mut alice = gw1.connect("alice").await;
+    let mut bob = gw2.connect("bob").await;
+    for room in &rooms {
+        alice.join(room).await;
+        bob.join(room).await;
+    }
+    for room in &rooms {
+        assert_eq!(alice.publish(room, "m", json!(room)).await, 1);
+        let frame = bob.recv_msg().await;
+        let (r, _, data, seq, _, from) = msg_fields(&frame);
+        assert_eq!((r, seq, data), (room.as_str(), 1, &json!(room)));
+        assert_eq!(from.map(|f| f.0.as_str()), Some("alice"));
+        let ack = bob.ack(presence_req(room)).await;
+        assert_eq!(ack["count"], 2, "{room}: {ack}");
+        assert_eq!(
+            room_users(&cluster, room),
+            2,
+            "ROOM.COUNT on {room}'s shard"
+        );
+    }
+    // Each user is online on its own shard; the gateway sums them all.
+    for user in ["alice", "bob"] {
+        let p = map(&cluster.on(user, &["BROKER.PRESENCE", user]));
+        assert_eq!(text(&p["status"]), "online", "{user}");
+    }
+    let online = gw1.admin_get("/api/online").await.json();
+    assert_eq!(
+        (online["users"].as_u64(), online["connections"].as_u64()),
+        (Some(2), Some(2)),
+        "{online}"
+    );
+    assert_eq!(
+        online["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{online}"
+    );
+
+    // Bob goes away; what is published meanwhile comes back with `since`.
+    let epoch = text(&map(&cluster.on(&rooms[0], &["BROKER.HISTORY", &rooms[0]]))["epoch"]);
+    bob.close().await;
+    for n in 2..=4 {
+        assert_eq!(alice.publish(&rooms[0], "m", json!(n)).await, n);
+    }
+    let mut bob = gw1.connect("bob").await;
+    let id = bob.send_request(join_since(&rooms[0], 1, &epoch)).await;
+    let mut replayed = Vec::new();
+    loop {
+        match bob.recv().await {
+            ServerFrame::Ack { id: got, data } if got == id => {
+                assert_eq!(data["recovered"], true, "{data}");
+                break;
+            }
+            f @ ServerFrame::Msg { .. } => replayed.push(msg_fields(&f).3),
+            _ => {}
+        }
+    }
+    assert_eq!(replayed, [2, 3, 4]);
+}
+
+#[tokio::test]
+async fn a_killed_gateway_is_cleaned_up_on_every_shard() {
+    let cluster = RedisCluster::start(3);
+    let mut gw1 = gateway(&cluster, 1000).await;
+    let gw2 = gateway(&cluster, 1000).await;
+    let rooms = cluster.room_per_shard("chat");
+    let mut alice = gw1.connect("alice").await;
+    let mut bob = gw2.connect("bob").await;
+    for room in &rooms {
+        bob.join(room).await;
+        alice.join(room).await;
+        let (who, action) = bob.recv_presence(room).await;
+        assert_eq!((who.as_str(), action.as_str()), ("alice", "join"));
+    }
+    gw1.kill();
+    for room in &rooms {
+        let (who, action) = bob.recv_presence(room).await;
+        assert_eq!(
+            (who.as_str(), action.as_str()),
+            ("alice", "leave"),
+            "{room}"
+        );
+        assert_eq!(room_users(&cluster, room), 1, "{room}: only bob is left");
+    }
+    let p = map(&cluster.on("alice", &["BROKER.PRESENCE", "alice"]));
+    assert_eq!(text(&p["status"]), "offline");
+    let _ = alice.drain(Duration::from_millis(10)).await;
+}
+
+#[tokio::test]
+async fn a_master_failover_keeps_sequence_and_history() {
+    let mut cluster = RedisCluster::start(3);
+    let gw = gateway(&cluster, 5000).await;
+    let room = cluster.room_per_shard("feed").remove(0);
+    let mut bob = gw.connect("bob").await;
+    bob.join(&room).await;
+    for n in 1..=5 {
+        assert_eq!(gw.publish(&room, "m", json!(n)).await, n);
+        assert_eq!(msg_fields(&bob.recv_msg().await).3, n);
+    }
+    // Let the replica catch up (WAIT), then take its master away.
+    let master = cluster.master_index(&room);
+    let acked = int(&broker_tests::ok(
+        &mut cluster.servers[master].client(),
+        &["WAIT", "1", "5000"],
+    ));
+    assert_eq!(acked, 1, "the replica acknowledged every write");
+    assert_eq!(cluster.fail_master_of(&room), master);
+    assert_ne!(cluster.master_index(&room), master, "a replica took over");
+
+    // The gateway follows the new topology; the room's sequence goes on and
+    // its history is intact.
+    let seq = eventually_async(WAIT, "publishing works after the failover", || async {
+        let resp = gw
+            .admin_post("/api/publish", &json!({"room": room, "ev": "m", "data": 6}))
+            .await;
+        match resp.status {
+            200 => Ok(resp.json()["seq"].as_u64().unwrap_or(0)),
+            _ => Err(resp.body),
+        }
+    })
+    .await;
+    assert_eq!(seq, 6, "the sequence continues on the promoted replica");
+    let h = map(&cluster.on(&room, &["BROKER.HISTORY", &room]));
+    assert_eq!(broker_tests::array(&h["messages"]).len(), 6);
+    let frame = bob
+        .recv_matching(WAIT, "message 6", |f| matches!(f, ServerFrame::Msg { .. }))
+        .await;
+    assert_eq!(msg_fields(&frame).3, 6);
+    bob.ping().await;
+}
+
+#[tokio::test]
+async fn classic_pubsub_fan_out_crosses_the_cluster_bus() {
+    let cluster = RedisCluster::start(3);
+    let gw = gateway(&cluster, 5000).await;
+    let room = cluster.room_per_shard("feed").remove(0);
+    let mut bob = gw.connect("bob").await;
+    bob.join(&room).await;
+    let sent = |c: &RedisCluster| -> i64 {
+        c.servers
+            .iter()
+            .map(|s| {
+                let info = text(&broker_tests::ok(&mut s.client(), &["CLUSTER", "INFO"]));
+                info.lines()
+                    .find_map(|l| l.strip_prefix("cluster_stats_messages_publish_sent:"))
+                    .and_then(|v| v.trim().parse::<i64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    };
+    let before = sent(&cluster);
+    let n = 100;
+    for i in 1..=n {
+        gw.publish(&room, "m", json!(i)).await;
+    }
+    for _ in 1..=n {
+        bob.recv_msg().await;
+    }
+    let per_publish = (sent(&cluster) - before) as f64 / n as f64;
+    println!("cluster bus PUBLISH messages per broker publish (6 nodes): {per_publish:.2}");
+    // Classic PUBLISH is relayed to every other node of the cluster.
+    assert!(per_publish >= 5.0, "{per_publish}");
+}
