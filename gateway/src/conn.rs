@@ -27,10 +27,11 @@ use crate::app::App;
 use crate::auth::Claims;
 use crate::config::{JoinPolicy, Namespace, PublishPolicy};
 use crate::hub::{now_ms, CloseReason, ConnShared, Outlet};
+use crate::masking::{MaskCheck, UNMASKED};
 use crate::store::{PublishRequest, StoreError};
 
 type Io = TokioIo<Upgraded>;
-type Reader = WebSocketRead<ReadHalf<Io>>;
+type Reader = WebSocketRead<MaskCheck<ReadHalf<Io>>>;
 type Writer = WebSocketWrite<BufWriter<WriteHalf<Io>>>;
 
 /// How long a client has to send its `auth` frame.
@@ -72,7 +73,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
         let (r, w) = tokio::io::split(io);
         // A small write buffer: it batches the frames queued at one time
         // into one syscall, and is paid by every idle connection.
-        (r, BufWriter::with_capacity(WRITE_BUFFER, w))
+        (MaskCheck::new(r), BufWriter::with_capacity(WRITE_BUFFER, w))
     });
     let (outlet, queue) = Outlet::new(app.config.limits.send_queue);
     let (control_tx, control_rx) = mpsc::channel::<(OpCode, Vec<u8>)>(8);
@@ -329,6 +330,10 @@ impl FrameReader {
                 }
                 Err(WebSocketError::ConnectionClosed | WebSocketError::UnexpectedEOF) => {
                     self.outlet.close(1006, "connection lost");
+                    return Read::Closed;
+                }
+                Err(WebSocketError::IoError(e)) if e.to_string() == UNMASKED => {
+                    self.outlet.close(1002, UNMASKED);
                     return Read::Closed;
                 }
                 Err(WebSocketError::IoError(_)) => {

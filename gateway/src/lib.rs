@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod hub;
+pub mod masking;
 pub mod metrics;
 pub mod node;
 pub mod store;

@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod gateway;
 pub mod proxy;
+pub mod raw;
 
 pub use redis;
 use redis::{Connection, RedisError, Value};

@@ -1,0 +1,370 @@
+//! Hostile input over real sockets. Every case gets the contract's error or
+//! close code, and afterwards the gateway and Redis are up and a bystander
+//! in a busy room has lost nothing.
+
+use std::time::{Duration, Instant};
+
+use broker::protocol::{close, ServerFrame};
+use broker_tests::gateway::{msg_fields, token, Client, Gateway, Options};
+use broker_tests::raw::{header, op, Ending, RawWs};
+use broker_tests::{ok, RedisServer};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A member of `feed:calm` that checks, after each attack, that it still
+/// gets every message in order.
+struct Bystander {
+    client: Client,
+    next: u64,
+}
+
+impl Bystander {
+    async fn join(gw: &Gateway) -> Bystander {
+        let mut client = gw.connect("bystander").await;
+        client.join("feed:calm").await;
+        Bystander { client, next: 1 }
+    }
+
+    async fn still_fine(&mut self, gw: &Gateway, redis: &RedisServer, after: &str) {
+        let seq = gw.publish("feed:calm", "m", json!(self.next)).await;
+        assert_eq!(seq, self.next, "after {after}");
+        let frame = self.client.recv_msg().await;
+        assert_eq!(
+            msg_fields(&frame).3,
+            self.next,
+            "after {after}: the bystander's stream"
+        );
+        self.next += 1;
+        self.client.ping().await;
+        assert_eq!(
+            broker_tests::text(&ok(&mut redis.client(), &["PING"])),
+            "PONG",
+            "Redis is up after {after}"
+        );
+    }
+}
+
+/// `{"t": "pub", "id": 1, "room": "feed:x", "ev": "e", "data": <raw>}`.
+fn pub_with_data(raw_data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x85];
+    for (k, v) in [("t", "pub"), ("room", "feed:x"), ("ev", "e")] {
+        out.push(0xa0 | k.len() as u8);
+        out.extend_from_slice(k.as_bytes());
+        out.push(0xa0 | v.len() as u8);
+        out.extend_from_slice(v.as_bytes());
+    }
+    out.extend_from_slice(&[0xa2, b'i', b'd', 0x01]);
+    out.extend_from_slice(&[0xa4, b'd', b'a', b't', b'a']);
+    out.extend_from_slice(raw_data);
+    out
+}
+
+/// The `err` frames among `frames`, as (id, code).
+fn errs(frames: &[Vec<u8>]) -> Vec<(Option<i64>, String)> {
+    frames
+        .iter()
+        .filter_map(|f| match broker::protocol::decode_server_frame(f) {
+            Ok(ServerFrame::Err { id, code, .. }) => Some((id, code)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn websocket_framing_abuse_closes_only_the_offender() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default().max_frame_bytes(8192)).await;
+    let mut bystander = Bystander::join(&gw).await;
+    let t = token("mallory", 3600, &[], &[]);
+
+    // (what, bytes to send after the upgrade, the close code expected)
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        (
+            "an unmasked client frame",
+            {
+                let mut f = header(true, op::BINARY, false, 3);
+                f.extend_from_slice(&[0x80, 0x80, 0x80]);
+                f
+            },
+            1002,
+        ),
+        (
+            "a fragmented control frame",
+            {
+                let mut f = header(false, op::PING, true, 0);
+                f.extend_from_slice(&[1, 2, 3, 4]);
+                f
+            },
+            1002,
+        ),
+        (
+            "a continuation with nothing to continue",
+            {
+                let mut f = header(true, op::CONT, true, 0);
+                f.extend_from_slice(&[1, 2, 3, 4]);
+                f
+            },
+            1002,
+        ),
+        (
+            "a header announcing 2^63 bytes",
+            {
+                let mut f = header(true, op::BINARY, true, 1 << 63);
+                f.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+                f
+            },
+            close::TOO_LARGE,
+        ),
+        (
+            "reserved bits set",
+            {
+                let mut f = header(true, op::BINARY, true, 0);
+                f[0] |= 0x40;
+                f.extend_from_slice(&[1, 2, 3, 4]);
+                f
+            },
+            1002,
+        ),
+        (
+            "an unknown opcode",
+            {
+                let mut f = header(true, 0x3, true, 0);
+                f.extend_from_slice(&[1, 2, 3, 4]);
+                f
+            },
+            1002,
+        ),
+        (
+            "a ping over 125 bytes",
+            {
+                let mut f = vec![0x89, 0x80 | 126, 0, 200];
+                f.extend_from_slice(&[0; 204]);
+                f
+            },
+            1002,
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        let mut raw = RawWs::connect(gw.addr, &t).await;
+        raw.bytes(&bytes).await;
+        let (_, ending) = raw.until_close(WAIT).await;
+        assert_eq!(ending, Ending::Close(want), "{what}");
+        bystander.still_fine(&gw, &redis, what).await;
+    }
+
+    // Fragments that add up past limits.max_frame_bytes (8 KiB here):
+    // 1009 at the fragment that crosses it, whatever the total announced.
+    let mut raw = RawWs::connect(gw.addr, &t).await;
+    raw.frame(false, op::BINARY, true, &[0x90; 4000]).await;
+    for _ in 0..10 {
+        raw.frame(false, op::CONT, true, &[0; 4000]).await;
+    }
+    let (_, ending) = raw.until_close(WAIT).await;
+    assert_eq!(
+        ending,
+        Ending::Close(close::TOO_LARGE),
+        "fragments past the cap"
+    );
+    bystander
+        .still_fine(&gw, &redis, "fragments past the cap")
+        .await;
+
+    // Half a frame, then silence: the connection is not served meanwhile
+    // but nothing else waits on it; the idle timeout (60 s) would end it.
+    let mut raw = RawWs::connect(gw.addr, &t).await;
+    raw.bytes(&[0x82, 0x80 | 100, 1, 2, 3, 4, 5]).await;
+    bystander.still_fine(&gw, &redis, "a half-sent frame").await;
+    drop(raw);
+}
+
+#[tokio::test]
+async fn malformed_messagepack_gets_bad_frame_and_the_connection_lives() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let mut bystander = Bystander::join(&gw).await;
+    let t = token("mallory", 3600, &[], &[]);
+    let mut raw = RawWs::connect(gw.addr, &t).await;
+
+    let deep: Vec<u8> = std::iter::repeat_n(0x91u8, 10_000).chain([0xc0]).collect();
+    let cases: Vec<(&str, Vec<u8>, Option<i64>)> = vec![
+        (
+            "a map announcing 3 entries with 1",
+            vec![0x83, 0xa1, b't', 0xa4, b'p', b'i', b'n', b'g'],
+            None,
+        ),
+        (
+            "a string cut short",
+            vec![0x81, 0xa1, b't', 0xa9, b'p', b'i'],
+            None,
+        ),
+        (
+            "10,000 nested arrays in data",
+            pub_with_data(&deep),
+            Some(1),
+        ),
+        (
+            "an array announcing 2^32-1 items in 3 bytes",
+            pub_with_data(&[0xdd, 0xff, 0xff, 0xff, 0xff, 1, 2, 3]),
+            Some(1),
+        ),
+        (
+            "a map announcing 2^32-1 entries",
+            vec![0xdf, 0xff, 0xff, 0xff, 0xff, 0xa1, b't'],
+            None,
+        ),
+        (
+            "a bin announcing 4 GiB",
+            pub_with_data(&[0xc6, 0xff, 0xff, 0xff, 0xff, 0]),
+            Some(1),
+        ),
+        (
+            "trailing bytes after the map",
+            {
+                let mut f =
+                    rmp_serde::to_vec_named(&json!({"t": "ping", "id": 2})).unwrap_or_default();
+                f.push(0xc0);
+                f
+            },
+            Some(2),
+        ),
+        (
+            "invalid UTF-8 in the room",
+            {
+                let mut f = vec![
+                    0x83, 0xa1, b't', 0xa4, b'j', b'o', b'i', b'n', 0xa2, b'i', b'd', 0x03,
+                ];
+                f.extend_from_slice(&[0xa4, b'r', b'o', b'o', b'm', 0xa3, 0xff, 0xfe, 0xfd]);
+                f
+            },
+            Some(3),
+        ),
+        (
+            "invalid UTF-8 in a key",
+            vec![0x81, 0xa2, 0xc3, 0x28, 0x01],
+            None,
+        ),
+        ("a reserved byte 0xc1", vec![0xc1], None),
+        (
+            "an ext type as t",
+            vec![0x81, 0xa1, b't', 0xd4, 0x01, 0x00],
+            None,
+        ),
+    ];
+    for (what, bytes, id) in cases {
+        raw.binary(&bytes).await;
+        raw.binary(&rmp_serde::to_vec_named(&json!({"t": "ping", "id": 99})).unwrap_or_default())
+            .await;
+        let mut got = Vec::new();
+        let deadline = Instant::now() + WAIT;
+        // Read until the ping's ack: the answer to the bad frame comes first.
+        loop {
+            let (frames, ending) = raw.until_close(Duration::from_millis(300)).await;
+            got.extend(frames);
+            assert_eq!(ending, Ending::Open, "{what}: the connection stays open");
+            let acked = got.iter().any(|f| {
+                matches!(
+                    broker::protocol::decode_server_frame(f),
+                    Ok(ServerFrame::Ack { id: 99, .. })
+                )
+            });
+            if acked || Instant::now() > deadline {
+                break;
+            }
+        }
+        let e = errs(&got);
+        assert_eq!(e.len(), 1, "{what}: one err, then the ping's ack: {e:?}");
+        assert_eq!(e[0].1, "bad_frame", "{what}");
+        assert_eq!(e[0].0, id, "{what}: the id is echoed when it could be read");
+        bystander.still_fine(&gw, &redis, what).await;
+    }
+}
+
+#[tokio::test]
+async fn wrong_types_in_every_field_are_bad_frames() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let mut c = gw.connect("mallory").await;
+    c.join("feed:x").await;
+    let frames = [
+        json!({"t": "join", "id": 10, "room": 5}),
+        json!({"t": "join", "id": 11, "room": "feed:x", "since": "yesterday"}),
+        json!({"t": "join", "id": 12, "room": "feed:x", "since": {"seq": "1", "epoch": "e"}}),
+        json!({"t": "join", "id": 13, "room": "feed:x", "since": {"seq": -1, "epoch": "e"}}),
+        json!({"t": "join", "id": 14, "room": "feed:x", "since": {"seq": 1, "epoch": 7}}),
+        json!({"t": "leave", "id": 15, "room": ["feed:x"]}),
+        json!({"t": "pub", "id": 16, "room": "feed:x", "ev": 1, "data": 1}),
+        json!({"t": "pub", "id": 17, "room": "feed:x", "ev": "e", "data": 1, "others": "yes"}),
+        json!({"t": "pub", "id": 18, "room": {"r": 1}, "ev": "e", "data": 1}),
+        json!({"t": "presence", "id": 19, "room": null}),
+        json!({"t": "history", "id": 20, "room": "feed:x", "since": "0"}),
+        json!({"t": "history", "id": 21, "room": "feed:x", "limit": -5}),
+        json!({"t": "refresh", "id": 22, "token": 12345}),
+        json!({"t": "auth", "id": 23, "token": ["a"]}),
+        json!({"t": 7, "id": 24}),
+        json!({"t": "ping", "id": "25"}),
+        json!({"t": "ping", "id": 1.5}),
+    ];
+    for frame in frames {
+        let bytes = rmp_serde::to_vec_named(&frame).unwrap_or_default();
+        c.send_message(tokio_tungstenite::tungstenite::Message::binary(bytes))
+            .await;
+        let (id, code) = c.recv_err().await;
+        let want = frame["id"].as_i64();
+        assert_eq!(code, "bad_frame", "{frame}");
+        assert_eq!(id, want, "{frame}: the id is echoed when it is an integer");
+        c.ping().await;
+    }
+}
+
+#[tokio::test]
+async fn slowloris_and_connection_floods_do_not_starve_others() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let mut bystander = Bystander::join(&gw).await;
+
+    // 50 connections that send half a request line and stop.
+    let mut lorises = Vec::new();
+    for _ in 0..50 {
+        let mut s = tokio::net::TcpStream::connect(gw.addr)
+            .await
+            .expect("connect");
+        s.write_all(b"GET /ws?token=").await.expect("write");
+        lorises.push(s);
+    }
+    bystander
+        .still_fine(&gw, &redis, "50 slowloris connections")
+        .await;
+    // The header timeout (5 s) ends them.
+    let started = Instant::now();
+    for mut s in lorises {
+        let mut buf = [0u8; 256];
+        let n = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await
+        .expect("the server ends a slowloris connection");
+        let _ = n;
+    }
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // One IP opening connections as fast as it can: limits.max_conns_per_ip
+    // (20) are admitted — the bystander is one of them — the rest get 429.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..40 {
+        let url = gw.ws_url(Some(&token(&format!("flood{i}"), 3600, &[], &[])));
+        match Client::try_connect(&url, &[]).await {
+            Ok(c) => held.push(c),
+            Err(broker_tests::gateway::ConnectError::Status(429)) => refused += 1,
+            Err(e) => panic!("connection {i}: {e:?}"),
+        }
+    }
+    assert_eq!(held.len(), 19, "20 per IP, the bystander included");
+    assert_eq!(refused, 21);
+    bystander
+        .still_fine(&gw, &redis, "a connection flood")
+        .await;
+}
