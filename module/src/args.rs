@@ -80,10 +80,10 @@ impl<'a> Args<'a> {
     pub fn done(&self) -> Result<()> {
         match self.args.get(self.pos) {
             None => Ok(()),
-            Some(extra) => {
-                let text: String = extra.to_string_lossy().chars().take(32).collect();
-                Err(Error::Arity(format!("unexpected argument '{text}'")))
-            }
+            Some(extra) => Err(Error::Arity(format!(
+                "unexpected argument '{}'",
+                crate::error::quoted(extra.as_slice())
+            ))),
         }
     }
 }

@@ -51,10 +51,39 @@ pub enum Error {
 }
 
 impl Error {
-    /// The Redis error reply: the message as is, its first word the code.
+    /// The Redis error reply: the message, its first word the code, with
+    /// control characters escaped (an error reply is one line of text, and
+    /// the message may quote a client's argument).
     pub fn into_redis(self) -> RedisError {
-        RedisError::String(self.to_string())
+        RedisError::String(printable(&self.to_string()))
     }
+}
+
+/// `text` with control characters written as `\u{..}`.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A client's argument for an error message: up to 32 bytes, printable
+/// ASCII as is, every other byte as `\xNN`, so the reply stays valid text.
+pub fn quoted(arg: &[u8]) -> String {
+    let mut out = String::new();
+    for &b in arg.iter().take(32) {
+        if b.is_ascii_graphic() || b == b' ' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
 }
 
 /// Result of a command body.
