@@ -15,24 +15,23 @@ use std::time::{Duration, Instant};
 use broker::names;
 use broker::protocol::{self, close, ClientFrame, ErrorCode};
 use bytes::Bytes;
-use fastwebsockets::{
-    Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite,
-};
+use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::io::{BufWriter, ReadHalf, WriteHalf};
-use tokio::sync::{mpsc, watch};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 
 use crate::app::App;
 use crate::auth::Claims;
 use crate::config::{JoinPolicy, Namespace, PublishPolicy};
 use crate::hub::{now_ms, CloseReason, ConnShared, Outlet};
-use crate::masking::{MaskCheck, UNMASKED};
+use crate::socket::{ClientRead, ClientSocket};
+use crate::outbox::Outbox;
+use crate::wsread::{self, opcode, FrameSource, ReadError};
+use crate::wswrite;
 use crate::store::{PublishRequest, StoreError};
 
-type Io = TokioIo<Upgraded>;
-type Reader = WebSocketRead<MaskCheck<ReadHalf<Io>>>;
-type Writer = WebSocketWrite<BufWriter<WriteHalf<Io>>>;
 
 /// How long a client has to send its `auth` frame.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,8 +43,6 @@ const MAX_BAD_TOTAL: u32 = 64;
 const EXPIRING_AHEAD_MS: u64 = 30_000;
 /// Close reason of a connection whose send queue overflowed.
 pub const SLOW_CONSUMER: &str = "slow consumer";
-/// Write buffer per connection (bytes).
-const WRITE_BUFFER: usize = 1024;
 /// Most retained messages one `history` request returns.
 const MAX_HISTORY: u32 = 1000;
 
@@ -63,25 +60,33 @@ pub enum Admission {
 }
 
 /// Serves one upgraded WebSocket until it closes.
-pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admission) {
-    let mut ws = ws;
-    ws.set_max_message_size(app.config.limits.max_frame_bytes);
-    ws.set_auto_pong(true);
-    ws.set_auto_close(false);
-    ws.set_writev(false);
-    let (reader, writer_half) = ws.split(|io| {
-        let (r, w) = tokio::io::split(io);
-        // A small write buffer: it batches the frames queued at one time
-        // into one syscall, and is paid by every idle connection.
-        (MaskCheck::new(r), BufWriter::with_capacity(WRITE_BUFFER, w))
-    });
+pub async fn run(
+    app: Arc<App>,
+    ws: WebSocket<TokioIo<Upgraded>>,
+    ip: String,
+    admission: Admission,
+) {
+    // The bare socket, split into owned halves; hyper's buffers are freed.
+    let socket = match ClientSocket::from_upgraded(ws.into_inner().into_inner()) {
+        Ok(socket) => socket,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot take over the upgraded connection");
+            crate::http::release(&app, &admission);
+            return;
+        }
+    };
+    let (read, write) = socket.into_split();
+    // Frames are read by `wsread` (small buffer, strict checks) and written
+    // by `wswrite` (one buffer per batch, none while idle).
+    let reader = FrameSource::new(read, app.config.limits.max_frame_bytes);
     let (outlet, queue) = Outlet::new(app.config.limits.send_queue);
-    let (control_tx, control_rx) = mpsc::channel::<(OpCode, Vec<u8>)>(8);
+    // The payload of the latest ping, for the writer's pong.
+    let (pong_tx, pong_rx) = watch::channel::<Option<Vec<u8>>>(None);
     let ping_every = Duration::from_secs(app.config.limits.ping_interval_s.max(1));
     let writer_task = tokio::spawn(writer(
-        writer_half,
+        write,
         queue,
-        control_rx,
+        pong_rx,
         outlet.closing(),
         ping_every,
     ));
@@ -89,7 +94,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut frames = FrameReader {
         reader,
-        control: control_tx,
+        pong: pong_tx,
         assembler: Assembler::default(),
         outlet: outlet.clone(),
         max: app.config.limits.max_frame_bytes,
@@ -109,7 +114,9 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
 
     let admitted = match admission {
         Admission::Authed { conn: id, claims } => Some((id, claims)),
-        Admission::AwaitAuth => conn.await_auth(&mut frames).await,
+        // Boxed, like `serve` below: the connection's future then keeps
+        // only what is live across the loop, not the largest state of each.
+        Admission::AwaitAuth => Box::pin(conn.await_auth(&mut frames)).await,
     };
     if let Some((id, claims)) = admitted {
         let shared = ConnShared::new(
@@ -121,7 +128,7 @@ pub async fn run(app: Arc<App>, ws: WebSocket<Io>, ip: String, admission: Admiss
         let registration = Registration::new(app.clone(), shared.clone());
         let started = Instant::now();
         tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node, ip = %shared.ip, "connection open");
-        conn.serve(&mut frames, &shared, claims).await;
+        Box::pin(conn.serve(&mut frames, &shared, claims)).await;
         let reason = outlet.close_reason().unwrap_or(CloseReason {
             code: 1006,
             reason: "gone".into(),
@@ -216,7 +223,8 @@ pub fn close_reply_code(payload: &[u8]) -> u16 {
 /// single frames only.
 #[derive(Default)]
 struct Assembler {
-    opcode: Option<OpCode>,
+    /// The opcode of the message being reassembled.
+    opcode: Option<u8>,
     buf: Vec<u8>,
 }
 
@@ -230,24 +238,19 @@ enum Incoming {
 }
 
 impl Assembler {
-    fn push(&mut self, frame: Frame<'_>, max: usize) -> Incoming {
+    fn push(&mut self, frame: wsread::ClientFrame, max: usize) -> Incoming {
+        let data = frame.opcode == opcode::BINARY || frame.opcode == opcode::TEXT;
         match frame.opcode {
-            OpCode::Binary | OpCode::Text if self.opcode.is_some() => Incoming::Invalid,
-            OpCode::Binary | OpCode::Text if frame.fin => {
-                if frame.opcode == OpCode::Text {
-                    Incoming::Text
-                } else {
-                    Incoming::Binary(frame.payload.to_vec())
-                }
-            }
-            OpCode::Binary | OpCode::Text => {
+            _ if data && self.opcode.is_some() => Incoming::Invalid,
+            opcode::TEXT if frame.fin => Incoming::Text,
+            opcode::BINARY if frame.fin => Incoming::Binary(frame.payload),
+            _ if data => {
                 self.opcode = Some(frame.opcode);
-                self.buf.clear();
-                self.buf.extend_from_slice(&frame.payload);
+                self.buf = frame.payload;
                 Incoming::Nothing
             }
-            OpCode::Continuation => {
-                let Some(opcode) = self.opcode else {
+            opcode::CONTINUATION => {
+                let Some(first) = self.opcode else {
                     return Incoming::Invalid;
                 };
                 if self.buf.len() + frame.payload.len() > max {
@@ -259,25 +262,25 @@ impl Assembler {
                 }
                 self.opcode = None;
                 let data = std::mem::take(&mut self.buf);
-                if opcode == OpCode::Text {
+                if first == opcode::TEXT {
                     Incoming::Text
                 } else {
                     Incoming::Binary(data)
                 }
             }
-            OpCode::Close => Incoming::Close(close_reply_code(&frame.payload)),
-            OpCode::Ping | OpCode::Pong => Incoming::Nothing,
+            opcode::CLOSE => Incoming::Close(close_reply_code(&frame.payload)),
+            _ => Incoming::Nothing,
         }
     }
 }
 
 /// The reading side. Its `next` future must never be dropped half-way
-/// through a frame (fastwebsockets consumes header bytes before it has the
-/// whole frame), so the request loop polls one `next` to completion while it
+/// through a frame (the header bytes are consumed before the whole frame
+/// is there), so the request loop polls one `next` to completion while it
 /// serves timers alongside it.
 struct FrameReader {
-    reader: Reader,
-    control: mpsc::Sender<(OpCode, Vec<u8>)>,
+    reader: FrameSource<ClientRead>,
+    pong: watch::Sender<Option<Vec<u8>>>,
     assembler: Assembler,
     outlet: Outlet,
     max: usize,
@@ -311,40 +314,25 @@ impl FrameReader {
     async fn next(&mut self) -> Read {
         let max = self.max;
         loop {
-            let control = self.control.clone();
-            let mut send_fn = move |frame: Frame<'_>| {
-                let owned = (frame.opcode, frame.payload.to_vec());
-                let control = control.clone();
-                async move {
-                    control
-                        .send(owned)
-                        .await
-                        .map_err(|_| WebSocketError::ConnectionClosed)
-                }
-            };
-            let frame = match self.reader.read_frame(&mut send_fn).await {
+            let frame = match self.reader.next().await {
                 Ok(frame) => frame,
-                Err(WebSocketError::FrameTooLarge) => {
+                Err(ReadError::TooLarge) => {
                     self.outlet.close(close::TOO_LARGE, "frame too large");
                     return Read::Closed;
                 }
-                Err(WebSocketError::ConnectionClosed | WebSocketError::UnexpectedEOF) => {
+                Err(ReadError::Protocol(why)) => {
+                    self.outlet.close(1002, why);
+                    return Read::Closed;
+                }
+                Err(ReadError::Closed) => {
                     self.outlet.close(1006, "connection lost");
-                    return Read::Closed;
-                }
-                Err(WebSocketError::IoError(e)) if e.to_string() == UNMASKED => {
-                    self.outlet.close(1002, UNMASKED);
-                    return Read::Closed;
-                }
-                Err(WebSocketError::IoError(_)) => {
-                    self.outlet.close(1006, "connection lost");
-                    return Read::Closed;
-                }
-                Err(err) => {
-                    self.outlet.close(1002, &format!("protocol error: {err}"));
                     return Read::Closed;
                 }
             };
+            if frame.opcode == opcode::PING {
+                // Only the latest ping needs its pong (RFC 6455 §5.5.3).
+                self.pong.send_replace(Some(frame.payload.clone()));
+            }
             self.last_seen
                 .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
             match self.assembler.push(frame, max) {
@@ -958,19 +946,24 @@ impl Connection {
     }
 }
 
-/// The writer task: queue → socket with batched flushes, pings, control
-/// frames (pongs), and the close frame.
+/// Most queued frames written in one batch (one buffer, one write).
+const MAX_BATCH: usize = 64;
+
+/// The writer task: queue → socket in batches, pings, pongs, and the close
+/// frame when a close is requested — even when the queue is full.
 async fn writer(
-    mut ws: Writer,
-    mut queue: mpsc::Receiver<Bytes>,
-    mut control: mpsc::Receiver<(OpCode, Vec<u8>)>,
+    mut out: OwnedWriteHalf,
+    queue: Arc<Outbox>,
+    mut pong: watch::Receiver<Option<Vec<u8>>>,
     mut closing: watch::Receiver<Option<CloseReason>>,
     ping_every: Duration,
 ) {
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
+    let mut batch = Vec::new();
     loop {
-        let result: Result<(), WebSocketError> = tokio::select! {
+        let mut buf = Vec::new();
+        tokio::select! {
             biased;
             _ = closing.changed() => {
                 let reason = closing.borrow().clone();
@@ -980,66 +973,39 @@ async fn writer(
                     // restart) — except for a slow consumer, whose queue is
                     // the problem.
                     if reason.reason != SLOW_CONSUMER {
-                        while let Ok(frame) = queue.try_recv() {
-                            if ws.write_frame(Frame::binary(Payload::Borrowed(&frame))).await.is_err() {
-                                return;
-                            }
-                        }
+                        queue.drain_into(&mut batch, usize::MAX);
+                        put_frames(&mut buf, &mut batch);
                     }
-                    let _ = write_close(&mut ws, &reason).await;
+                    wswrite::put_close(&mut buf, reason.code, &reason.reason);
+                    let _ = out.write_all(&buf).await;
                 }
+                queue.close();
                 return;
             }
-            item = control.recv() => match item {
-                Some((opcode, payload)) => {
-                    match ws.write_frame(Frame::new(true, opcode, None, Payload::Owned(payload))).await {
-                        Ok(()) => ws.flush().await,
-                        Err(e) => Err(e),
-                    }
-                }
-                None => Ok(()),
-            },
-            frame = queue.recv() => match frame {
-                Some(frame) => write_batch(&mut ws, &mut queue, frame).await,
-                None => return,
-            },
-            _ = ping.tick() => {
-                match ws.write_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[]))).await {
-                    Ok(()) => ws.flush().await,
-                    Err(e) => Err(e),
+            Ok(()) = pong.changed() => {
+                let payload = pong.borrow_and_update().clone();
+                if let Some(payload) = payload {
+                    wswrite::put_frame(&mut buf, wswrite::PONG, &payload);
                 }
             }
-        };
-        if result.is_err() {
+            _ = queue.ready() => {
+                queue.drain_into(&mut batch, MAX_BATCH);
+                put_frames(&mut buf, &mut batch);
+            }
+            _ = ping.tick() => wswrite::put_frame(&mut buf, wswrite::PING, &[]),
+        }
+        if !buf.is_empty() && out.write_all(&buf).await.is_err() {
             // The socket is gone: the reader notices on its side.
+            queue.close();
             return;
         }
     }
 }
 
-/// Writes `first` and whatever else is already queued, then flushes once.
-async fn write_batch(
-    ws: &mut Writer,
-    queue: &mut mpsc::Receiver<Bytes>,
-    first: Bytes,
-) -> Result<(), WebSocketError> {
-    ws.write_frame(Frame::binary(Payload::Borrowed(&first)))
-        .await?;
-    for _ in 0..64 {
-        match queue.try_recv() {
-            Ok(frame) => {
-                ws.write_frame(Frame::binary(Payload::Borrowed(&frame)))
-                    .await?
-            }
-            Err(_) => break,
-        }
+/// Encodes the frames of `batch` (emptied) into `buf`, sized once.
+fn put_frames(buf: &mut Vec<u8>, batch: &mut Vec<Bytes>) {
+    buf.reserve(batch.iter().map(|f| wswrite::frame_len(f.len())).sum());
+    for frame in batch.drain(..) {
+        wswrite::put_frame(buf, wswrite::BINARY, &frame);
     }
-    ws.flush().await
-}
-
-async fn write_close(ws: &mut Writer, reason: &CloseReason) -> Result<(), WebSocketError> {
-    let text = reason.reason.as_bytes();
-    let text = &text[..text.len().min(120)];
-    ws.write_frame(Frame::close(reason.code, text)).await?;
-    ws.flush().await
 }

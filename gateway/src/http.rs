@@ -384,8 +384,9 @@ fn echo(mut req: Request<Incoming>) -> Response<Body> {
     Response::from_parts(parts, Full::new(Bytes::new()))
 }
 
-/// Unregisters a connection admitted before an upgrade that did not happen.
-fn release(app: &Arc<App>, admission: &Admission) {
+/// Unregisters a connection admitted before an upgrade that did not
+/// complete.
+pub(crate) fn release(app: &Arc<App>, admission: &Admission) {
     if let Admission::Authed { conn, claims } = admission {
         let (app, conn, user) = (app.clone(), conn.clone(), claims.sub.clone());
         tokio::spawn(async move {

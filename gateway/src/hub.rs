@@ -24,9 +24,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use broker::protocol::close;
 use broker::wire::{self, Envelope};
 use bytes::Bytes;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
+use crate::outbox::{Outbox, PushError};
 
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,37 +42,37 @@ pub struct CloseReason {
 /// request. The writer task owns the other ends.
 #[derive(Debug, Clone)]
 pub struct Outlet {
-    queue: mpsc::Sender<Bytes>,
+    queue: Arc<Outbox>,
     closing: Arc<watch::Sender<Option<CloseReason>>>,
 }
 
 impl Outlet {
-    /// An outlet with a queue of `capacity` frames; returns the queue's
-    /// receiving end for the writer task.
-    pub fn new(capacity: usize) -> (Outlet, mpsc::Receiver<Bytes>) {
-        let (queue, rx) = mpsc::channel(capacity.max(1));
+    /// An outlet with a queue of `capacity` frames; returns the queue, which
+    /// the writer task drains.
+    pub fn new(capacity: usize) -> (Outlet, Arc<Outbox>) {
+        let queue = Arc::new(Outbox::new(capacity));
         let (closing, _) = watch::channel(None);
         (
             Outlet {
-                queue,
+                queue: queue.clone(),
                 closing: Arc::new(closing),
             },
-            rx,
+            queue,
         )
     }
 
     /// Queues a frame. A full queue closes the connection as a slow consumer
     /// (and returns false).
     pub fn send(&self, frame: Bytes, metrics: &Metrics) -> bool {
-        match self.queue.try_send(frame) {
+        match self.queue.push(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(PushError::Full) => {
                 if self.close(close::POLICY, crate::conn::SLOW_CONSUMER) {
                     metrics.slow_consumer_disconnects.inc();
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(PushError::Closed) => false,
         }
     }
 

@@ -22,10 +22,13 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod hub;
-pub mod masking;
 pub mod metrics;
 pub mod node;
+pub mod outbox;
+pub mod socket;
 pub mod store;
+pub mod wsread;
+pub mod wswrite;
 
 use std::future::Future;
 use std::sync::Arc;
