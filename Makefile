@@ -8,9 +8,12 @@ CARGO ?= cargo
 # Each test spawns its own redis-server; two test threads per binary suit the
 # two-core machines this runs on. Override with `make test TEST_THREADS=8`.
 TEST_THREADS ?= 2
+# Seconds per fuzz target: `make fuzz` and the short run inside `make test`.
+FUZZ_SECONDS ?= 60
+FUZZ_SHORT_SECONDS ?= 15
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test run stop bench bench-module bench-gateway browser-test clean
+.PHONY: help deps build test run stop bench bench-module bench-gateway bench-peer browser-test check-ops fuzz clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -24,10 +27,12 @@ deps: ## install what is missing on Debian (redis-server, redis-tools, libclang-
 build: deps ## build the module (target/release/libbroker_module.so) and the gateway (target/release/broker-gateway)
 	$(CARGO) build --release --workspace
 
-test: build ## run every test (Rust, browser), then clippy and rustfmt checks
+test: build ## run every test (Rust, browser, ops files, a short fuzz), then clippy and rustfmt checks
 	$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
 	@scripts/autobahn.sh
 	scripts/browser-test.sh
+	scripts/check-ops.sh
+	FUZZ_OPTIONAL=1 scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
 
@@ -39,6 +44,12 @@ run: build ## start Redis with the module (free port, state in .run/) and a gate
 
 stop: ## stop what `make run` started
 	@scripts/run.sh stop
+
+check-ops: ## check config/: Prometheus config and alert rules (promtool), dashboard, redis.conf, systemd units
+	@scripts/check-ops.sh
+
+fuzz: deps ## run the cargo-fuzz targets for FUZZ_SECONDS each (nightly; installs cargo-fuzz)
+	@scripts/fuzz.sh $(FUZZ_SECONDS)
 
 bench-module: build ## compare BROKER.* commands with native Redis commands (redis-benchmark)
 	@scripts/bench-module.sh

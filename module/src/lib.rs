@@ -127,7 +127,7 @@ redis_module! {
         ["broker.kick", commands::connections::kick, "pubsub fast", 1, 1, 1, ""],
         ["broker.online", commands::connections::online, "readonly fast", 0, 0, 0, ""],
         ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],
-        ["broker.node.lease", commands::nodes::node_lease, "write deny-oom fast", 0, 0, 0, ""],
+        ["broker.node.lease", commands::nodes::node_lease, "write fast", 0, 0, 0, ""],
         ["broker.node.release", commands::nodes::node_release, "write fast", 0, 0, 0, ""],
         ["broker.nodes", commands::nodes::nodes, "readonly fast", 0, 0, 0, ""],
     ],
