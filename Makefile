@@ -60,7 +60,11 @@ browser-test: build ## JS client unit tests and two browsers chatting through tw
 bench-gateway: build ## load-test two gateway nodes (connect storm, fan-out, chat, churn); writes docs/BENCHMARKS.md
 	@scripts/bench-gateway.sh
 
-bench: bench-module bench-gateway ## every benchmark
+bench-peer: ## the Socket.IO 4 + redis-adapter peer alone (npm ci from bench/socketio/package-lock.json)
+	@scripts/bench-peer.sh
+
+bench: build ## this broker and the Socket.IO peer side by side (medians of 3 runs, ratios, chart) into docs/BENCHMARKS.md
+	@scripts/bench.sh
 
 clean: stop ## remove build output and .run/
 	$(CARGO) clean

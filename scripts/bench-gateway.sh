@@ -19,12 +19,15 @@
 #   BENCH_NO_DOC=1     do not touch docs/BENCHMARKS.md
 #   BENCH_KEEP=1       keep the temporary dir (logs, config, JSON results)
 #   BENCH_CONNS=10000  connections of the connect scenario
+#   BENCH_DURATION=10  seconds of each timed phase (fanout, chat, churn)
+#   BENCH_OUT=DIR      also copy each scenario's JSON results into DIR
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 BENCH="$ROOT/target/release/broker-bench"
 DOC="$ROOT/docs/BENCHMARKS.md"
 CONNS=${BENCH_CONNS:-10000}
+DUR=${BENCH_DURATION:-10}
 SECRET=bench-secret
 DIR=$(mktemp -d -t broker-gw-bench.XXXXXX)
 REDIS_PORT=""
@@ -120,9 +123,9 @@ echo "Redis $REDIS_VERSION on port $REDIS_PORT; gateways $WS_1 (admin $ADMIN_1),
 
 # The commands, as they appear in the report (URLs and ports vary per run).
 CMD_CONNECT="broker-bench connect --url \$WS1 --admin \$ADMIN1 -n $CONNS --concurrency 100 --idle 5"
-CMD_FANOUT="broker-bench fanout --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 -m 1000 --rate 100 --duration 10 --max-duration 10 --inflight 64"
-CMD_CHAT="broker-bench chat --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 -r 100 -k 10 --rate 1 --duration 10"
-CMD_CHURN="broker-bench churn --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 --redis \$REDIS -c 200 --rooms 20 -p 2 --rate 100 --duration 10"
+CMD_FANOUT="broker-bench fanout --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 -m 1000 --rate 100 --duration $DUR --max-duration $DUR --inflight 64"
+CMD_CHAT="broker-bench chat --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 -r 100 -k 10 --rate 1 --duration $DUR"
+CMD_CHURN="broker-bench churn --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 --redis \$REDIS -c 200 --rooms 20 -p 2 --rate 100 --duration $DUR"
 
 # run NAME COMMAND...: runs a scenario (at most 2 minutes), prints its
 # tables and keeps them (and the JSON) in $DIR. A failed scenario is
@@ -141,6 +144,9 @@ run() {
     echo "== $name: ${cmd#"$BENCH" }" >&2
     if BROKER_AUTH__SECRET=$SECRET timeout 120 "$@" --save "$DIR/$name.json" >"$DIR/$name.md"; then
         cat "$DIR/$name.md"
+        if [ -n "${BENCH_OUT:-}" ]; then
+            mkdir -p "$BENCH_OUT" && cp "$DIR/$name.json" "$BENCH_OUT/"
+        fi
     else
         echo "$name failed (exit $?)" | tee "$DIR/$name.md" >&2
         FAILED+=("$name")
@@ -149,11 +155,11 @@ run() {
 
 run connect "$BENCH" connect --url "$WS_1" --admin "$ADMIN_1" -n "$CONNS" --concurrency 100 --idle 5
 run fanout "$BENCH" fanout --url "$WS_1" --url "$WS_2" --admin "$ADMIN_1" --admin "$ADMIN_2" \
-    -m 1000 --rate 100 --duration 10 --max-duration 10 --inflight 64
+    -m 1000 --rate 100 --duration $DUR --max-duration $DUR --inflight 64
 run chat "$BENCH" chat --url "$WS_1" --url "$WS_2" --admin "$ADMIN_1" --admin "$ADMIN_2" \
-    -r 100 -k 10 --rate 1 --duration 10
+    -r 100 -k 10 --rate 1 --duration $DUR
 run churn "$BENCH" churn --url "$WS_1" --url "$WS_2" --admin "$ADMIN_1" --admin "$ADMIN_2" \
-    --redis "redis://127.0.0.1:$REDIS_PORT" -c 200 --rooms 20 -p 2 --rate 100 --duration 10
+    --redis "redis://127.0.0.1:$REDIS_PORT" -c 200 --rooms 20 -p 2 --rate 100 --duration $DUR
 
 # What the gateways logged above INFO, by message (colours, timestamps and
 # ids cut), leaving out the expected warning about the short bench secret.

@@ -1,0 +1,280 @@
+#!/usr/bin/env python3
+"""Side-by-side report of the broker and the Socket.IO peer.
+
+    scripts/bench-report.py OUT_DIR DOC SVG [--machine TEXT] [--command TEXT]
+
+OUT_DIR holds ours/<run>/<scenario>.json (scripts/bench-gateway.sh) and
+peer/<run>/<scenario>.json (scripts/bench-peer.sh), one directory per
+repeated run, in broker-bench's JSON shape: {"scenario", "params",
+"results": {section: {key: value}}}. Every figure is the median over the
+runs; the ratio compares the medians. The Markdown goes between the
+bench-compare markers of DOC (replaced, or appended), the chart to SVG.
+Standard library only.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+# (label, scenario, path in results, higher is better, target ratio or None)
+FIGURES = [
+    ("connections / s (connect storm)", "connect", "connect.conns_per_s", True, 5.0),
+    ("handshake p99 (ms)", "connect", "connect.handshake.p99_ms", False, None),
+    ("RSS per idle connection (KiB)", "connect", "connect.rss_per_conn_kib", False, 4.0),
+    ("fan-out at 100 msg/s: deliveries / s", "fanout", "phase1.delivered_per_s", True, None),
+    ("fan-out at 100 msg/s: latency p50 (ms)", "fanout", "phase1.latency.p50_ms", False, None),
+    ("fan-out at 100 msg/s: latency p99 (ms)", "fanout", "phase1.latency.p99_ms", False, 5.0),
+    ("fan-out at 100 msg/s: latency p99.9 (ms)", "fanout", "phase1.latency.p999_ms", False, None),
+    ("fan-out at 100 msg/s: lost", "fanout", "phase1.lost", False, None),
+    ("fan-out at max rate: deliveries / s", "fanout", "phase2.delivered_per_s", True, 10.0),
+    ("fan-out at max rate: latency p99 (ms)", "fanout", "phase2.latency.p99_ms", False, None),
+    ("fan-out at max rate: lost", "fanout", "phase2.lost", False, None),
+    ("chat: deliveries / s", "chat", "chat.delivered_per_s", True, None),
+    ("chat: latency p50 (ms)", "chat", "chat.latency.p50_ms", False, None),
+    ("chat: latency p99 (ms)", "chat", "chat.latency.p99_ms", False, None),
+    ("chat: lost", "chat", "chat.lost", False, None),
+    ("churn: joins + leaves / s", "churn", "churn.ops_per_s", True, None),
+    ("churn: join p99 (ms)", "churn", "churn.join_latency.p99_ms", False, None),
+]
+TEXTS = [("churn: room counts exact at the end", "churn", "churn.room_count_exact")]
+
+
+def dig(doc, path):
+    node = doc.get("results", {})
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def load(side_dir):
+    """{scenario: [results of each run]} for one side."""
+    runs = {}
+    if not side_dir.is_dir():
+        return runs
+    for run in sorted(p for p in side_dir.iterdir() if p.is_dir()):
+        for f in sorted(run.glob("*.json")):
+            try:
+                doc = json.loads(f.read_text())
+            except (OSError, ValueError):
+                continue
+            runs.setdefault(f.stem, []).append(doc)
+    return runs
+
+
+def values(runs, scenario, path):
+    out = []
+    for doc in runs.get(scenario, []):
+        v = dig(doc, path)
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            out.append(float(v))
+    return out
+
+
+def fmt(x):
+    if x is None:
+        return "–"
+    if x >= 1000:
+        return f"{x:,.0f}"
+    if x >= 100 or x == int(x):
+        return f"{x:.0f}"
+    if x >= 10:
+        return f"{x:.1f}"
+    return f"{x:.2f}"
+
+
+def spread(vs):
+    """Relative spread (max-min)/median, for the noise note."""
+    if len(vs) < 2:
+        return 0.0
+    m = statistics.median(vs)
+    return (max(vs) - min(vs)) / m if m else 0.0
+
+
+def advantage(ours, theirs, higher):
+    """How many times better ours is (>1: better)."""
+    if ours is None or theirs is None:
+        return None
+    if higher:
+        return ours / theirs if theirs else None
+    return theirs / ours if ours else None
+
+
+def table(ours_runs, peer_runs):
+    rows, noisy, shortfalls = [], [], []
+    for label, scenario, path, higher, target in FIGURES:
+        ov, pv = values(ours_runs, scenario, path), values(peer_runs, scenario, path)
+        om = statistics.median(ov) if ov else None
+        pm = statistics.median(pv) if pv else None
+        adv = advantage(om, pm, higher)
+        if path.endswith("lost"):
+            ratio = "–"
+        elif adv is None:
+            ratio = "–"
+        else:
+            ratio = f"{adv:.1f}× {'better' if adv >= 1 else 'worse'}"
+        if target is None:
+            goal = ""
+        else:
+            met = adv is not None and adv >= target
+            want = f"≥ {target:g}×" if higher else f"≤ 1/{target:g}"
+            goal = f"{want}: {'met' if met else '**not met**'}"
+            if not met:
+                shortfalls.append((label, adv, target))
+        for side, vs in (("ours", ov), ("Socket.IO", pv)):
+            if spread(vs) > 0.25:
+                noisy.append(f"{label} ({side}: {', '.join(fmt(v) for v in vs)})")
+        rows.append(f"| {label} | {fmt(om)} | {fmt(pm)} | {ratio} | {goal} |")
+    for label, scenario, path in TEXTS:
+        o = [dig(d, path) for d in ours_runs.get(scenario, [])]
+        p = [dig(d, path) for d in peer_runs.get(scenario, [])]
+        rows.append(f"| {label} | {o[-1] if o else '–'} | {p[-1] if p else '–'} | | |")
+    return rows, noisy, shortfalls
+
+
+def svg_chart(ours_runs, peer_runs):
+    """Two panels: latency percentiles, and throughput; log scales."""
+    import math
+
+    lat = [
+        ("fan-out p50", "fanout", "phase1.latency.p50_ms"),
+        ("fan-out p99", "fanout", "phase1.latency.p99_ms"),
+        ("fan-out p99.9", "fanout", "phase1.latency.p999_ms"),
+        ("chat p50", "chat", "chat.latency.p50_ms"),
+        ("chat p99", "chat", "chat.latency.p99_ms"),
+        ("chat p99.9", "chat", "chat.latency.p999_ms"),
+    ]
+    thr = [
+        ("fan-out max deliveries/s", "fanout", "phase2.delivered_per_s"),
+        ("connections/s", "connect", "connect.conns_per_s"),
+        ("churn ops/s", "churn", "churn.ops_per_s"),
+    ]
+
+    def med(runs, s, p):
+        vs = values(runs, s, p)
+        return statistics.median(vs) if vs else None
+
+    width, height = 900, 380
+    colors = {"ours": "#2b7bba", "peer": "#e07b39"}
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+
+    def panel(x0, title, items, unit, lower_better):
+        pw, ph, top, bottom = 400, 250, 50, 320
+        vals = [v for _, s, p in items for v in (med(ours_runs, s, p), med(peer_runs, s, p)) if v]
+        if not vals:
+            return
+        lo = 10 ** math.floor(math.log10(min(vals)))
+        hi = 10 ** math.ceil(math.log10(max(vals)))
+        if hi <= lo:
+            hi = lo * 10
+
+        def y(v):
+            return bottom - ph * (math.log10(v) - math.log10(lo)) / (math.log10(hi) - math.log10(lo))
+
+        note = "lower is better" if lower_better else "higher is better"
+        out.append(f'<text x="{x0}" y="25" font-size="14" font-weight="bold">{title}</text>')
+        out.append(f'<text x="{x0}" y="40" fill="#555">{unit}, log scale, median of runs; {note}</text>')
+        decade = lo
+        while decade <= hi * 1.0001:
+            yy = y(decade)
+            out.append(f'<line x1="{x0 + 40}" y1="{yy:.1f}" x2="{x0 + pw}" y2="{yy:.1f}" stroke="#ddd"/>')
+            out.append(f'<text x="{x0 + 36}" y="{yy + 4:.1f}" text-anchor="end">{fmt(decade)}</text>')
+            decade *= 10
+        slot = (pw - 50) / len(items)
+        for i, (label, s, p) in enumerate(items):
+            bx = x0 + 50 + i * slot
+            for j, (side, runs) in enumerate((("ours", ours_runs), ("peer", peer_runs))):
+                v = med(runs, s, p)
+                if not v:
+                    continue
+                bw = slot * 0.35
+                x = bx + j * bw
+                out.append(
+                    f'<rect x="{x:.1f}" y="{y(v):.1f}" width="{bw:.1f}" height="{bottom - y(v):.1f}" '
+                    f'fill="{colors[side]}"><title>{label} {side}: {fmt(v)}</title></rect>'
+                )
+            out.append(
+                f'<text x="{bx + slot * 0.35:.1f}" y="{bottom + 14}" text-anchor="middle" '
+                f'font-size="10">{label}</text>'
+            )
+
+    panel(20, "Publish → receive latency", lat, "ms", True)
+    panel(480, "Throughput", thr, "per second", False)
+    out.append(f'<rect x="20" y="{height - 28}" width="12" height="12" fill="{colors["ours"]}"/>')
+    out.append(f'<text x="38" y="{height - 18}">this broker (Rust gateway + Redis module)</text>')
+    out.append(f'<rect x="330" y="{height - 28}" width="12" height="12" fill="{colors["peer"]}"/>')
+    out.append(f'<text x="348" y="{height - 18}">Socket.IO 4 + @socket.io/redis-adapter (Node)</text>')
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("out_dir")
+    ap.add_argument("doc")
+    ap.add_argument("svg")
+    ap.add_argument("--machine", default="")
+    ap.add_argument("--command", default="make bench")
+    ap.add_argument("--elapsed", default="")
+    args = ap.parse_args()
+    out = Path(args.out_dir)
+    ours, peer = load(out / "ours"), load(out / "peer")
+    if not ours:
+        sys.exit(f"no results of ours under {out / 'ours'}")
+    runs = max(len(v) for v in ours.values())
+    peer_runs = max((len(v) for v in peer.values()), default=0)
+    rows, noisy, shortfalls = table(ours, peer)
+    svg_path = Path(args.svg)
+    svg_path.write_text(svg_chart(ours, peer))
+    doc_path = Path(args.doc)
+    lines = [
+        "<!-- bench-compare:begin (written by scripts/bench.sh; edit the scripts, not this part) -->",
+        "",
+        args.machine,
+        "",
+        "```sh",
+        args.command,
+        "```",
+        "",
+        f"Medians of {runs} run(s) of ours and {peer_runs} of the Socket.IO peer, the same",
+        "scenarios with the same parameters, one after the other on this machine"
+        + (f" ({args.elapsed})." if args.elapsed else "."),
+        "",
+        "| figure | ours | Socket.IO | ours vs theirs | target |",
+        "|---|---:|---:|---:|---|",
+        *rows,
+        "",
+        f"![latency and throughput]({svg_path.name})",
+        "",
+    ]
+    if noisy:
+        lines += ["Noisy (runs differ by more than 25%): " + "; ".join(noisy) + ".", ""]
+    if shortfalls:
+        parts = [
+            f"{label}: {('%.1f×' % adv) if adv else 'no figure'} against {t:g}×"
+            for label, adv, t in shortfalls
+        ]
+        lines += ["Targets not met: " + "; ".join(parts) + ".", ""]
+    lines.append("<!-- bench-compare:end -->")
+    section = "\n".join(lines) + "\n"
+    text = doc_path.read_text() if doc_path.exists() else "# Benchmarks\n"
+    begin, end = "<!-- bench-compare:begin", "<!-- bench-compare:end -->"
+    if begin in text and end in text:
+        head = text[: text.index(begin)]
+        tail = text[text.index(end) + len(end):].lstrip("\n")
+        text = head + section + ("\n" + tail if tail else "")
+    else:
+        text = text.rstrip("\n") + "\n\n## Side by side with the Socket.IO stack\n\n" + section
+    doc_path.write_text(text)
+    print(section)
+
+
+if __name__ == "__main__":
+    main()
