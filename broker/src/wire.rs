@@ -766,6 +766,9 @@ pub fn decode_value_json(bytes: &[u8]) -> Result<serde_json::Value, WireError> {
     to_json(&mut reader)
 }
 
+/// Longest JSON text of a non-string map key in [`decode_value_json`].
+const MAX_KEY_TEXT: usize = 256;
+
 fn to_json(r: &mut Reader<'_>) -> Result<serde_json::Value, WireError> {
     use serde_json::Value;
     let bytes_json = |b: &[u8]| Value::Array(b.iter().map(|&x| Value::from(x)).collect());
@@ -796,9 +799,24 @@ fn to_json(r: &mut Reader<'_>) -> Result<serde_json::Value, WireError> {
         Item::Map(n) => {
             let mut map = serde_json::Map::new();
             for _ in 0..n {
+                // JSON keys are strings: another key is written as its
+                // JSON text, cut to MAX_KEY_TEXT bytes. Without the cut,
+                // maps used as keys of maps used as keys ... grow
+                // exponentially with the depth (each level escapes the
+                // quotes of the one below): found by the fuzzer.
                 let key = match to_json(r)? {
                     Value::String(s) => s,
-                    other => other.to_string(),
+                    other => {
+                        let mut text = other.to_string();
+                        if text.len() > MAX_KEY_TEXT {
+                            let mut end = MAX_KEY_TEXT;
+                            while !text.is_char_boundary(end) {
+                                end -= 1;
+                            }
+                            text.truncate(end);
+                        }
+                        text
+                    }
                 };
                 map.insert(key, to_json(r)?);
             }
@@ -1556,6 +1574,24 @@ mod tests {
             0x94, 0xa4, b'k', b'i', b'c', b'k', 0xa1, b'u', 0xdd, 0xff, 0xff, 0xff, 0xff,
         ];
         assert_eq!(decode_envelope(&huge_kick), Err(WireError::Truncated));
+    }
+
+    #[test]
+    fn maps_as_keys_of_maps_stay_small_in_json() {
+        // {{{... {"a": 1} ...: nil}: nil}: nil}, 60 levels: the key text of
+        // each level escapes the one below, so uncapped it doubles each time.
+        let mut bytes = Vec::new();
+        for _ in 0..60 {
+            bytes.push(0x81);
+        }
+        bytes.extend_from_slice(&[0xa1, b'a', 0x01]);
+        bytes.extend(std::iter::repeat_n(0xc0, 59));
+        let v = decode_value_json(&bytes).expect("valid MessagePack");
+        assert!(
+            v.to_string().len() < 4 * MAX_KEY_TEXT,
+            "{}",
+            v.to_string().len()
+        );
     }
 
     #[test]
