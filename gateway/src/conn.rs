@@ -18,20 +18,19 @@ use bytes::Bytes;
 use fastwebsockets::WebSocket;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::watch;
 
 use crate::app::App;
 use crate::auth::Claims;
 use crate::config::{JoinPolicy, Namespace, PublishPolicy};
 use crate::hub::{now_ms, CloseReason, ConnShared, Outlet};
-use crate::socket::{ClientRead, ClientSocket};
 use crate::outbox::Outbox;
+use crate::socket::{ClientRead, ClientSocket};
+use crate::store::{PublishRequest, StoreError};
 use crate::wsread::{self, opcode, FrameSource, ReadError};
 use crate::wswrite;
-use crate::store::{PublishRequest, StoreError};
-
 
 /// How long a client has to send its `auth` frame.
 const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -83,13 +82,7 @@ pub async fn run(
     // The payload of the latest ping, for the writer's pong.
     let (pong_tx, pong_rx) = watch::channel::<Option<Vec<u8>>>(None);
     let ping_every = Duration::from_secs(app.config.limits.ping_interval_s.max(1));
-    let writer_task = tokio::spawn(writer(
-        write,
-        queue,
-        pong_rx,
-        outlet.closing(),
-        ping_every,
-    ));
+    let writer_task = tokio::spawn(writer(write, queue, pong_rx, outlet.closing(), ping_every));
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
     let mut frames = FrameReader {

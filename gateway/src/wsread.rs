@@ -188,16 +188,31 @@ mod tests {
         let got = read_all(bytes, 100_000).await;
         for (i, n) in sizes.iter().enumerate() {
             let f = got[i].as_ref().expect("a frame");
-            assert_eq!((f.fin, f.opcode, f.payload.len()), (true, opcode::BINARY, *n));
+            assert_eq!(
+                (f.fin, f.opcode, f.payload.len()),
+                (true, opcode::BINARY, *n)
+            );
             assert!(f.payload.iter().all(|b| *b == i as u8));
         }
         let rest: Vec<_> = got[sizes.len()..].to_vec();
         assert_eq!(
             rest,
             vec![
-                Ok(ClientFrame { fin: true, opcode: opcode::PING, payload: b"ping".to_vec() }),
-                Ok(ClientFrame { fin: false, opcode: opcode::BINARY, payload: b"part".to_vec() }),
-                Ok(ClientFrame { fin: true, opcode: opcode::CONTINUATION, payload: b"end".to_vec() }),
+                Ok(ClientFrame {
+                    fin: true,
+                    opcode: opcode::PING,
+                    payload: b"ping".to_vec()
+                }),
+                Ok(ClientFrame {
+                    fin: false,
+                    opcode: opcode::BINARY,
+                    payload: b"part".to_vec()
+                }),
+                Ok(ClientFrame {
+                    fin: true,
+                    opcode: opcode::CONTINUATION,
+                    payload: b"end".to_vec()
+                }),
                 Err(ReadError::Closed),
             ]
         );
@@ -208,18 +223,42 @@ mod tests {
         let mut unmasked = frame(0x82, b"abc");
         unmasked[1] &= 0x7f;
         let cases: Vec<(&str, Vec<u8>, ReadError)> = vec![
-            ("unmasked", unmasked, ReadError::Protocol("unmasked client frame")),
-            ("rsv1", frame(0xc2, b""), ReadError::Protocol("reserved bits set")),
-            ("opcode 3", frame(0x83, b""), ReadError::Protocol("unknown opcode")),
-            ("fragmented ping", frame(0x09, b""), ReadError::Protocol("fragmented control frame")),
-            ("long ping", frame(0x89, &[0; 126]), ReadError::Protocol("control frame over 125 bytes")),
+            (
+                "unmasked",
+                unmasked,
+                ReadError::Protocol("unmasked client frame"),
+            ),
+            (
+                "rsv1",
+                frame(0xc2, b""),
+                ReadError::Protocol("reserved bits set"),
+            ),
+            (
+                "opcode 3",
+                frame(0x83, b""),
+                ReadError::Protocol("unknown opcode"),
+            ),
+            (
+                "fragmented ping",
+                frame(0x09, b""),
+                ReadError::Protocol("fragmented control frame"),
+            ),
+            (
+                "long ping",
+                frame(0x89, &[0; 126]),
+                ReadError::Protocol("control frame over 125 bytes"),
+            ),
             ("over the cap", frame(0x82, &[0; 101]), ReadError::TooLarge),
             (
                 "2^63 announced",
                 vec![0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
                 ReadError::TooLarge,
             ),
-            ("cut short", frame(0x82, b"abcdef")[..8].to_vec(), ReadError::Closed),
+            (
+                "cut short",
+                frame(0x82, b"abcdef")[..8].to_vec(),
+                ReadError::Closed,
+            ),
         ];
         for (what, bytes, want) in cases {
             assert_eq!(read_all(bytes, 100).await.pop(), Some(Err(want)), "{what}");
