@@ -1580,10 +1580,7 @@ mod tests {
     fn maps_as_keys_of_maps_stay_small_in_json() {
         // {{{... {"a": 1} ...: nil}: nil}: nil}, 60 levels: the key text of
         // each level escapes the one below, so uncapped it doubles each time.
-        let mut bytes = Vec::new();
-        for _ in 0..60 {
-            bytes.push(0x81);
-        }
+        let mut bytes = vec![0x81u8; 60];
         bytes.extend_from_slice(&[0xa1, b'a', 0x01]);
         bytes.extend(std::iter::repeat_n(0xc0, 59));
         let v = decode_value_json(&bytes).expect("valid MessagePack");
