@@ -1075,77 +1075,14 @@ impl Client {
 /// 5 s). For checking the closing handshake without a client library that
 /// validates or rewrites what it receives.
 pub async fn raw_close(addr: SocketAddr, token: &str, payload: &[u8]) -> u16 {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        let request = format!(
-            "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
-             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
-             Sec-WebSocket-Version: 13\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await?;
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let head_end = loop {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(std::io::Error::other("closed during the upgrade"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-        };
-        if !buf.starts_with(b"HTTP/1.1 101") {
-            return Err(std::io::Error::other(
-                String::from_utf8_lossy(&buf).into_owned(),
-            ));
-        }
-        buf.drain(..head_end);
-        assert!(payload.len() < 126, "raw_close sends short frames only");
-        let mask = [0x12u8, 0x34, 0x56, 0x78];
-        let mut frame = vec![0x88, 0x80 | payload.len() as u8];
-        frame.extend_from_slice(&mask);
-        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        stream.write_all(&frame).await?;
-        // Server frames are unmasked: skip data frames up to the close.
-        loop {
-            while buf.len() >= 2 {
-                let opcode = buf[0] & 0x0f;
-                let (len, header) = match buf[1] & 0x7f {
-                    126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
-                    127 if buf.len() >= 10 => {
-                        let mut b = [0u8; 8];
-                        b.copy_from_slice(&buf[2..10]);
-                        (u64::from_be_bytes(b) as usize, 10)
-                    }
-                    126 | 127 => break,
-                    n => (n as usize, 2),
-                };
-                if buf.len() < header + len {
-                    break;
-                }
-                if opcode == 0x8 {
-                    let body = &buf[header..header + len];
-                    return Ok(if body.len() >= 2 {
-                        u16::from_be_bytes([body[0], body[1]])
-                    } else {
-                        1005
-                    });
-                }
-                buf.drain(..header + len);
-            }
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 {
-                return Ok(1006);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
-    match tokio::time::timeout(RECV_TIMEOUT, exchange).await {
-        Ok(Ok(code)) => code,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => 1006,
-        Ok(Err(e)) => panic!("raw close exchange with {addr}: {e}"),
-        Err(_) => 1006,
+    assert!(payload.len() < 126, "raw_close sends short frames only");
+    let mut ws = crate::raw::RawWs::connect(addr, token).await;
+    ws.frame(true, crate::raw::op::CLOSE, true, payload).await;
+    // Server frames before the close are skipped; no close frame (the
+    // socket dropped, or nothing in time) is 1006.
+    match ws.until_close(RECV_TIMEOUT).await.1 {
+        crate::raw::Ending::Close(code) => code,
+        crate::raw::Ending::Dropped | crate::raw::Ending::Open => 1006,
     }
 }
 
