@@ -210,6 +210,48 @@ pub fn node_channel(node: &str) -> String {
     channel
 }
 
+/// Number of hash slots in a Redis Cluster.
+pub const CLUSTER_SLOTS: u16 = 16384;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of its hash tag
+/// (the text between the first `{` and the next `}`, when not empty) or of
+/// the whole key, modulo 16384 — as `CLUSTER KEYSLOT` computes it.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let tagged = key.iter().position(|&b| b == b'{').and_then(|open| {
+        let rest = &key[open + 1..];
+        rest.iter()
+            .position(|&b| b == b'}')
+            .filter(|&close| close > 0)
+            .map(|close| &rest[..close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(key)) % CLUSTER_SLOTS
+}
+
+/// The sharded Pub/Sub channel of a gateway node on one shard of a
+/// cluster: `broker:node:<node>:{<tag>}`, where `tag` is the smallest
+/// number whose slot `owns` accepts (a slot of that shard). The node
+/// subscribes to it with `SSUBSCRIBE` on the shard and names it in its
+/// lease there, so the shard's messages stay on the shard.
+pub fn shard_channel(node: &str, owns: impl Fn(u16) -> bool) -> Option<String> {
+    (0..u32::from(CLUSTER_SLOTS) * 64)
+        .map(|n| n.to_string())
+        .find(|tag| owns(key_slot(tag.as_bytes())))
+        .map(|tag| format!("{NODE_CHANNEL_PREFIX}{node}:{{{tag}}}"))
+}
+
+/// Whether `channel` may carry `node`'s messages: its own channel, or one of
+/// its sharded channels ([`shard_channel`]), at most 200 bytes.
+pub fn is_node_channel(node: &str, channel: &str) -> bool {
+    let own = node_channel(node);
+    channel.len() <= 200
+        && channel.starts_with(&own)
+        && (channel.len() == own.len()
+            || channel[own.len()..]
+                .strip_prefix(":{")
+                .and_then(|rest| rest.strip_suffix('}'))
+                .is_some_and(|tag| !tag.is_empty() && tag.bytes().all(|b| b.is_ascii_digit())))
+}
+
 /// Whether `room` is granted by one entry of a token's `rooms` claim.
 ///
 /// An entry is either an exact room name, or a prefix followed by one final
@@ -347,6 +389,30 @@ mod tests {
     #[test]
     fn node_channels() {
         assert_eq!(node_channel("gw-1"), "broker:node:gw-1");
+        assert!(is_node_channel("gw-1", "broker:node:gw-1"));
+        assert!(is_node_channel("gw-1", "broker:node:gw-1:{42}"));
+        assert!(!is_node_channel("gw-1", "broker:node:gw-2:{42}"));
+        assert!(!is_node_channel("gw-1", "broker:node:gw-1:{}"));
+        assert!(!is_node_channel("gw-1", "broker:node:gw-1:{4x}"));
+        assert!(!is_node_channel("gw-1", "broker:node:gw-1x"));
+    }
+
+    #[test]
+    fn key_slots_match_redis() {
+        // Values from `CLUSTER KEYSLOT` on Redis 7.0.
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        // An empty tag does not count: the whole key is hashed.
+        assert_ne!(key_slot(b"foo{}{bar}"), key_slot(b"bar"));
+        assert_eq!(key_slot(b"123456789"), 0x31C3 % CLUSTER_SLOTS);
+    }
+
+    #[test]
+    fn shard_channels_hash_into_the_shard() {
+        let channel = shard_channel("gw-1", |slot| (5461..=10922).contains(&slot)).unwrap();
+        assert!(is_node_channel("gw-1", &channel));
+        assert!((5461..=10922).contains(&key_slot(channel.as_bytes())));
+        assert_eq!(shard_channel("gw-1", |_| false), None);
     }
 
     #[test]

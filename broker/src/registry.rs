@@ -141,6 +141,8 @@ mod serde_bytes_compat {
 struct Node {
     deadline_ms: u64,
     lease_ms: u64,
+    /// Sharded Pub/Sub channel the node reads on this shard (cluster only).
+    channel: Option<String>,
     conns: HashSet<String>,
 }
 
@@ -329,11 +331,25 @@ impl Registry {
         let entry = self.nodes.entry(node.to_string()).or_insert_with(|| Node {
             deadline_ms,
             lease_ms,
+            channel: None,
             conns: HashSet::new(),
         });
         entry.deadline_ms = deadline_ms;
         entry.lease_ms = lease_ms;
         renewed
+    }
+
+    /// Sets the sharded Pub/Sub channel `node` reads on this shard; `None`
+    /// means its classic channel ([`names::node_channel`]).
+    pub fn set_node_channel(&mut self, node: &str, channel: Option<&str>) {
+        if let Some(entry) = self.nodes.get_mut(node) {
+            entry.channel = channel.map(str::to_string);
+        }
+    }
+
+    /// The sharded channel `node` reads on this shard, if it named one.
+    pub fn node_channel(&self, node: &str) -> Option<&str> {
+        self.nodes.get(node).and_then(|n| n.channel.as_deref())
     }
 
     /// True when `node` holds a lease (expiry is decided by the caller's timer).
@@ -938,6 +954,7 @@ impl Registry {
                 id: id.clone(),
                 deadline_ms: n.deadline_ms,
                 lease_ms: n.lease_ms,
+                channel: n.channel.clone(),
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -984,6 +1001,7 @@ impl Registry {
         self.clear();
         for n in snapshot.nodes {
             let _ = self.lease(&n.id, n.lease_ms, n.deadline_ms);
+            self.set_node_channel(&n.id, n.channel.as_deref());
         }
         for c in snapshot.conns {
             let Some(node) = self.nodes.get_mut(&c.node) else {
@@ -1049,6 +1067,9 @@ struct SavedNode {
     id: String,
     deadline_ms: u64,
     lease_ms: u64,
+    /// Absent in snapshots saved before sharded Pub/Sub.
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -1288,6 +1309,7 @@ mod tests {
             ttl_ms: 0,
         };
         r.apply_publish("chat:x", 1, "e1", 5, cfg, b"frame");
+        r.set_node_channel("n2", Some("broker:node:n2:{7}"));
         let bytes = r.snapshot().to_bytes().unwrap();
         let mut back = Registry::new();
         back.restore(Snapshot::from_bytes(&bytes).unwrap());
@@ -1300,6 +1322,23 @@ mod tests {
             back.history("chat:x", 0, None, 6).frames,
             vec![&b"frame"[..]]
         );
+        assert_eq!(back.node_channel("n2"), Some("broker:node:n2:{7}"));
+        assert_eq!(back.node_channel("n1"), None);
+    }
+
+    #[test]
+    fn snapshots_without_node_channels_still_load() {
+        // Encoding version 1 as written before nodes had a channel.
+        let old = rmp_serde::to_vec(&(
+            vec![("n1".to_string(), 10_000u64, 5000u64)],
+            Vec::<()>::new(),
+            Vec::<()>::new(),
+        ))
+        .unwrap();
+        let mut back = Registry::new();
+        back.restore(Snapshot::from_bytes(&old).unwrap());
+        assert!(back.has_lease("n1"));
+        assert_eq!(back.node_channel("n1"), None);
     }
 
     #[test]

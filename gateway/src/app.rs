@@ -3,7 +3,7 @@
 //! identity and lease state.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::shards::ShardChannel;
 use crate::store::Store;
 
 /// The node's shared state.
@@ -38,6 +39,9 @@ pub struct App {
     pub resubscribe: Notify,
     /// Flips to true when the node shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// On a cluster, the node's sharded channel on each master (named in
+    /// every lease); empty until the channel task has read the slot map.
+    shards: Mutex<Vec<ShardChannel>>,
     conn_counter: AtomicU64,
 }
 
@@ -64,6 +68,7 @@ impl App {
             lease_now: Notify::new(),
             resubscribe: Notify::new(),
             shutdown,
+            shards: Mutex::new(Vec::new()),
             conn_counter: AtomicU64::new(0),
         }
     }
@@ -72,6 +77,22 @@ impl App {
     pub fn next_conn_id(&self) -> Arc<str> {
         let n = self.conn_counter.fetch_add(1, Ordering::Relaxed) + 1;
         Arc::from(format!("{}.{}", self.node, base36(n)))
+    }
+
+    /// The node's sharded channels (empty when not on a cluster).
+    pub fn shards(&self) -> Vec<ShardChannel> {
+        self.shards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the node's sharded channels after a slot map was read.
+    pub fn set_shards(&self, shards: Vec<ShardChannel>) {
+        *self
+            .shards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = shards;
     }
 
     /// True once shutdown began.

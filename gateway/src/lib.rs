@@ -25,6 +25,7 @@ pub mod hub;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
+pub mod shards;
 pub mod socket;
 pub mod store;
 pub mod wsread;

@@ -47,7 +47,7 @@ pub async fn hold_lease(app: Arc<App>) {
         if app.shutting_down() {
             return;
         }
-        match app.store.lease(&app.node, lease_ms).await {
+        match app.store.lease(&app.node, lease_ms, &app.shards()).await {
             Ok(renewed) => {
                 if !renewed && served {
                     tracing::warn!(node = %app.node, "lease was lost; registering connections again");
@@ -105,10 +105,12 @@ async fn reregister(app: &App) {
 }
 
 /// Receives the node's channel until shutdown, reconnecting as needed. On
-/// a cluster any node receives every classic `PUBLISH` (the cluster bus
-/// relays it), so the channel is subscribed on one seed at a time, the next
-/// one when it fails.
+/// a cluster the node reads one sharded channel per master instead
+/// ([`crate::shards`]).
 pub async fn receive(app: Arc<App>, urls: Vec<String>) {
+    if app.store.is_cluster() {
+        return crate::shards::receive(app, urls).await;
+    }
     let channel = names::node_channel(&app.node);
     let mut shutdown = app.shutdown.clone();
     let mut backoff = Duration::from_millis(100);
@@ -176,7 +178,7 @@ pub async fn receive(app: Arc<App>, urls: Vec<String>) {
 
 /// Delivers what every local room missed while the channel was down: its
 /// history after the last sequence number this node delivered.
-async fn repair(app: &App) {
+pub(crate) async fn repair(app: &App) {
     let started = Instant::now();
     let mut todo = app.hub.positions();
     let rooms = todo.len();

@@ -18,12 +18,15 @@ use std::time::{Duration, Instant};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::{Cmd, FromRedisValue, Value};
 use thiserror::Error;
 use tokio::sync::OnceCell;
 
 use crate::metrics::Metrics;
+use crate::shards::ShardChannel;
 
 /// Why a module call failed.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
@@ -206,6 +209,31 @@ impl Store {
         self.observe(name, started, result)
     }
 
+    /// Runs `cmd` on the master of `slot` (on the one server when not a
+    /// cluster).
+    async fn run_on_slot<T: FromRedisValue>(
+        &self,
+        name: &str,
+        cmd: Cmd,
+        slot: u16,
+    ) -> StoreResult<T> {
+        let cluster = match &self.backend {
+            Backend::Single(_) => return self.run::<T>(name, cmd).await,
+            Backend::Cluster(cluster) => cluster,
+        };
+        let started = Instant::now();
+        let result = match cluster.conn().await {
+            Ok(mut conn) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(Route::new(slot, SlotAddr::Master));
+                conn.route_command(cmd, RoutingInfo::SingleNode(route))
+                    .await
+                    .and_then(|v| redis::from_redis_value(v).map_err(Into::into))
+            }
+            Err(err) => Err(err),
+        };
+        self.observe(name, started, result)
+    }
+
     /// Runs `cmd` on every master of a cluster (on the one server
     /// otherwise); one reply per master.
     async fn run_everywhere(&self, name: &str, cmd: Cmd) -> StoreResult<Vec<Value>> {
@@ -265,12 +293,29 @@ impl Store {
     }
 
     /// Takes or renews the node lease (on every master of a cluster); true
-    /// when it was a renewal everywhere.
-    pub async fn lease(&self, node: &str, lease_ms: u64) -> StoreResult<bool> {
+    /// when it was a renewal everywhere. With `shards` (a cluster whose
+    /// masters the node reads by sharded Pub/Sub) each master is sent the
+    /// lease naming its own channel.
+    pub async fn lease(
+        &self,
+        node: &str,
+        lease_ms: u64,
+        shards: &[ShardChannel],
+    ) -> StoreResult<bool> {
         let mut cmd = redis::cmd("BROKER.NODE.LEASE");
         cmd.arg(node).arg(lease_ms);
+        let replies = if shards.is_empty() {
+            self.run_everywhere("node.lease", cmd).await?
+        } else {
+            let calls = shards.iter().map(|shard| {
+                let mut cmd = cmd.clone();
+                cmd.arg("CHANNEL").arg(&shard.channel);
+                self.run_on_slot::<Value>("node.lease", cmd, shard.slot)
+            });
+            futures_util::future::try_join_all(calls).await?
+        };
         let mut renewed_everywhere = true;
-        for reply in self.run_everywhere("node.lease", cmd).await? {
+        for reply in replies {
             let (_deadline, renewed): (u64, u64) =
                 redis::from_redis_value(reply).map_err(|e| StoreError::Reply(e.to_string()))?;
             renewed_everywhere &= renewed == 1;

@@ -1,7 +1,8 @@
 //! Every `unsafe` call of the module, in one place.
 //!
 //! Two things have no safe wrapper in `redis-module` 2.0.8: publishing to a
-//! Pub/Sub channel from a module (`RedisModule_PublishMessage`) and the aux
+//! Pub/Sub channel from a module (`RedisModule_PublishMessage` and, for
+//! sharded channels, `RedisModule_PublishMessageShard`) and the aux
 //! data callbacks of a module type, which is how the registry is saved into
 //! and loaded from every RDB (see `persist`).
 
@@ -25,6 +26,24 @@ pub fn publish(ctx: &Context, channel: &RedisString, message: &RedisString) -> b
     // SAFETY: `ctx` is the live context of the running command or timer;
     // both strings are valid `RedisModuleString`s owned by `RedisString`s
     // that outlive the call, and Redis only reads them.
+    unsafe { publish_message(ctx.get_raw(), channel.inner, message.inner) };
+    true
+}
+
+/// Publishes `message` on the sharded channel `channel`, exactly like
+/// `SPUBLISH`: subscribers of this shard receive it, and the cluster bus
+/// carries it only to this shard's replicas. Returns false when the server
+/// does not offer the API (Redis 7.0 does).
+pub fn publish_shard(ctx: &Context, channel: &RedisString, message: &RedisString) -> bool {
+    let Some(publish_message) = (unsafe {
+        // SAFETY: as in `publish`: filled in by `RedisModule_Init`, never
+        // written afterwards (left `None` on servers without the API).
+        raw::RedisModule_PublishMessageShard
+    }) else {
+        return false;
+    };
+    // SAFETY: as in `publish`: a live context and two valid strings that
+    // outlive the call, only read by Redis.
     unsafe { publish_message(ctx.get_raw(), channel.inner, message.inner) };
     true
 }

@@ -1,7 +1,7 @@
 //! The broker on a Redis Cluster (3 masters, 3 replicas, the module on
 //! every server): rooms on every shard, presence, recovery, a dead gateway
 //! cleaned up by every shard, a master failover, and what the fan-out costs
-//! on the cluster bus.
+//! on the cluster bus (sharded Pub/Sub: nothing beyond the room's shard).
 
 use std::time::Duration;
 
@@ -168,37 +168,75 @@ async fn a_master_failover_keeps_sequence_and_history() {
     bob.ping().await;
 }
 
-#[tokio::test]
-async fn classic_pubsub_fan_out_crosses_the_cluster_bus() {
-    let cluster = RedisCluster::start(3);
+/// Pub/Sub messages sent over the cluster bus so far, summed over the
+/// servers: classic (`PUBLISH`) and sharded (`SPUBLISH`) ones.
+fn bus_publishes(cluster: &RedisCluster) -> i64 {
+    cluster
+        .servers
+        .iter()
+        .map(|s| {
+            let info = text(&broker_tests::ok(&mut s.client(), &["CLUSTER", "INFO"]));
+            info.lines()
+                .filter_map(|l| {
+                    l.strip_prefix("cluster_stats_messages_publish_sent:")
+                        .or_else(|| l.strip_prefix("cluster_stats_messages_publishshard_sent:"))
+                })
+                .filter_map(|v| v.trim().parse::<i64>().ok())
+                .sum::<i64>()
+        })
+        .sum()
+}
+
+/// Cluster-bus messages per publish on a cluster of `masters` masters with
+/// a replica each: `(classic PUBLISH, broker publish)`, 100 of each, the
+/// broker's through a gateway with a member on another gateway.
+async fn bus_cost(masters: usize) -> (f64, f64) {
+    let cluster = RedisCluster::start(masters);
     let gw = gateway(&cluster, 5000).await;
+    let other = gateway(&cluster, 5000).await;
     let room = cluster.room_per_shard("feed").remove(0);
-    let mut bob = gw.connect("bob").await;
+    let mut bob = other.connect("bob").await;
     bob.join(&room).await;
-    let sent = |c: &RedisCluster| -> i64 {
-        c.servers
-            .iter()
-            .map(|s| {
-                let info = text(&broker_tests::ok(&mut s.client(), &["CLUSTER", "INFO"]));
-                info.lines()
-                    .find_map(|l| l.strip_prefix("cluster_stats_messages_publish_sent:"))
-                    .and_then(|v| v.trim().parse::<i64>().ok())
-                    .unwrap_or(0)
-            })
-            .sum()
-    };
-    let before = sent(&cluster);
     let n = 100;
+    let before = bus_publishes(&cluster);
+    for i in 0..n {
+        cluster.on(&room, &["PUBLISH", "some-channel", &i.to_string()]);
+    }
+    let classic = (bus_publishes(&cluster) - before) as f64 / f64::from(n);
+    let before = bus_publishes(&cluster);
     for i in 1..=n {
         gw.publish(&room, "m", json!(i)).await;
     }
     for _ in 1..=n {
         bob.recv_msg().await;
     }
-    let per_publish = (sent(&cluster) - before) as f64 / n as f64;
-    println!("cluster bus PUBLISH messages per broker publish (6 nodes): {per_publish:.2}");
-    // Classic PUBLISH is relayed to the other nodes of the cluster (5
-    // here; 4 when a bus link is being re-established at that moment, as
-    // seen once in CI), never kept on the shard.
-    assert!(per_publish >= 3.0, "{per_publish}");
+    let broker = (bus_publishes(&cluster) - before) as f64 / f64::from(n);
+    let replicas = broker_tests::info_field(
+        &mut cluster.master_of(&room).client(),
+        "replication",
+        "connected_slaves",
+    );
+    println!(
+        "cluster bus messages per publish, {masters} masters + {masters} replicas: \
+         classic PUBLISH {classic:.2}, broker publish {broker:.2} \
+         (the room's master has {replicas:?} replicas)"
+    );
+    (classic, broker)
+}
+
+#[tokio::test]
+async fn fan_out_stays_on_the_rooms_shard() {
+    let (classic, broker) = bus_cost(3).await;
+    // Classic PUBLISH is relayed to the other nodes (5 here; 4 while a bus
+    // link is being re-established, as seen once in CI). The broker's
+    // sharded publish reaches only the shard's one replica.
+    assert!(classic >= 3.0, "{classic}");
+    assert!(broker <= 1.0, "{broker}");
+}
+
+#[tokio::test]
+async fn fan_out_cost_does_not_grow_with_the_cluster() {
+    let (classic, broker) = bus_cost(6).await;
+    assert!(classic >= 8.0, "{classic}");
+    assert!(broker <= 1.0, "{broker}");
 }

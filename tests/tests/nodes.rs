@@ -262,3 +262,53 @@ fn kick_tells_each_node_which_connections_to_close() {
     assert_eq!(int(&ok(&mut con, &["BROKER.KICK", "nobody"])), 0);
     assert!(sub.fence(&mut con).is_empty());
 }
+
+/// Reads the next sharded message from a connection that ran `SSUBSCRIBE`.
+fn next_smessage(con: &mut redis::Connection) -> Option<(String, Vec<u8>)> {
+    let reply = con.recv_response().ok()?;
+    let parts = array(&reply);
+    (text(&parts[0]) == "smessage").then(|| (text(&parts[1]), bytes(&parts[2])))
+}
+
+#[test]
+fn a_lease_with_a_channel_sends_the_node_sharded_messages() {
+    let server = RedisServer::start();
+    let mut con = server.client();
+    let channel = "broker:node:n1:{7}";
+    ok(
+        &mut con,
+        &["BROKER.NODE.LEASE", "n1", "60000", "CHANNEL", channel],
+    );
+    for bad in ["broker:node:n2:{7}", "broker:node:n1:{x}", "other"] {
+        let e = err(
+            &mut con,
+            &["BROKER.NODE.LEASE", "n1", "60000", "CHANNEL", bad],
+        );
+        assert!(e.starts_with("ERR invalid channel"), "{bad}: {e}");
+    }
+    // A renewal without CHANNEL keeps it, and so does a save and load.
+    lease(&mut con, "n1", 60_000);
+    ok(&mut con, &["DEBUG", "RELOAD"]);
+    open(&mut con, "alice", "c1", "n1");
+    join(&mut con, "chat:room", "alice", "c1", "n1", &[]);
+
+    let mut sharded = server.client();
+    sharded
+        .set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .unwrap();
+    let confirm = array(&ok(&mut sharded, &["SSUBSCRIBE", channel]));
+    assert_eq!(text(&confirm[0]), "ssubscribe");
+    let classic = Subscriber::nodes(&server, &["n1"]);
+
+    let seq = publish_str(&mut con, "chat:room", "m", "hello");
+    let (on, payload) = next_smessage(&mut sharded).expect("a sharded message");
+    assert_eq!(on, channel);
+    let Envelope::Msg { seq: got, .. } = envelope(&payload) else {
+        panic!("expected a message envelope: {:?}", envelope(&payload));
+    };
+    assert_eq!(got, seq as u64);
+    assert!(
+        classic.fence(&mut con).is_empty(),
+        "nothing on the classic channel"
+    );
+}

@@ -56,7 +56,7 @@ fn close(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     args.done()?;
     let rooms = state::with(|s| {
         let (rooms, events) = s.registry.close(user, conn);
-        delivery::presence(ctx, &mut s.stats, &events);
+        delivery::presence(ctx, &s.registry, &mut s.stats, &events);
         rooms
     });
     ctx.replicate_verbatim();
@@ -132,7 +132,13 @@ fn kick_user(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
                 .map(|(c, _)| c.as_str())
                 .collect();
             let envelope = wire::encode_kick_envelope(user, &ids, reason);
-            delivery::to_nodes(ctx, &mut s.stats, &[node.to_string()], &envelope);
+            delivery::to_nodes(
+                ctx,
+                &s.registry,
+                &mut s.stats,
+                &[node.to_string()],
+                &envelope,
+            );
         }
         conns.len() as u64
     });

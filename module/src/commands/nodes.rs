@@ -11,7 +11,10 @@ use crate::{delivery, guard, reply, state};
 /// node's connections in presence for years.
 const MAX_LEASE_MS: u64 = 86_400_000;
 
-/// `BROKER.NODE.LEASE node ttl_ms [DEADLINE ms]`: takes or renews a node lease.
+/// `BROKER.NODE.LEASE node ttl_ms [DEADLINE ms] [CHANNEL channel]`: takes or
+/// renews a node lease. `CHANNEL` names the sharded Pub/Sub channel the node
+/// reads on this shard of a cluster; a lease without it keeps the channel
+/// named before (none: the node's messages go to its classic channel).
 pub fn node_lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, lease)
 }
@@ -25,19 +28,37 @@ fn lease(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
         return Err(Error::Integer("lease ttl_ms"));
     }
     let mut deadline = None;
+    let mut channel = None;
     while !args.is_empty() {
         match args.keyword()?.as_str() {
             "DEADLINE" => deadline = Some(args.u64("deadline")?),
+            "CHANNEL" => {
+                let name = args.str("channel")?;
+                if !names::is_node_channel(node, name) {
+                    return Err(Error::Invalid(format!(
+                        "channel: expected {}:{{<digits>}}",
+                        names::node_channel(node)
+                    )));
+                }
+                channel = Some(name);
+            }
             other => return Err(unknown(other)),
         }
     }
     let deadline = deadline.unwrap_or_else(|| state::now_ms().saturating_add(lease_ms));
-    let renewed = state::with(|s| s.registry.lease(node, lease_ms, deadline));
+    let renewed = state::with(|s| {
+        let renewed = s.registry.lease(node, lease_ms, deadline);
+        if channel.is_some() {
+            s.registry.set_node_channel(node, channel);
+        }
+        renewed
+    });
     let (lease_s, deadline_s) = (lease_ms.to_string(), deadline.to_string());
-    ctx.replicate(
-        "BROKER.NODE.LEASE",
-        &[node, lease_s.as_str(), "DEADLINE", deadline_s.as_str()],
-    );
+    let mut replicated = vec![node, lease_s.as_str(), "DEADLINE", deadline_s.as_str()];
+    if let Some(channel) = channel {
+        replicated.extend(["CHANNEL", channel]);
+    }
+    ctx.replicate("BROKER.NODE.LEASE", replicated.as_slice());
     Ok(RedisValue::Array(vec![
         reply::int(deadline),
         reply::int(u64::from(renewed)),
@@ -63,7 +84,7 @@ fn release(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
 pub fn release_node(ctx: &Context, node: &str) -> u64 {
     state::with(|s| {
         let (dropped, events) = s.registry.release_node(node);
-        delivery::presence(ctx, &mut s.stats, &events);
+        delivery::presence(ctx, &s.registry, &mut s.stats, &events);
         dropped
     })
 }

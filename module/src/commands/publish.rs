@@ -66,7 +66,7 @@ fn run_broadcast(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValu
     let envelope = wire::encode_broadcast_envelope(namespace, &frame, ts);
     let nodes = state::with(|s| {
         let nodes: Vec<String> = s.registry.nodes().into_iter().map(|n| n.node).collect();
-        delivery::to_nodes(ctx, &mut s.stats, &nodes, &envelope);
+        delivery::to_nodes(ctx, &s.registry, &mut s.stats, &nodes, &envelope);
         nodes.len() as u64
     });
     Ok(reply::int(nodes))
@@ -185,7 +185,7 @@ fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue>
         replicate_apply(ctx, room, plan.seq, &epoch, ts, plan.config, &frame);
         s.stats.publishes += 1;
         let envelope = wire::encode_msg_envelope(room, plan.seq, &epoch, except, &frame, ts);
-        delivery::to_nodes(ctx, &mut s.stats, &nodes, &envelope);
+        delivery::to_nodes(ctx, &s.registry, &mut s.stats, &nodes, &envelope);
         plan.seq
     });
     Ok(reply::int(seq))

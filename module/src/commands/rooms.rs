@@ -48,7 +48,7 @@ fn join_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
             .registry
             .join(room, user, conn, node, presence, max_rooms, &new_epoch)?;
         if let Some(event) = &outcome.event {
-            delivery::presence(ctx, &mut s.stats, std::slice::from_ref(event));
+            delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
         }
         let mut replicated = vec![room, user, conn, node];
         if presence {
@@ -86,7 +86,7 @@ fn leave_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> 
     let was_member = state::with(|s| {
         let (was_member, event) = s.registry.leave(room, user, conn);
         if let Some(event) = &event {
-            delivery::presence(ctx, &mut s.stats, std::slice::from_ref(event));
+            delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
         }
         was_member
     });
