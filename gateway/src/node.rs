@@ -6,7 +6,8 @@
 //! data, or the lease ran out during an outage), the node registers every
 //! live connection and room again before it reports ready.
 //!
-//! Channel: one Pub/Sub connection subscribed to `broker:node:<id>`,
+//! Channel: one Pub/Sub connection subscribed to `broker:node:<id>` (on a
+//! cluster, one sharded channel per master: [`crate::shards`]),
 //! pinged every third of `node.lease_ms` (a link that stalls without
 //! closing is noticed too) and re-established with backoff whenever it
 //! drops. Messages published meanwhile were not received: after every
