@@ -21,6 +21,16 @@
 //!
 //! Presence events are computed here ([`PresenceEvent`]): a join for a user's
 //! first connection in a room, a leave for its last.
+//!
+//! **Presence grace.** When a connection goes away (closed, or its node
+//! released) with a grace deadline, a user whose last connection that was
+//! *lingers* in the room until the deadline instead of leaving: no leave
+//! event, still listed by [`Registry::room_members`] (with 0 connections).
+//! A join of the same user before the deadline resumes the presence without
+//! a join event; at the deadline the caller's timer ends it
+//! ([`Registry::end_lingering`]) and the leave event goes out then. So a
+//! gateway restart whose clients reconnect within the grace makes no
+//! leave/join pair.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -170,6 +180,8 @@ struct Room {
     members: HashSet<String>,
     users: HashMap<String, u32>,
     nodes: HashMap<String, u32>,
+    /// Users whose last connection went away within a grace: user → until (ms).
+    lingering: HashMap<String, u64>,
 }
 
 impl Room {
@@ -183,7 +195,13 @@ impl Room {
             members: HashSet::new(),
             users: HashMap::new(),
             nodes: HashMap::new(),
+            lingering: HashMap::new(),
         }
+    }
+
+    /// Nothing left: no member, no lingering user, no retained message.
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.lingering.is_empty() && self.history.is_empty()
     }
 
     fn node_list(&self) -> Vec<String> {
@@ -299,6 +317,8 @@ pub struct Registry {
     ips: HashMap<String, u32>,
     rooms: HashMap<String, Room>,
     opened: u64,
+    /// Lingering presences over all rooms (the timer skips its scan at 0).
+    lingering: u64,
     namespace_history: HashMap<String, HistoryConfig>,
 }
 
@@ -398,7 +418,13 @@ impl Registry {
 
     /// Drops `node` with all its connections and memberships. Returns the
     /// number of opened connections dropped and the resulting leave events.
-    pub fn release_node(&mut self, node: &str) -> (u64, Vec<PresenceEvent>) {
+    /// With `linger_until`, users whose last connection this was linger in
+    /// their rooms until then (module docs: presence grace).
+    pub fn release_node(
+        &mut self,
+        node: &str,
+        linger_until: Option<u64>,
+    ) -> (u64, Vec<PresenceEvent>) {
         let Some(entry) = self.nodes.get(node) else {
             return (0, Vec::new());
         };
@@ -410,7 +436,7 @@ impl Registry {
             if self.conns.get(&conn).is_some_and(|c| c.opened.is_some()) {
                 dropped += 1;
             }
-            self.drop_conn(&conn, &mut events);
+            self.drop_conn(&conn, &mut events, linger_until);
         }
         self.nodes.remove(node);
         (dropped, events)
@@ -470,13 +496,19 @@ impl Registry {
 
     /// Closes a connection of `user`: leaves all its rooms. Returns the
     /// number of rooms left and the resulting leave events. Unknown
-    /// connections, or one of another user, change nothing.
-    pub fn close(&mut self, user: &str, conn: &str) -> (u64, Vec<PresenceEvent>) {
+    /// connections, or one of another user, change nothing. With
+    /// `linger_until`, the user lingers where this was its last connection.
+    pub fn close(
+        &mut self,
+        user: &str,
+        conn: &str,
+        linger_until: Option<u64>,
+    ) -> (u64, Vec<PresenceEvent>) {
         match self.conns.get(conn) {
             Some(c) if c.user == user => {
                 let rooms = c.rooms.len() as u64;
                 let mut events = Vec::new();
-                self.drop_conn(conn, &mut events);
+                self.drop_conn(conn, &mut events, linger_until);
                 (rooms, events)
             }
             _ => (0, Vec::new()),
@@ -497,13 +529,18 @@ impl Registry {
     }
 
     /// Removes a connection everywhere: rooms, user, IP, node.
-    fn drop_conn(&mut self, conn: &str, events: &mut Vec<PresenceEvent>) {
+    fn drop_conn(
+        &mut self,
+        conn: &str,
+        events: &mut Vec<PresenceEvent>,
+        linger_until: Option<u64>,
+    ) {
         let Some(entry) = self.conns.get(conn) else {
             return;
         };
         let rooms: Vec<String> = entry.rooms.iter().cloned().collect();
         for room in rooms {
-            if let Some(event) = self.remove_member(&room, conn) {
+            if let Some(event) = self.remove_member(&room, conn, linger_until) {
                 events.push(event);
             }
         }
@@ -669,8 +706,12 @@ impl Registry {
         let user_conns = r.users.entry(user.to_string()).or_insert(0);
         *user_conns += 1;
         let first = *user_conns == 1;
+        let resumed = first && r.lingering.remove(user).is_some();
+        if resumed {
+            self.lingering = self.lingering.saturating_sub(1);
+        }
         *r.nodes.entry(node.to_string()).or_insert(0) += 1;
-        let event = (first && r.presence_events).then(|| PresenceEvent {
+        let event = (first && !resumed && r.presence_events).then(|| PresenceEvent {
             room: room.to_string(),
             user: user.to_string(),
             change: PresenceChange::Join,
@@ -692,8 +733,16 @@ impl Registry {
     }
 
     /// Removes `conn` (of `user`) from `room`. Returns whether it was a
-    /// member and the leave event, if any.
-    pub fn leave(&mut self, room: &str, user: &str, conn: &str) -> (bool, Option<PresenceEvent>) {
+    /// member and the leave event, if any. With `linger_until` (a
+    /// connection going away, not a leave request) the user lingers instead
+    /// of leaving when this was its last connection in the room.
+    pub fn leave(
+        &mut self,
+        room: &str,
+        user: &str,
+        conn: &str,
+        linger_until: Option<u64>,
+    ) -> (bool, Option<PresenceEvent>) {
         let member = self
             .conns
             .get(conn)
@@ -701,14 +750,19 @@ impl Registry {
         if !member {
             return (false, None);
         }
-        let event = self.remove_member(room, conn);
+        let event = self.remove_member(room, conn, linger_until);
         self.drop_if_unused(conn);
         (true, event)
     }
 
     /// Removes one membership, keeping counts, and drops the room when it is
     /// empty and retains nothing.
-    fn remove_member(&mut self, room: &str, conn: &str) -> Option<PresenceEvent> {
+    fn remove_member(
+        &mut self,
+        room: &str,
+        conn: &str,
+        linger_until: Option<u64>,
+    ) -> Option<PresenceEvent> {
         let (user, node) = {
             let c = self.conns.get_mut(conn)?;
             c.rooms.remove(room);
@@ -734,25 +788,81 @@ impl Registry {
                 r.nodes.remove(&node);
             }
         }
-        let event = (last && r.presence_events).then(|| PresenceEvent {
-            room: room.to_string(),
-            user,
-            change: PresenceChange::Leave,
-            epoch: r.epoch.clone(),
-            nodes: r.node_list(),
-        });
-        if r.members.is_empty() && r.history.is_empty() {
+        let leaves = last && r.presence_events;
+        let event = match linger_until {
+            Some(until) if leaves => {
+                if r.lingering.insert(user, until).is_none() {
+                    self.lingering += 1;
+                }
+                None
+            }
+            _ => leaves.then(|| PresenceEvent {
+                room: room.to_string(),
+                user,
+                change: PresenceChange::Leave,
+                epoch: r.epoch.clone(),
+                nodes: r.node_list(),
+            }),
+        };
+        if r.is_empty() {
             self.rooms.remove(room);
         }
         event
     }
 
-    /// Distinct users in `room` with their connection counts, sorted.
+    /// Lingering presences whose grace ended by `now_ms`, as `(room, user)`,
+    /// at most `max`.
+    pub fn expired_lingering(&self, now_ms: u64, max: usize) -> Vec<(String, String)> {
+        if self.lingering == 0 {
+            return Vec::new();
+        }
+        let mut out: Vec<(String, String)> = self
+            .rooms
+            .iter()
+            .flat_map(|(name, r)| {
+                r.lingering
+                    .iter()
+                    .filter(move |(_, until)| **until <= now_ms)
+                    .map(move |(user, _)| (name.clone(), user.clone()))
+            })
+            .take(max)
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Ends `user`'s lingering presence in `room`: the leave event, or
+    /// `None` when the user was not lingering there (it came back).
+    pub fn end_lingering(&mut self, room: &str, user: &str) -> Option<PresenceEvent> {
+        let r = self.rooms.get_mut(room)?;
+        r.lingering.remove(user)?;
+        self.lingering = self.lingering.saturating_sub(1);
+        let event = PresenceEvent {
+            room: room.to_string(),
+            user: user.to_string(),
+            change: PresenceChange::Leave,
+            epoch: r.epoch.clone(),
+            nodes: r.node_list(),
+        };
+        if r.is_empty() {
+            self.rooms.remove(room);
+        }
+        Some(event)
+    }
+
+    /// Distinct users in `room` with their connection counts, sorted; a
+    /// lingering user is listed with 0 connections.
     pub fn room_members(&self, room: &str) -> Vec<(String, u32)> {
         let mut out: Vec<(String, u32)> = self
             .rooms
             .get(room)
-            .map(|r| r.users.iter().map(|(u, n)| (u.clone(), *n)).collect())
+            .map(|r| {
+                r.users
+                    .iter()
+                    .map(|(u, n)| (u.clone(), *n))
+                    .chain(r.lingering.keys().map(|u| (u.clone(), 0)))
+                    .collect()
+            })
             .unwrap_or_default();
         out.sort();
         out
@@ -760,9 +870,10 @@ impl Registry {
 
     /// Users and connections in `room`, O(1).
     pub fn room_count(&self, room: &str) -> (u64, u64) {
-        self.rooms
-            .get(room)
-            .map_or((0, 0), |r| (r.users.len() as u64, r.members.len() as u64))
+        self.rooms.get(room).map_or((0, 0), |r| {
+            let users = r.users.len() + r.lingering.len();
+            (users as u64, r.members.len() as u64)
+        })
     }
 
     /// True when `conn` is a member of `room`.
@@ -917,7 +1028,9 @@ impl Registry {
         self.rooms
             .iter()
             .filter(|(_, r)| {
-                r.members.is_empty() && r.history.iter().all(|s| !r.is_live(s, now_ms))
+                r.members.is_empty()
+                    && r.lingering.is_empty()
+                    && r.history.iter().all(|s| !r.is_live(s, now_ms))
             })
             .take(max)
             .map(|(name, _)| name.clone())
@@ -926,7 +1039,11 @@ impl Registry {
 
     /// Drops an empty room (no-op when it has members).
     pub fn drop_room(&mut self, room: &str) -> bool {
-        if self.rooms.get(room).is_some_and(|r| r.members.is_empty()) {
+        if self
+            .rooms
+            .get(room)
+            .is_some_and(|r| r.members.is_empty() && r.lingering.is_empty())
+        {
             self.rooms.remove(room);
             return true;
         }
@@ -983,6 +1100,12 @@ impl Registry {
                     presence_events: r.presence_events,
                     history: r.history.iter().cloned().collect(),
                     members,
+                    lingering: {
+                        let mut l: Vec<(String, u64)> =
+                            r.lingering.iter().map(|(u, t)| (u.clone(), *t)).collect();
+                        l.sort();
+                        l
+                    },
                 }
             })
             .collect();
@@ -1031,6 +1154,8 @@ impl Registry {
             room.seq = saved.seq;
             room.presence_events = saved.presence_events;
             room.history = saved.history.into();
+            self.lingering += saved.lingering.len() as u64;
+            room.lingering = saved.lingering.into_iter().collect();
             for member in saved.members {
                 let Some(c) = self.conns.get_mut(&member) else {
                     continue;
@@ -1089,6 +1214,9 @@ struct SavedRoom {
     presence_events: bool,
     history: Vec<Stored>,
     members: Vec<String>,
+    /// Lingering users and their deadlines; absent in older snapshots.
+    #[serde(default)]
+    lingering: Vec<(String, u64)>,
 }
 
 impl Snapshot {
@@ -1175,9 +1303,9 @@ mod tests {
         assert_eq!(j2.epoch, "e1");
         assert_eq!(r.room_count("chat:x"), (1, 2));
         assert_eq!(r.room_nodes("chat:x"), vec!["n1", "n2"]);
-        let (was, ev) = r.leave("chat:x", "alice", "a1");
+        let (was, ev) = r.leave("chat:x", "alice", "a1", None);
         assert!(was && ev.is_none());
-        let (rooms, events) = r.close("alice", "a2");
+        let (rooms, events) = r.close("alice", "a2", None);
         assert_eq!(rooms, 1);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].change, PresenceChange::Leave);
@@ -1227,7 +1355,7 @@ mod tests {
             .unwrap();
         r.join("chat:x", "bob", "b1", "n2", true, None, "e")
             .unwrap();
-        let (dropped, events) = r.release_node("n1");
+        let (dropped, events) = r.release_node("n1", None);
         assert_eq!(dropped, 1);
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].user, "alice");
@@ -1324,6 +1452,72 @@ mod tests {
         );
         assert_eq!(back.node_channel("n2"), Some("broker:node:n2:{7}"));
         assert_eq!(back.node_channel("n1"), None);
+    }
+
+    #[test]
+    fn a_user_lingers_within_the_grace_and_resumes_without_events() {
+        let mut r = leased();
+        r.open("alice", "a1", "n1", "ip1", 1, None, None).unwrap();
+        r.join("chat:x", "alice", "a1", "n1", true, None, "e1")
+            .unwrap();
+        r.join("chat:x", "bob", "b1", "n2", true, None, "e1")
+            .unwrap();
+        // n1 goes away with a grace: no leave, alice still listed.
+        let (dropped, events) = r.release_node("n1", Some(5_000));
+        assert_eq!((dropped, events.len()), (1, 0));
+        assert_eq!(
+            r.room_members("chat:x"),
+            vec![("alice".into(), 0), ("bob".into(), 1)]
+        );
+        assert_eq!(r.room_count("chat:x"), (2, 1));
+        assert_eq!(r.expired_lingering(4_999, 10), vec![]);
+        // She is back on n2 before the deadline: no join event.
+        let j = r
+            .join("chat:x", "alice", "a2", "n2", true, None, "e1")
+            .unwrap();
+        assert!(j.event.is_none());
+        assert_eq!(r.expired_lingering(10_000, 10), vec![]);
+        assert_eq!(r.end_lingering("chat:x", "alice"), None);
+
+        // Closed again with a grace and not back: the timer ends it.
+        let (_, events) = r.close("alice", "a2", Some(6_000));
+        assert!(events.is_empty());
+        let r2 = r.clone();
+        let expired = r.expired_lingering(6_000, 10);
+        assert_eq!(expired, vec![("chat:x".to_string(), "alice".to_string())]);
+        let leave = r.end_lingering("chat:x", "alice").unwrap();
+        assert_eq!(
+            (leave.change, leave.user.as_str()),
+            (PresenceChange::Leave, "alice")
+        );
+        assert_eq!(leave.nodes, vec!["n2"]);
+        assert_eq!(r.room_members("chat:x"), vec![("bob".into(), 1)]);
+
+        // A leave request never lingers; lingering survives a snapshot.
+        let mut back = Registry::new();
+        back.restore(Snapshot::from_bytes(&r2.snapshot().to_bytes().unwrap()).unwrap());
+        assert_eq!(back.expired_lingering(6_000, 10).len(), 1);
+        let (_, ev) = back.leave("chat:x", "bob", "b1", Some(9_000));
+        assert!(ev.is_none(), "bob lingers too");
+        let mut plain = leased();
+        plain
+            .join("chat:y", "carol", "c1", "n1", true, None, "e")
+            .unwrap();
+        assert!(plain.leave("chat:y", "carol", "c1", None).1.is_some());
+    }
+
+    #[test]
+    fn a_lingering_user_keeps_an_empty_room() {
+        let mut r = leased();
+        r.join("chat:z", "alice", "a1", "n1", true, None, "e1")
+            .unwrap();
+        r.leave("chat:z", "alice", "a1", Some(100));
+        assert_eq!(r.rooms_held(), 1);
+        assert!(r.idle_rooms(1_000, 10).is_empty());
+        assert!(!r.drop_room("chat:z"));
+        let leave = r.end_lingering("chat:z", "alice").unwrap();
+        assert!(leave.nodes.is_empty());
+        assert_eq!(r.rooms_held(), 0);
     }
 
     #[test]

@@ -221,17 +221,28 @@ impl Default for Limits {
 }
 
 /// Node lease: how long the module keeps this node's connections alive
-/// without a heartbeat.
+/// without a heartbeat; and the presence grace of its departing users.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     /// Lease period in milliseconds (at least [`MIN_LEASE_MS`]).
     pub lease_ms: u64,
+    /// When a connection of this node ends (or the node stops), how long
+    /// its user stays present in its rooms before the `leave` event goes
+    /// out; a reconnect within it makes no leave/join pair. 0 (the
+    /// default) sends `leave` at once. At most [`MAX_PRESENCE_GRACE_MS`].
+    pub presence_grace_ms: u64,
 }
+
+/// Largest accepted `node.presence_grace_ms` (the module's own limit).
+pub const MAX_PRESENCE_GRACE_MS: u64 = 3_600_000;
 
 impl Default for NodeConfig {
     fn default() -> Self {
-        NodeConfig { lease_ms: 5000 }
+        NodeConfig {
+            lease_ms: 5000,
+            presence_grace_ms: 0,
+        }
     }
 }
 
@@ -547,6 +558,11 @@ impl Config {
         if self.node.lease_ms < MIN_LEASE_MS {
             problems.push(format!("node.lease_ms must be at least {MIN_LEASE_MS}"));
         }
+        if self.node.presence_grace_ms > MAX_PRESENCE_GRACE_MS {
+            problems.push(format!(
+                "node.presence_grace_ms must be at most {MAX_PRESENCE_GRACE_MS}"
+            ));
+        }
     }
 }
 
@@ -836,6 +852,7 @@ mod tests {
             max_conns_per_ip = 4
             [node]
             lease_ms = 300
+            presence_grace_ms = 15000
             [namespaces.chat]
             history = 100
             rate = { count = 20, period_s = 10, burst = 5 }
@@ -877,6 +894,7 @@ mod tests {
             }
         );
         assert_eq!(c.node.lease_ms, 300);
+        assert_eq!(c.node.presence_grace_ms, 15000);
 
         let chat = c.namespace("chat");
         assert_eq!(chat.join, JoinPolicy::Public);
@@ -1178,6 +1196,11 @@ mod tests {
         assert!(msg.contains("idle_timeout_s must be greater"), "{msg}");
         let msg = invalid(&format!("{SECRET}[node]\nlease_ms = 299\n"));
         assert!(msg.contains("node.lease_ms must be at least 300"), "{msg}");
+        let msg = invalid(&format!("{SECRET}[node]\npresence_grace_ms = 3600001\n"));
+        assert!(
+            msg.contains("node.presence_grace_ms must be at most 3600000"),
+            "{msg}"
+        );
         let msg = invalid(&format!(
             "{SECRET}listen = \"127.0.0.1:7000\"\nadmin_listen = \"127.0.0.1:7000\"\n"
         ));

@@ -176,17 +176,31 @@ impl Drop for Registration {
         let shared = self.shared.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
+                let grace = if lingers(shared.outlet.close_reason().as_ref()) {
+                    app.config.node.presence_grace_ms
+                } else {
+                    0
+                };
                 for room in rooms {
-                    if let Err(err) = app.store.leave(&room, &shared.user, &shared.id).await {
+                    if let Err(err) = app.store.leave(&room, &shared.user, &shared.id, grace).await {
                         tracing::warn!(conn = %shared.id, room, error = %err, "could not leave; the node lease will clean it up");
                     }
                 }
-                if let Err(err) = app.store.close(&shared.user, &shared.id).await {
+                if let Err(err) = app.store.close(&shared.user, &shared.id, grace).await {
                     tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the node lease will clean it up");
                 }
             });
         }
     }
+}
+
+/// Whether a connection that ended for `reason` gets the presence grace:
+/// one that was lost (1006, or ended without a close), moved by a restart
+/// (1012) or left with the client's "going away" (1001, a page reload) —
+/// not a deliberate close (1000) or one the server decided (kick, policy,
+/// expired token, slow consumer).
+fn lingers(reason: Option<&CloseReason>) -> bool {
+    reason.is_none_or(|r| matches!(r.code, 1001 | 1006 | close::RESTART))
 }
 
 /// The code to answer a client's close frame with (RFC 6455 §5.5.1, §7.4):
@@ -617,7 +631,12 @@ impl Connection {
                     self.send_err(Some(id), ErrorCode::NotMember, "not in this room", None);
                     return;
                 }
-                match self.app.store.leave(&room, &shared.user, &shared.id).await {
+                match self
+                    .app
+                    .store
+                    .leave(&room, &shared.user, &shared.id, 0)
+                    .await
+                {
                     Ok(()) => {
                         self.app.hub.leave(&room, shared);
                         if let Ok(mut rooms) = shared.rooms.lock() {

@@ -390,7 +390,7 @@ pub(crate) fn release(app: &Arc<App>, admission: &Admission) {
     if let Admission::Authed { conn, claims } = admission {
         let (app, conn, user) = (app.clone(), conn.clone(), claims.sub.clone());
         tokio::spawn(async move {
-            let _ = app.store.close(&user, &conn).await;
+            let _ = app.store.close(&user, &conn, 0).await;
         });
     }
 }

@@ -101,7 +101,11 @@ pub async fn run(
     }
     // Let the per-connection CONN.CLOSE calls go out, then drop what is left.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    if let Err(err) = app.store.release(&node).await {
+    if let Err(err) = app
+        .store
+        .release(&node, app.config.node.presence_grace_ms)
+        .await
+    {
         tracing::warn!(error = %err, "could not release the node lease");
     }
     let _ = lease.await;

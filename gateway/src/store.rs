@@ -324,10 +324,14 @@ impl Store {
     }
 
     /// Drops the node and everything it holds, on every master (graceful
-    /// shutdown); the number of connections dropped.
-    pub async fn release(&self, node: &str) -> StoreResult<u64> {
+    /// shutdown), its users lingering `grace_ms` in their rooms; the number
+    /// of connections dropped.
+    pub async fn release(&self, node: &str, grace_ms: u64) -> StoreResult<u64> {
         let mut cmd = redis::cmd("BROKER.NODE.RELEASE");
         cmd.arg(node);
+        if grace_ms > 0 {
+            cmd.arg("GRACE").arg(grace_ms);
+        }
         let mut dropped = 0;
         for reply in self.run_everywhere("node.release", cmd).await? {
             dropped += as_int(reply)?;
@@ -354,10 +358,15 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a connection and its memberships.
-    pub async fn close(&self, user: &str, conn: &str) -> StoreResult<()> {
+    /// Removes a connection and its memberships; with a `grace_ms` above 0,
+    /// its user lingers that long in rooms where this was its last
+    /// connection.
+    pub async fn close(&self, user: &str, conn: &str, grace_ms: u64) -> StoreResult<()> {
         let mut cmd = redis::cmd("BROKER.CONN.CLOSE");
         cmd.arg(user).arg(conn);
+        if grace_ms > 0 {
+            cmd.arg("GRACE").arg(grace_ms);
+        }
         let _: Value = self.run("conn.close", cmd).await?;
         Ok(())
     }
@@ -396,10 +405,21 @@ impl Store {
         })
     }
 
-    /// Leaves a room.
-    pub async fn leave(&self, room: &str, user: &str, conn: &str) -> StoreResult<()> {
+    /// Leaves a room. A `grace_ms` above 0 says the connection went away
+    /// (not a leave request): its user lingers that long if this was its
+    /// last connection in the room.
+    pub async fn leave(
+        &self,
+        room: &str,
+        user: &str,
+        conn: &str,
+        grace_ms: u64,
+    ) -> StoreResult<()> {
         let mut cmd = redis::cmd("BROKER.LEAVE");
         cmd.arg(room).arg(user).arg(conn);
+        if grace_ms > 0 {
+            cmd.arg("GRACE").arg(grace_ms);
+        }
         let _: Value = self.run("leave", cmd).await?;
         Ok(())
     }

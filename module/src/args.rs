@@ -88,7 +88,37 @@ impl<'a> Args<'a> {
     }
 }
 
+/// Longest presence grace a command may ask for (one hour).
+const MAX_GRACE_MS: u64 = 3_600_000;
+
+/// Reads the trailing `[GRACE ms]` option of a command that ends
+/// connections (or the `UNTIL ms` form it replicates as): the deadline, in
+/// ms since the Unix epoch, until which a departed user lingers in its
+/// rooms. `None` without the option or with `GRACE 0`.
+pub fn linger_until(args: &mut Args<'_>, now_ms: u64) -> Result<Option<u64>> {
+    let mut until = None;
+    while !args.is_empty() {
+        match args.keyword()?.as_str() {
+            "GRACE" => {
+                let ms = args.u64("GRACE ms")?;
+                if ms > MAX_GRACE_MS {
+                    return Err(Error::Integer("GRACE ms"));
+                }
+                until = (ms > 0).then(|| now_ms.saturating_add(ms));
+            }
+            "UNTIL" => until = Some(args.u64("UNTIL ms")?),
+            other => return Err(unknown(other)),
+        }
+    }
+    Ok(until)
+}
+
 /// The unknown-option error for `keyword`.
 pub fn unknown(keyword: &str) -> Error {
-    Error::Syntax(format!("unknown option '{keyword}'"))
+    // Quoted: the reply must stay printable ASCII whatever the client sent
+    // (the error reply went out with one byte per character, cut to 8 bits).
+    Error::Syntax(format!(
+        "unknown option '{}'",
+        crate::error::quoted(keyword.as_bytes())
+    ))
 }

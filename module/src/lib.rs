@@ -116,6 +116,7 @@ redis_module! {
         ["broker.broadcast", commands::publish::broadcast, "pubsub", 0, 0, 0, ""],
         ["broker.apply.publish", commands::publish::apply_publish, "write deny-oom", 1, 1, 1, ""],
         ["broker.apply.drop", commands::publish::apply_drop, "write", 1, 1, 1, ""],
+        ["broker.apply.leave", commands::rooms::apply_leave, "write", 1, 1, 1, ""],
         ["broker.history", commands::rooms::history, "readonly", 1, 1, 1, ""],
         ["broker.join", commands::rooms::join, "write deny-oom fast", 1, 1, 1, ""],
         ["broker.leave", commands::rooms::leave, "write fast", 1, 1, 1, ""],

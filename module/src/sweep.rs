@@ -1,9 +1,10 @@
-//! The module's timer: expires node leases and drops idle rooms.
+//! The module's timer: expires node leases, ends lingering presences whose
+//! grace ran out, and drops idle rooms.
 //!
 //! Runs every `SWEEP_MS` on every server, but acts only on a master: a
 //! replica learns the results from the master's replication stream
-//! (`BROKER.NODE.RELEASE`, `BROKER.APPLY.DROP`), so it never decides with
-//! its own clock.
+//! (`BROKER.NODE.RELEASE`, `BROKER.APPLY.LEAVE`, `BROKER.APPLY.DROP`), so it
+//! never decides with its own clock.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use redis_module::{Context, ContextFlags};
 
 use crate::commands::nodes::release_node;
-use crate::state;
+use crate::{delivery, state};
 
 /// Period of the timer, from the `SWEEP_MS` module argument.
 pub static SWEEP_MS: AtomicU64 = AtomicU64::new(250);
@@ -29,6 +30,7 @@ fn tick(ctx: &Context, _: ()) {
     let flags = ctx.get_flags();
     if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
         expire_leases(ctx);
+        end_lingering(ctx);
         drop_idle_rooms(ctx);
     }
     start(ctx);
@@ -38,12 +40,29 @@ fn expire_leases(ctx: &Context) {
     let now = state::now_ms();
     let expired = state::with(|s| s.registry.expired_nodes(now));
     for node in expired {
-        release_node(ctx, &node);
+        release_node(ctx, &node, None);
         state::with(|s| s.stats.leases_expired += 1);
         ctx.replicate("BROKER.NODE.RELEASE", &[node.as_str()]);
         ctx.log_notice(&format!(
             "broker: lease of node {node} ran out; its connections were removed"
         ));
+    }
+}
+
+fn end_lingering(ctx: &Context) {
+    let now = state::now_ms();
+    let expired = state::with(|s| s.registry.expired_lingering(now, MAX_DROPS_PER_TICK));
+    for (room, user) in expired {
+        let ended = state::with(|s| {
+            let event = s.registry.end_lingering(&room, &user);
+            if let Some(event) = &event {
+                delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
+            }
+            event.is_some()
+        });
+        if ended {
+            ctx.replicate("BROKER.APPLY.LEAVE", &[room.as_str(), user.as_str()]);
+        }
     }
 }
 

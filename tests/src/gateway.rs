@@ -90,6 +90,10 @@ pub struct Options {
     pub node_id: Option<String>,
     /// `node.lease_ms` [5000].
     pub lease_ms: u64,
+    /// `node.presence_grace_ms` [0].
+    pub presence_grace_ms: u64,
+    /// `limits.send_queue` [1024].
+    pub send_queue: usize,
     /// `origins` [empty: any].
     pub origins: Vec<String>,
     /// `limits.max_frame_bytes` [65536].
@@ -114,6 +118,8 @@ impl Default for Options {
         Options {
             node_id: None,
             lease_ms: 5000,
+            presence_grace_ms: 0,
+            send_queue: 1024,
             origins: Vec::new(),
             max_frame_bytes: 65_536,
             max_conns_per_user: 5,
@@ -130,6 +136,18 @@ impl Options {
     /// Sets `node_id`.
     pub fn node(mut self, id: &str) -> Self {
         self.node_id = Some(id.to_string());
+        self
+    }
+
+    /// Sets `node.presence_grace_ms`.
+    pub fn presence_grace_ms(mut self, ms: u64) -> Self {
+        self.presence_grace_ms = ms;
+        self
+    }
+
+    /// Sets `limits.send_queue`.
+    pub fn send_queue(mut self, frames: usize) -> Self {
+        self.send_queue = frames;
         self
     }
 
@@ -522,9 +540,11 @@ leeway_s = {leeway}
 [limits]
 max_frame_bytes = {max_frame}
 max_conns_per_user = {max_user}
+send_queue = {send_queue}
 
 [node]
 lease_ms = {lease}
+presence_grace_ms = {grace}
 
 [testing]
 echo = {echo}
@@ -536,6 +556,8 @@ echo = {echo}
         max_frame = opts.max_frame_bytes,
         max_user = opts.max_conns_per_user,
         lease = opts.lease_ms,
+        grace = opts.presence_grace_ms,
+        send_queue = opts.send_queue,
         echo = opts.echo,
         extra = opts.extra_toml,
     )

@@ -9,11 +9,12 @@
 
 use broker_tests::{call, ok, text, RedisServer};
 
-const COMMANDS: [&str; 18] = [
+const COMMANDS: [&str; 19] = [
     "BROKER.PUBLISH",
     "BROKER.BROADCAST",
     "BROKER.APPLY.PUBLISH",
     "BROKER.APPLY.DROP",
+    "BROKER.APPLY.LEAVE",
     "BROKER.HISTORY",
     "BROKER.JOIN",
     "BROKER.LEAVE",
@@ -48,7 +49,7 @@ impl Rng {
 
 /// One argument: mostly plausible values, often not.
 fn token(rng: &mut Rng) -> Vec<u8> {
-    const WORDS: [&str; 40] = [
+    const WORDS: [&str; 44] = [
         "chat:lobby",
         "chat:r1",
         "user:alice",
@@ -77,6 +78,10 @@ fn token(rng: &mut Rng) -> Vec<u8> {
         "MAXIP",
         "AT",
         "DEADLINE",
+        "CHANNEL",
+        "GRACE",
+        "UNTIL",
+        "broker:node:n1:{7}",
         "NS",
         "chat",
         "0",

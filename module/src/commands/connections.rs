@@ -4,7 +4,7 @@
 use broker::{names, wire};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
-use crate::args::{unknown, Args};
+use crate::args::{self, unknown, Args};
 use crate::error;
 use crate::{delivery, guard, reply, state};
 
@@ -42,7 +42,9 @@ fn open(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
-/// `BROKER.CONN.CLOSE user conn`: removes a connection and its memberships.
+/// `BROKER.CONN.CLOSE user conn [GRACE ms]`: removes a connection and its
+/// memberships; with `GRACE`, a user whose last connection it was lingers in
+/// its rooms for `ms` before the leave events go out.
 pub fn conn_close(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, close)
 }
@@ -53,13 +55,19 @@ fn close(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     names::validate_user(user)?;
     let conn = args.str("conn")?;
     names::validate_conn(conn)?;
-    args.done()?;
+    let until = args::linger_until(&mut args, state::now_ms())?;
     let rooms = state::with(|s| {
-        let (rooms, events) = s.registry.close(user, conn);
+        let (rooms, events) = s.registry.close(user, conn, until);
         delivery::presence(ctx, &s.registry, &mut s.stats, &events);
         rooms
     });
-    ctx.replicate_verbatim();
+    match until {
+        Some(until) => {
+            let until = until.to_string();
+            ctx.replicate("BROKER.CONN.CLOSE", &[user, conn, "UNTIL", until.as_str()]);
+        }
+        None => ctx.replicate_verbatim(),
+    }
     Ok(reply::int(rooms))
 }
 

@@ -3,7 +3,7 @@
 use broker::names;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
-use crate::args::{unknown, Args};
+use crate::args::{self, unknown, Args};
 use crate::error::{self, Error};
 use crate::{delivery, guard, reply, state};
 
@@ -65,7 +65,9 @@ fn lease(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     ]))
 }
 
-/// `BROKER.NODE.RELEASE node`: drops a node and everything it holds.
+/// `BROKER.NODE.RELEASE node [GRACE ms]`: drops a node and everything it
+/// holds; with `GRACE`, its users linger in their rooms for `ms` (a restart
+/// whose clients come back in time makes no leave/join pair).
 pub fn node_release(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, release)
 }
@@ -74,16 +76,23 @@ fn release(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let node = args.str("node")?;
     names::validate_node(node)?;
-    args.done()?;
-    let dropped = release_node(ctx, node);
-    ctx.replicate_verbatim();
+    let until = args::linger_until(&mut args, state::now_ms())?;
+    let dropped = release_node(ctx, node, until);
+    match until {
+        Some(until) => {
+            let until = until.to_string();
+            ctx.replicate("BROKER.NODE.RELEASE", &[node, "UNTIL", until.as_str()]);
+        }
+        None => ctx.replicate_verbatim(),
+    }
     Ok(reply::int(dropped))
 }
 
-/// Drops a node and delivers the leave events; shared with the lease timer.
-pub fn release_node(ctx: &Context, node: &str) -> u64 {
+/// Drops a node and delivers the leave events (users linger until
+/// `linger_until` instead, when given); shared with the lease timer.
+pub fn release_node(ctx: &Context, node: &str, linger_until: Option<u64>) -> u64 {
     state::with(|s| {
-        let (dropped, events) = s.registry.release_node(node);
+        let (dropped, events) = s.registry.release_node(node, linger_until);
         delivery::presence(ctx, &s.registry, &mut s.stats, &events);
         dropped
     })

@@ -3,7 +3,7 @@
 use broker::names;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
-use crate::args::{unknown, Args};
+use crate::args::{self, unknown, Args};
 use crate::error;
 use crate::{delivery, guard, reply, state};
 
@@ -74,7 +74,9 @@ fn join_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     Ok(value)
 }
 
-/// `BROKER.LEAVE room user conn`: removes a connection from a room.
+/// `BROKER.LEAVE room user conn [GRACE ms]`: removes a connection from a
+/// room. `GRACE` says the connection went away (it did not ask to leave):
+/// the user lingers for `ms` if this was its last connection in the room.
 pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, leave_room)
 }
@@ -82,18 +84,50 @@ pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 fn leave_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let mut args = Args::new(argv);
     let (room, user, conn) = member_args(&mut args)?;
-    args.done()?;
+    let until = args::linger_until(&mut args, state::now_ms())?;
     let was_member = state::with(|s| {
-        let (was_member, event) = s.registry.leave(room, user, conn);
+        let (was_member, event) = s.registry.leave(room, user, conn, until);
         if let Some(event) = &event {
             delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
         }
         was_member
     });
-    if was_member {
-        ctx.replicate_verbatim();
+    match until {
+        _ if !was_member => {}
+        Some(until) => {
+            let until = until.to_string();
+            ctx.replicate("BROKER.LEAVE", &[room, user, conn, "UNTIL", until.as_str()]);
+        }
+        None => ctx.replicate_verbatim(),
     }
     Ok(reply::int(u64::from(was_member)))
+}
+
+/// `BROKER.APPLY.LEAVE room user`: ends a lingering presence and sends its
+/// leave event. The module's timer does this when a grace runs out and
+/// replicates it as this command; by hand it ends a grace early.
+pub fn apply_leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, end_lingering)
+}
+
+fn end_lingering(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let room = args.str("room")?;
+    names::validate_room(room)?;
+    let user = args.str("user")?;
+    names::validate_user(user)?;
+    args.done()?;
+    let ended = state::with(|s| {
+        let event = s.registry.end_lingering(room, user);
+        if let Some(event) = &event {
+            delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
+        }
+        event.is_some()
+    });
+    if ended {
+        ctx.replicate_verbatim();
+    }
+    Ok(reply::int(u64::from(ended)))
 }
 
 /// Reads the single `room` argument of a read command.
