@@ -16,6 +16,7 @@
 //! delivers what it missed, in order; the hub drops the duplicates that
 //! then also arrive live.
 
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,8 +116,6 @@ pub async fn receive(app: Arc<App>, urls: Vec<String>) {
     let channel = names::node_channel(&app.node);
     let mut shutdown = app.shutdown.clone();
     let mut backoff = Duration::from_millis(100);
-    let ping_every = Duration::from_millis((app.config.node.lease_ms / 3).max(100));
-    let ping_timeout = ping_every.min(CHANNEL_PING_TIMEOUT);
     let mut first = true;
     let mut seeds = urls.iter().cycle();
     loop {
@@ -133,37 +132,13 @@ pub async fn receive(app: Arc<App>, urls: Vec<String>) {
         match tokio::time::timeout(Duration::from_secs(3), attempt).await {
             Ok(Ok(pubsub)) => {
                 backoff = Duration::from_millis(100);
-                let (mut sink, mut messages) = pubsub.split();
+                let (sink, messages) = pubsub.split();
                 tracing::info!(node = %app.node, channel, "subscribed");
-                // What arrives meanwhile waits in `messages`, unread.
-                if !first {
-                    repair(&app).await;
+                let mut link = ClassicLink { sink, messages };
+                if let Served::Shutdown = serve(&app, &mut link, first).await {
+                    return;
                 }
                 first = false;
-                app.subscribed.store(true, Ordering::Relaxed);
-                let mut ping = tokio::time::interval(ping_every);
-                ping.tick().await;
-                loop {
-                    tokio::select! {
-                        msg = messages.next() => match msg {
-                            Some(msg) => app.hub.dispatch(Bytes::copy_from_slice(msg.get_payload_bytes())),
-                            None => break,
-                        },
-                        _ = app.resubscribe.notified() => {
-                            tracing::info!(node = %app.node, "subscribing again to repair gaps");
-                            break;
-                        }
-                        _ = ping.tick() => {
-                            let pong = tokio::time::timeout(ping_timeout, sink.ping::<redis::Value>()).await;
-                            if !matches!(pong, Ok(Ok(_))) {
-                                tracing::warn!(node = %app.node, "node channel did not answer PING");
-                                break;
-                            }
-                        }
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                app.subscribed.store(false, Ordering::Relaxed);
                 tracing::warn!(node = %app.node, "node channel subscription ended; subscribing again");
             }
             Ok(Err(err)) => tracing::debug!(error = %err, "subscribe failed"),
@@ -175,6 +150,77 @@ pub async fn receive(app: Arc<App>, urls: Vec<String>) {
         }
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
+}
+
+/// A live subscription to the node's channel (one Redis) or channels (a
+/// cluster), as [`serve`] reads it.
+pub(crate) trait Link {
+    /// The next envelope; `None` when the link dropped.
+    fn next(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
+    /// True when the link answered a `PING`.
+    fn ping(&mut self) -> impl Future<Output = bool> + Send;
+}
+
+/// The classic subscription to `broker:node:<id>` on one Redis.
+struct ClassicLink {
+    sink: redis::aio::PubSubSink,
+    messages: redis::aio::PubSubStream,
+}
+
+impl Link for ClassicLink {
+    async fn next(&mut self) -> Option<Bytes> {
+        let msg = self.messages.next().await?;
+        Some(Bytes::copy_from_slice(msg.get_payload_bytes()))
+    }
+
+    async fn ping(&mut self) -> bool {
+        self.sink.ping::<redis::Value>().await.is_ok()
+    }
+}
+
+/// Why [`serve`] returned.
+pub(crate) enum Served {
+    /// The link dropped, stalled, or a re-subscription was asked for.
+    Ended,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+/// Delivers what `link` receives until it drops, misses a `PING` (sent
+/// every third of the lease), a re-subscription is asked for, or the node
+/// shuts down. Unless this is the `first` subscription, the rooms' gaps are
+/// repaired first, while what arrives meanwhile waits in the link, unread.
+pub(crate) async fn serve(app: &App, link: &mut impl Link, first: bool) -> Served {
+    let ping_every = Duration::from_millis((app.config.node.lease_ms / 3).max(100));
+    let ping_timeout = ping_every.min(CHANNEL_PING_TIMEOUT);
+    let mut shutdown = app.shutdown.clone();
+    if !first {
+        repair(app).await;
+    }
+    app.subscribed.store(true, Ordering::Relaxed);
+    let mut ping = tokio::time::interval(ping_every);
+    ping.tick().await;
+    let served = loop {
+        tokio::select! {
+            envelope = link.next() => match envelope {
+                Some(envelope) => app.hub.dispatch(envelope),
+                None => break Served::Ended,
+            },
+            _ = app.resubscribe.notified() => {
+                tracing::info!(node = %app.node, "subscribing again to repair gaps");
+                break Served::Ended;
+            }
+            _ = ping.tick() => {
+                if !tokio::time::timeout(ping_timeout, link.ping()).await.unwrap_or(false) {
+                    tracing::warn!(node = %app.node, "node channel did not answer PING");
+                    break Served::Ended;
+                }
+            }
+            _ = shutdown.changed() => break Served::Shutdown,
+        }
+    };
+    app.subscribed.store(false, Ordering::Relaxed);
+    served
 }
 
 /// Delivers what every local room missed while the channel was down: its

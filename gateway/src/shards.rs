@@ -18,7 +18,6 @@
 //! again, and repairs the gaps from history before it reads live messages
 //! (as [`crate::node::receive`] does for one Redis).
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,12 +29,13 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::node;
+use crate::node::{self, Link, Served};
 
 /// How long discovering the slot map, connecting and subscribing may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the masters may take to answer a `PING`.
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long Redis may take to answer a command on the subscription
+/// connection (its `PING`s included).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One master's channel for this node.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,6 +110,47 @@ struct Subscribed {
     shards: Vec<ShardChannel>,
 }
 
+impl Link for Subscribed {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self.pushes.recv().await? {
+                PushInfo {
+                    kind: PushKind::SMessage,
+                    data,
+                } => {
+                    if let Some(Value::BulkString(payload)) = data.into_iter().nth(1) {
+                        return Some(Bytes::from(payload));
+                    }
+                }
+                PushInfo {
+                    kind: PushKind::Disconnection,
+                    ..
+                } => {
+                    tracing::warn!("a sharded channel link dropped");
+                    return None;
+                }
+                PushInfo {
+                    kind: PushKind::SUnsubscribe,
+                    ..
+                } => {
+                    // The slot moved away (resharding or failover).
+                    tracing::warn!("a sharded channel was unsubscribed");
+                    return None;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn ping(&mut self) -> bool {
+        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+        self.conn
+            .route_command(redis::cmd("PING").clone(), all)
+            .await
+            .is_ok()
+    }
+}
+
 /// Discovers the masters, connects and subscribes to the node's channel on
 /// each of them.
 async fn subscribe(app: &App, seeds: &[String]) -> redis::RedisResult<Subscribed> {
@@ -118,7 +159,7 @@ async fn subscribe(app: &App, seeds: &[String]) -> redis::RedisResult<Subscribed
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(tx)
         .connection_timeout(Duration::from_secs(1))
-        .response_timeout(PING_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
         .build()?;
     let mut conn = client.get_async_connection().await?;
     let slots = conn
@@ -146,7 +187,6 @@ async fn subscribe(app: &App, seeds: &[String]) -> redis::RedisResult<Subscribed
 pub async fn receive(app: Arc<App>, seeds: Vec<String>) {
     let mut shutdown = app.shutdown.clone();
     let mut backoff = Duration::from_millis(100);
-    let ping_every = Duration::from_millis((app.config.node.lease_ms / 3).max(100));
     let mut first = true;
     loop {
         if app.shutting_down() {
@@ -168,53 +208,10 @@ pub async fn receive(app: Arc<App>, seeds: Vec<String>) {
                 }
                 backoff = Duration::from_millis(100);
                 tracing::info!(node = %app.node, shards = sub.shards.len(), "subscribed to sharded channels");
-                // What arrives meanwhile waits in `pushes`, unread.
-                if !first {
-                    node::repair(&app).await;
+                if let Served::Shutdown = node::serve(&app, &mut sub, first).await {
+                    return;
                 }
                 first = false;
-                app.subscribed.store(true, Ordering::Relaxed);
-                let mut ping = tokio::time::interval(ping_every);
-                ping.tick().await;
-                loop {
-                    tokio::select! {
-                        push = sub.pushes.recv() => match push {
-                            Some(PushInfo { kind: PushKind::SMessage, data }) => {
-                                if let Some(Value::BulkString(payload)) = data.into_iter().nth(1) {
-                                    app.hub.dispatch(Bytes::from(payload));
-                                }
-                            }
-                            Some(PushInfo { kind: PushKind::Disconnection, .. }) | None => {
-                                tracing::warn!(node = %app.node, "a sharded channel link dropped");
-                                break;
-                            }
-                            Some(PushInfo { kind: PushKind::SUnsubscribe, .. }) => {
-                                // The slot moved away (resharding or failover).
-                                tracing::warn!(node = %app.node, "a sharded channel was unsubscribed");
-                                break;
-                            }
-                            Some(_) => {}
-                        },
-                        _ = app.resubscribe.notified() => {
-                            tracing::info!(node = %app.node, "subscribing again to repair gaps");
-                            break;
-                        }
-                        _ = ping.tick() => {
-                            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-                            let pong = tokio::time::timeout(
-                                PING_TIMEOUT,
-                                sub.conn.route_command(redis::cmd("PING").clone(), all),
-                            )
-                            .await;
-                            if !matches!(pong, Ok(Ok(_))) {
-                                tracing::warn!(node = %app.node, "a master did not answer PING");
-                                break;
-                            }
-                        }
-                        _ = shutdown.changed() => return,
-                    }
-                }
-                app.subscribed.store(false, Ordering::Relaxed);
             }
             Ok(Err(err)) => tracing::debug!(error = %err, "sharded subscribe failed"),
             Err(_) => tracing::debug!("sharded subscribe timed out"),

@@ -13,21 +13,24 @@ use redis_module::{raw, Context, RedisString};
 
 use crate::persist;
 
+/// The shape of `RedisModule_PublishMessage` and `..._PublishMessageShard`.
+type PublishApi = unsafe extern "C" fn(
+    *mut raw::RedisModuleCtx,
+    *mut raw::RedisModuleString,
+    *mut raw::RedisModuleString,
+) -> c_int;
+
 /// Publishes `message` on `channel`, exactly like `PUBLISH`. Returns false
 /// when the server does not offer the API (it does from Redis 6.0 on).
 pub fn publish(ctx: &Context, channel: &RedisString, message: &RedisString) -> bool {
-    let Some(publish_message) = (unsafe {
-        // SAFETY: reading a function pointer that `RedisModule_Init` filled
-        // in before any command could run; it is never written afterwards.
-        raw::RedisModule_PublishMessage
-    }) else {
-        return false;
-    };
-    // SAFETY: `ctx` is the live context of the running command or timer;
-    // both strings are valid `RedisModuleString`s owned by `RedisString`s
-    // that outlive the call, and Redis only reads them.
-    unsafe { publish_message(ctx.get_raw(), channel.inner, message.inner) };
-    true
+    // SAFETY: reading a function pointer that `RedisModule_Init` filled in
+    // before any command could run; it is never written afterwards.
+    publish_with(
+        unsafe { raw::RedisModule_PublishMessage },
+        ctx,
+        channel,
+        message,
+    )
 }
 
 /// Publishes `message` on the sharded channel `channel`, exactly like
@@ -35,15 +38,27 @@ pub fn publish(ctx: &Context, channel: &RedisString, message: &RedisString) -> b
 /// carries it only to this shard's replicas. Returns false when the server
 /// does not offer the API (Redis 7.0 does).
 pub fn publish_shard(ctx: &Context, channel: &RedisString, message: &RedisString) -> bool {
-    let Some(publish_message) = (unsafe {
-        // SAFETY: as in `publish`: filled in by `RedisModule_Init`, never
-        // written afterwards (left `None` on servers without the API).
-        raw::RedisModule_PublishMessageShard
-    }) else {
+    // SAFETY: as in `publish` (left `None` on servers without the API).
+    publish_with(
+        unsafe { raw::RedisModule_PublishMessageShard },
+        ctx,
+        channel,
+        message,
+    )
+}
+
+fn publish_with(
+    api: Option<PublishApi>,
+    ctx: &Context,
+    channel: &RedisString,
+    message: &RedisString,
+) -> bool {
+    let Some(publish_message) = api else {
         return false;
     };
-    // SAFETY: as in `publish`: a live context and two valid strings that
-    // outlive the call, only read by Redis.
+    // SAFETY: `ctx` is the live context of the running command or timer;
+    // both strings are valid `RedisModuleString`s owned by `RedisString`s
+    // that outlive the call, and Redis only reads them.
     unsafe { publish_message(ctx.get_raw(), channel.inner, message.inner) };
     true
 }
