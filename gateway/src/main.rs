@@ -1,6 +1,7 @@
 //! `broker-gateway --config FILE`: one gateway node. Parses arguments, sets
 //! up logging, binds the listeners and hands over to [`broker_gateway::run`].
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -47,7 +48,11 @@ async fn main() -> anyhow::Result<()> {
             .json()
             .init();
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
+        // Colours only on a terminal: journald and log files get plain text.
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(std::io::stdout().is_terminal())
+            .init();
     }
     let config = Config::load(args.config.as_deref()).context("configuration")?;
     let public = bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
