@@ -22,6 +22,13 @@
 //! Presence events are computed here ([`PresenceEvent`]): a join for a user's
 //! first connection in a room, a leave for its last.
 //!
+//! **After a load** (a restart from an RDB or AOF file, a replica's full
+//! sync) the saved connections may be stale: some closed after the save.
+//! The first lease of each loaded node then answers "new", so the gateway
+//! registers its live connections and rooms again; its next lease drops
+//! every connection of the node that was not registered again (with leave
+//! events), so presence is exact again ([`Registry::after_load_step`]).
+//!
 //! **Presence grace.** When a connection goes away (closed, or its node
 //! released) with a grace deadline, a user whose last connection that was
 //! *lingers* in the room until the deadline instead of leaving: no leave
@@ -64,6 +71,17 @@ pub enum RegistryError {
     /// A publish `FROM` a connection that is not in the room.
     #[error("NOTMEMBER connection is not a member of the room")]
     NotMember,
+}
+
+/// What a node's lease must do after a load ([`Registry::after_load_step`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterLoad {
+    /// Nothing: no load since, or already reconciled.
+    Nothing,
+    /// Answer "new lease": the node registers its connections again.
+    Reregister,
+    /// Drop these `(user, conn)`: not registered again since.
+    Drop(Vec<(String, String)>),
 }
 
 /// Whether a presence event announces a join or a leave.
@@ -154,6 +172,11 @@ struct Node {
     /// Sharded Pub/Sub channel the node reads on this shard (cluster only).
     channel: Option<String>,
     conns: HashSet<String>,
+    /// After a load: the connections the node has not registered again
+    /// since (see [`Registry::after_load_step`]).
+    unconfirmed: Option<HashSet<String>>,
+    /// Whether the node was already asked to register again.
+    asked: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -353,10 +376,48 @@ impl Registry {
             lease_ms,
             channel: None,
             conns: HashSet::new(),
+            unconfirmed: None,
+            asked: false,
         });
         entry.deadline_ms = deadline_ms;
         entry.lease_ms = lease_ms;
         renewed
+    }
+
+    /// What a lease of `node` must do after a load (the master calls it
+    /// before [`Registry::lease`]; a replica follows the master's stream
+    /// instead): nothing, ask the node to register again (its first lease
+    /// since the load), or drop the connections it did not register again
+    /// (its next one), as `(user, conn)`.
+    pub fn after_load_step(&mut self, node: &str) -> AfterLoad {
+        let Some(n) = self.nodes.get_mut(node) else {
+            return AfterLoad::Nothing;
+        };
+        if n.unconfirmed.is_none() {
+            return AfterLoad::Nothing;
+        }
+        if !n.asked {
+            n.asked = true;
+            return AfterLoad::Reregister;
+        }
+        let stale = n.unconfirmed.take().unwrap_or_default();
+        let mut out: Vec<(String, String)> = stale
+            .into_iter()
+            .filter_map(|conn| self.conns.get(&conn).map(|c| (c.user.clone(), conn)))
+            .collect();
+        out.sort();
+        AfterLoad::Drop(out)
+    }
+
+    /// Notes that `node` registered `conn` again after a load.
+    fn confirm(&mut self, node: &str, conn: &str) {
+        if let Some(set) = self
+            .nodes
+            .get_mut(node)
+            .and_then(|n| n.unconfirmed.as_mut())
+        {
+            set.remove(conn);
+        }
     }
 
     /// Sets the sharded Pub/Sub channel `node` reads on this shard; `None`
@@ -469,6 +530,7 @@ impl Registry {
                 return Err(RegistryError::Conflict);
             }
             if existing.opened.is_some() {
+                self.confirm(node, conn);
                 return Ok(());
             }
         }
@@ -674,6 +736,7 @@ impl Registry {
                 return Err(RegistryError::Conflict);
             }
             if existing.rooms.contains(room) {
+                self.confirm(node, conn);
                 let r = self.rooms.get_mut(room);
                 let (seq, epoch) = match r {
                     Some(r) => {
@@ -722,6 +785,7 @@ impl Registry {
         self.attach_conn(user, conn, node)
             .rooms
             .insert(room.to_string());
+        self.confirm(node, conn);
         Ok(JoinOutcome {
             first,
             already: false,
@@ -1176,6 +1240,9 @@ impl Registry {
         for id in unused {
             self.drop_if_unused(&id);
         }
+        for node in self.nodes.values_mut() {
+            node.unconfirmed = Some(node.conns.clone());
+        }
     }
 }
 
@@ -1518,6 +1585,34 @@ mod tests {
         let leave = r.end_lingering("chat:z", "alice").unwrap();
         assert!(leave.nodes.is_empty());
         assert_eq!(r.rooms_held(), 0);
+    }
+
+    #[test]
+    fn after_a_load_stale_connections_are_dropped_once_the_node_registered_again() {
+        let mut r = leased();
+        r.open("alice", "a1", "n1", "ip", 1, None, None).unwrap();
+        r.open("bob", "b1", "n1", "ip", 1, None, None).unwrap();
+        r.join("chat:x", "alice", "a1", "n1", true, None, "e")
+            .unwrap();
+        r.join("chat:x", "bob", "b1", "n1", true, None, "e")
+            .unwrap();
+        r.join("chat:x", "carol", "c1", "n2", true, None, "e")
+            .unwrap();
+        let mut back = Registry::new();
+        back.restore(r.snapshot());
+        assert_eq!(back.after_load_step("n1"), AfterLoad::Reregister);
+        // The gateway registers what is still alive: alice, not bob.
+        back.open("alice", "a1", "n1", "ip", 1, None, None).unwrap();
+        back.join("chat:x", "alice", "a1", "n1", true, None, "e")
+            .unwrap();
+        assert_eq!(
+            back.after_load_step("n1"),
+            AfterLoad::Drop(vec![("bob".into(), "b1".into())])
+        );
+        assert_eq!(back.after_load_step("n1"), AfterLoad::Nothing);
+        assert_eq!(back.after_load_step("n9"), AfterLoad::Nothing);
+        // A registry that was not loaded asks nothing.
+        assert_eq!(r.after_load_step("n1"), AfterLoad::Nothing);
     }
 
     #[test]

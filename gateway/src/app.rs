@@ -32,6 +32,10 @@ pub struct App {
     pub lease_held: AtomicBool,
     /// True while the node's Pub/Sub subscription is live.
     pub subscribed: AtomicBool,
+    /// True once the node held a lease (it may have live connections).
+    pub served: AtomicBool,
+    /// Serializes lease calls with the re-registration they may start.
+    pub lease_lock: tokio::sync::Mutex<()>,
     /// Wakes the lease task early (e.g. after a `NOLEASE` refusal).
     pub lease_now: Notify,
     /// Asks the channel task to subscribe again and repair gaps (after the
@@ -65,6 +69,8 @@ impl App {
             metrics,
             lease_held: AtomicBool::new(false),
             subscribed: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+            lease_lock: tokio::sync::Mutex::new(()),
             lease_now: Notify::new(),
             resubscribe: Notify::new(),
             shutdown,

@@ -44,26 +44,12 @@ pub async fn hold_lease(app: Arc<App>) {
     let every = Duration::from_millis((lease_ms / 3).max(100));
     let mut shutdown = app.shutdown.clone();
     let mut last_ok: Option<Instant> = None;
-    let mut served = false;
     loop {
         if app.shutting_down() {
             return;
         }
-        match app.store.lease(&app.node, lease_ms, &app.shards()).await {
-            Ok(renewed) => {
-                if !renewed && served {
-                    tracing::warn!(node = %app.node, "lease was lost; registering connections again");
-                    app.lease_held.store(false, Ordering::Relaxed);
-                    reregister(&app).await;
-                    // While unregistered the node was sent nothing: fetch
-                    // what its rooms missed, with the channel paused.
-                    app.resubscribe.notify_one();
-                }
-                served = true;
-                last_ok = Some(Instant::now());
-                app.lease_held.store(true, Ordering::Relaxed);
-                app.metrics.node_lease_held.set(1);
-            }
+        match renew(&app, true).await {
+            Ok(()) => last_ok = Some(Instant::now()),
             Err(err) => {
                 let lost = last_ok.is_none_or(|t| t.elapsed() > Duration::from_millis(lease_ms));
                 if lost && app.lease_held.swap(false, Ordering::Relaxed) {
@@ -80,6 +66,36 @@ pub async fn hold_lease(app: Arc<App>) {
             _ = shutdown.changed() => return,
         }
     }
+}
+
+/// Takes or renews the lease once (with the node's sharded channels on a
+/// cluster). When the module answers that the lease is new although this
+/// node was serving — Redis lost its data, loaded an older file, or the
+/// lease ran out during an outage — every live connection and room is
+/// registered again before the next lease call (the module drops, at that
+/// call, what was not), and with `repair` the channel task is asked to
+/// fetch what the rooms missed meanwhile. Lease calls are serialized, so
+/// no renewal overtakes a re-registration.
+pub(crate) async fn renew(app: &App, repair: bool) -> StoreResult<()> {
+    let _one_at_a_time = app.lease_lock.lock().await;
+    let renewed = app
+        .store
+        .lease(&app.node, app.config.node.lease_ms, &app.shards())
+        .await?;
+    if !renewed && app.served.load(Ordering::Relaxed) {
+        tracing::warn!(node = %app.node, "lease was new; registering connections again");
+        app.lease_held.store(false, Ordering::Relaxed);
+        reregister(app).await;
+        if repair {
+            // While unregistered the node was sent nothing: fetch what its
+            // rooms missed, with the channel paused.
+            app.resubscribe.notify_one();
+        }
+    }
+    app.served.store(true, Ordering::Relaxed);
+    app.lease_held.store(true, Ordering::Relaxed);
+    app.metrics.node_lease_held.set(1);
+    Ok(())
 }
 
 /// Registers every live connection and its rooms again (no limits: these

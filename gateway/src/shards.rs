@@ -197,11 +197,8 @@ pub async fn receive(app: Arc<App>, seeds: Vec<String>) {
                 // Every master must know the channel before the node counts
                 // as subscribed: renew the lease with it now.
                 app.set_shards(sub.shards.clone());
-                if let Err(err) = app
-                    .store
-                    .lease(&app.node, app.config.node.lease_ms, &sub.shards)
-                    .await
-                {
+                // (No separate repair: this subscription repairs anyway.)
+                if let Err(err) = node::renew(&app, false).await {
                     tracing::warn!(error = %err, "lease with sharded channels failed");
                     sleep_or_shutdown(&mut shutdown, backoff).await;
                     continue;

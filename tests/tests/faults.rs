@@ -180,6 +180,61 @@ async fn redis_restarted_with_its_data_loses_no_message() {
 }
 
 #[tokio::test]
+async fn redis_restarted_from_an_older_snapshot_gets_exact_presence_again() {
+    let mut redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default().lease_ms(900)).await;
+    let room = "chat:snapshot";
+    let mut alice = gw.connect("alice").await;
+    alice.join(room).await;
+    let mut bob = gw.connect("bob").await;
+    bob.join(room).await;
+    ok(&mut redis.client(), &["SAVE"]);
+    // After the save: bob leaves, carol arrives. The file knows neither.
+    bob.close().await;
+    let mut carol = gw.connect("carol").await;
+    carol.join(room).await;
+    eventually_async(WAIT, "bob is gone before the restart", || async {
+        presence(&redis, "bob")
+            .is_empty()
+            .then_some(())
+            .ok_or("bob still online".to_string())
+    })
+    .await;
+
+    redis.restart();
+    // The gateway registers its connections again and the module drops the
+    // ones it did not register (bob): presence is exact again.
+    let members = eventually_async(WAIT, "presence exact after the restart", || async {
+        let members = broker_tests::map(&ok(&mut redis.client(), &["BROKER.ROOM.MEMBERS", room]));
+        let users: Vec<String> = members.keys().cloned().collect();
+        let online = (
+            presence(&redis, "alice").len(),
+            presence(&redis, "bob").len(),
+        );
+        if users == ["alice", "carol"] && online == (1, 0) {
+            Ok(users)
+        } else {
+            Err(format!(
+                "members {users:?}, alice/bob connections {online:?}"
+            ))
+        }
+    })
+    .await;
+    assert_eq!(members, ["alice", "carol"]);
+    wait_status(&gw, "/readyz", 200).await;
+    // Both still get the room's messages.
+    let seq = gw.publish(room, "m", json!("after")).await;
+    for client in [&mut alice, &mut carol] {
+        let frame = client
+            .recv_matching(WAIT, "the message after the restart", |f| {
+                matches!(f, ServerFrame::Msg { .. })
+            })
+            .await;
+        assert_eq!(msg_fields(&frame).3, seq);
+    }
+}
+
+#[tokio::test]
 async fn a_killed_gateway_is_cleaned_up_and_its_clients_recover_elsewhere() {
     let redis = RedisServer::start();
     let mut gw1 = Gateway::start(&redis, Options::default().lease_ms(1000)).await;

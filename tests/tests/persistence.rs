@@ -79,9 +79,61 @@ fn a_load_extends_node_leases_from_the_load_time() {
     );
     let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
     assert_eq!(text(&p["status"]), "online");
-    // The gateway's next heartbeat finds its lease: no need to re-register.
-    let (_, renewed) = lease_reply(&ok(&mut con, &["BROKER.NODE.LEASE", "n1", "3000"]));
-    assert!(renewed, "the lease survived the restart");
+}
+
+#[test]
+fn after_a_load_connections_not_registered_again_are_dropped() {
+    // The file is older than the gateway's state: bob closed after the save.
+    let mut server = server(false);
+    let mut con = server.client();
+    lease(&mut con, "n1", 60_000);
+    lease(&mut con, "n2", 60_000);
+    open(&mut con, "alice", "a1", "n1");
+    open(&mut con, "bob", "b1", "n1");
+    open(&mut con, "carol", "c1", "n2");
+    for (user, conn, node) in [
+        ("alice", "a1", "n1"),
+        ("bob", "b1", "n1"),
+        ("carol", "c1", "n2"),
+    ] {
+        join(&mut con, "chat:r", user, conn, node, &["PRESENCE"]);
+    }
+    ok(&mut con, &["SAVE"]);
+    server.restart();
+    let mut con = server.client();
+    let n2 = Subscriber::nodes(&server, &["n2"]);
+
+    // n1's first heartbeat is answered "new": it registers what it still has.
+    let (_, renewed) = lease_reply(&ok(&mut con, &["BROKER.NODE.LEASE", "n1", "60000"]));
+    assert!(!renewed, "a loaded lease asks the node to register again");
+    open(&mut con, "alice", "a1", "n1");
+    join(&mut con, "chat:r", "alice", "a1", "n1", &["PRESENCE"]);
+    assert!(
+        n2.fence(&mut con).is_empty(),
+        "re-registering changes nothing"
+    );
+
+    // Its next heartbeat drops bob, who was not registered again.
+    let (_, renewed) = lease_reply(&ok(&mut con, &["BROKER.NODE.LEASE", "n1", "60000"]));
+    assert!(renewed);
+    let seen = n2.fence(&mut con);
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let broker::wire::Envelope::Presence { frame, .. } = seen[0].envelope() else {
+        panic!("expected presence: {:?}", seen[0].envelope());
+    };
+    let frame = frame_json(frame);
+    assert_eq!(
+        (frame["user"].as_str(), frame["action"].as_str()),
+        (Some("bob"), Some("leave"))
+    );
+    assert_eq!(
+        text(&map(&ok(&mut con, &["BROKER.PRESENCE", "bob"]))["status"]),
+        "offline"
+    );
+    let members = map(&ok(&mut con, &["BROKER.ROOM.MEMBERS", "chat:r"]));
+    assert_eq!(members.keys().collect::<Vec<_>>(), vec!["alice", "carol"]);
+    let (_, renewed) = lease_reply(&ok(&mut con, &["BROKER.NODE.LEASE", "n1", "60000"]));
+    assert!(renewed, "reconciled once");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Gateway node leases: `NODE.LEASE`, `NODE.RELEASE`, `NODES`.
 
 use broker::names;
+use broker::registry::AfterLoad;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use crate::args::{self, unknown, Args};
@@ -46,12 +47,32 @@ fn lease(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
         }
     }
     let deadline = deadline.unwrap_or_else(|| state::now_ms().saturating_add(lease_ms));
-    let renewed = state::with(|s| {
-        let renewed = s.registry.lease(node, lease_ms, deadline);
+    // After a load, the master asks the node to register again, then drops
+    // what it did not (a replica follows the master's stream instead).
+    let decides = delivery::allowed(ctx);
+    let (renewed, dropped) = state::with(|s| {
+        let step = if decides {
+            s.registry.after_load_step(node)
+        } else {
+            AfterLoad::Nothing
+        };
+        let mut renewed = s.registry.lease(node, lease_ms, deadline);
         if channel.is_some() {
             s.registry.set_node_channel(node, channel);
         }
-        renewed
+        let mut dropped = Vec::new();
+        match step {
+            AfterLoad::Nothing => {}
+            AfterLoad::Reregister => renewed = false,
+            AfterLoad::Drop(stale) => {
+                for (user, conn) in stale {
+                    let (_, events) = s.registry.close(&user, &conn, None);
+                    delivery::presence(ctx, &s.registry, &mut s.stats, &events);
+                    dropped.push((user, conn));
+                }
+            }
+        }
+        (renewed, dropped)
     });
     let (lease_s, deadline_s) = (lease_ms.to_string(), deadline.to_string());
     let mut replicated = vec![node, lease_s.as_str(), "DEADLINE", deadline_s.as_str()];
@@ -59,6 +80,15 @@ fn lease(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
         replicated.extend(["CHANNEL", channel]);
     }
     ctx.replicate("BROKER.NODE.LEASE", replicated.as_slice());
+    for (user, conn) in &dropped {
+        ctx.replicate("BROKER.CONN.CLOSE", &[user.as_str(), conn.as_str()]);
+    }
+    if !dropped.is_empty() {
+        ctx.log_notice(&format!(
+            "broker: node {node} did not register {} connection(s) again after the load; dropped",
+            dropped.len()
+        ));
+    }
     Ok(RedisValue::Array(vec![
         reply::int(deadline),
         reply::int(u64::from(renewed)),
