@@ -1,8 +1,8 @@
 //! One client connection: authentication, the request loop, token life,
 //! keep-alive, and the cleanup that always reaches the module.
 //!
-//! Each connection has two tasks. The *reader* (this module's
-//! [`run`]) reads frames, answers requests one at a time (each is one module
+//! Each connection has two tasks. The *reader* (the future [`start`]
+//! returns) reads frames, answers requests one at a time (each is one module
 //! call) and watches the token and idle timers. The *writer*
 //! ([`writer`]) drains the connection's bounded queue into the socket,
 //! batching whatever is queued into one flush, sends pings, and writes the
@@ -20,7 +20,6 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::watch;
 
 use crate::app::App;
 use crate::auth::Claims;
@@ -58,20 +57,32 @@ pub enum Admission {
     AwaitAuth,
 }
 
-/// Serves one upgraded WebSocket until it closes.
-pub async fn run(
+/// What a connection keeps for its whole life, in one allocation: the
+/// task that serves it then holds a pointer, not the state of every step.
+struct Session {
+    frames: FrameReader,
+    conn: Connection,
+    outlet: Outlet,
+    writer_task: tokio::task::JoinHandle<()>,
+}
+
+/// Takes over one upgraded WebSocket: sets the connection up (its writer
+/// task included) and returns the future that serves it until it closes
+/// (spawn it as the connection's task). `None` when the socket could not
+/// be taken over.
+pub fn start(
     app: Arc<App>,
     ws: WebSocket<TokioIo<Upgraded>>,
     ip: String,
     admission: Admission,
-) {
+) -> Option<impl std::future::Future<Output = ()> + Send> {
     // The bare socket, split into owned halves; hyper's buffers are freed.
     let socket = match ClientSocket::from_upgraded(ws.into_inner().into_inner()) {
         Ok(socket) => socket,
         Err(err) => {
             tracing::warn!(error = %err, "cannot take over the upgraded connection");
             crate::http::release(&app, &admission);
-            return;
+            return None;
         }
     };
     let (read, write) = socket.into_split();
@@ -79,37 +90,50 @@ pub async fn run(
     // by `wswrite` (one buffer per batch, none while idle).
     let reader = FrameSource::new(read, app.config.limits.max_frame_bytes);
     let (outlet, queue) = Outlet::new(app.config.limits.send_queue);
-    // The payload of the latest ping, for the writer's pong.
-    let (pong_tx, pong_rx) = watch::channel::<Option<Vec<u8>>>(None);
     let ping_every = Duration::from_secs(app.config.limits.ping_interval_s.max(1));
-    let writer_task = tokio::spawn(writer(write, queue, pong_rx, outlet.closing(), ping_every));
+    let writer_task = tokio::spawn(writer(write, queue, ping_every));
     let started = Instant::now();
     let last_seen = Arc::new(AtomicU64::new(0));
-    let mut frames = FrameReader {
-        reader,
-        pong: pong_tx,
-        assembler: Assembler::default(),
-        outlet: outlet.clone(),
-        max: app.config.limits.max_frame_bytes,
-        last_seen: last_seen.clone(),
-        started,
-    };
-    let mut conn = Connection {
-        app: app.clone(),
-        outlet: outlet.clone(),
-        ip,
-        bad_streak: 0,
-        bad_total: 0,
-        last_seen,
-        started,
-        auth_ack: None,
-    };
+    let session = Box::new(Session {
+        frames: FrameReader {
+            reader,
+            assembler: Assembler::default(),
+            outlet: outlet.clone(),
+            max: app.config.limits.max_frame_bytes,
+            last_seen: last_seen.clone(),
+            started,
+        },
+        conn: Connection {
+            app,
+            outlet: outlet.clone(),
+            ip,
+            bad_streak: 0,
+            bad_total: 0,
+            last_seen,
+            started,
+            auth_ack: None,
+        },
+        outlet,
+        writer_task,
+    });
+    Some(live(session, admission))
+}
 
+/// Authenticates (when the token did not come with the upgrade), serves
+/// the connection, and unregisters it.
+async fn live(mut session: Box<Session>, admission: Admission) {
+    let Session {
+        frames,
+        conn,
+        outlet,
+        ..
+    } = &mut *session;
+    let app = conn.app.clone();
     let admitted = match admission {
         Admission::Authed { conn: id, claims } => Some((id, claims)),
-        // Boxed, like `serve` below: the connection's future then keeps
-        // only what is live across the loop, not the largest state of each.
-        Admission::AwaitAuth => Box::pin(conn.await_auth(&mut frames)).await,
+        // Boxed, like `serve` below: this future then keeps only what is
+        // live across the loop, not the largest state of each step.
+        Admission::AwaitAuth => Box::pin(conn.await_auth(frames)).await,
     };
     if let Some((id, claims)) = admitted {
         let shared = ConnShared::new(
@@ -121,7 +145,7 @@ pub async fn run(
         let registration = Registration::new(app.clone(), shared.clone());
         let started = Instant::now();
         tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node, ip = %shared.ip, "connection open");
-        Box::pin(conn.serve(&mut frames, &shared, claims)).await;
+        Box::pin(conn.serve(frames, &shared, claims)).await;
         let reason = outlet.close_reason().unwrap_or(CloseReason {
             code: 1006,
             reason: "gone".into(),
@@ -138,8 +162,15 @@ pub async fn run(
         );
         drop(registration);
     }
-    drop(conn);
-    drop(frames);
+    // The reader's ends go first (as the writer may be waiting for them).
+    let Session {
+        frames,
+        conn,
+        outlet,
+        writer_task,
+    } = *session;
+    outlet.finish();
+    drop((frames, conn, outlet));
     let _ = writer_task.await;
 }
 
@@ -287,7 +318,6 @@ impl Assembler {
 /// serves timers alongside it.
 struct FrameReader {
     reader: FrameSource<ClientRead>,
-    pong: watch::Sender<Option<Vec<u8>>>,
     assembler: Assembler,
     outlet: Outlet,
     max: usize,
@@ -337,8 +367,7 @@ impl FrameReader {
                 }
             };
             if frame.opcode == opcode::PING {
-                // Only the latest ping needs its pong (RFC 6455 §5.5.3).
-                self.pong.send_replace(Some(frame.payload.clone()));
+                self.outlet.pong(frame.payload.clone());
             }
             self.last_seen
                 .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -498,14 +527,13 @@ impl Connection {
         let personal = names::personal_room(&shared.user);
         Box::pin(self.join_room(shared, None, &personal, None)).await;
 
-        let mut closing = self.outlet.closing();
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut shutdown = app.shutdown.clone();
         let idle = Duration::from_secs(app.config.limits.idle_timeout_s.max(1));
         let leeway_ms = app.auth.leeway_s().saturating_mul(1000);
         let mut expiring_sent = false;
         loop {
-            if closing.borrow().is_some() {
+            if self.outlet.close_reason().is_some() {
                 return;
             }
             let read = {
@@ -514,7 +542,7 @@ impl Connection {
                 loop {
                     tokio::select! {
                         read = &mut next => break Some(read),
-                        _ = closing.changed() => break None,
+                        _ = self.outlet.close_requested() => break None,
                         _ = shutdown.changed() => {
                             self.outlet.close(close::RESTART, "server restarting");
                             break None;
@@ -963,13 +991,7 @@ const MAX_BATCH: usize = 64;
 
 /// The writer task: queue → socket in batches, pings, pongs, and the close
 /// frame when a close is requested — even when the queue is full.
-async fn writer(
-    mut out: OwnedWriteHalf,
-    queue: Arc<Outbox>,
-    mut pong: watch::Receiver<Option<Vec<u8>>>,
-    mut closing: watch::Receiver<Option<CloseReason>>,
-    ping_every: Duration,
-) {
+async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>, ping_every: Duration) {
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
     let mut batch = Vec::new();
@@ -977,9 +999,8 @@ async fn writer(
         let mut buf = Vec::new();
         tokio::select! {
             biased;
-            _ = closing.changed() => {
-                let reason = closing.borrow().clone();
-                if let Some(reason) = reason {
+            _ = queue.close_requested() => {
+                if let Some(reason) = queue.close_reason() {
                     // What is already queued goes out first (an `err` that
                     // explains the close, the last messages before a
                     // restart) — except for a slow consumer, whose queue is
@@ -994,13 +1015,10 @@ async fn writer(
                 queue.close();
                 return;
             }
-            Ok(()) = pong.changed() => {
-                let payload = pong.borrow_and_update().clone();
-                if let Some(payload) = payload {
+            _ = queue.ready() => {
+                if let Some(payload) = queue.take_pong() {
                     wswrite::put_frame(&mut buf, wswrite::PONG, &payload);
                 }
-            }
-            _ = queue.ready() => {
                 queue.drain_into(&mut batch, MAX_BATCH);
                 put_frames(&mut buf, &mut batch);
             }

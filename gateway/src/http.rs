@@ -333,7 +333,13 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
     drop(req);
     tokio::spawn(async move {
         match fut.await {
-            Ok(ws) => conn::run(app, ws, ip, admission).await,
+            // The connection gets a task of its own, sized for what it keeps
+            // (this one, with the upgrade's state, ends here).
+            Ok(ws) => {
+                if let Some(serve) = conn::start(app, ws, ip, admission) {
+                    tokio::spawn(serve);
+                }
+            }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed");
                 release(&app, &admission);

@@ -24,26 +24,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use broker::protocol::close;
 use broker::wire::{self, Envelope};
 use bytes::Bytes;
-use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 use crate::outbox::{Outbox, PushError};
 
-/// Why and how a connection is being closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CloseReason {
-    /// WebSocket close code.
-    pub code: u16,
-    /// Short reason, also logged.
-    pub reason: String,
-}
+pub use crate::outbox::CloseReason;
 
 /// The sending side of one WebSocket: its bounded frame queue and its close
-/// request. The writer task owns the other ends.
+/// request. The writer task drains the same [`Outbox`].
 #[derive(Debug, Clone)]
 pub struct Outlet {
     queue: Arc<Outbox>,
-    closing: Arc<watch::Sender<Option<CloseReason>>>,
 }
 
 impl Outlet {
@@ -51,11 +42,9 @@ impl Outlet {
     /// the writer task drains.
     pub fn new(capacity: usize) -> (Outlet, Arc<Outbox>) {
         let queue = Arc::new(Outbox::new(capacity));
-        let (closing, _) = watch::channel(None);
         (
             Outlet {
                 queue: queue.clone(),
-                closing: Arc::new(closing),
             },
             queue,
         )
@@ -79,30 +68,32 @@ impl Outlet {
     /// Asks the connection's tasks to close with `code`. Returns true for
     /// the first request (later ones keep the first reason).
     pub fn close(&self, code: u16, reason: &str) -> bool {
-        let mut first = false;
-        self.closing.send_if_modified(|current| {
-            if current.is_none() {
-                *current = Some(CloseReason {
-                    code,
-                    reason: reason.to_string(),
-                });
-                first = true;
-                true
-            } else {
-                false
-            }
-        });
-        first
+        self.queue.request_close(CloseReason {
+            code,
+            reason: reason.to_string(),
+        })
     }
 
-    /// Watches for a close request.
-    pub fn closing(&self) -> watch::Receiver<Option<CloseReason>> {
-        self.closing.subscribe()
+    /// Waits until a close is requested. Cancel-safe.
+    pub async fn close_requested(&self) {
+        self.queue.close_requested().await;
     }
 
     /// The close request, if any.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.closing.borrow().clone()
+        self.queue.close_reason()
+    }
+
+    /// Ends the queue from the producers' side: no more frames, and the
+    /// writer stops once it wrote what a close request left (with no close
+    /// request, it stops without a close frame: the socket is gone).
+    pub fn finish(&self) {
+        self.queue.close();
+    }
+
+    /// Owes the client a pong with `payload` (the writer sends it).
+    pub fn pong(&self, payload: Vec<u8>) {
+        self.queue.set_pong(payload);
     }
 }
 

@@ -1,9 +1,14 @@
-//! A connection's bounded send queue. Unlike a tokio mpsc channel, which
-//! allocates its first block of slots when it is created, this queue holds
-//! no memory while it is empty: idle connections are the many, and each
-//! pays for what it holds. Producers (the hub's fan-out, the request loop)
-//! push without waiting; a full queue is the caller's signal of a slow
-//! consumer. The connection's writer task is the one consumer.
+//! A connection's bounded send queue, with its two other signals to the
+//! writer: the pong owed to the latest ping, and the close request.
+//!
+//! Unlike a tokio mpsc channel, which allocates its first block of slots
+//! when it is created, this queue holds no memory while it is empty; and
+//! unlike two `watch` channels (about 350 bytes each) the pong and the close
+//! request live here, in the one allocation every connection has anyway:
+//! idle connections are the many, and each pays for what it holds.
+//! Producers (the hub's fan-out, the request loop) push without waiting; a
+//! full queue is the caller's signal of a slow consumer. The connection's
+//! writer task is the one consumer.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +19,15 @@ use tokio::sync::Notify;
 
 /// Capacity kept after a drain; a larger buffer (left by a burst) is freed.
 const KEEP: usize = 16;
+
+/// Why and how a connection is being closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseReason {
+    /// WebSocket close code.
+    pub code: u16,
+    /// Short reason, also logged.
+    pub reason: String,
+}
 
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,9 +42,16 @@ pub enum PushError {
 #[derive(Debug)]
 pub struct Outbox {
     frames: Mutex<VecDeque<Bytes>>,
+    /// The payload of the latest ping, until its pong is written.
+    pong: Mutex<Option<Vec<u8>>>,
+    /// Wakes the writer: a frame or a pong is waiting.
     ready: Notify,
     capacity: usize,
     closed: AtomicBool,
+    /// The first close request.
+    closing: Mutex<Option<CloseReason>>,
+    /// Wakes everyone waiting in [`Outbox::close_requested`].
+    close_notify: Notify,
 }
 
 impl Outbox {
@@ -38,9 +59,12 @@ impl Outbox {
     pub fn new(capacity: usize) -> Outbox {
         Outbox {
             frames: Mutex::new(VecDeque::new()),
+            pong: Mutex::new(None),
             ready: Notify::new(),
             capacity: capacity.max(1),
             closed: AtomicBool::new(false),
+            closing: Mutex::new(None),
+            close_notify: Notify::new(),
         }
     }
 
@@ -78,20 +102,70 @@ impl Outbox {
         }
     }
 
-    /// Waits until at least one frame is queued. Cancel-safe.
+    /// Waits until a frame is queued or a pong is owed. Cancel-safe.
     pub async fn ready(&self) {
         loop {
             let notified = self.ready.notified();
-            if self.frames.lock().map(|f| !f.is_empty()).unwrap_or(false) {
+            let frames = self.frames.lock().map(|f| !f.is_empty()).unwrap_or(false);
+            if frames || self.pong.lock().map(|p| p.is_some()).unwrap_or(false) {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Refuses further frames (the consumer is gone).
+    /// Owes a pong with `payload` (replacing an older one: only the latest
+    /// ping needs its pong, RFC 6455 §5.5.3).
+    pub fn set_pong(&self, payload: Vec<u8>) {
+        if let Ok(mut pong) = self.pong.lock() {
+            *pong = Some(payload);
+        }
+        self.ready.notify_one();
+    }
+
+    /// The pong owed, if any.
+    pub fn take_pong(&self) -> Option<Vec<u8>> {
+        self.pong.lock().ok().and_then(|mut p| p.take())
+    }
+
+    /// Asks for the connection to be closed with `reason`. Returns true for
+    /// the first request (later ones keep the first reason).
+    pub fn request_close(&self, reason: CloseReason) -> bool {
+        let first = match self.closing.lock() {
+            Ok(mut closing) if closing.is_none() => {
+                *closing = Some(reason);
+                true
+            }
+            _ => false,
+        };
+        if first {
+            self.close_notify.notify_waiters();
+        }
+        first
+    }
+
+    /// The close request, if any.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.closing.lock().ok().and_then(|c| c.clone())
+    }
+
+    /// Waits until a close is requested or the queue is closed. Cancel-safe.
+    pub async fn close_requested(&self) {
+        loop {
+            let notified = self.close_notify.notified();
+            let requested = self.closing.lock().map(|c| c.is_some()).unwrap_or(true);
+            if requested || self.closed.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Refuses further frames (the consumer is gone, or the producers are),
+    /// and wakes whoever waits in [`Outbox::close_requested`].
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.close_notify.notify_waiters();
     }
 
     /// Frames queued now.
@@ -128,6 +202,38 @@ mod tests {
         assert_eq!(q.frames.lock().unwrap().capacity(), 0, "burst memory freed");
         q.close();
         assert_eq!(q.push(Bytes::new()), Err(PushError::Closed));
+    }
+
+    #[tokio::test]
+    async fn pongs_and_close_requests_wake_their_waiters() {
+        let q = Arc::new(Outbox::new(4));
+        let (a, b) = (q.clone(), q.clone());
+        let waiters = [
+            tokio::spawn(async move { a.close_requested().await }),
+            tokio::spawn(async move { b.close_requested().await }),
+        ];
+        q.set_pong(b"p1".to_vec());
+        q.set_pong(b"p2".to_vec());
+        tokio::time::timeout(Duration::from_secs(2), q.ready())
+            .await
+            .expect("a pong wakes the writer");
+        assert_eq!(q.take_pong().as_deref(), Some(&b"p2"[..]), "the latest");
+        assert_eq!(q.take_pong(), None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let reason = |code| CloseReason {
+            code,
+            reason: "r".into(),
+        };
+        assert!(q.request_close(reason(4008)));
+        assert!(!q.request_close(reason(1000)), "the first request wins");
+        for w in waiters {
+            tokio::time::timeout(Duration::from_secs(2), w)
+                .await
+                .expect("both waiters woken")
+                .unwrap();
+        }
+        assert_eq!(q.close_reason().map(|r| r.code), Some(4008));
+        q.close_requested().await; // returns at once after the request
     }
 
     #[tokio::test]
