@@ -988,6 +988,9 @@ impl Connection {
 
 /// Most queued frames written in one batch (one buffer, one write).
 const MAX_BATCH: usize = 64;
+/// How long a last write may wait for a client that stopped reading once
+/// the connection is being closed.
+const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The writer task: queue → socket in batches, pings, pongs, and the close
 /// frame when a close is requested — even when the queue is full.
@@ -1010,7 +1013,8 @@ async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>, ping_every: Duratio
                         put_frames(&mut buf, &mut batch);
                     }
                     wswrite::put_close(&mut buf, reason.code, &reason.reason);
-                    let _ = out.write_all(&buf).await;
+                    // A client that stopped reading gets no more time than this.
+                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, out.write_all(&buf)).await;
                 }
                 queue.close();
                 return;
@@ -1024,8 +1028,25 @@ async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>, ping_every: Duratio
             }
             _ = ping.tick() => wswrite::put_frame(&mut buf, wswrite::PING, &[]),
         }
-        if !buf.is_empty() && out.write_all(&buf).await.is_err() {
-            // The socket is gone: the reader notices on its side.
+        if buf.is_empty() {
+            continue;
+        }
+        let write = out.write_all(&buf);
+        tokio::pin!(write);
+        let written = tokio::select! {
+            biased;
+            done = &mut write => done.is_ok(),
+            // A close request while the socket takes nothing more (a client
+            // that stopped reading, a slow consumer): the write gets a last
+            // chance, then the socket is given up — no close frame can
+            // follow a half-written one.
+            _ = queue.close_requested() => {
+                matches!(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut write).await, Ok(Ok(())))
+            }
+        };
+        if !written {
+            // The socket is gone or stuck: the reader stops too (it waits
+            // for the queue's close as well).
             queue.close();
             return;
         }
