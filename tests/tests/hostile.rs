@@ -368,3 +368,57 @@ async fn slowloris_and_connection_floods_do_not_starve_others() {
         .still_fine(&gw, &redis, "a connection flood")
         .await;
 }
+
+/// Open descriptors of the gateway process.
+fn open_fds(gw: &Gateway) -> usize {
+    let pid = gw.pid().expect("the gateway runs");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_closed_and_its_socket_released() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default().send_queue(64)).await;
+    let mut bystander = Bystander::join(&gw).await;
+    let before = open_fds(&gw);
+    let mut stuck = RawWs::connect(gw.addr, &token("stuck", 3600, &[], &[])).await;
+    stuck
+        .binary(&broker::protocol::encode_client_frame(
+            &broker_tests::gateway::join("feed:busy"),
+        ))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(open_fds(&gw), before + 1);
+
+    // 32 MiB into the room while the client reads nothing: more than the
+    // kernel buffers and the 64-frame queue hold.
+    let payload = "x".repeat(8192);
+    let mut pipe = redis::pipe();
+    for _ in 0..4096 {
+        pipe.cmd("BROKER.PUBLISH")
+            .arg("feed:busy")
+            .arg("m")
+            .arg(&payload)
+            .arg("FORMAT")
+            .arg("string")
+            .ignore();
+    }
+    pipe.query::<()>(&mut redis.client())
+        .expect("publish the flood");
+
+    // The gateway closes it as a slow consumer and lets go of the socket
+    // although the client still reads nothing.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds(&gw) > before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open_fds(&gw), before, "the stuck client's socket is closed");
+    let slow = gw.metric("broker_slow_consumer_disconnects_total").await;
+    assert_eq!(slow, 1.0);
+    bystander
+        .still_fine(&gw, &redis, "a client that stopped reading")
+        .await;
+    drop(stuck);
+}
