@@ -18,7 +18,7 @@
 //! Pub/Sub link comes back, [`Hub::positions`] and [`Hub::repair`] fill the
 //! gap from the rooms' history (see `node.rs`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use broker::protocol::close;
@@ -108,7 +108,7 @@ pub struct ConnShared {
     pub ip: String,
     /// Rooms joined, with whether presence events are on (for re-registering
     /// after a lost lease).
-    pub rooms: Mutex<BTreeMap<String, bool>>,
+    pub rooms: Mutex<RoomFlags>,
     /// Its send queue and close request.
     pub outlet: Outlet,
 }
@@ -120,7 +120,7 @@ impl ConnShared {
             id,
             user,
             ip,
-            rooms: Mutex::new(BTreeMap::new()),
+            rooms: Mutex::new(RoomFlags::default()),
             outlet,
         })
     }
@@ -141,6 +141,51 @@ impl ConnShared {
             .lock()
             .map(|r| r.iter().map(|(k, v)| (k.clone(), *v)).collect())
             .unwrap_or_default()
+    }
+}
+
+/// A connection's rooms and their presence flags, sorted by name: a small
+/// vector rather than a `BTreeMap`, whose first node alone costs about 300
+/// bytes — and most connections are in one or two rooms.
+#[derive(Debug, Default)]
+pub struct RoomFlags(Vec<(String, bool)>);
+
+impl RoomFlags {
+    fn find(&self, room: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(r, _)| r.as_str().cmp(room))
+    }
+
+    /// Whether the connection is in `room`.
+    pub fn contains_key(&self, room: &str) -> bool {
+        self.find(room).is_ok()
+    }
+
+    /// Adds `room` (or updates its flag).
+    pub fn insert(&mut self, room: String, presence: bool) {
+        match self.find(&room) {
+            Ok(i) => self.0[i].1 = presence,
+            Err(i) => self.0.insert(i, (room, presence)),
+        }
+    }
+
+    /// Removes `room`; its flag if it was there.
+    pub fn remove(&mut self, room: &str) -> Option<bool> {
+        self.find(room).ok().map(|i| self.0.remove(i).1)
+    }
+
+    /// Number of rooms.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when in no room.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The rooms and flags, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &bool)> {
+        self.0.iter().map(|(r, p)| (r, p))
     }
 }
 
@@ -476,4 +521,27 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RoomFlags;
+
+    #[test]
+    fn room_flags_stay_sorted_and_unique() {
+        let mut r = RoomFlags::default();
+        r.insert("chat:b".into(), true);
+        r.insert("chat:a".into(), false);
+        r.insert("chat:b".into(), false);
+        assert_eq!(r.len(), 2);
+        assert!(r.contains_key("chat:a") && !r.contains_key("chat:c"));
+        let all: Vec<(String, bool)> = r.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        assert_eq!(
+            all,
+            vec![("chat:a".into(), false), ("chat:b".into(), false)]
+        );
+        assert_eq!(r.remove("chat:a"), Some(false));
+        assert_eq!(r.remove("chat:a"), None);
+        assert!(!r.is_empty());
+    }
 }
