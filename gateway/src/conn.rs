@@ -1,14 +1,15 @@
-//! One client connection: authentication, the request loop, token life,
-//! keep-alive, and the cleanup that always reaches the module.
+//! One client connection: authentication, the request loop, token refresh,
+//! and the cleanup that always reaches the module (pings, the idle timeout
+//! and the token's expiry are the node's: `keepalive.rs`).
 //!
 //! Each connection has two tasks. The *reader* (the future [`start`]
-//! returns) reads frames, answers requests one at a time (each is one module
-//! call) and watches the token and idle timers. The *writer*
-//! ([`writer`]) drains the connection's bounded queue into the socket,
-//! batching whatever is queued into one flush, sends pings, and writes the
+//! returns) reads frames and answers requests one at a time (each is one
+//! module call). The *writer* ([`writer`]) drains the connection's bounded
+//! queue into the socket, batching whatever is queued into one flush, sends
+//! the pings and pongs, and writes the
 //! close frame when a close is requested — even when the queue is full.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +38,6 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BAD_STREAK: u32 = 8;
 /// Bad frames in total that close the connection with 4008.
 const MAX_BAD_TOTAL: u32 = 64;
-/// `expiring` is sent this long before the token's `exp`.
-const EXPIRING_AHEAD_MS: u64 = 30_000;
 /// Close reason of a connection whose send queue overflowed.
 pub const SLOW_CONSUMER: &str = "slow consumer";
 /// Most retained messages one `history` request returns.
@@ -90,18 +89,13 @@ pub fn start(
     // by `wswrite` (one buffer per batch, none while idle).
     let reader = FrameSource::new(read, app.config.limits.max_frame_bytes);
     let (outlet, queue) = Outlet::new(app.config.limits.send_queue);
-    let ping_every = Duration::from_secs(app.config.limits.ping_interval_s.max(1));
-    let writer_task = tokio::spawn(writer(write, queue, ping_every));
-    let started = Instant::now();
-    let last_seen = Arc::new(AtomicU64::new(0));
+    let writer_task = tokio::spawn(writer(write, queue));
     let session = Box::new(Session {
         frames: FrameReader {
             reader,
             assembler: Assembler::default(),
             outlet: outlet.clone(),
             max: app.config.limits.max_frame_bytes,
-            last_seen: last_seen.clone(),
-            started,
         },
         conn: Connection {
             app,
@@ -109,8 +103,6 @@ pub fn start(
             ip,
             bad_streak: 0,
             bad_total: 0,
-            last_seen,
-            started,
             auth_ack: None,
         },
         outlet,
@@ -131,8 +123,8 @@ async fn live(mut session: Box<Session>, admission: Admission) {
     let app = conn.app.clone();
     let admitted = match admission {
         Admission::Authed { conn: id, claims } => Some((id, claims)),
-        // Boxed, like `serve` below: this future then keeps only what is
-        // live across the loop, not the largest state of each step.
+        // Boxed: the connection's future then keeps only what is live
+        // across the request loop, not the state of the authentication.
         Admission::AwaitAuth => Box::pin(conn.await_auth(frames)).await,
     };
     if let Some((id, claims)) = admitted {
@@ -141,11 +133,12 @@ async fn live(mut session: Box<Session>, admission: Admission) {
             Arc::from(claims.sub.as_str()),
             conn.ip.clone(),
             outlet.clone(),
+            claims.exp,
         );
         let registration = Registration::new(app.clone(), shared.clone());
         let started = Instant::now();
         tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node, ip = %shared.ip, "connection open");
-        Box::pin(conn.serve(frames, &shared, claims)).await;
+        conn.serve(frames, &shared, claims).await;
         let reason = outlet.close_reason().unwrap_or(CloseReason {
             code: 1006,
             reason: "gone".into(),
@@ -321,10 +314,6 @@ struct FrameReader {
     assembler: Assembler,
     outlet: Outlet,
     max: usize,
-    /// When the last frame of any kind (pongs included) arrived, in ms
-    /// since `started`.
-    last_seen: Arc<AtomicU64>,
-    started: Instant,
 }
 
 struct Connection {
@@ -333,8 +322,6 @@ struct Connection {
     ip: String,
     bad_streak: u32,
     bad_total: u32,
-    last_seen: Arc<AtomicU64>,
-    started: Instant,
     /// The id of an `auth` request to ack after `welcome`.
     auth_ack: Option<i64>,
 }
@@ -369,8 +356,7 @@ impl FrameReader {
             if frame.opcode == opcode::PING {
                 self.outlet.pong(frame.payload.clone());
             }
-            self.last_seen
-                .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            self.outlet.touch();
             match self.assembler.push(frame, max) {
                 Incoming::Binary(data) => return Read::Message(data),
                 Incoming::Text => return Read::Text,
@@ -527,45 +513,15 @@ impl Connection {
         let personal = names::personal_room(&shared.user);
         Box::pin(self.join_room(shared, None, &personal, None)).await;
 
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let mut shutdown = app.shutdown.clone();
-        let idle = Duration::from_secs(app.config.limits.idle_timeout_s.max(1));
-        let leeway_ms = app.auth.leeway_s().saturating_mul(1000);
-        let mut expiring_sent = false;
+        // Pings, the idle timeout and the token's expiry are the node's
+        // keep-alive task's (one timer for all connections, `keepalive.rs`).
         loop {
             if self.outlet.close_reason().is_some() {
                 return;
             }
-            let read = {
-                let next = frames.next();
-                tokio::pin!(next);
-                loop {
-                    tokio::select! {
-                        read = &mut next => break Some(read),
-                        _ = self.outlet.close_requested() => break None,
-                        _ = shutdown.changed() => {
-                            self.outlet.close(close::RESTART, "server restarting");
-                            break None;
-                        }
-                        _ = tick.tick() => {
-                            let seen = Duration::from_millis(self.last_seen.load(Ordering::Relaxed));
-                            if self.started.elapsed().saturating_sub(seen) > idle {
-                                self.outlet.close(close::POLICY, "idle timeout");
-                                break None;
-                            }
-                            let now = now_ms();
-                            let exp_ms = claims.exp.saturating_mul(1000);
-                            if now >= exp_ms.saturating_add(leeway_ms) {
-                                self.outlet.close(close::TOKEN, "token expired");
-                                break None;
-                            }
-                            if !expiring_sent && now.saturating_add(EXPIRING_AHEAD_MS) >= exp_ms {
-                                expiring_sent = true;
-                                self.send(protocol::encode_expiring(exp_ms.saturating_sub(now)));
-                            }
-                        }
-                    }
-                }
+            let read = tokio::select! {
+                read = frames.next() => Some(read),
+                _ = self.outlet.close_requested() => None,
             };
             let Some(read) = read else {
                 return;
@@ -578,8 +534,7 @@ impl Connection {
                             self.bad_streak = 0;
                             // Boxed: an idle connection's state must not
                             // reserve room for the largest request's.
-                            Box::pin(self.handle(shared, &mut claims, frame, &mut expiring_sent))
-                                .await;
+                            Box::pin(self.handle(shared, &mut claims, frame)).await;
                         }
                         Err(err) => {
                             if self.bad_frame(err.id, &err.reason) {
@@ -598,13 +553,7 @@ impl Connection {
         }
     }
 
-    async fn handle(
-        &mut self,
-        shared: &Arc<ConnShared>,
-        claims: &mut Claims,
-        frame: ClientFrame,
-        expiring_sent: &mut bool,
-    ) {
+    async fn handle(&mut self, shared: &Arc<ConnShared>, claims: &mut Claims, frame: ClientFrame) {
         match frame {
             ClientFrame::Auth { id, .. } => {
                 self.send_err(Some(id), ErrorCode::BadFrame, "already authenticated", None);
@@ -615,7 +564,10 @@ impl Connection {
             ClientFrame::Refresh { id, token } => match self.app.auth.verify(&token) {
                 Ok(fresh) if fresh.sub == claims.sub => {
                     *claims = fresh;
-                    *expiring_sent = false;
+                    shared
+                        .exp_ms
+                        .store(claims.exp.saturating_mul(1000), Ordering::Relaxed);
+                    shared.expiring_sent.store(false, Ordering::Relaxed);
                     self.send(protocol::encode_ack_raw(
                         id,
                         &protocol::ack_refresh(claims.exp),
@@ -994,9 +946,7 @@ const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The writer task: queue → socket in batches, pings, pongs, and the close
 /// frame when a close is requested — even when the queue is full.
-async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>, ping_every: Duration) {
-    let mut ping = tokio::time::interval(ping_every);
-    ping.tick().await;
+async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
     let mut batch = Vec::new();
     loop {
         let mut buf = Vec::new();
@@ -1020,13 +970,15 @@ async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>, ping_every: Duratio
                 return;
             }
             _ = queue.ready() => {
+                if queue.take_ping() {
+                    wswrite::put_frame(&mut buf, wswrite::PING, &[]);
+                }
                 if let Some(payload) = queue.take_pong() {
                     wswrite::put_frame(&mut buf, wswrite::PONG, &payload);
                 }
                 queue.drain_into(&mut batch, MAX_BATCH);
                 put_frames(&mut buf, &mut batch);
             }
-            _ = ping.tick() => wswrite::put_frame(&mut buf, wswrite::PING, &[]),
         }
         if buf.is_empty() {
             continue;

@@ -19,6 +19,7 @@
 //! gap from the rooms' history (see `node.rs`).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use broker::protocol::close;
@@ -91,6 +92,21 @@ impl Outlet {
         self.queue.close();
     }
 
+    /// Asks the writer for a ping.
+    pub fn ping(&self) {
+        self.queue.request_ping();
+    }
+
+    /// Notes that the client sent something now.
+    pub fn touch(&self) {
+        self.queue.touch();
+    }
+
+    /// When the client last sent anything ([`crate::outbox::mono_ms`]).
+    pub fn last_seen_ms(&self) -> u64 {
+        self.queue.last_seen_ms()
+    }
+
     /// Owes the client a pong with `payload` (the writer sends it).
     pub fn pong(&self, payload: Vec<u8>) {
         self.queue.set_pong(payload);
@@ -111,17 +127,29 @@ pub struct ConnShared {
     pub rooms: Mutex<RoomFlags>,
     /// Its send queue and close request.
     pub outlet: Outlet,
+    /// When its token expires, ms since the Unix epoch (a `refresh` moves it).
+    pub exp_ms: AtomicU64,
+    /// Whether `expiring` was sent for the current token.
+    pub expiring_sent: AtomicBool,
 }
 
 impl ConnShared {
     /// A registered connection.
-    pub fn new(id: Arc<str>, user: Arc<str>, ip: String, outlet: Outlet) -> Arc<ConnShared> {
+    pub fn new(
+        id: Arc<str>,
+        user: Arc<str>,
+        ip: String,
+        outlet: Outlet,
+        exp_s: u64,
+    ) -> Arc<ConnShared> {
         Arc::new(ConnShared {
             id,
             user,
             ip,
             rooms: Mutex::new(RoomFlags::default()),
             outlet,
+            exp_ms: AtomicU64::new(exp_s.saturating_mul(1000)),
+            expiring_sent: AtomicBool::new(false),
         })
     }
 

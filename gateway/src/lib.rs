@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod hub;
+pub mod keepalive;
 pub mod metrics;
 pub mod node;
 pub mod outbox;
@@ -85,6 +86,7 @@ pub async fn run(
 
     let lease = tokio::spawn(node::hold_lease(app.clone()));
     let receiver = tokio::spawn(node::receive(app.clone(), urls));
+    let keepalive = tokio::spawn(keepalive::run(app.clone()));
     let public_task = tokio::spawn(http::serve_public(app.clone(), public, stop_rx.clone()));
     let admin_task = tokio::spawn(http::serve_admin(app.clone(), admin, stop_rx.clone()));
 
@@ -111,6 +113,7 @@ pub async fn run(
     let _ = lease.await;
     let _ = receiver.await;
     admin_task.abort();
+    keepalive.abort();
     tracing::info!(node = %node, "stopped");
     Ok(())
 }

@@ -11,8 +11,9 @@
 //! writer task is the one consumer.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -52,6 +53,16 @@ pub struct Outbox {
     closing: Mutex<Option<CloseReason>>,
     /// Wakes everyone waiting in [`Outbox::close_requested`].
     close_notify: Notify,
+    /// A ping is due (the node's keep-alive asked for one).
+    ping_due: AtomicBool,
+    /// When the client last sent anything, in [`mono_ms`].
+    last_seen_ms: AtomicU64,
+}
+
+/// Milliseconds on a monotonic clock (since this process first asked).
+pub fn mono_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Outbox {
@@ -65,6 +76,8 @@ impl Outbox {
             closed: AtomicBool::new(false),
             closing: Mutex::new(None),
             close_notify: Notify::new(),
+            ping_due: AtomicBool::new(false),
+            last_seen_ms: AtomicU64::new(mono_ms()),
         }
     }
 
@@ -102,16 +115,41 @@ impl Outbox {
         }
     }
 
-    /// Waits until a frame is queued or a pong is owed. Cancel-safe.
+    /// Waits until a frame is queued, or a pong or a ping is due.
+    /// Cancel-safe.
     pub async fn ready(&self) {
         loop {
             let notified = self.ready.notified();
             let frames = self.frames.lock().map(|f| !f.is_empty()).unwrap_or(false);
-            if frames || self.pong.lock().map(|p| p.is_some()).unwrap_or(false) {
+            if frames
+                || self.ping_due.load(Ordering::Acquire)
+                || self.pong.lock().map(|p| p.is_some()).unwrap_or(false)
+            {
                 return;
             }
             notified.await;
         }
+    }
+
+    /// Asks the writer for a ping.
+    pub fn request_ping(&self) {
+        self.ping_due.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    /// Whether a ping is due (and clears it).
+    pub fn take_ping(&self) -> bool {
+        self.ping_due.swap(false, Ordering::AcqRel)
+    }
+
+    /// Notes that the client sent something now.
+    pub fn touch(&self) {
+        self.last_seen_ms.store(mono_ms(), Ordering::Relaxed);
+    }
+
+    /// When the client last sent anything, in [`mono_ms`].
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
     }
 
     /// Owes a pong with `payload` (replacing an older one: only the latest

@@ -94,6 +94,10 @@ pub struct Options {
     pub presence_grace_ms: u64,
     /// `limits.send_queue` [1024].
     pub send_queue: usize,
+    /// `limits.ping_interval_s` [25].
+    pub ping_interval_s: u64,
+    /// `limits.idle_timeout_s` [60].
+    pub idle_timeout_s: u64,
     /// `origins` [empty: any].
     pub origins: Vec<String>,
     /// `limits.max_frame_bytes` [65536].
@@ -120,6 +124,8 @@ impl Default for Options {
             lease_ms: 5000,
             presence_grace_ms: 0,
             send_queue: 1024,
+            ping_interval_s: 25,
+            idle_timeout_s: 60,
             origins: Vec::new(),
             max_frame_bytes: 65_536,
             max_conns_per_user: 5,
@@ -142,6 +148,13 @@ impl Options {
     /// Sets `node.presence_grace_ms`.
     pub fn presence_grace_ms(mut self, ms: u64) -> Self {
         self.presence_grace_ms = ms;
+        self
+    }
+
+    /// Sets `limits.ping_interval_s` and `limits.idle_timeout_s`.
+    pub fn keepalive(mut self, ping_interval_s: u64, idle_timeout_s: u64) -> Self {
+        self.ping_interval_s = ping_interval_s;
+        self.idle_timeout_s = idle_timeout_s;
         self
     }
 
@@ -541,6 +554,8 @@ leeway_s = {leeway}
 max_frame_bytes = {max_frame}
 max_conns_per_user = {max_user}
 send_queue = {send_queue}
+ping_interval_s = {ping}
+idle_timeout_s = {idle}
 
 [node]
 lease_ms = {lease}
@@ -558,6 +573,8 @@ echo = {echo}
         lease = opts.lease_ms,
         grace = opts.presence_grace_ms,
         send_queue = opts.send_queue,
+        ping = opts.ping_interval_s,
+        idle = opts.idle_timeout_s,
         echo = opts.echo,
         extra = opts.extra_toml,
     )

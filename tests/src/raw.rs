@@ -26,6 +26,9 @@ pub mod op {
 pub struct RawWs {
     stream: TcpStream,
     buf: Vec<u8>,
+    /// Pings received so far (never answered: this client sends no pongs
+    /// unless told to).
+    pub pings: usize,
 }
 
 /// What the server did in the end.
@@ -71,7 +74,11 @@ impl RawWs {
             String::from_utf8_lossy(&buf)
         );
         buf.drain(..head_end);
-        RawWs { stream, buf }
+        RawWs {
+            stream,
+            buf,
+            pings: 0,
+        }
     }
 
     /// Writes one frame: `fin`, `opcode`, masked or not, with `payload`.
@@ -116,6 +123,7 @@ impl RawWs {
                         return (frames, Ending::Close(code));
                     }
                     op::BINARY | op::TEXT => frames.push(payload),
+                    op::PING => self.pings += 1,
                     _ => {}
                 }
             }

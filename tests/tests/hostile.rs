@@ -422,3 +422,33 @@ async fn a_client_that_stops_reading_is_closed_and_its_socket_released() {
         .await;
     drop(stuck);
 }
+
+#[tokio::test]
+async fn the_node_pings_and_closes_a_client_that_never_answers() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default().keepalive(1, 3)).await;
+    // This one answers pings (the client library does, whenever it reads).
+    let mut alive = gw.connect("alive").await;
+    let mut silent = RawWs::connect(gw.addr, &token("silent", 3600, &[], &[])).await;
+    let started = Instant::now();
+    let silent_ends = async {
+        let (_, ending) = silent.until_close(Duration::from_secs(10)).await;
+        (ending, started.elapsed())
+    };
+    let keep_reading = async {
+        // Reading is what makes the client library answer the pings.
+        while started.elapsed() < Duration::from_secs(5) {
+            let _ = alive.recv_within(Duration::from_millis(200)).await;
+        }
+    };
+    let ((ending, after), ()) = tokio::join!(silent_ends, keep_reading);
+    assert_eq!(ending, Ending::Close(close::POLICY), "idle timeout");
+    assert!(
+        after >= Duration::from_secs(3) && after < Duration::from_secs(6),
+        "closed after {after:?}"
+    );
+    assert!(silent.pings >= 2, "pinged every second: {}", silent.pings);
+    // The answering client is still there.
+    assert!(alive.drain(Duration::from_millis(100)).await.is_empty());
+    alive.ping().await;
+}

@@ -1,0 +1,85 @@
+//! The node's one timer for all its connections: pings, the idle timeout and
+//! the token's expiry.
+//!
+//! Twice a second this task looks at every registered connection: one that
+//! sent nothing for `limits.idle_timeout_s` is closed with 4008, one whose
+//! token expired (beyond `auth.leeway_s`) with 4001, and 30 s before the
+//! expiry it is sent `expiring`; every `limits.ping_interval_s` each is
+//! asked for a ping. A timer per connection would cost each idle
+//! connection its timer's memory and two wake-ups a second; this costs the
+//! node one loop over its connections.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::protocol::{self, close};
+
+use crate::app::App;
+use crate::hub::{now_ms, ConnShared};
+use crate::outbox::mono_ms;
+
+/// How often the connections are looked at.
+const TICK: Duration = Duration::from_millis(500);
+/// `expiring` is sent this long before the token's `exp`.
+pub const EXPIRING_AHEAD_MS: u64 = 30_000;
+
+/// What the keep-alive checks against.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    idle_ms: u64,
+    leeway_ms: u64,
+}
+
+/// Runs until shutdown.
+pub async fn run(app: Arc<App>) {
+    let limits = Limits {
+        idle_ms: app.config.limits.idle_timeout_s.max(1).saturating_mul(1000),
+        leeway_ms: app.auth.leeway_s().saturating_mul(1000),
+    };
+    let ping_every = app
+        .config
+        .limits
+        .ping_interval_s
+        .max(1)
+        .saturating_mul(1000);
+    let mut last_ping = mono_ms();
+    let mut tick = tokio::time::interval(TICK);
+    let mut shutdown = app.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        let (now, mono) = (now_ms(), mono_ms());
+        let ping = mono.saturating_sub(last_ping) >= ping_every;
+        if ping {
+            last_ping = mono;
+        }
+        for conn in app.hub.connections() {
+            check(&app, &conn, limits, now, mono, ping);
+        }
+    }
+}
+
+/// One connection's turn.
+fn check(app: &App, conn: &ConnShared, limits: Limits, now: u64, mono: u64, ping: bool) {
+    if mono.saturating_sub(conn.outlet.last_seen_ms()) > limits.idle_ms {
+        conn.close(close::POLICY, "idle timeout");
+        return;
+    }
+    let exp_ms = conn.exp_ms.load(Ordering::Relaxed);
+    if now >= exp_ms.saturating_add(limits.leeway_ms) {
+        conn.close(close::TOKEN, "token expired");
+        return;
+    }
+    if now.saturating_add(EXPIRING_AHEAD_MS) >= exp_ms
+        && !conn.expiring_sent.swap(true, Ordering::Relaxed)
+    {
+        let frame = protocol::encode_expiring(exp_ms.saturating_sub(now));
+        conn.send(frame.into(), &app.metrics);
+    }
+    if ping {
+        conn.outlet.ping();
+    }
+}
