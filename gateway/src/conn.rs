@@ -269,6 +269,11 @@ enum Incoming {
 }
 
 impl Assembler {
+    /// No fragmented message is being reassembled.
+    fn is_idle(&self) -> bool {
+        self.opcode.is_none()
+    }
+
     fn push(&mut self, frame: wsread::ClientFrame, max: usize) -> Incoming {
         let data = frame.opcode == opcode::BINARY || frame.opcode == opcode::TEXT;
         match frame.opcode {
@@ -330,6 +335,9 @@ enum Read {
     Message(Vec<u8>),
     Text,
     Closed,
+    /// A control frame was handled and nothing more is buffered: go back
+    /// to waiting (without a read in flight).
+    Idle,
 }
 
 impl FrameReader {
@@ -360,6 +368,9 @@ impl FrameReader {
             match self.assembler.push(frame, max) {
                 Incoming::Binary(data) => return Read::Message(data),
                 Incoming::Text => return Read::Text,
+                Incoming::Nothing if self.assembler.is_idle() && !self.reader.has_buffered() => {
+                    return Read::Idle;
+                }
                 Incoming::Nothing => continue,
                 Incoming::Close(code) => {
                     self.outlet.close(code, "closed by client");
@@ -419,6 +430,7 @@ impl Connection {
                     continue;
                 }
                 Ok(Read::Closed) => return None,
+                Ok(Read::Idle) => continue,
                 Err(_) => {
                     self.app.metrics.auth_failures.inc();
                     self.outlet.close(close::TOKEN, "no auth frame in time");
@@ -519,8 +531,13 @@ impl Connection {
             if self.outlet.close_reason().is_some() {
                 return;
             }
+            // Idle: wait for bytes holding no buffer and no read state; the
+            // frame read (boxed) exists only while bytes are coming in.
             let read = tokio::select! {
-                read = frames.next() => Some(read),
+                () = frames.reader.fill() => tokio::select! {
+                    read = Box::pin(frames.next()) => Some(read),
+                    _ = self.outlet.close_requested() => None,
+                },
                 _ = self.outlet.close_requested() => None,
             };
             let Some(read) = read else {
@@ -549,6 +566,7 @@ impl Connection {
                     }
                 }
                 Read::Closed => return,
+                Read::Idle => {}
             }
         }
     }

@@ -62,6 +62,43 @@ pub struct ClientRead {
     inner: OwnedReadHalf,
 }
 
+impl ClientRead {
+    /// Waits until bytes (or the socket's end) are there. Cancel-safe; an
+    /// error counts as readable (the read reports it).
+    ///
+    /// It peeks rather than using `readable()`: a peek leaves this task's
+    /// waker in the socket's read slot, where hyper's connection task left
+    /// its own — and a waker there keeps that finished task's memory
+    /// (about 1 KiB) alive as long as the connection lasts.
+    pub async fn readable(&mut self) {
+        if self.at < self.prefix.len() {
+            return;
+        }
+        std::future::poll_fn(|cx| {
+            let mut byte = [0u8; 1];
+            let mut peek = ReadBuf::new(&mut byte);
+            self.inner.poll_peek(cx, &mut peek).map(|_| ())
+        })
+        .await;
+    }
+
+    /// Reads what is there without waiting (`WouldBlock` when nothing is:
+    /// the readiness was stale, wait again).
+    pub fn try_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.at < self.prefix.len() {
+            let n = (self.prefix.len() - self.at).min(buf.len());
+            buf[..n].copy_from_slice(&self.prefix[self.at..self.at + n]);
+            self.at += n;
+            if self.at == self.prefix.len() {
+                self.prefix = Vec::new();
+                self.at = 0;
+            }
+            return Ok(n);
+        }
+        self.inner.try_read(buf)
+    }
+}
+
 impl AsyncRead for ClientRead {
     fn poll_read(
         mut self: Pin<&mut Self>,

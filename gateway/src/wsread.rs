@@ -1,7 +1,9 @@
 //! Reading client frames on `/ws` (RFC 6455 §5.2), with a read buffer of
-//! [`READ_BUFFER`] bytes instead of fastwebsockets' 8 KiB: the buffer is
-//! memory that every idle connection pays, and clients send small frames.
-//! A frame's payload is read into a vector of exactly its size.
+//! [`READ_BUFFER`] bytes instead of fastwebsockets' 8 KiB — and only while
+//! a frame is being read: it is allocated when bytes arrive and freed once
+//! they are used up, so an idle connection holds none (wait with
+//! [`FrameSource::fill`] first). A frame's payload is read into a
+//! vector of exactly its size; large payloads bypass the buffer.
 //!
 //! What a server must refuse is refused here, before anything is allocated:
 //! unmasked frames, reserved bits, unknown opcodes, fragmented or oversized
@@ -10,7 +12,9 @@
 //! Writing stays with fastwebsockets; `/echo` (the Autobahn target) uses
 //! fastwebsockets for both directions.
 
-use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::socket::ClientRead;
 
 /// Bytes read from the socket at a time.
 pub const READ_BUFFER: usize = 512;
@@ -55,7 +59,11 @@ pub enum ReadError {
 
 /// Reads client frames from `R`.
 pub struct FrameSource<R> {
-    io: BufReader<R>,
+    io: R,
+    /// Bytes read ahead; empty (no allocation) between frames.
+    buf: Vec<u8>,
+    /// How much of `buf` was used.
+    pos: usize,
     max: usize,
 }
 
@@ -63,7 +71,9 @@ impl<R: AsyncRead + Unpin> FrameSource<R> {
     /// Frames from `io`, each at most `max` payload bytes.
     pub fn new(io: R, max: usize) -> FrameSource<R> {
         FrameSource {
-            io: BufReader::with_capacity(READ_BUFFER, io),
+            io,
+            buf: Vec::new(),
+            pos: 0,
             max,
         }
     }
@@ -122,6 +132,11 @@ impl<R: AsyncRead + Unpin> FrameSource<R> {
         for (i, b) in payload.iter_mut().enumerate() {
             *b ^= mask[i & 3];
         }
+        if self.pos >= self.buf.len() {
+            // Used up: free the buffer until the next frame.
+            self.buf = Vec::new();
+            self.pos = 0;
+        }
         Ok(ClientFrame {
             fin,
             opcode: op,
@@ -129,12 +144,68 @@ impl<R: AsyncRead + Unpin> FrameSource<R> {
         })
     }
 
-    async fn read(&mut self, buf: &mut [u8]) -> Result<(), ReadError> {
-        self.io
-            .read_exact(buf)
-            .await
-            .map(drop)
-            .map_err(|_| ReadError::Closed)
+    /// Whether bytes of a next frame were read ahead already.
+    pub fn has_buffered(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    /// Fills `out` from the buffer, then from the socket.
+    async fn read(&mut self, out: &mut [u8]) -> Result<(), ReadError> {
+        let mut filled = 0;
+        while filled < out.len() {
+            if self.pos < self.buf.len() {
+                let n = (self.buf.len() - self.pos).min(out.len() - filled);
+                out[filled..filled + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+                self.pos += n;
+                filled += n;
+                continue;
+            }
+            let rest = &mut out[filled..];
+            if rest.len() >= READ_BUFFER {
+                // Large: straight into place.
+                let n = self.io.read(rest).await.map_err(|_| ReadError::Closed)?;
+                if n == 0 {
+                    return Err(ReadError::Closed);
+                }
+                filled += n;
+                continue;
+            }
+            self.buf.resize(READ_BUFFER, 0);
+            let n = match self.io.read(&mut self.buf).await {
+                Ok(n) if n > 0 => n,
+                _ => {
+                    self.buf = Vec::new();
+                    self.pos = 0;
+                    return Err(ReadError::Closed);
+                }
+            };
+            self.buf.truncate(n);
+            self.pos = 0;
+        }
+        Ok(())
+    }
+}
+
+impl FrameSource<ClientRead> {
+    /// Waits until bytes of a next frame are buffered, the socket ended or
+    /// failed (then [`FrameSource::next`] reports it). Holds no buffer and
+    /// no read state while waiting: a chunk is read only once the socket is
+    /// readable. Cancel-safe.
+    pub async fn fill(&mut self) {
+        while !self.has_buffered() {
+            self.io.readable().await;
+            let mut chunk = [0u8; READ_BUFFER];
+            match self.io.try_read(&mut chunk) {
+                Ok(n) if n > 0 => {
+                    self.buf.clear();
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    self.pos = 0;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // The end or an error: the next read reports it.
+                _ => return,
+            }
+        }
     }
 }
 
