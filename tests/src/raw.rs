@@ -48,7 +48,20 @@ impl RawWs {
     /// # Panics
     /// When the upgrade is refused.
     pub async fn connect(addr: SocketAddr, token: &str) -> RawWs {
-        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        RawWs::connect_with_window(addr, token, None).await
+    }
+
+    /// [`RawWs::connect`] with a receive buffer of `rcvbuf` bytes (a small
+    /// one makes a client that stops reading fill the server's side fast).
+    ///
+    /// # Panics
+    /// When the upgrade is refused.
+    pub async fn connect_with_window(addr: SocketAddr, token: &str, rcvbuf: Option<u32>) -> RawWs {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        if let Some(size) = rcvbuf {
+            socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        let mut stream = socket.connect(addr).await.expect("connect");
         let request = format!(
             "GET /ws?token={token} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\n\
              Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
