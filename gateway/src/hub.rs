@@ -315,6 +315,25 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Gives back the memory of maps that a crowd left (a hash map keeps
+    /// its capacity otherwise): each one under a quarter full shrinks.
+    /// Called by the keep-alive task.
+    pub fn compact(&self) {
+        fn shrink<K: Eq + std::hash::Hash, V>(map: &RwLock<HashMap<K, V>>) {
+            let oversized = map
+                .read()
+                .map(|m| m.capacity() > 64 && m.len() * 4 < m.capacity())
+                .unwrap_or(false);
+            if oversized {
+                if let Ok(mut m) = map.write() {
+                    m.shrink_to_fit();
+                }
+            }
+        }
+        shrink(&self.conns);
+        shrink(&self.rooms);
+    }
+
     /// Number of live connections.
     pub fn len(&self) -> usize {
         self.conns.read().map(|c| c.len()).unwrap_or(0)

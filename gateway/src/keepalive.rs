@@ -1,5 +1,5 @@
 //! The node's one timer for all its connections: pings, the idle timeout and
-//! the token's expiry.
+//! the token's expiry (and giving back the hub's memory after a crowd left).
 //!
 //! Twice a second this task looks at every registered connection: one that
 //! sent nothing for `limits.idle_timeout_s` is closed with 4008, one whose
@@ -59,6 +59,7 @@ pub async fn run(app: Arc<App>) {
         for conn in app.hub.connections() {
             check(&app, &conn, limits, now, mono, ping);
         }
+        app.hub.compact();
     }
 }
 

@@ -1,5 +1,6 @@
 //! The module's timer: expires node leases, ends lingering presences whose
-//! grace ran out, and drops idle rooms.
+//! grace ran out, drops idle rooms, and gives back the memory of maps that
+//! a crowd left.
 //!
 //! Runs every `SWEEP_MS` on every server, but acts only on a master: a
 //! replica learns the results from the master's replication stream
@@ -33,6 +34,8 @@ fn tick(ctx: &Context, _: ()) {
         end_lingering(ctx);
         drop_idle_rooms(ctx);
     }
+    // Memory only, not state: on replicas too.
+    state::with(|s| s.registry.compact());
     start(ctx);
 }
 

@@ -104,6 +104,8 @@ pub struct Options {
     pub max_frame_bytes: usize,
     /// `limits.max_conns_per_user` [5].
     pub max_conns_per_user: u32,
+    /// `limits.max_conns_per_ip` [20].
+    pub max_conns_per_ip: u32,
     /// `auth.leeway_s` [30].
     pub leeway_s: u64,
     /// `admin.api_key` [unset].
@@ -129,6 +131,7 @@ impl Default for Options {
             origins: Vec::new(),
             max_frame_bytes: 65_536,
             max_conns_per_user: 5,
+            max_conns_per_ip: 20,
             leeway_s: 30,
             api_key: None,
             echo: false,
@@ -155,6 +158,12 @@ impl Options {
     pub fn keepalive(mut self, ping_interval_s: u64, idle_timeout_s: u64) -> Self {
         self.ping_interval_s = ping_interval_s;
         self.idle_timeout_s = idle_timeout_s;
+        self
+    }
+
+    /// Sets `limits.max_conns_per_ip`.
+    pub fn max_conns_per_ip(mut self, n: u32) -> Self {
+        self.max_conns_per_ip = n;
         self
     }
 
@@ -553,6 +562,7 @@ leeway_s = {leeway}
 [limits]
 max_frame_bytes = {max_frame}
 max_conns_per_user = {max_user}
+max_conns_per_ip = {max_ip}
 send_queue = {send_queue}
 ping_interval_s = {ping}
 idle_timeout_s = {idle}
@@ -570,6 +580,7 @@ echo = {echo}
         leeway = opts.leeway_s,
         max_frame = opts.max_frame_bytes,
         max_user = opts.max_conns_per_user,
+        max_ip = opts.max_conns_per_ip,
         lease = opts.lease_ms,
         grace = opts.presence_grace_ms,
         send_queue = opts.send_queue,
