@@ -1644,8 +1644,16 @@ mod tests {
     fn compact_gives_back_what_a_crowd_left() {
         let mut r = leased();
         for i in 0..1000 {
-            r.open(&format!("u{i}"), &format!("c{i}"), "n1", "ip", 1, None, None)
-                .unwrap();
+            r.open(
+                &format!("u{i}"),
+                &format!("c{i}"),
+                "n1",
+                "ip",
+                1,
+                None,
+                None,
+            )
+            .unwrap();
         }
         for i in 0..1000 {
             r.close(&format!("u{i}"), &format!("c{i}"), None);

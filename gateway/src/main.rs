@@ -25,7 +25,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 /// 10,000 connections closed without it, 15 MiB with it). The environment
 /// variable `_RJEM_MALLOC_CONF` still overrides this.
 #[export_name = "_rjem_malloc_conf"]
-pub static MALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
+pub static MALLOC_CONF: &[u8; 60] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 
 /// Command-line arguments.
 #[derive(Parser)]
