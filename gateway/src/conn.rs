@@ -50,7 +50,9 @@ pub enum Admission {
         /// Its id.
         conn: Arc<str>,
         /// Verified claims.
-        claims: Claims,
+        /// Verified claims (boxed: the connection's future carries a
+        /// pointer, not the claims, in each of its states).
+        claims: Box<Claims>,
     },
     /// No token yet: an `auth` frame must come within 5 s.
     AwaitAuth,
@@ -416,7 +418,7 @@ impl Connection {
     }
 
     /// Waits for the `auth` frame, verifies it and registers the connection.
-    async fn await_auth(&mut self, frames: &mut FrameReader) -> Option<(Arc<str>, Claims)> {
+    async fn await_auth(&mut self, frames: &mut FrameReader) -> Option<(Arc<str>, Box<Claims>)> {
         let deadline = tokio::time::Instant::now() + AUTH_TIMEOUT;
         loop {
             // A timeout here drops a read half-way, but the connection is
@@ -482,7 +484,7 @@ impl Connection {
                     // Acked right after `welcome`, which stays the first
                     // frame of an authenticated connection.
                     self.auth_ack = Some(id);
-                    return Some((conn, claims));
+                    return Some((conn, Box::new(claims)));
                 }
                 Err(err) if err.is("LIMIT") => {
                     self.outlet.close(close::CONN_LIMIT, "connection limit");
@@ -505,7 +507,7 @@ impl Connection {
         &mut self,
         frames: &mut FrameReader,
         shared: &Arc<ConnShared>,
-        mut claims: Claims,
+        mut claims: Box<Claims>,
     ) {
         let app = self.app.clone();
         let ping_ms = app.config.limits.ping_interval_s.saturating_mul(1000);
@@ -982,7 +984,10 @@ async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
                     }
                     wswrite::put_close(&mut buf, reason.code, &reason.reason);
                     // A client that stopped reading gets no more time than this.
-                    let _ = tokio::time::timeout(CLOSE_WRITE_TIMEOUT, out.write_all(&buf)).await;
+                    // Boxed, like the timeout below: rare, and a timer
+                    // inline would enlarge every idle writer.
+                    let last = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, out.write_all(&buf)));
+                    let _ = last.await;
                 }
                 queue.close();
                 return;
@@ -1011,7 +1016,8 @@ async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
             // chance, then the socket is given up — no close frame can
             // follow a half-written one.
             _ = queue.close_requested() => {
-                matches!(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut write).await, Ok(Ok(())))
+                let grace = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, &mut write));
+                matches!(grace.await, Ok(Ok(())))
             }
         };
         if !written {

@@ -299,7 +299,10 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
                 )
                 .await
             {
-                Ok(()) => Admission::Authed { conn, claims },
+                Ok(()) => Admission::Authed {
+                    conn,
+                    claims: Box::new(claims),
+                },
                 Err(err) if err.is("LIMIT") => {
                     return reply(
                         StatusCode::TOO_MANY_REQUESTS,
