@@ -416,6 +416,18 @@ impl Gateway {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The process's resident memory in KiB (`VmRSS`), 0 when unknown.
+    pub fn rss_kib(&self) -> u64 {
+        self.pid().map_or(0, rss_kib)
+    }
+
+    /// Open file descriptors of the process.
+    pub fn open_fds(&self) -> usize {
+        self.pid()
+            .and_then(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+            .map_or(0, |d| d.count())
+    }
+
     /// Sends SIGTERM and waits for the process to exit; returns its status.
     ///
     /// # Panics
@@ -1365,6 +1377,18 @@ pub fn nodes(redis: &RedisServer) -> Vec<String> {
         .collect();
     ids.sort();
     ids
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`), 0 when unknown.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// Polls an async probe every 20 ms until it returns `Ok`; panics after

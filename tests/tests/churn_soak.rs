@@ -63,19 +63,6 @@ async fn open(gws: &[Gateway], rng: &mut Rng, user: &str) -> Slot {
     }
 }
 
-/// Gateway resident memory in KiB.
-fn rss_kib(gw: &Gateway) -> u64 {
-    let pid = gw.pid().expect("the gateway runs");
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn used_memory(redis: &RedisServer) -> i64 {
     let mut con = redis.client();
     let info = broker_tests::text(&ok(&mut con, &["INFO", "memory"]));
@@ -98,7 +85,7 @@ async fn connections_churn_and_the_counts_stay_exact() {
         Gateway::start(&redis, opts.clone()).await,
         Gateway::start(&redis, opts).await,
     ]);
-    let start_rss: Vec<u64> = gws.iter().map(rss_kib).collect();
+    let start_rss: Vec<u64> = gws.iter().map(Gateway::rss_kib).collect();
 
     // Observers: one member per room that stays for the whole run and
     // checks that it sees every message, in order.
@@ -206,7 +193,7 @@ async fn connections_churn_and_the_counts_stay_exact() {
         }));
     }
     warm.wait().await;
-    let warm_rss: Vec<u64> = gws.iter().map(rss_kib).collect();
+    let warm_rss: Vec<u64> = gws.iter().map(Gateway::rss_kib).collect();
     let warm_redis = used_memory(&redis);
     *churn_until.lock().unwrap() = Some(Instant::now() + Duration::from_secs(seconds));
     warm.wait().await;
@@ -294,7 +281,7 @@ async fn connections_churn_and_the_counts_stay_exact() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await; // freed pages go back
-    let end_rss: Vec<u64> = gws.iter().map(rss_kib).collect();
+    let end_rss: Vec<u64> = gws.iter().map(Gateway::rss_kib).collect();
     let end_redis = used_memory(&redis);
     if std::env::var_os("SOAK_STATS").is_some() {
         println!(

@@ -369,20 +369,12 @@ async fn slowloris_and_connection_floods_do_not_starve_others() {
         .await;
 }
 
-/// Open descriptors of the gateway process.
-fn open_fds(gw: &Gateway) -> usize {
-    let pid = gw.pid().expect("the gateway runs");
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_client_that_stops_reading_is_closed_and_its_socket_released() {
     let redis = RedisServer::start();
     let gw = Gateway::start(&redis, Options::default().send_queue(64)).await;
     let mut bystander = Bystander::join(&gw).await;
-    let before = open_fds(&gw);
+    let before = gw.open_fds();
     let mut stuck = RawWs::connect(gw.addr, &token("stuck", 3600, &[], &[])).await;
     stuck
         .binary(&broker::protocol::encode_client_frame(
@@ -390,7 +382,7 @@ async fn a_client_that_stops_reading_is_closed_and_its_socket_released() {
         ))
         .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(open_fds(&gw), before + 1);
+    assert_eq!(gw.open_fds(), before + 1);
 
     // 32 MiB into the room while the client reads nothing: more than the
     // kernel buffers and the 64-frame queue hold.
@@ -411,10 +403,10 @@ async fn a_client_that_stops_reading_is_closed_and_its_socket_released() {
     // The gateway closes it as a slow consumer and lets go of the socket
     // although the client still reads nothing.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while open_fds(&gw) > before && Instant::now() < deadline {
+    while gw.open_fds() > before && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(open_fds(&gw), before, "the stuck client's socket is closed");
+    assert_eq!(gw.open_fds(), before, "the stuck client's socket is closed");
     let slow = gw.metric("broker_slow_consumer_disconnects_total").await;
     assert_eq!(slow, 1.0);
     bystander

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use broker::protocol::{self, ServerFrame};
-use broker_tests::gateway::{join, msg_fields, token, Client, Gateway, Options};
+use broker_tests::gateway::{join, msg_fields, rss_kib, token, Client, Gateway, Options};
 use broker_tests::now_ms;
 use broker_tests::raw::RawWs;
 use broker_tests::RedisServer;
@@ -15,19 +15,6 @@ const MEMBERS: usize = 10;
 /// Messages per phase, one every 5 ms (200 msg/s), 16 KiB each.
 const PER_PHASE: u64 = 400;
 const ROOM: &str = "feed:busy";
-
-/// The gateway's resident memory in KiB.
-fn rss_kib(gw: &Gateway) -> u64 {
-    let pid = gw.pid().expect("the gateway runs");
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// The 99th percentile of `samples` (ms).
 fn p99(samples: &mut [u64]) -> u64 {
@@ -54,13 +41,7 @@ fn publish_phase(redis: &RedisServer, gw_pid: u32) -> std::thread::JoinHandle<u6
                 &["BROKER.PUBLISH", ROOM, "m", &body, "FORMAT", "json"],
             );
             if i % 50 == 0 {
-                let status = std::fs::read_to_string(format!("/proc/{gw_pid}/status"));
-                let rss = status.ok().and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("VmRSS:"))
-                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-                });
-                peak = peak.max(rss.unwrap_or(0));
+                peak = peak.max(rss_kib(gw_pid));
             }
         }
         peak
@@ -109,7 +90,7 @@ async fn a_member_that_stops_reading_costs_the_others_nothing() {
     }
 
     // Baseline: everyone reads.
-    let rss_before = rss_kib(&gw);
+    let rss_before = gw.rss_kib();
     let publisher = publish_phase(&redis, pid);
     let mut baseline = read_phase(&mut members, PER_PHASE).await;
     publisher.join().expect("the publisher");
