@@ -49,7 +49,6 @@ pub enum Admission {
     Authed {
         /// Its id.
         conn: Arc<str>,
-        /// Verified claims.
         /// Verified claims (boxed: the connection's future carries a
         /// pointer, not the claims, in each of its states).
         claims: Box<Claims>,
@@ -983,9 +982,9 @@ async fn writer(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
                         put_frames(&mut buf, &mut batch);
                     }
                     wswrite::put_close(&mut buf, reason.code, &reason.reason);
-                    // A client that stopped reading gets no more time than this.
-                    // Boxed, like the timeout below: rare, and a timer
-                    // inline would enlarge every idle writer.
+                    // A client that stopped reading gets no more time than
+                    // this. Boxed, like the timeout below: rare, and a
+                    // timer inline would enlarge every idle writer.
                     let last = Box::pin(tokio::time::timeout(CLOSE_WRITE_TIMEOUT, out.write_all(&buf)));
                     let _ = last.await;
                 }
