@@ -11,7 +11,8 @@
 //! Joining is two-phase so that per-room order holds: while the module's
 //! `JOIN` is in flight the membership is *pending* and live messages are
 //! buffered; when the join (and any replay of missed messages) is done, the
-//! buffered messages newer than the join's sequence are released in order.
+//! buffered messages newer than the join's sequence are released in order,
+//! and copies of older ones that arrive later are dropped for that member.
 //!
 //! Each room also keeps the newest `(epoch, seq)` this node delivered. A
 //! message at or below it is a duplicate and is dropped; after the node's
@@ -218,7 +219,12 @@ impl RoomFlags {
 }
 
 enum Member {
-    Active(Arc<ConnShared>),
+    /// Receiving live. `floor` is the `seq` its join reported: the join's
+    /// ack (and replay) covered every message up to it, so a live copy of
+    /// one of those — the node's Pub/Sub link can lag behind the command
+    /// link that carried the join's reply — is not sent again. It holds for
+    /// the room's epoch at the join; a new epoch clears it.
+    Active { conn: Arc<ConnShared>, floor: u64 },
     /// Joining: live frames wait here as `(seq, frame)`; seq 0 for events.
     Pending(Arc<ConnShared>, Vec<(u64, Bytes)>),
 }
@@ -359,7 +365,8 @@ impl Hub {
     }
 
     /// Ends a join at the room's `seq` and `epoch`: releases buffered frames
-    /// newer than `seq` (and every presence event), then delivers live.
+    /// newer than `seq` (and every presence event), then delivers live
+    /// whatever is newer than `seq`.
     pub fn finish_join(&self, room: &str, conn: &Arc<ConnShared>, seq: u64, epoch: &str) {
         let Ok(mut all) = self.rooms.write() else {
             return;
@@ -372,14 +379,19 @@ impl Hub {
             entry.advance(seq, epoch);
         }
         if let Some(member) = entry.members.get_mut(&conn.id) {
+            // A repeated join of an active member changes nothing: what it
+            // has not received yet is still on its way.
             if let Member::Pending(_, buffer) = member {
                 for (frame_seq, frame) in std::mem::take(buffer) {
                     if frame_seq == 0 || frame_seq > seq {
                         conn.send(frame, &self.metrics);
                     }
                 }
+                *member = Member::Active {
+                    conn: conn.clone(),
+                    floor: seq,
+                };
             }
-            *member = Member::Active(conn.clone());
         }
     }
 
@@ -489,8 +501,16 @@ impl Hub {
                 return 0;
             };
             if let Some((seq, epoch)) = position {
+                let new_epoch = entry.epoch != epoch;
                 if !entry.advance(seq, epoch) {
                     return 0;
+                }
+                if new_epoch {
+                    for member in entry.members.values_mut() {
+                        if let Member::Active { floor, .. } = member {
+                            *floor = 0;
+                        }
+                    }
                 }
             }
             for (id, member) in entry.members.iter_mut() {
@@ -498,7 +518,10 @@ impl Hub {
                     continue;
                 }
                 match member {
-                    Member::Active(conn) => {
+                    Member::Active { conn, floor } => {
+                        if seq != 0 && seq <= *floor {
+                            continue;
+                        }
                         if conn.send(frame.clone(), &self.metrics) {
                             delivered += 1;
                         }
@@ -537,7 +560,7 @@ impl Hub {
                     }
                     for member in entry.members.values() {
                         let conn = match member {
-                            Member::Active(c) | Member::Pending(c, _) => c,
+                            Member::Active { conn: c, .. } | Member::Pending(c, _) => c,
                         };
                         if seen.insert(conn.id.clone()) {
                             out.push(conn.clone());
