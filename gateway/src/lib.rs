@@ -22,6 +22,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod hub;
+pub mod inbox;
 pub mod keepalive;
 pub mod metrics;
 pub mod node;

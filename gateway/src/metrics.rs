@@ -86,6 +86,10 @@ pub struct Metrics {
     /// `broker_gap_unrepaired_total`: messages missed while the node channel
     /// was down that history no longer held (or the room was reset).
     pub gap_unrepaired: IntCounter,
+    /// `broker_node_inbox_overflows_total`: times the hub fell so far behind
+    /// the node channel that its inbox overflowed (the node then subscribed
+    /// again and repaired from history).
+    pub inbox_overflows: IntCounter,
 }
 
 impl Metrics {
@@ -191,6 +195,10 @@ impl Metrics {
             "broker_gap_unrepaired_total",
             "Messages missed while the node channel was down that history no longer held.",
         )?;
+        let inbox_overflows = counter(
+            "broker_node_inbox_overflows_total",
+            "Times the node's inbox of received messages overflowed (followed by a gap repair).",
+        )?;
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -223,6 +231,7 @@ impl Metrics {
             node_lease_held,
             gap_repaired,
             gap_unrepaired,
+            inbox_overflows,
         })
     }
 }

@@ -10,7 +10,7 @@
 //! cluster, one sharded channel per master: [`crate::shards`]),
 //! pinged every third of `node.lease_ms` (a link that stalls without
 //! closing is noticed too) and re-established with backoff whenever it
-//! drops. Messages published meanwhile were not received: after every
+//! drops or its bounded inbox overflows ([`crate::inbox`]). Messages published meanwhile were not received: after every
 //! re-subscription, before reading the channel again, the node fetches each
 //! of its rooms' history after the last sequence number it delivered and
 //! delivers what it missed, in order; the hub drops the duplicates that
@@ -25,9 +25,11 @@ use broker::names;
 use broker::protocol::{self, ServerFrame};
 use bytes::Bytes;
 use futures_util::StreamExt;
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, ProtocolVersion, Value};
 
 use crate::app::App;
 use crate::hub::Position;
+use crate::inbox::{self, Inbox};
 use crate::store::StoreResult;
 
 /// How long the node channel may take to answer a `PING` (at most; a third
@@ -140,17 +142,28 @@ pub async fn receive(app: Arc<App>, urls: Vec<String>) {
         }
         let Some(url) = seeds.next() else { return };
         let attempt = async {
-            let client = redis::Client::open(url.as_str())?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            // RESP3, so that messages come as pushes into the node's
+            // bounded inbox.
+            let info = url.as_str().into_connection_info()?;
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
+            let client = redis::Client::open(info.set_redis_settings(settings))?;
+            let (sender, inbox) = inbox::inbox(inbox::BUDGET_BYTES);
+            let config = AsyncConnectionConfig::new()
+                .set_push_sender(sender)
+                .set_response_timeout(Some(CHANNEL_PING_TIMEOUT));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            conn.subscribe(&channel).await?;
+            Ok::<_, redis::RedisError>(ClassicLink { conn, inbox })
         };
         match tokio::time::timeout(Duration::from_secs(3), attempt).await {
-            Ok(Ok(pubsub)) => {
+            Ok(Ok(mut link)) => {
                 backoff = Duration::from_millis(100);
-                let (sink, messages) = pubsub.split();
                 tracing::info!(node = %app.node, channel, "subscribed");
-                let mut link = ClassicLink { sink, messages };
                 if let Served::Shutdown = serve(&app, &mut link, first).await {
                     return;
                 }
@@ -171,26 +184,37 @@ pub async fn receive(app: Arc<App>, urls: Vec<String>) {
 /// A live subscription to the node's channel (one Redis) or channels (a
 /// cluster), as [`serve`] reads it.
 pub(crate) trait Link {
-    /// The next envelope; `None` when the link dropped.
+    /// The next envelope; `None` when the link dropped or its inbox
+    /// overflowed.
     fn next(&mut self) -> impl Future<Output = Option<Bytes>> + Send;
     /// True when the link answered a `PING`.
     fn ping(&mut self) -> impl Future<Output = bool> + Send;
+    /// True when the link ended because the hub fell behind
+    /// ([`crate::inbox`]).
+    fn overflowed(&self) -> bool;
 }
 
-/// The classic subscription to `broker:node:<id>` on one Redis.
+/// The classic subscription to `broker:node:<id>` on one Redis (RESP3: the
+/// messages arrive as pushes in `inbox`).
 struct ClassicLink {
-    sink: redis::aio::PubSubSink,
-    messages: redis::aio::PubSubStream,
+    conn: redis::aio::MultiplexedConnection,
+    inbox: Inbox,
 }
 
 impl Link for ClassicLink {
     async fn next(&mut self) -> Option<Bytes> {
-        let msg = self.messages.next().await?;
-        Some(Bytes::copy_from_slice(msg.get_payload_bytes()))
+        self.inbox.next_message().await
     }
 
     async fn ping(&mut self) -> bool {
-        self.sink.ping::<redis::Value>().await.is_ok()
+        redis::cmd("PING")
+            .query_async::<Value>(&mut self.conn)
+            .await
+            .is_ok()
+    }
+
+    fn overflowed(&self) -> bool {
+        self.inbox.overflowed()
     }
 }
 
@@ -220,7 +244,17 @@ pub(crate) async fn serve(app: &App, link: &mut impl Link, first: bool) -> Serve
         tokio::select! {
             envelope = link.next() => match envelope {
                 Some(envelope) => app.hub.dispatch(envelope),
-                None => break Served::Ended,
+                None => {
+                    if link.overflowed() {
+                        tracing::warn!(
+                            node = %app.node,
+                            budget_bytes = inbox::BUDGET_BYTES,
+                            "the hub fell behind the node channel: inbox overflowed; subscribing again"
+                        );
+                        app.metrics.inbox_overflows.inc();
+                    }
+                    break Served::Ended;
+                }
             },
             _ = app.resubscribe.notified() => {
                 tracing::info!(node = %app.node, "subscribing again to repair gaps");

@@ -12,8 +12,9 @@
 //! `SSUBSCRIBE`, each routed to its master.
 //!
 //! The subscriptions share one RESP3 cluster connection whose pushes come
-//! back on a channel. When any link drops (a `Disconnection` push), stops
-//! answering `PING`, or a failover moves a master, the node starts over:
+//! back in the node's bounded inbox ([`crate::inbox`]). When any link drops
+//! (a `Disconnection` push), stops answering `PING`, the inbox overflows,
+//! or a failover moves a master, the node starts over:
 //! reads the slot map again, renews the lease with the channels, subscribes
 //! again, and repairs the gaps from history before it reads live messages
 //! (as [`crate::node::receive`] does for one Redis).
@@ -25,10 +26,10 @@ use broker::names;
 use bytes::Bytes;
 use redis::cluster::ClusterClient;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-use redis::{PushInfo, PushKind, Value};
-use tokio::sync::mpsc;
+use redis::Value;
 
 use crate::app::App;
+use crate::inbox::{self, Inbox};
 use crate::node::{self, Link, Served};
 
 /// How long discovering the slot map, connecting and subscribing may take.
@@ -106,40 +107,13 @@ fn parse_slots(reply: Value) -> Option<Vec<Master>> {
 /// Everything one subscription round needs, set up.
 struct Subscribed {
     conn: redis::cluster_async::ClusterConnection,
-    pushes: mpsc::UnboundedReceiver<PushInfo>,
+    pushes: Inbox,
     shards: Vec<ShardChannel>,
 }
 
 impl Link for Subscribed {
     async fn next(&mut self) -> Option<Bytes> {
-        loop {
-            match self.pushes.recv().await? {
-                PushInfo {
-                    kind: PushKind::SMessage,
-                    data,
-                } => {
-                    if let Some(Value::BulkString(payload)) = data.into_iter().nth(1) {
-                        return Some(Bytes::from(payload));
-                    }
-                }
-                PushInfo {
-                    kind: PushKind::Disconnection,
-                    ..
-                } => {
-                    tracing::warn!("a sharded channel link dropped");
-                    return None;
-                }
-                PushInfo {
-                    kind: PushKind::SUnsubscribe,
-                    ..
-                } => {
-                    // The slot moved away (resharding or failover).
-                    tracing::warn!("a sharded channel was unsubscribed");
-                    return None;
-                }
-                _ => {}
-            }
-        }
+        self.pushes.next_message().await
     }
 
     async fn ping(&mut self) -> bool {
@@ -149,12 +123,16 @@ impl Link for Subscribed {
             .await
             .is_ok()
     }
+
+    fn overflowed(&self) -> bool {
+        self.pushes.overflowed()
+    }
 }
 
 /// Discovers the masters, connects and subscribes to the node's channel on
 /// each of them.
 async fn subscribe(app: &App, seeds: &[String]) -> redis::RedisResult<Subscribed> {
-    let (tx, pushes) = mpsc::unbounded_channel();
+    let (tx, pushes) = inbox::inbox(inbox::BUDGET_BYTES);
     let client = ClusterClient::builder(seeds.iter().map(String::as_str))
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(tx)
