@@ -690,6 +690,22 @@ impl Registry {
         out
     }
 
+    /// Every connection of `user` this registry knows, opened here or only
+    /// a member of rooms here, with its rooms here; sorted by connection
+    /// id. On a cluster a connection's rooms live on their rooms' shards:
+    /// `BROKER.USER.ROOMS` on every master gathers them. O(connections on
+    /// this shard): member-only connections are not indexed by user.
+    pub fn user_rooms(&self, user: &str) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.user == user)
+            .map(|(id, c)| (id.clone(), c.rooms.iter().cloned().collect()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// The opened connections of `user` with their nodes, for `BROKER.KICK`
     /// (a connection known here only as a room member is not listed).
     pub fn user_conns(&self, user: &str) -> Vec<(String, String)> {
@@ -1375,6 +1391,31 @@ mod tests {
             r.open("bob", "b1", "n1", "1.1.1.1", 1, None, Some(5)),
             Err(RegistryError::IpLimit)
         );
+    }
+
+    #[test]
+    fn user_rooms_lists_member_only_connections_too() {
+        let mut r = leased();
+        r.open("alice", "c1", "n1", "ip", 1, None, None).unwrap();
+        r.join("chat:a", "alice", "c1", "n1", false, None, "e")
+            .unwrap();
+        // c2 was opened on another shard; here it is only a room member.
+        r.join("chat:b", "alice", "c2", "n2", false, None, "e")
+            .unwrap();
+        r.join("chat:a", "alice", "c2", "n2", false, None, "e")
+            .unwrap();
+        assert_eq!(
+            r.user_rooms("alice"),
+            vec![
+                ("c1".to_string(), vec!["chat:a".to_string()]),
+                (
+                    "c2".to_string(),
+                    vec!["chat:a".to_string(), "chat:b".to_string()]
+                ),
+            ]
+        );
+        assert_eq!(r.presence("alice").len(), 1, "PRESENCE: opened here only");
+        assert!(r.user_rooms("bob").is_empty());
     }
 
     #[test]

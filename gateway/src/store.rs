@@ -12,6 +12,7 @@
 //! `Unavailable` when Redis cannot be reached in time — which the gateway
 //! reports to clients as `err unavailable` without closing them.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -499,7 +500,44 @@ impl Store {
         let mut cmd = redis::cmd("BROKER.PRESENCE");
         cmd.arg(user);
         let reply: Value = self.run("presence", cmd).await?;
-        Ok(to_json(reply))
+        let mut presence = to_json(reply);
+        if self.is_cluster() {
+            let rooms = self.user_rooms(user).await?;
+            if let Some(conns) = presence["conns"].as_array_mut() {
+                for conn in conns {
+                    let all = conn["conn"].as_str().and_then(|id| rooms.get(id));
+                    if let Some(all) = all {
+                        conn["rooms"] = serde_json::json!(all);
+                    }
+                }
+            }
+        }
+        Ok(presence)
+    }
+
+    /// The rooms of each of `user`'s connections over every master: on a
+    /// cluster `PRESENCE` (on the user's shard) knows only the rooms there.
+    async fn user_rooms(&self, user: &str) -> StoreResult<BTreeMap<String, BTreeSet<String>>> {
+        let mut cmd = redis::cmd("BROKER.USER.ROOMS");
+        cmd.arg(user);
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for reply in self.run_everywhere("user.rooms", cmd).await? {
+            let Value::Array(items) = reply else {
+                return Err(StoreError::Reply(format!("USER.ROOMS: {reply:?}")));
+            };
+            for item in items {
+                let fields = Fields::new(item)?;
+                let rooms = match fields.get("rooms")? {
+                    Value::Array(rooms) => rooms
+                        .iter()
+                        .filter_map(|r| String::from_redis_value(r.clone()).ok())
+                        .collect::<Vec<String>>(),
+                    other => return Err(StoreError::Reply(format!("USER.ROOMS rooms: {other:?}"))),
+                };
+                out.entry(fields.text("conn")?).or_default().extend(rooms);
+            }
+        }
+        Ok(out)
     }
 
     /// Tells every node to close the user's connections.

@@ -125,6 +125,7 @@ redis_module! {
         ["broker.conn.open", commands::connections::conn_open, "write deny-oom fast", 1, 1, 1, ""],
         ["broker.conn.close", commands::connections::conn_close, "write fast", 1, 1, 1, ""],
         ["broker.presence", commands::connections::presence, "readonly fast", 1, 1, 1, ""],
+        ["broker.user.rooms", commands::connections::user_rooms, "readonly", 0, 0, 0, ""],
         ["broker.kick", commands::connections::kick, "pubsub fast", 1, 1, 1, ""],
         ["broker.online", commands::connections::online, "readonly fast", 0, 0, 0, ""],
         ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],

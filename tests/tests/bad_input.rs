@@ -63,6 +63,8 @@ fn wrong_number_of_arguments() {
             &["BROKER.PUBLISH", "chat:a", "ev"],
             &["BROKER.PRESENCE"],
             &["BROKER.PRESENCE", "alice", "bob"],
+            &["BROKER.USER.ROOMS"],
+            &["BROKER.USER.ROOMS", "alice", "bob"],
             &["BROKER.ROOM.MEMBERS"],
             &["BROKER.ROOM.MEMBERS", "chat:a", "chat:b"],
             &["BROKER.ROOM.COUNT"],
@@ -318,6 +320,7 @@ fn invalid_names() {
     }
     for user in &bad_users {
         cases.push(vec!["BROKER.PRESENCE", user]);
+        cases.push(vec!["BROKER.USER.ROOMS", user]);
         cases.push(vec!["BROKER.KICK", user]);
         cases.push(vec!["BROKER.CONN.OPEN", user, "c2", "n1", "1.2.3.4"]);
         cases.push(vec!["BROKER.CONN.CLOSE", user, "c1"]);
@@ -366,6 +369,7 @@ fn invalid_names() {
     let mut wrong = Vec::new();
     for cmd in [
         "BROKER.PRESENCE",
+        "BROKER.USER.ROOMS",
         "BROKER.ROOM.COUNT",
         "BROKER.HISTORY",
         "BROKER.KICK",

@@ -62,6 +62,37 @@ async fn rooms_on_every_shard_presence_and_recovery() {
         let p = map(&cluster.on(user, &["BROKER.PRESENCE", user]));
         assert_eq!(text(&p["status"]), "online", "{user}");
     }
+    // PRESENCE on alice's shard knows the rooms there; the gateway gathers
+    // the others from every master (`BROKER.USER.ROOMS`).
+    let mut everywhere: Vec<String> = rooms.clone();
+    everywhere.push("user:alice".into());
+    everywhere.sort();
+    let her_shard = cluster.master_of("alice").port();
+    let on_her_shard: Vec<String> = everywhere
+        .iter()
+        .filter(|r| cluster.master_of(r).port() == her_shard)
+        .cloned()
+        .collect();
+    let p = map(&cluster.on("alice", &["BROKER.PRESENCE", "alice"]));
+    let conn = map(&broker_tests::array(&p["conns"])[0]);
+    let mut listed: Vec<String> = broker_tests::array(&conn["rooms"])
+        .iter()
+        .map(text)
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed, on_her_shard,
+        "PRESENCE lists the rooms of its shard"
+    );
+    let p = gw2.admin_get("/api/users/alice/presence").await.json();
+    assert_eq!(p["connections"], 1, "{p}");
+    assert_eq!(
+        p["conns"][0]["conn"].as_str(),
+        Some(alice.conn.as_str()),
+        "{p}"
+    );
+    assert_eq!(p["conns"][0]["rooms"], json!(everywhere), "{p}");
+
     let online = gw1.admin_get("/api/online").await.json();
     assert_eq!(
         (online["users"].as_u64(), online["connections"].as_u64()),

@@ -5,9 +5,10 @@ use broker_tests::*;
 use redis::Value;
 
 /// Every command of docs/COMMANDS.md and whether it writes.
-const COMMANDS: [(&str, bool); 18] = [
+const COMMANDS: [(&str, bool); 20] = [
     ("broker.publish", true),
     ("broker.presence", false),
+    ("broker.user.rooms", false),
     ("broker.room.members", false),
     ("broker.room.count", false),
     ("broker.online", false),
@@ -23,6 +24,7 @@ const COMMANDS: [(&str, bool); 18] = [
     ("broker.leave", true),
     ("broker.apply.publish", true),
     ("broker.apply.drop", true),
+    ("broker.apply.leave", true),
     ("broker.broadcast", false),
 ];
 
@@ -106,6 +108,7 @@ fn every_command_is_registered_with_its_flags() {
     for command in [
         "broker.online",
         "broker.presence",
+        "broker.user.rooms",
         "broker.room.members",
         "broker.room.count",
         "broker.history",
@@ -195,6 +198,7 @@ fn key_positions_route_by_room_user_or_key() {
         &["BROKER.NODE.LEASE", "n1", "1000"],
         &["BROKER.NODE.RELEASE", "n1"],
         &["BROKER.BROADCAST", "ev", "p"],
+        &["BROKER.USER.ROOMS", "alice"],
     ] {
         assert!(getkeys(&mut con, args).is_err(), "{args:?} has no keys");
     }

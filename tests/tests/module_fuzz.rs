@@ -9,7 +9,7 @@
 
 use broker_tests::{call, ok, text, RedisServer};
 
-const COMMANDS: [&str; 19] = [
+const COMMANDS: [&str; 20] = [
     "BROKER.PUBLISH",
     "BROKER.BROADCAST",
     "BROKER.APPLY.PUBLISH",
@@ -23,6 +23,7 @@ const COMMANDS: [&str; 19] = [
     "BROKER.CONN.OPEN",
     "BROKER.CONN.CLOSE",
     "BROKER.PRESENCE",
+    "BROKER.USER.ROOMS",
     "BROKER.KICK",
     "BROKER.ONLINE",
     "BROKER.THROTTLE",

@@ -71,6 +71,35 @@ fn close(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     Ok(reply::int(rooms))
 }
 
+/// `BROKER.USER.ROOMS user`: the rooms on this shard of each of the user's
+/// connections, including connections opened on another shard. Keyless, so
+/// that it can be sent to every master of a cluster.
+pub fn user_rooms(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, read_user_rooms)
+}
+
+fn read_user_rooms(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    let mut args = Args::new(argv);
+    let user = args.str("user")?;
+    names::validate_user(user)?;
+    args.done()?;
+    let conns = state::with(|s| s.registry.user_rooms(user));
+    Ok(RedisValue::Array(
+        conns
+            .iter()
+            .map(|(conn, rooms)| {
+                reply::map([
+                    ("conn", reply::text(conn)),
+                    (
+                        "rooms",
+                        RedisValue::Array(rooms.iter().map(|r| reply::text(r)).collect()),
+                    ),
+                ])
+            })
+            .collect(),
+    ))
+}
+
 /// `BROKER.PRESENCE user`: the user's connections.
 pub fn presence(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, read_presence)
