@@ -15,6 +15,13 @@
 //! - [`registry`]: the state machine of nodes, connections, presence, rooms,
 //!   sequences and history that the module keeps in Redis.
 
+/// The version of the module's command surface, in `INFO broker` as
+/// `broker_api`. Raised whenever the module gains a command or an option the
+/// gateway relies on, so that a gateway built with a newer one reports not
+/// ready (`/readyz`) against an older module rather than failing requests.
+/// 2: `BROKER.USER.ROOMS`.
+pub const MODULE_API: u32 = 2;
+
 pub mod gcra;
 pub mod names;
 pub mod protocol;

@@ -27,7 +27,7 @@ use tokio::sync::watch;
 use crate::app::App;
 use crate::auth::Claims;
 use crate::conn::{self, Admission};
-use crate::store::{PublishRequest, StoreError};
+use crate::store::{PublishRequest, Readiness, StoreError};
 
 /// Response body type of both listeners.
 pub type Body = Full<Bytes>;
@@ -110,8 +110,10 @@ fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Body> {
 async fn public(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => upgrade(app, req, peer).await,
-        (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
-        (&Method::GET, "/readyz") => ready(&app).await,
+        // HEAD too, for load balancers that probe with it (hyper sends
+        // no body then).
+        (&Method::GET | &Method::HEAD, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => ready(&app).await,
         (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_HTML),
         (&Method::GET, "/app.js") => {
             reply(StatusCode::OK, "text/javascript; charset=utf-8", DEMO_JS)
@@ -134,11 +136,20 @@ const DEMO_CSS: &str = include_str!("../static/style.css");
 const CLIENT_JS: &str = include_str!("../../clients/js/dist/broker-client.js");
 
 async fn ready(app: &App) -> Response<Body> {
-    let redis = app.store.ready().await;
+    let redis = match app.store.ready().await {
+        Ok(Readiness::Ready) => Ok(()),
+        Ok(Readiness::NoModule) => Err("module missing".to_string()),
+        Ok(Readiness::OldModule(api)) => Err(format!(
+            "module too old (api {api}, this gateway needs {})",
+            broker::MODULE_API
+        )),
+        Err(StoreError::Unavailable(_)) => Err("unreachable".to_string()),
+        Err(err) => Err(format!("error: {err}")),
+    };
     let lease = app.lease_held.load(Ordering::Relaxed);
     let subscribed = app.subscribed.load(Ordering::Relaxed);
     let body = json!({
-        "redis": redis.as_ref().map(|_| "ok").unwrap_or_else(|e| if matches!(e, StoreError::Refused { .. }) { "module missing" } else { "unreachable" }),
+        "redis": redis.as_ref().map_or_else(|e| e.as_str(), |_| "ok"),
         "lease": lease,
         "subscribed": subscribed,
         "shutting_down": app.shutting_down(),
@@ -158,40 +169,20 @@ fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     let query = req.uri().query()?;
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
+        (k == name).then(|| query_decode(v))
     })
 }
 
+/// A percent-decoded path segment (`+` stays a `+` in a path).
 fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A percent-decoded query value, where `+` stands for a space.
+fn query_decode(s: &str) -> String {
+    percent_decode(&s.replace('+', " "))
 }
 
 fn dev_token(app: &App, req: &Request<Incoming>) -> Response<Body> {
@@ -415,8 +406,16 @@ async fn admin(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             );
         }
     }
-    let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Each path segment percent-decoded (`alice%40example.com`,
+    // `chat%3Alobby`).
+    let decoded: Vec<String> = req
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(percent_decode)
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let method = req.method().clone();
     match (&method, segments.as_slice()) {
         (&Method::GET, ["metrics"]) => reply(
@@ -458,7 +457,16 @@ async fn admin(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             let Some(ev) = body["ev"].as_str() else {
                 return json_reply(StatusCode::BAD_REQUEST, json!({"error": "ev is required"}));
             };
-            let ns = body["ns"].as_str();
+            let ns = match &body["ns"] {
+                serde_json::Value::Null => None,
+                serde_json::Value::String(ns) => Some(ns.as_str()),
+                _ => {
+                    return json_reply(
+                        StatusCode::BAD_REQUEST,
+                        json!({"error": "ns must be a string"}),
+                    )
+                }
+            };
             let data = body["data"].to_string();
             match app.store.broadcast(ev, data.as_bytes(), ns).await {
                 Ok(nodes) => json_reply(StatusCode::OK, json!({"nodes": nodes})),
@@ -505,11 +513,10 @@ async fn admin(app: Arc<App>, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (&Method::GET, ["api", "rooms", room, "presence"]) => {
-            let room = percent_decode(room);
-            if names::validate_room(&room).is_err() {
+            if names::validate_room(room).is_err() {
                 return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid room"}));
             }
-            match app.store.members(&room).await {
+            match app.store.members(room).await {
                 Ok(users) => {
                     let count = users.len();
                     let users: Vec<_> = users

@@ -51,6 +51,21 @@ pub enum StoreError {
 
 impl StoreError {
     fn from_redis(err: redis::RedisError) -> StoreError {
+        // Redis states that pass (loading a file, a failover, a busy
+        // script): not a refusal of the request.
+        const TRANSIENT: [&str; 8] = [
+            "LOADING",
+            "READONLY",
+            "CLUSTERDOWN",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "BUSY",
+            "MOVED",
+            "ASK",
+        ];
+        if err.code().is_some_and(|code| TRANSIENT.contains(&code)) {
+            return StoreError::Unavailable(err.to_string());
+        }
         match err.kind() {
             redis::ErrorKind::Server(_) | redis::ErrorKind::Extension => StoreError::Refused {
                 code: err.code().unwrap_or("ERR").to_string(),
@@ -68,6 +83,17 @@ impl StoreError {
 
 /// Result of a module call.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Whether Redis can serve this gateway: what `/readyz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    /// The module is loaded (on every master) with the commands needed.
+    Ready,
+    /// A Redis (a master) answers without the module loaded.
+    NoModule,
+    /// The module is older than [`broker::MODULE_API`]: its `broker_api`.
+    OldModule(u32),
+}
 
 /// What `BROKER.JOIN` answered.
 #[derive(Debug, Clone, Default)]
@@ -288,9 +314,22 @@ impl Store {
     }
 
     /// `PING` and the module's presence: used by `/readyz`.
-    pub async fn ready(&self) -> StoreResult<()> {
-        let _: Value = self.run("online", redis::cmd("BROKER.ONLINE")).await?;
-        Ok(())
+    pub async fn ready(&self) -> StoreResult<Readiness> {
+        let mut cmd = redis::cmd("INFO");
+        cmd.arg("broker");
+        let mut oldest = None;
+        for reply in self.run_everywhere("info", cmd).await? {
+            let info = String::from_redis_value(reply)
+                .map_err(|e| StoreError::Reply(format!("INFO broker: {e}")))?;
+            let Some(seen) = module_api(&info) else {
+                return Ok(Readiness::NoModule);
+            };
+            oldest = Some(oldest.map_or(seen, |o: u32| o.min(seen)));
+        }
+        Ok(match oldest {
+            Some(api) if api < broker::MODULE_API => Readiness::OldModule(api),
+            _ => Readiness::Ready,
+        })
     }
 
     /// Takes or renews the node lease (on every master of a cluster); true
@@ -629,6 +668,20 @@ impl Fields {
     }
 }
 
+/// The module's `broker_api` from an `INFO broker` text; `None` without
+/// the module (an empty section). A module from before `broker_api` existed
+/// counts as 1.
+fn module_api(info: &str) -> Option<u32> {
+    if !info.lines().any(|line| line.starts_with("broker_")) {
+        return None;
+    }
+    let api = info
+        .lines()
+        .find_map(|line| line.trim_end().strip_prefix("broker_api:"))
+        .and_then(|v| v.parse::<u32>().ok());
+    Some(api.unwrap_or(1))
+}
+
 fn pairs(reply: Value) -> StoreResult<Vec<(Value, Value)>> {
     match reply {
         Value::Map(items) => Ok(items),
@@ -706,5 +759,19 @@ fn to_json(v: Value) -> serde_json::Value {
             J::Object(obj)
         }
         other => J::String(format!("{other:?}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_api;
+
+    #[test]
+    fn module_api_reads_info_broker() {
+        let now = "# broker\r\nbroker_version:0.1.0\r\nbroker_api:2\r\nbroker_nodes:1\r\n";
+        assert_eq!(module_api(now), Some(2));
+        let before_the_field = "# broker\r\nbroker_nodes:0\r\nbroker_connections:0\r\n";
+        assert_eq!(module_api(before_the_field), Some(1));
+        assert_eq!(module_api(""), None, "INFO broker without the module");
     }
 }

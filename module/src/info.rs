@@ -24,6 +24,8 @@ fn broker_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     };
     let as_i64 = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     ctx.add_info_section(None);
+    ctx.add_info_field_str("version", env!("CARGO_PKG_VERSION"));
+    ctx.add_info_field_long_long("api", i64::from(broker::MODULE_API));
     ctx.add_info_field_long_long("nodes", as_i64(nodes));
     ctx.add_info_field_long_long("connections", as_i64(conns));
     ctx.add_info_field_long_long("users", as_i64(users));

@@ -141,6 +141,16 @@ async fn admin_api_publishes_emits_broadcasts_and_disconnects() {
     );
     let body = gw.admin_get("/api/users/nobody/presence").await.json();
     assert_eq!(body["status"], "offline", "{body}");
+    // Path segments are percent-decoded, users as rooms.
+    let body = gw.admin_get("/api/users/%61lice/presence").await.json();
+    assert_eq!(body["connections"], 2, "{body}");
+    let body = gw.admin_get("/api/rooms/chat%3Ah/presence").await.json();
+    assert_eq!(body["count"], 2, "{body}");
+    // A namespace that is not a string is refused, not ignored.
+    let resp = gw
+        .admin_post("/api/broadcast", &json!({"ev": "all", "data": 1, "ns": 5}))
+        .await;
+    assert_eq!(resp.status, 400, "{resp:?}");
 
     // POST /api/users/bob/disconnect closes bob's connection.
     let resp = gw.admin_post("/api/users/bob/disconnect", &json!({})).await;
@@ -213,6 +223,20 @@ async fn health_endpoints() {
     assert_eq!(http_get(gw.addr, "/healthz", None).await.status, 200);
     let ready = http_get(gw.addr, "/readyz", None).await;
     assert_eq!(ready.status, 200, "{ready:?}");
+    // Load balancers may probe with HEAD.
+    for path in ["/healthz", "/readyz"] {
+        let head = broker_tests::gateway::try_http(gw.addr, "HEAD", path, None, None)
+            .await
+            .expect("HEAD answered");
+        assert_eq!(head.status, 200, "HEAD {path}: {head:?}");
+    }
+    // The module answers INFO broker with an api this gateway accepts.
+    let body = ready.json();
+    assert_eq!(body["redis"], "ok", "{body}");
+    assert_eq!(
+        (&body["lease"], &body["subscribed"]),
+        (&json!(true), &json!(true))
+    );
     let page = http_get(gw.addr, "/", None).await;
     assert_eq!(page.status, 200);
     assert!(

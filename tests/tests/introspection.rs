@@ -62,6 +62,7 @@ fn info_broker_has_every_field() {
         info.contains("# broker") || info.contains("# Broker"),
         "{info}"
     );
+    let api = broker::MODULE_API.to_string();
     let expect = [
         ("nodes", "1"),
         ("connections", "2"),
@@ -71,6 +72,8 @@ fn info_broker_has_every_field() {
         ("deliveries", "1"),
         ("throttled", "0"),
         ("leases_expired", "0"),
+        ("api", &api),
+        ("version", env!("CARGO_PKG_VERSION")),
     ];
     for (name, value) in expect {
         assert_eq!(
