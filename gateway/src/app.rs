@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{watch, Notify};
 
 use crate::auth::Authenticator;
+use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -28,6 +29,8 @@ pub struct App {
     pub hub: Hub,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    /// Whose `X-Forwarded-For` names the client (`trusted_proxies`).
+    pub trusted_proxies: TrustedProxies,
     /// True while the node holds its lease (for `/readyz`).
     pub lease_held: AtomicBool,
     /// True while the node's Pub/Sub subscription is live.
@@ -60,7 +63,10 @@ impl App {
         shutdown: watch::Receiver<bool>,
     ) -> App {
         let pending_limit = config.limits.send_queue;
+        // Checked by `Config::validate` already.
+        let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default();
         App {
+            trusted_proxies,
             config,
             node,
             auth,

@@ -30,6 +30,8 @@ use figment::{Figment, Metadata, Profile, Provider};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::client_ip::TrustedProxies;
+
 /// Prefix of the environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "BROKER_";
 
@@ -45,7 +47,7 @@ pub const MIN_LEASE_MS: u64 = 300;
 pub const ALGORITHMS: [&str; 5] = ["HS256", "HS384", "HS512", "RS256", "ES256"];
 
 /// Top-level keys, i.e. the sections an environment variable may address.
-const TOP_LEVEL_KEYS: [&str; 11] = [
+const TOP_LEVEL_KEYS: [&str; 12] = [
     "listen",
     "admin_listen",
     "node_id",
@@ -53,6 +55,7 @@ const TOP_LEVEL_KEYS: [&str; 11] = [
     "auth",
     "admin",
     "origins",
+    "trusted_proxies",
     "limits",
     "testing",
     "node",
@@ -81,6 +84,10 @@ pub struct Config {
     /// gateway's own origin is always allowed (the demo page).
     #[serde(deserialize_with = "string_or_list")]
     pub origins: Vec<String>,
+    /// Proxies (addresses or networks) whose `X-Forwarded-For` names the
+    /// client; empty: the TCP peer is the client ([`crate::client_ip`]).
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
     /// Per-connection and per-user limits.
     pub limits: Limits,
     /// Node lease settings.
@@ -110,6 +117,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             admin: AdminConfig::default(),
             origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             limits: Limits::default(),
             node: NodeConfig::default(),
             namespaces: BTreeMap::new(),
@@ -405,6 +413,9 @@ impl Config {
         self.check_listeners(&mut problems);
         self.check_auth(&mut problems);
         self.check_limits(&mut problems);
+        if let Err(problem) = TrustedProxies::parse(&self.trusted_proxies) {
+            problems.push(format!("trusted_proxies: {problem}"));
+        }
         for (name, ns) in &self.namespaces {
             check_namespace(name, ns, &mut problems);
         }
@@ -965,6 +976,7 @@ mod tests {
                 ("BROKER_NAMESPACES__CHAT__RATE__BURST", "2"),
                 ("BROKER_NAMESPACES__CHAT__JOIN", "claim"),
                 ("BROKER_ORIGINS", "https://a.example, https://b.example"),
+                ("BROKER_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1"),
                 ("OTHER_VAR", "ignored"),
             ]),
         )
@@ -989,6 +1001,7 @@ mod tests {
             })
         );
         assert_eq!(c.origins, vec!["https://a.example", "https://b.example"]);
+        assert_eq!(c.trusted_proxies, vec!["10.0.0.0/8", "127.0.0.1"]);
     }
 
     #[test]
@@ -1262,6 +1275,8 @@ mod tests {
         assert!(msg.contains("origins"), "{msg}");
         let msg = invalid(&format!("{SECRET}[admin]\napi_key = \"\"\n"));
         assert!(msg.contains("admin.api_key"), "{msg}");
+        let msg = invalid(&format!("{SECRET}trusted_proxies = [\"lb.internal\"]\n"));
+        assert!(msg.contains("trusted_proxies"), "{msg}");
     }
 
     #[test]

@@ -254,7 +254,12 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
     if !origin_allowed(&app, &req) {
         return reply(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");
     }
-    let ip = peer.ip().to_string();
+    let forwarded = req.headers().get_all("x-forwarded-for");
+    let forwarded = forwarded.iter().filter_map(|v| v.to_str().ok());
+    let ip = app
+        .trusted_proxies
+        .client_ip(peer.ip(), forwarded)
+        .to_string();
     let token = bearer(&req).or_else(|| query_param(&req, "token"));
     let claims = match token {
         Some(token) => match app.auth.verify(&token) {

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod client_ip;
 pub mod config;
 pub mod conn;
 pub mod http;

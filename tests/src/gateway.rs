@@ -100,6 +100,8 @@ pub struct Options {
     pub idle_timeout_s: u64,
     /// `origins` [empty: any].
     pub origins: Vec<String>,
+    /// `trusted_proxies` [empty].
+    pub trusted_proxies: Vec<String>,
     /// `limits.max_frame_bytes` [65536].
     pub max_frame_bytes: usize,
     /// `limits.max_conns_per_user` [5].
@@ -129,6 +131,7 @@ impl Default for Options {
             ping_interval_s: 25,
             idle_timeout_s: 60,
             origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             max_frame_bytes: 65_536,
             max_conns_per_user: 5,
             max_conns_per_ip: 20,
@@ -164,6 +167,12 @@ impl Options {
     /// Sets `limits.max_conns_per_ip`.
     pub fn max_conns_per_ip(mut self, n: u32) -> Self {
         self.max_conns_per_ip = n;
+        self
+    }
+
+    /// Sets `trusted_proxies`.
+    pub fn trusted_proxies(mut self, proxies: &[&str]) -> Self {
+        self.trusted_proxies = proxies.iter().map(|p| p.to_string()).collect();
         self
     }
 
@@ -552,6 +561,11 @@ fn config_toml(
     admin: SocketAddr,
 ) -> String {
     let origins: Vec<String> = opts.origins.iter().map(|o| format!("{o:?}")).collect();
+    let proxies: Vec<String> = opts
+        .trusted_proxies
+        .iter()
+        .map(|p| format!("{p:?}"))
+        .collect();
     let api_key = opts
         .api_key
         .as_ref()
@@ -562,6 +576,7 @@ fn config_toml(
 admin_listen = "{admin}"
 node_id = "{node}"
 origins = [{origins}]
+trusted_proxies = [{proxies}]
 
 [redis]
 url = {redis_url}
@@ -589,6 +604,7 @@ echo = {echo}
 {extra}
 "#,
         origins = origins.join(", "),
+        proxies = proxies.join(", "),
         leeway = opts.leeway_s,
         max_frame = opts.max_frame_bytes,
         max_user = opts.max_conns_per_user,

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use broker::protocol::{close, ServerFrame};
-use broker_tests::gateway::{msg_fields, token, Client, Gateway, Options};
+use broker_tests::gateway::{msg_fields, token, Client, ConnectError, Gateway, Options};
 use broker_tests::raw::{header, op, Ending, RawWs};
 use broker_tests::{ok, RedisServer};
 use serde_json::json;
@@ -443,4 +443,66 @@ async fn the_node_pings_and_closes_a_client_that_never_answers() {
     // The answering client is still there.
     assert!(alive.drain(Duration::from_millis(100)).await.is_empty());
     alive.ping().await;
+}
+
+/// Behind a trusted proxy the client is the rightmost `X-Forwarded-For`
+/// hop the gateway does not trust: the per-IP limit counts the clients, not
+/// the proxy, and a client cannot dodge it by prepending addresses. Without
+/// `trusted_proxies` the header means nothing.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_per_ip_limit_counts_clients() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(
+        &redis,
+        Options::default()
+            .max_conns_per_ip(2)
+            .trusted_proxies(&["127.0.0.0/8"]),
+    )
+    .await;
+    let connect = |user: String, forwarded: &'static str| {
+        let url = gw.ws_url(Some(&token(&user, 3600, &[], &[])));
+        async move { Client::try_connect(&url, &[("x-forwarded-for", forwarded)]).await }
+    };
+    // Three clients behind the proxy (127.0.0.1): three addresses.
+    let mut held = Vec::new();
+    for (i, client) in ["198.51.100.1", "198.51.100.2", "198.51.100.3"]
+        .into_iter()
+        .enumerate()
+    {
+        let c = connect(format!("behind{i}"), client).await;
+        held.push(c.unwrap_or_else(|e| panic!("{client}: {e:?}")));
+    }
+    // The first one again, made up hops in front: its third is refused.
+    held.push(
+        connect("again1".into(), "198.51.100.1")
+            .await
+            .expect("second"),
+    );
+    let third = connect("again2".into(), "10.9.9.9, 198.51.100.1").await;
+    assert!(
+        matches!(third, Err(ConnectError::Status(429))),
+        "the third connection of 198.51.100.1: {:?}",
+        third.err()
+    );
+    // The module saw the client's address.
+    let p = broker_tests::map(&ok(&mut redis.client(), &["BROKER.PRESENCE", "behind1"]));
+    let conn = broker_tests::map(&broker_tests::array(&p["conns"])[0]);
+    assert_eq!(broker_tests::text(&conn["ip"]), "198.51.100.2");
+
+    // A gateway that trusts no proxy counts the peer, whatever the header.
+    let plain = Gateway::start(&redis, Options::default().max_conns_per_ip(2)).await;
+    let mut outcomes = Vec::new();
+    for (i, client) in ["203.0.113.1", "203.0.113.2", "203.0.113.3"]
+        .into_iter()
+        .enumerate()
+    {
+        let url = plain.ws_url(Some(&token(&format!("plain{i}"), 3600, &[], &[])));
+        outcomes.push(Client::try_connect(&url, &[("x-forwarded-for", client)]).await);
+    }
+    assert!(outcomes[0].is_ok() && outcomes[1].is_ok());
+    assert!(
+        matches!(outcomes[2], Err(ConnectError::Status(429))),
+        "the peer's third connection"
+    );
+    drop(held);
 }
