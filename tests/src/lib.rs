@@ -946,7 +946,8 @@ pub fn snapshot(con: &mut Connection, deadlines: bool) -> serde_json::Value {
     J::Object(out)
 }
 
-/// Waits until a replica reports `master_link_status:up`.
+/// Waits until a replica reports `master_link_status:up` and gets the
+/// master's writes.
 pub fn wait_for_sync(replica: &RedisServer) {
     let mut con = replica.client();
     eventually("the replica is in sync with its master", || {
@@ -958,6 +959,29 @@ pub fn wait_for_sync(replica: &RedisServer) {
             Ok(())
         } else {
             Err(info)
+        }
+    });
+    // `up` comes before the master streams to the replica: after a
+    // diskless sync it waits for the replica's first `REPLCONF ACK`, sent
+    // once a second. A write seen on the replica means the stream flows.
+    let port = text(&ok(&mut con, &["INFO", "replication"]))
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("master_port:").map(str::to_owned))
+        .expect("INFO replication has master_port");
+    let mut master = connect(&format!("redis://127.0.0.1:{port}"));
+    let probe = format!("broker-test:sync:{}", std::process::id());
+    ok(&mut master, &["SET", &probe, "1"]);
+    eventually("the replica gets the master's writes", || {
+        match ok(&mut con, &["EXISTS", &probe]) {
+            Value::Int(1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    ok(&mut master, &["DEL", &probe]);
+    eventually("the replica gets the master's delete", || {
+        match ok(&mut con, &["EXISTS", &probe]) {
+            Value::Int(0) => Ok(()),
+            other => Err(format!("{other:?}")),
         }
     });
 }
