@@ -10,8 +10,9 @@
 //! cluster, one sharded channel per master: [`crate::shards`]),
 //! pinged every third of `node.lease_ms` (a link that stalls without
 //! closing is noticed too) and re-established with backoff whenever it
-//! drops or its bounded inbox overflows ([`crate::inbox`]). Messages published meanwhile were not received: after every
-//! re-subscription, before reading the channel again, the node fetches each
+//! drops or its bounded inbox overflows ([`crate::inbox`]). Messages
+//! published meanwhile were not received: after every re-subscription,
+//! before reading the channel again, the node fetches each
 //! of its rooms' history after the last sequence number it delivered and
 //! delivers what it missed, in order; the hub drops the duplicates that
 //! then also arrive live.

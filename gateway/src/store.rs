@@ -313,7 +313,8 @@ impl Store {
         }
     }
 
-    /// `PING` and the module's presence: used by `/readyz`.
+    /// Whether every Redis (every master) answers `INFO broker` with a
+    /// module at least as new as [`broker::MODULE_API`]: used by `/readyz`.
     pub async fn ready(&self) -> StoreResult<Readiness> {
         let mut cmd = redis::cmd("INFO");
         cmd.arg("broker");

@@ -24,6 +24,11 @@ pub fn text(s: &str) -> RedisValue {
     RedisValue::BulkString(s.to_string())
 }
 
+/// An array of bulk strings (room names, say).
+pub fn texts<'a>(items: impl IntoIterator<Item = &'a String>) -> RedisValue {
+    RedisValue::Array(items.into_iter().map(|s| text(s)).collect())
+}
+
 /// An array of binary frames.
 pub fn frames(frames: &[&[u8]]) -> RedisValue {
     RedisValue::Array(

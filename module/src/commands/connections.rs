@@ -88,13 +88,7 @@ fn read_user_rooms(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisV
         conns
             .iter()
             .map(|(conn, rooms)| {
-                reply::map([
-                    ("conn", reply::text(conn)),
-                    (
-                        "rooms",
-                        RedisValue::Array(rooms.iter().map(|r| reply::text(r)).collect()),
-                    ),
-                ])
+                reply::map([("conn", reply::text(conn)), ("rooms", reply::texts(rooms))])
             })
             .collect(),
     ))
@@ -130,10 +124,7 @@ fn read_presence(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisVal
                             ("node", reply::text(&c.node)),
                             ("ip", reply::text(&c.ip)),
                             ("connected_at", reply::int(c.connected_at_ms)),
-                            (
-                                "rooms",
-                                RedisValue::Array(c.rooms.iter().map(|r| reply::text(r)).collect()),
-                            ),
+                            ("rooms", reply::texts(&c.rooms)),
                         ])
                     })
                     .collect(),
