@@ -1,4 +1,4 @@
-//! The WebSocket protocol v1 (CONTRACT §3; the full description is
+//! The WebSocket protocol v1 (described in full in
 //! `docs/PROTOCOL.md`): the frames clients send and receive, their codec,
 //! and the contract's error and close codes.
 //!

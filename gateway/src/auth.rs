@@ -6,7 +6,7 @@
 //! classic confusion attacks (`alg: none`, an RS256 public key used as an
 //! HS256 secret).
 //!
-//! jsonwebtoken 10.4 notes (see PITFALLS.md): releases before 10.3 treated a
+//! jsonwebtoken 10.4 notes: releases before 10.3 treated a
 //! malformed `exp`/`nbf` as absent (CVE-2026-25537); the crypto backend
 //! (`rust_crypto`) is enabled in Cargo.toml, without which decoding panics;
 //! the library's defaults are changed here on purpose: leeway from config

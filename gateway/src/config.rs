@@ -1,6 +1,6 @@
 //! Gateway configuration: defaults ← TOML file ← `BROKER_*` environment.
 //!
-//! Every key has the default of the contract (CONTRACT.md §6), so the gateway
+//! Every key has the default of `docs/CONFIG.md`, so the gateway
 //! starts with no file at all. A TOML file (`--config FILE`) overrides the
 //! defaults, and environment variables override the file:
 //! `BROKER_<KEY>` with `__` for each dot, e.g. `BROKER_REDIS__URL`,
@@ -63,7 +63,7 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
 ];
 
 /// Full gateway configuration; every field has the contract default
-/// (CONTRACT.md §6) so an empty file works.
+/// (`docs/CONFIG.md`) so an empty file works.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -254,7 +254,7 @@ impl Default for NodeConfig {
     }
 }
 
-/// Who may join rooms of a namespace (CONTRACT §4).
+/// Who may join rooms of a namespace (`docs/PROTOCOL.md` §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JoinPolicy {
@@ -292,7 +292,7 @@ pub struct RateConfig {
     pub burst: u32,
 }
 
-/// Policy of one namespace (CONTRACT §4). Defaults for a namespace that has
+/// Policy of one namespace (`docs/PROTOCOL.md` §7). Defaults for a namespace that has
 /// a table but omits keys, and for namespaces without a table: join=public,
 /// roles=[], publish=members, presence=true, join_leave=true, history=0,
 /// history_ttl_s=300, rate=None, max_payload=65536.

@@ -12,7 +12,7 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-/// Error codes of the WebSocket protocol (CONTRACT §3); their
+/// Error codes of the WebSocket protocol (`docs/PROTOCOL.md` §5); their
 /// `broker_errors_total` series exist from the start at 0.
 pub const ERROR_CODES: [&str; 10] = [
     "bad_frame",

@@ -1,5 +1,5 @@
 //! Who gets in: tokens over the upgrade and in `auth` frames, origins, the
-//! per-user connection limit, token expiry and refresh. CONTRACT §3, §6.
+//! per-user connection limit, token expiry and refresh. docs/PROTOCOL.md §2, §9; docs/CONFIG.md.
 
 use std::time::{Duration, Instant};
 

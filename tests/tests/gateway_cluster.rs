@@ -1,5 +1,5 @@
 //! Several gateway nodes on one Redis: fan-out across nodes, a node that
-//! dies (SIGKILL) and a node that shuts down (SIGTERM). CONTRACT §3, §6.
+//! dies (SIGKILL) and a node that shuts down (SIGTERM). docs/PROTOCOL.md §8, docs/OPERATIONS.md.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

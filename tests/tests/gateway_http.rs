@@ -1,6 +1,6 @@
 //! The HTTP side of a gateway: the admin API (publish, emit, broadcast,
 //! disconnect, presence), its API key, `/metrics`, and the health
-//! endpoints. CONTRACT §5.
+//! endpoints. docs/HTTP.md.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};

@@ -1,5 +1,5 @@
 //! Namespace policy and abuse handling: join and publish rules, the rate
-//! limit, payload and frame sizes, and malformed frames. CONTRACT §3, §4.
+//! limit, payload and frame sizes, and malformed frames. docs/PROTOCOL.md §7, §10.
 
 use broker::protocol::{close, ServerFrame};
 use broker_tests::gateway::{join, msgpack, publish, raw_close, token, Gateway, Options};

@@ -1,6 +1,6 @@
 //! Presence through a gateway: what `BROKER.PRESENCE` says about live
 //! WebSocket connections, the `presence` request, and join/leave events.
-//! CONTRACT §2, §3.
+//! docs/PROTOCOL.md §4, docs/COMMANDS.md.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! Recovery after a reconnect: `join` with `since {seq, epoch}` replays what
 //! was missed before its ack; `history` returns what a room keeps.
-//! CONTRACT §3, §4.
+//! docs/PROTOCOL.md §7, §8.
 
 use std::time::Duration;
 

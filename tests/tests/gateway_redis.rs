@@ -1,5 +1,5 @@
 //! Redis going away and coming back: clients stay connected, requests get
-//! `err unavailable`, and the node recovers on its own. CONTRACT §3.
+//! `err unavailable`, and the node recovers on its own. docs/PROTOCOL.md §5.
 
 use std::time::{Duration, Instant};
 
