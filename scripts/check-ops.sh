@@ -59,7 +59,7 @@ run "promtool check rules config/alerts.yml" promtool check rules config/alerts.
 run "promtool test rules config/alerts_test.yml" promtool test rules config/alerts_test.yml
 
 # --- Metric names, dashboard, alert tests, runbook anchors --------------------
-# The metrics docs/OPERATIONS.md promises and every broker_* metric that
+# The metrics docs/HTTP.md promises (/metrics) and every broker_* metric that
 # gateway/src/metrics.rs defines must appear on the dashboard; every
 # broker_* name the dashboard and the alerts use must exist in metrics.rs.
 # Every alert needs a test that expects it to fire, and its runbook_url
