@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use broker::{protocol, wire};
+use broker::{envelope, msgpack, protocol};
 use broker_gateway::auth::Authenticator;
 use broker_gateway::config::AuthConfig;
 
@@ -27,10 +27,10 @@ pub fn server_frame(data: &[u8]) {
 /// Node-channel envelopes never panic; a payload that passes the
 /// MessagePack check also converts to JSON.
 pub fn envelope(data: &[u8]) {
-    let _ = wire::decode_envelope(data);
-    if wire::check_msgpack(data).is_ok() {
+    let _ = envelope::decode_envelope(data);
+    if msgpack::check(data).is_ok() {
         assert!(
-            wire::decode_value_json(data).is_ok(),
+            msgpack::to_json(data).is_ok(),
             "checked MessagePack must convert: {data:02x?}"
         );
     }

@@ -13,6 +13,7 @@
 //! receivers share this machine's clock) and the scenario phase it belongs
 //! to, so a message delivered after its phase ended is still counted there.
 
+use broker::msgpack::{as_i64, as_str, as_uint, Item, Reader, Writer};
 use broker::protocol::{decode_server_frame, ServerFrame};
 
 /// What a server frame means to the tool.
@@ -81,25 +82,21 @@ pub fn parse(bytes: &[u8]) -> Incoming<'_> {
 
 /// Encodes the benchmark payload `[sent_ns, phase]`.
 pub fn payload(sent_ns: u64, phase: u8) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(12);
-    // Writing to a Vec cannot fail.
-    let _ = rmp::encode::write_array_len(&mut buf, 2);
-    let _ = rmp::encode::write_uint(&mut buf, sent_ns);
-    let _ = rmp::encode::write_uint(&mut buf, u64::from(phase));
-    buf
+    let mut out = Writer::with_capacity(12);
+    out.array(2).uint(sent_ns).uint(u64::from(phase));
+    out.into_vec()
 }
 
 /// Reads a payload written by [`payload`]: `(sent_ns, phase)`.
 pub fn read_payload(data: &[u8]) -> Option<(u64, u8)> {
-    let mut cur = Cursor { buf: data, pos: 0 };
-    match cur.item()? {
-        Item::Array(2) => {}
-        _ => return None,
-    }
-    let Item::Uint(sent) = cur.item()? else {
+    let mut r = Reader::new(data);
+    let Item::Array(2) = r.item().ok()? else {
         return None;
     };
-    let Item::Uint(phase) = cur.item()? else {
+    let Item::Uint(sent) = r.item().ok()? else {
+        return None;
+    };
+    let Item::Uint(phase) = r.item().ok()? else {
         return None;
     };
     Some((sent, u8::try_from(phase).ok()?))
@@ -120,49 +117,28 @@ enum Fast<'a> {
 /// The fast path: a `msg` with `room`, `epoch`, `seq` and `data`, or an `ack` with
 /// `id`. `None` for anything else, including malformed input.
 fn scan(bytes: &[u8]) -> Option<Fast<'_>> {
-    let mut cur = Cursor { buf: bytes, pos: 0 };
-    let Item::Map(n) = cur.item()? else {
+    let mut r = Reader::new(bytes);
+    let Item::Map(n) = r.item().ok()? else {
         return None;
     };
     let (mut t, mut room, mut epoch, mut seq, mut data, mut id) =
         (None, None, None, None, None, None);
     for _ in 0..n {
-        let Item::Str(key) = cur.item()? else {
+        let Item::Str(key) = r.item().ok()? else {
             return None;
         };
+        let value = r.value().ok()?;
         match key {
-            "t" => match cur.item()? {
-                Item::Str(s) => t = Some(s),
-                _ => return None,
-            },
-            "room" => match cur.item()? {
-                Item::Str(s) => room = Some(s),
-                _ => return None,
-            },
-            "epoch" => match cur.item()? {
-                Item::Str(s) => epoch = Some(s),
-                _ => return None,
-            },
-            "seq" => match cur.item()? {
-                Item::Uint(v) => seq = Some(v),
-                _ => return None,
-            },
-            "id" => match cur.item()? {
-                Item::Uint(v) => id = i64::try_from(v).ok(),
-                Item::Int(v) => id = Some(v),
-                _ => return None,
-            },
-            "data" => {
-                let start = cur.pos;
-                cur.skip_value()?;
-                data = Some(&bytes[start..cur.pos]);
-            }
-            _ => cur.skip_value()?,
+            "t" => t = Some(as_str(value)?),
+            "room" => room = Some(as_str(value)?),
+            "epoch" => epoch = Some(as_str(value)?),
+            "seq" => seq = Some(as_uint(value)?),
+            "id" => id = Some(as_i64(value)?),
+            "data" => data = Some(value),
+            _ => {}
         }
     }
-    if cur.pos != bytes.len() {
-        return None;
-    }
+    r.finish().ok()?;
     match t? {
         "msg" => Some(Fast::Msg {
             room: room?,
@@ -178,108 +154,11 @@ fn scan(bytes: &[u8]) -> Option<Fast<'_>> {
     }
 }
 
-/// One MessagePack header (and a scalar's content).
-#[derive(Clone, Copy)]
-enum Item<'a> {
-    Uint(u64),
-    Int(i64),
-    Str(&'a str),
-    Array(usize),
-    Map(usize),
-    /// nil, bool, float, bin, ext: already skipped.
-    Scalar,
-}
-
-struct Cursor<'a> {
-    buf: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.pos.checked_add(n)?;
-        let bytes = self.buf.get(self.pos..end)?;
-        self.pos = end;
-        Some(bytes)
-    }
-
-    fn be(&mut self, n: usize) -> Option<u64> {
-        Some(
-            self.take(n)?
-                .iter()
-                .fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
-        )
-    }
-
-    fn skip(&mut self, n: usize) -> Option<Item<'a>> {
-        self.take(n)?;
-        Some(Item::Scalar)
-    }
-
-    fn item(&mut self) -> Option<Item<'a>> {
-        let marker = *self.buf.get(self.pos)?;
-        self.pos += 1;
-        Some(match marker {
-            0x00..=0x7f => Item::Uint(u64::from(marker)),
-            0x80..=0x8f => Item::Map(usize::from(marker & 0x0f)),
-            0x90..=0x9f => Item::Array(usize::from(marker & 0x0f)),
-            0xa0..=0xbf => {
-                let s = self.take(usize::from(marker & 0x1f))?;
-                Item::Str(std::str::from_utf8(s).ok()?)
-            }
-            0xc0 | 0xc2 | 0xc3 => Item::Scalar,
-            0xc1 => return None,
-            0xc4..=0xc6 => {
-                let n = self.be(1 << (marker - 0xc4))? as usize;
-                self.skip(n)?
-            }
-            0xc7..=0xc9 => {
-                let n = self.be(1 << (marker - 0xc7))? as usize;
-                self.skip(n.checked_add(1)?)?
-            }
-            0xca => self.skip(4)?,
-            0xcb => self.skip(8)?,
-            0xcc..=0xcf => Item::Uint(self.be(1 << (marker - 0xcc))?),
-            0xd0 => Item::Int(i64::from(self.be(1)? as u8 as i8)),
-            0xd1 => Item::Int(i64::from(self.be(2)? as u16 as i16)),
-            0xd2 => Item::Int(i64::from(self.be(4)? as u32 as i32)),
-            0xd3 => Item::Int(self.be(8)? as i64),
-            0xd4..=0xd8 => self.skip(1 + (1 << (marker - 0xd4)))?,
-            0xd9..=0xdb => {
-                let n = self.be(1 << (marker - 0xd9))? as usize;
-                Item::Str(std::str::from_utf8(self.take(n)?).ok()?)
-            }
-            0xdc | 0xdd => Item::Array(self.be(2 << (marker - 0xdc))? as usize),
-            0xde | 0xdf => Item::Map(self.be(2 << (marker - 0xde))? as usize),
-            0xe0..=0xff => Item::Int(i64::from(marker as i8)),
-        })
-    }
-
-    /// Skips one whole value, containers included, without recursion: a
-    /// count of the values still owed.
-    fn skip_value(&mut self) -> Option<()> {
-        let mut owed: usize = 1;
-        while owed > 0 {
-            owed -= 1;
-            match self.item()? {
-                Item::Array(n) => owed = owed.checked_add(n)?,
-                Item::Map(n) => owed = owed.checked_add(n.checked_mul(2)?)?,
-                _ => {}
-            }
-            // Every owed value takes at least one byte.
-            if owed > self.buf.len() - self.pos {
-                return None;
-            }
-        }
-        Some(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use broker::protocol::{encode_ack_raw, encode_err, encode_welcome, ErrorCode};
-    use broker::wire::{encode_msg_frame, encode_presence_frame, PresenceAction, Sender};
+    use broker::protocol::{encode_msg_frame, encode_presence_frame, PresenceAction, Sender};
 
     #[test]
     fn reads_msg_frames_as_the_module_writes_them() {

@@ -7,11 +7,14 @@
 //!   names derived from them (personal rooms, node channels).
 //! - [`gcra`]: the generic cell rate algorithm behind `BROKER.THROTTLE`,
 //!   matching redis-cell's `CL.THROTTLE` figure for figure.
-//! - [`wire`]: MessagePack encoding of the frames the module builds once and
-//!   every gateway forwards unchanged, payload checks, and the envelopes on the
-//!   per-node Pub/Sub channels.
-//! - [`protocol`]: the WebSocket protocol v1 — client and server frames,
-//!   their MessagePack codec, and the contract's error and close codes.
+//! - [`msgpack`]: the one MessagePack reader, writer, validator and JSON
+//!   conversion of the workspace.
+//! - [`protocol`]: the WebSocket protocol v1 -- error and close codes, client
+//!   frames, and every server frame (including the `msg` and `presence`
+//!   frames the module encodes once and every gateway forwards unchanged).
+//! - [`payload`]: the `FORMAT` of a publish and its conversion to the one
+//!   MessagePack value a `msg` frame carries.
+//! - [`envelope`]: what the module sends on each node's Pub/Sub channel.
 //! - [`registry`]: the state machine of nodes, connections, presence, rooms,
 //!   sequences and history that the module keeps in Redis.
 
@@ -22,8 +25,12 @@
 /// 2: `BROKER.USER.ROOMS`.
 pub const MODULE_API: u32 = 2;
 
+pub mod envelope;
 pub mod gcra;
+pub mod msgpack;
 pub mod names;
+pub mod payload;
 pub mod protocol;
 pub mod registry;
+#[doc(hidden)]
 pub mod wire;

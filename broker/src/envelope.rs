@@ -1,0 +1,403 @@
+//! The node channel: what the module sends to each gateway node over Pub/Sub
+//! (`broker:node:<node>` or its sharded form), and its decoder in the
+//! gateway.
+//!
+//! An envelope is a MessagePack array whose first element names its kind.
+//! It wraps a client-bound frame the module encoded once (as `bin`), so the
+//! gateway forwards the same bytes to every local member: [`decode_envelope`]
+//! borrows the frame from the received message instead of copying it.
+
+use crate::msgpack::{Item, Reader, WireError, Writer};
+
+/// One decoded node channel envelope, borrowing from the received bytes.
+///
+/// `frame` is a sub-slice of the input, so a gateway holding the message as
+/// `Bytes` can `slice_ref` it and fan it out without copying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Envelope<'a> {
+    /// A room message: send `frame` to every local member of `room` except
+    /// the connection `except`.
+    Msg {
+        /// The room.
+        room: &'a str,
+        /// The message's sequence number in the room.
+        seq: u64,
+        /// The room's epoch.
+        epoch: &'a str,
+        /// A connection that must not receive it (`others: true`).
+        except: Option<&'a str>,
+        /// The encoded `msg` frame.
+        frame: &'a [u8],
+        /// Publish time (ms since the Unix epoch), for latency metrics.
+        ts: u64,
+    },
+    /// A server broadcast: send `frame` to every local connection, or with
+    /// `namespace`, to every local connection in a room of that namespace.
+    Broadcast {
+        /// Restricts the broadcast to members of this namespace's rooms.
+        namespace: Option<&'a str>,
+        /// The encoded `msg` frame.
+        frame: &'a [u8],
+        /// Publish time (ms since the Unix epoch).
+        ts: u64,
+    },
+    /// A presence event: send `frame` to every local member of `room`.
+    Presence {
+        /// The room.
+        room: &'a str,
+        /// The room's epoch.
+        epoch: &'a str,
+        /// The encoded `presence` frame.
+        frame: &'a [u8],
+    },
+    /// Close these local connections of `user` with `reason`.
+    Kick {
+        /// The user being kicked.
+        user: &'a str,
+        /// The user's connections on this node.
+        conns: Vec<&'a str>,
+        /// Close reason for the client.
+        reason: &'a str,
+    },
+}
+
+/// Wraps a `msg` frame for a node channel: `["msg", room, seq, epoch,
+/// except_conn | nil, frame (bin), ts]`.
+pub fn encode_msg_envelope(
+    room: &str,
+    seq: u64,
+    epoch: &str,
+    except: Option<&str>,
+    frame: &[u8],
+    ts: u64,
+) -> Vec<u8> {
+    let except_len = except.map_or(0, str::len);
+    let mut out = Writer::with_capacity(40 + room.len() + epoch.len() + except_len + frame.len());
+    out.array(7)
+        .str("msg")
+        .str(room)
+        .uint(seq)
+        .str(epoch)
+        .opt_str(except)
+        .bin(frame)
+        .uint(ts);
+    out.into_vec()
+}
+
+/// Wraps a broadcast `msg` frame for a node channel: `["broadcast",
+/// namespace | nil, frame (bin), ts]`.
+pub fn encode_broadcast_envelope(namespace: Option<&str>, frame: &[u8], ts: u64) -> Vec<u8> {
+    let mut out = Writer::with_capacity(32 + namespace.map_or(0, str::len) + frame.len());
+    out.array(4)
+        .str("broadcast")
+        .opt_str(namespace)
+        .bin(frame)
+        .uint(ts);
+    out.into_vec()
+}
+
+/// Wraps a `presence` frame for a node channel: `["presence", room, 0, epoch,
+/// nil, frame (bin)]` -- the same shape as a message, so a gateway can share
+/// the fan-out path.
+pub fn encode_presence_envelope(room: &str, epoch: &str, frame: &[u8]) -> Vec<u8> {
+    let mut out = Writer::with_capacity(32 + room.len() + epoch.len() + frame.len());
+    out.array(6)
+        .str("presence")
+        .str(room)
+        .uint(0)
+        .str(epoch)
+        .nil()
+        .bin(frame);
+    out.into_vec()
+}
+
+/// Tells a node to close connections: `["kick", user, [conn...], reason]`.
+pub fn encode_kick_envelope(user: &str, conns: &[&str], reason: &str) -> Vec<u8> {
+    let conns_len: usize = conns.iter().map(|c| c.len() + 5).sum();
+    let mut out = Writer::with_capacity(24 + user.len() + conns_len + reason.len());
+    out.array(4).str("kick").str(user).array(conns.len());
+    for conn in conns {
+        out.str(conn);
+    }
+    out.str(reason);
+    out.into_vec()
+}
+
+/// The next element of an envelope, which must be a `str`.
+fn text<'a>(r: &mut Reader<'a>) -> Result<&'a str, WireError> {
+    match r.item()? {
+        Item::Str(s) => Ok(s),
+        _ => Err(WireError::InvalidEnvelope),
+    }
+}
+
+/// The next element, which must be a `str` or `nil`.
+fn opt_text<'a>(r: &mut Reader<'a>) -> Result<Option<&'a str>, WireError> {
+    match r.item()? {
+        Item::Str(s) => Ok(Some(s)),
+        Item::Nil => Ok(None),
+        _ => Err(WireError::InvalidEnvelope),
+    }
+}
+
+/// The next element, which must be a non-negative integer.
+fn number(r: &mut Reader<'_>) -> Result<u64, WireError> {
+    match r.item()? {
+        Item::Uint(n) => Ok(n),
+        Item::Int(n) => u64::try_from(n).map_err(|_| WireError::InvalidEnvelope),
+        _ => Err(WireError::InvalidEnvelope),
+    }
+}
+
+/// The next element, which must be a `bin`.
+fn binary<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], WireError> {
+    match r.item()? {
+        Item::Bin(b) => Ok(b),
+        _ => Err(WireError::InvalidEnvelope),
+    }
+}
+
+/// Decodes one node channel envelope, borrowing strings and the frame from
+/// `bytes`. The frame itself is not checked: the module built it.
+///
+/// # Errors
+///
+/// [`WireError::InvalidEnvelope`] for an unknown kind, a wrong element count
+/// or type; [`WireError::Truncated`], [`WireError::TrailingBytes`],
+/// [`WireError::NotUtf8`] as in [`crate::msgpack::check`].
+pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope<'_>, WireError> {
+    let mut r = Reader::new(bytes);
+    let len = match r.item()? {
+        Item::Array(n) => n,
+        _ => return Err(WireError::InvalidEnvelope),
+    };
+    if len == 0 {
+        return Err(WireError::InvalidEnvelope);
+    }
+    let kind = text(&mut r)?;
+    let envelope = match (kind, len) {
+        ("msg", 7) => Envelope::Msg {
+            room: text(&mut r)?,
+            seq: number(&mut r)?,
+            epoch: text(&mut r)?,
+            except: opt_text(&mut r)?,
+            frame: binary(&mut r)?,
+            ts: number(&mut r)?,
+        },
+        ("broadcast", 4) => Envelope::Broadcast {
+            namespace: opt_text(&mut r)?,
+            frame: binary(&mut r)?,
+            ts: number(&mut r)?,
+        },
+        ("presence", 6) => {
+            let room = text(&mut r)?;
+            number(&mut r)?;
+            let epoch = text(&mut r)?;
+            // Always nil today; a connection here is tolerated and ignored.
+            opt_text(&mut r)?;
+            let frame = binary(&mut r)?;
+            Envelope::Presence { room, epoch, frame }
+        }
+        ("kick", 4) => {
+            let user = text(&mut r)?;
+            let count = match r.item()? {
+                Item::Array(n) => n,
+                _ => return Err(WireError::InvalidEnvelope),
+            };
+            // `item` bounded `count` by the input length.
+            let mut conns = Vec::with_capacity(count);
+            for _ in 0..count {
+                conns.push(text(&mut r)?);
+            }
+            let reason = text(&mut r)?;
+            Envelope::Kick {
+                user,
+                conns,
+                reason,
+            }
+        }
+        _ => return Err(WireError::InvalidEnvelope),
+    };
+    r.finish()?;
+    Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::msgpack::{self, testing::mp};
+    use crate::protocol::{encode_msg_frame, encode_presence_frame, PresenceAction};
+
+    /// True when `part` points into `whole` (no copy was made).
+    fn is_subslice(part: &[u8], whole: &[u8]) -> bool {
+        let range = whole.as_ptr_range();
+        part.is_empty() || (range.contains(&part.as_ptr()) && part.as_ptr_range().end <= range.end)
+    }
+
+    #[test]
+    fn msg_envelope_round_trip() {
+        let frame = encode_msg_frame("chat:lobby", "m", &[0x01], 7, "ep", 9, None);
+        for except in [None, Some("c-1")] {
+            let bytes = encode_msg_envelope("chat:lobby", 7, "ep", except, &frame, 9);
+            assert_eq!(msgpack::check(&bytes), Ok(()));
+            let env = decode_envelope(&bytes).unwrap();
+            assert_eq!(
+                env,
+                Envelope::Msg {
+                    room: "chat:lobby",
+                    seq: 7,
+                    epoch: "ep",
+                    except,
+                    frame: &frame,
+                    ts: 9,
+                }
+            );
+            let Envelope::Msg { frame: got, .. } = env else {
+                unreachable!()
+            };
+            assert!(is_subslice(got, &bytes));
+        }
+        let v = msgpack::to_json(&encode_msg_envelope("a:b", 3, "ep", None, &[1, 2], 5)).unwrap();
+        assert_eq!(v, json!(["msg", "a:b", 3, "ep", null, [1, 2], 5]));
+    }
+
+    #[test]
+    fn broadcast_envelope_round_trip() {
+        for ns in [None, Some("chat")] {
+            let bytes = encode_broadcast_envelope(ns, &[0xc0], 12);
+            assert_eq!(
+                decode_envelope(&bytes),
+                Ok(Envelope::Broadcast {
+                    namespace: ns,
+                    frame: &[0xc0],
+                    ts: 12
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn presence_envelope_round_trip() {
+        let frame = encode_presence_frame("chat:lobby", "bob", PresenceAction::Leave);
+        let bytes = encode_presence_envelope("chat:lobby", "ep", &frame);
+        let v = msgpack::to_json(&bytes).unwrap();
+        assert_eq!(v[0], json!("presence"));
+        assert_eq!(v[2], json!(0));
+        assert_eq!(v[4], json!(null));
+        let env = decode_envelope(&bytes).unwrap();
+        assert_eq!(
+            env,
+            Envelope::Presence {
+                room: "chat:lobby",
+                epoch: "ep",
+                frame: &frame
+            }
+        );
+        let Envelope::Presence { frame: got, .. } = env else {
+            unreachable!()
+        };
+        assert!(is_subslice(got, &bytes));
+    }
+
+    #[test]
+    fn kick_envelope_round_trip() {
+        for conns in [vec![], vec!["c1"], vec!["c1", "c2", "c3"]] {
+            let bytes = encode_kick_envelope("alice", &conns, "banned");
+            assert_eq!(
+                decode_envelope(&bytes),
+                Ok(Envelope::Kick {
+                    user: "alice",
+                    conns: conns.clone(),
+                    reason: "banned"
+                })
+            );
+        }
+        let bytes = encode_kick_envelope("alice", &["c1"], "");
+        assert_eq!(
+            msgpack::to_json(&bytes),
+            Ok(json!(["kick", "alice", ["c1"], ""]))
+        );
+    }
+
+    #[test]
+    fn decode_envelope_rejects_garbage() {
+        let invalid = [
+            mp(&json!({"t": "msg"})),
+            mp(&json!([])),
+            mp(&json!(["nope", "a", 1, "e", null, "x"])),
+            mp(&json!(["msg", "a", 1, "e", null])),
+            mp(&json!(["msg", "a", -1, "e", null, [1]])),
+            mp(&json!(["msg", "a", "1", "e", null, [1]])),
+            mp(&json!(["msg", 1, 1, "e", null, [1]])),
+            mp(&json!(["msg", "a", 1, "e", 5, [1]])),
+            // The frame as an array rather than bin.
+            mp(&json!(["msg", "a", 1, "e", null, [1]])),
+            mp(&json!(["kick", "u", "c1", "r"])),
+            mp(&json!(["kick", "u", [1], "r"])),
+            mp(&json!(["kick", "u", ["c"]])),
+            mp(&json!([1, 2, 3, 4])),
+        ];
+        for bytes in &invalid {
+            assert_eq!(
+                decode_envelope(bytes),
+                Err(WireError::InvalidEnvelope),
+                "{bytes:02x?}"
+            );
+        }
+        let good = encode_msg_envelope("a:b", 1, "e", None, &[0xc0], 1);
+        for end in 0..good.len() {
+            assert_eq!(decode_envelope(&good[..end]), Err(WireError::Truncated));
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert_eq!(decode_envelope(&trailing), Err(WireError::TrailingBytes));
+        let huge_kick = [
+            0x94, 0xa4, b'k', b'i', b'c', b'k', 0xa1, b'u', 0xdd, 0xff, 0xff, 0xff, 0xff,
+        ];
+        assert_eq!(decode_envelope(&huge_kick), Err(WireError::Truncated));
+    }
+
+    /// Random bytes and random mutations of valid values never panic, and
+    /// the checker, the JSON decoder and the envelope decoder agree on
+    /// what is well-formed.
+    #[test]
+    fn random_input_never_panics() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let seeds = [
+            encode_msg_envelope("a:b", 9, "ep", Some("c"), &[0x81, 0xa1, b'k', 0x01], 3),
+            encode_kick_envelope("u", &["c1", "c2"], "bye"),
+            mp(&json!({"a": [1, -2, 3.5, "x", null, true, {"b": [[], {}]}]})),
+        ];
+        for round in 0..20_000 {
+            let bytes: Vec<u8> = if round % 2 == 0 {
+                let len = (next() % 24) as usize;
+                (0..len).map(|_| next() as u8).collect()
+            } else {
+                let mut b = seeds[round % seeds.len()].clone();
+                let at = (next() as usize) % b.len();
+                b[at] = next() as u8;
+                if next() % 4 == 0 {
+                    b.truncate((next() as usize) % (b.len() + 1));
+                }
+                b
+            };
+            let checked = msgpack::check(&bytes);
+            assert_eq!(
+                msgpack::to_json(&bytes).map(|_| ()),
+                checked,
+                "{bytes:02x?}"
+            );
+            if decode_envelope(&bytes).is_ok() {
+                assert_eq!(checked, Ok(()), "{bytes:02x?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! Client -> server frames: [`ClientFrame`], its decoder (for the gateway:
+//! the bytes come from anyone on the internet) and its encoder (for clients,
+//! tests and the load tool).
+
+use super::fields::{quote, scan, Fields, FrameError};
+use super::frame_header;
+use crate::msgpack::{as_bool, as_i64, as_str, as_uint, Writer};
+
+/// Position in a room's stream: the last sequence number a client saw and
+/// the room's epoch at that time (the `since` of a `join`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    /// Last sequence number seen.
+    pub seq: u64,
+    /// The room's epoch when it was seen.
+    pub epoch: String,
+}
+
+/// A decoded client → server frame. Every request carries the client's `id`,
+/// echoed in its `ack` or `err`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientFrame {
+    /// `auth`: authenticate with a JWT (when the upgrade carried none).
+    Auth {
+        /// Request id.
+        id: i64,
+        /// The JWT.
+        token: String,
+    },
+    /// `join`: enter a room, optionally recovering missed messages.
+    Join {
+        /// Request id.
+        id: i64,
+        /// The room.
+        room: String,
+        /// Where the client left off.
+        since: Option<Since>,
+    },
+    /// `leave`: leave a room.
+    Leave {
+        /// Request id.
+        id: i64,
+        /// The room.
+        room: String,
+    },
+    /// `pub`: publish to a room.
+    Pub {
+        /// Request id.
+        id: i64,
+        /// The room.
+        room: String,
+        /// Event name.
+        ev: String,
+        /// The exact MessagePack bytes of the `data` value (checked, not
+        /// decoded).
+        data: Vec<u8>,
+        /// Skip the publishing connection.
+        others: bool,
+    },
+    /// `presence`: who is in a room.
+    Presence {
+        /// Request id.
+        id: i64,
+        /// The room.
+        room: String,
+    },
+    /// `history`: retained messages of a room.
+    History {
+        /// Request id.
+        id: i64,
+        /// The room.
+        room: String,
+        /// Only messages with a greater sequence number.
+        since: Option<u64>,
+        /// At most this many messages.
+        limit: Option<u32>,
+    },
+    /// `refresh`: replace the connection's token before it expires.
+    Refresh {
+        /// Request id.
+        id: i64,
+        /// The new JWT.
+        token: String,
+    },
+    /// `ping`: application-level round trip.
+    Ping {
+        /// Request id.
+        id: i64,
+    },
+}
+
+impl ClientFrame {
+    /// The request id.
+    pub fn id(&self) -> i64 {
+        match self {
+            ClientFrame::Auth { id, .. }
+            | ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Pub { id, .. }
+            | ClientFrame::Presence { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Refresh { id, .. }
+            | ClientFrame::Ping { id } => *id,
+        }
+    }
+
+    /// Replaces the request id (clients number requests as they send them).
+    pub fn set_id(&mut self, new: i64) {
+        match self {
+            ClientFrame::Auth { id, .. }
+            | ClientFrame::Join { id, .. }
+            | ClientFrame::Leave { id, .. }
+            | ClientFrame::Pub { id, .. }
+            | ClientFrame::Presence { id, .. }
+            | ClientFrame::History { id, .. }
+            | ClientFrame::Refresh { id, .. }
+            | ClientFrame::Ping { id } => *id = new,
+        }
+    }
+
+    /// The frame's `t`: `"auth"`, `"join"`, `"leave"`, `"pub"`, `"presence"`,
+    /// `"history"`, `"refresh"` or `"ping"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Auth { .. } => "auth",
+            ClientFrame::Join { .. } => "join",
+            ClientFrame::Leave { .. } => "leave",
+            ClientFrame::Pub { .. } => "pub",
+            ClientFrame::Presence { .. } => "presence",
+            ClientFrame::History { .. } => "history",
+            ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Ping { .. } => "ping",
+        }
+    }
+}
+
+/// A raw value that is an integer from 0 to `u32::MAX`.
+fn as_u32(raw: &[u8]) -> Option<u32> {
+    as_uint(raw).and_then(|n| u32::try_from(n).ok())
+}
+
+/// A `since` of a `join`: the map `{seq, epoch}` (other keys ignored).
+fn as_since(raw: &[u8]) -> Option<Since> {
+    let (f, scanned) = scan(raw, &["seq", "epoch"]);
+    scanned.ok()?;
+    Some(Since {
+        seq: as_uint(f.raw("seq")?)?,
+        epoch: as_str(f.raw("epoch")?)?.to_owned(),
+    })
+}
+
+/// Keys of client frames.
+const CLIENT_KEYS: [&str; 9] = [
+    "t", "id", "token", "room", "ev", "data", "others", "since", "limit",
+];
+
+/// `t` of every client frame.
+pub(super) const CLIENT_KINDS: [&str; 8] = [
+    "auth", "join", "leave", "pub", "presence", "history", "refresh", "ping",
+];
+
+/// Decodes one binary WebSocket message from a client.
+///
+/// The message must be exactly one MessagePack map with string keys; `t`
+/// names the frame and `id` (an integer in the i64 range) is required on
+/// every frame. Unknown keys are ignored; optional fields may be absent or
+/// `nil`. Every value is checked with [`crate::msgpack::check`], so nesting
+/// deeper than [`crate::msgpack::MAX_DEPTH`] anywhere, a `str` that is not UTF-8, or a
+/// length the input cannot hold is refused; nothing is allocated by an
+/// announced length and nothing recurses on input.
+///
+/// # Errors
+///
+/// A [`FrameError`] (answered with `err` `bad_frame`) carrying the `id` when
+/// it could be read: not a map, a non-string or duplicate key, a missing or
+/// mistyped field, an unknown `t`, truncated or malformed MessagePack, or
+/// trailing bytes.
+pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, FrameError> {
+    let (fields, scanned) = scan(bytes, &CLIENT_KEYS);
+    let id = fields.raw("id").and_then(as_i64);
+    scanned
+        .and_then(|()| client_frame(&fields))
+        .map_err(|reason| FrameError { id, reason })
+}
+
+fn client_frame(f: &Fields<'_, 9>) -> Result<ClientFrame, String> {
+    let t = f.str("t")?;
+    if !CLIENT_KINDS.contains(&t) {
+        return Err(format!("unknown frame type {}", quote(t)));
+    }
+    let id = f.required("id", "an integer (i64)", as_i64)?;
+    Ok(match t {
+        "auth" => ClientFrame::Auth {
+            id,
+            token: f.string("token")?,
+        },
+        "join" => ClientFrame::Join {
+            id,
+            room: f.string("room")?,
+            since: f.optional("since", "a map {seq, epoch}", as_since)?,
+        },
+        "leave" => ClientFrame::Leave {
+            id,
+            room: f.string("room")?,
+        },
+        "pub" => ClientFrame::Pub {
+            id,
+            room: f.string("room")?,
+            ev: f.string("ev")?,
+            data: f.required("data", "a MessagePack value", |raw| Some(raw.to_vec()))?,
+            others: f.optional("others", "a boolean", as_bool)?.unwrap_or(false),
+        },
+        "presence" => ClientFrame::Presence {
+            id,
+            room: f.string("room")?,
+        },
+        "history" => ClientFrame::History {
+            id,
+            room: f.string("room")?,
+            since: f.optional("since", "a non-negative integer", as_uint)?,
+            limit: f.optional("limit", "an integer from 0 to 4294967295", as_u32)?,
+        },
+        "refresh" => ClientFrame::Refresh {
+            id,
+            token: f.string("token")?,
+        },
+        _ => ClientFrame::Ping { id },
+    })
+}
+
+/// Encodes a client frame (for clients, tests and load tools): keys `t`,
+/// `id`, then the fields in the contract's order. Optional fields are left
+/// out when `None`, and `others` when false. `data` is copied in raw and must
+/// be one MessagePack value; an empty `data` is sent as `nil`.
+pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
+    let kind = frame.kind();
+    let text_len = match frame {
+        ClientFrame::Auth { token, .. } | ClientFrame::Refresh { token, .. } => token.len(),
+        ClientFrame::Join { room, since, .. } => {
+            room.len() + since.as_ref().map_or(0, |s| 24 + s.epoch.len())
+        }
+        ClientFrame::Pub { room, ev, data, .. } => room.len() + ev.len() + data.len(),
+        ClientFrame::Leave { room, .. }
+        | ClientFrame::Presence { room, .. }
+        | ClientFrame::History { room, .. } => room.len(),
+        ClientFrame::Ping { .. } => 0,
+    };
+    let mut out = Writer::with_capacity(48 + text_len);
+    match frame {
+        ClientFrame::Auth { id, token } | ClientFrame::Refresh { id, token } => {
+            frame_header(&mut out, 3, kind)
+                .str("id")
+                .int(*id)
+                .str("token")
+                .str(token);
+        }
+        ClientFrame::Join { id, room, since } => {
+            frame_header(&mut out, 3 + usize::from(since.is_some()), kind)
+                .str("id")
+                .int(*id)
+                .str("room")
+                .str(room);
+            if let Some(since) = since {
+                out.str("since")
+                    .map(2)
+                    .str("seq")
+                    .uint(since.seq)
+                    .str("epoch")
+                    .str(&since.epoch);
+            }
+        }
+        ClientFrame::Leave { id, room } | ClientFrame::Presence { id, room } => {
+            frame_header(&mut out, 3, kind)
+                .str("id")
+                .int(*id)
+                .str("room")
+                .str(room);
+        }
+        ClientFrame::Pub {
+            id,
+            room,
+            ev,
+            data,
+            others,
+        } => {
+            frame_header(&mut out, 5 + usize::from(*others), kind)
+                .str("id")
+                .int(*id)
+                .str("room")
+                .str(room)
+                .str("ev")
+                .str(ev)
+                .str("data");
+            if data.is_empty() {
+                out.nil();
+            } else {
+                out.raw(data);
+            }
+            if *others {
+                out.str("others").bool(true);
+            }
+        }
+        ClientFrame::History {
+            id,
+            room,
+            since,
+            limit,
+        } => {
+            let len = 3 + usize::from(since.is_some()) + usize::from(limit.is_some());
+            frame_header(&mut out, len, kind)
+                .str("id")
+                .int(*id)
+                .str("room")
+                .str(room);
+            if let Some(since) = since {
+                out.str("since").uint(*since);
+            }
+            if let Some(limit) = limit {
+                out.str("limit").uint(u64::from(*limit));
+            }
+        }
+        ClientFrame::Ping { id } => {
+            frame_header(&mut out, 2, kind).str("id").int(*id);
+        }
+    }
+    out.into_vec()
+}

@@ -1,0 +1,78 @@
+//! The WebSocket protocol v1 (described in full in `docs/PROTOCOL.md`):
+//! every WebSocket binary message is one MessagePack map with string keys,
+//! `t` naming its type.
+//!
+//! - [`codes`]: [`ErrorCode`] (the `code` of an `err` frame) and
+//!   [`CloseCode`] (the WebSocket close codes).
+//! - [`client`]: [`ClientFrame`], decoded by the gateway from bytes anyone on
+//!   the internet sends ([`decode_client_frame`]: never panics, never
+//!   recurses on input, never allocates by an announced length), and encoded
+//!   by clients and tests ([`encode_client_frame`]).
+//! - [`server`]: every server frame -- the gateway's `welcome`, `err`,
+//!   `expiring` and `ack`s, the module's `msg` and `presence` (encoded once
+//!   per event, forwarded unchanged) -- and [`ServerFrame`] with its decoder
+//!   for clients and tests.
+//!
+//! Both decoders read a frame map with one scanner (`fields`): the values
+//! of the keys the frame type knows, each checked once as MessagePack
+//! (well-formed, at most [`crate::msgpack::MAX_DEPTH`] deep, UTF-8 strings);
+//! unknown keys are ignored so later protocol versions can add fields.
+
+pub mod client;
+pub mod codes;
+mod fields;
+pub mod server;
+
+pub use client::{decode_client_frame, encode_client_frame, ClientFrame, Since};
+pub use codes::{CloseCode, ErrorCode};
+pub use fields::FrameError;
+pub use server::{
+    ack_auth, ack_empty, ack_history, ack_join, ack_ping, ack_presence, ack_pub, ack_refresh,
+    decode_server_frame, encode_ack_raw, encode_err, encode_expiring, encode_msg_frame,
+    encode_presence_frame, encode_welcome, PresenceAction, Sender, ServerFrame,
+};
+
+use crate::msgpack::Writer;
+
+/// Close codes as plain numbers, kept while callers move to [`CloseCode`].
+pub mod close {
+    /// See [`CloseCode::Token`](super::CloseCode::Token).
+    pub const TOKEN: u16 = 4001;
+    /// See [`CloseCode::Forbidden`](super::CloseCode::Forbidden).
+    pub const FORBIDDEN: u16 = 4003;
+    /// See [`CloseCode::Policy`](super::CloseCode::Policy).
+    pub const POLICY: u16 = 4008;
+    /// See [`CloseCode::ConnLimit`](super::CloseCode::ConnLimit).
+    pub const CONN_LIMIT: u16 = 4029;
+    /// See [`CloseCode::TooLarge`](super::CloseCode::TooLarge).
+    pub const TOO_LARGE: u16 = 1009;
+    /// See [`CloseCode::Restart`](super::CloseCode::Restart).
+    pub const RESTART: u16 = 1012;
+    /// See [`CloseCode::Internal`](super::CloseCode::Internal).
+    pub const INTERNAL: u16 = 1011;
+
+    #[cfg(test)]
+    #[test]
+    fn numbers_match_the_enum() {
+        use super::CloseCode;
+        for (number, code) in [
+            (TOKEN, CloseCode::Token),
+            (FORBIDDEN, CloseCode::Forbidden),
+            (POLICY, CloseCode::Policy),
+            (CONN_LIMIT, CloseCode::ConnLimit),
+            (TOO_LARGE, CloseCode::TooLarge),
+            (RESTART, CloseCode::Restart),
+            (INTERNAL, CloseCode::Internal),
+        ] {
+            assert_eq!(number, code.code());
+        }
+    }
+}
+
+/// Starts a frame: a map of `len` entries whose first is `t: kind`.
+fn frame_header<'w>(out: &'w mut Writer, len: usize, kind: &str) -> &'w mut Writer {
+    out.map(len).str("t").str(kind)
+}
+
+#[cfg(test)]
+mod tests;
