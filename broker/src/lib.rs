@@ -12,8 +12,12 @@
 //!   per-node Pub/Sub channels.
 //! - [`protocol`]: the WebSocket protocol v1 — client and server frames,
 //!   their MessagePack codec, and the contract's error and close codes.
+//! - [`command`]: every `BROKER.*` command as a type (parse, arguments,
+//!   replicated form, key positions) and [`command::Refusal`], the refusal
+//!   codes the module replies with.
 //! - [`registry`]: the state machine of nodes, connections, presence, rooms,
-//!   sequences and history that the module keeps in Redis.
+//!   sequences and history that the module keeps in Redis, in one folder
+//!   part per thing it holds.
 
 /// The version of the module's command surface, in `INFO broker` as
 /// `broker_api`. Raised whenever the module gains a command or an option the
@@ -22,6 +26,7 @@
 /// 2: `BROKER.USER.ROOMS`.
 pub const MODULE_API: u32 = 2;
 
+pub mod command;
 pub mod gcra;
 pub mod names;
 pub mod protocol;

@@ -41,12 +41,12 @@
 //!
 //! Map of the folder, by what each part holds:
 //!
-//! - [`nodes`]: gateway node leases and the after-load reconciliation.
-//! - [`connections`]: opened connections, per-user and per-IP counts,
+//! - `nodes.rs`: gateway node leases and the after-load reconciliation.
+//! - `connections.rs`: opened connections, per-user and per-IP counts,
 //!   presence reads.
-//! - [`rooms`]: memberships, presence events, lingering users.
-//! - [`history`]: sequences, epochs and retained messages of rooms.
-//! - [`snapshot`]: the persistence form, and rebuilding the indexes from it.
+//! - `rooms.rs`: memberships, presence events, lingering users.
+//! - `history.rs`: sequences, epochs and retained messages of rooms.
+//! - `snapshot.rs`: the persistence form, and rebuilding the indexes from it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 

@@ -97,7 +97,7 @@ impl Registry {
     }
 
     /// Sets the sharded Pub/Sub channel `node` reads on this shard; `None`
-    /// means its classic channel ([`names::node_channel`]).
+    /// means its classic channel ([`crate::names::node_channel`]).
     pub fn set_node_channel(&mut self, node: &str, channel: Option<&str>) {
         if let Some(entry) = self.nodes.get_mut(node) {
             entry.channel = channel.map(str::to_string);
