@@ -1,11 +1,12 @@
 //! Connections: opening and closing them within the per-user and per-IP
 //! limits, dropping them everywhere, and the presence reads by user.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{PresenceEvent, Registry, RegistryError};
+use super::{PresenceEvent, Registry};
+use crate::command::{ConnOpen, LimitKind, Refusal};
 
 #[derive(Debug, Clone)]
 pub(super) struct Conn {
@@ -38,28 +39,22 @@ pub struct ConnInfo {
 
 impl Registry {
     /// Registers an opened connection, enforcing the per-user and per-IP
-    /// limits in the same step as the insert.
+    /// limits in the same step as the insert. `now_ms` is the connect time
+    /// when the command names none (`AT`).
     ///
     /// # Errors
-    /// [`RegistryError::NoLease`], [`RegistryError::Conflict`],
-    /// [`RegistryError::UserLimit`], [`RegistryError::IpLimit`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        &mut self,
-        user: &str,
-        conn: &str,
-        node: &str,
-        ip: &str,
-        at_ms: u64,
-        max_per_user: Option<u32>,
-        max_per_ip: Option<u32>,
-    ) -> Result<(), RegistryError> {
+    /// [`Refusal::NoLease`], [`Refusal::Conflict`],
+    /// [`Refusal::Limit(LimitKind::User)`], [`Refusal::Limit(LimitKind::Ip)`].
+    pub fn open(&mut self, open: &ConnOpen, now_ms: u64) -> Result<(), Refusal> {
+        let (user, conn, node, ip) = (&*open.user, &*open.conn, &*open.node, &*open.ip);
+        let (max_per_user, max_per_ip) = (open.max_user, open.max_ip);
+        let at_ms = open.at_or(now_ms);
         if !self.nodes.contains_key(node) {
-            return Err(RegistryError::NoLease);
+            return Err(Refusal::NoLease);
         }
         if let Some(existing) = self.conns.get(conn) {
             if existing.user != user || existing.node != node {
-                return Err(RegistryError::Conflict);
+                return Err(Refusal::Conflict);
             }
             if existing.opened.is_some() {
                 self.confirm(node, conn);
@@ -68,11 +63,11 @@ impl Registry {
         }
         let user_count = self.users.get(user).map_or(0, |c| c.len() as u32);
         if max_per_user.is_some_and(|max| user_count >= max) {
-            return Err(RegistryError::UserLimit);
+            return Err(Refusal::Limit(LimitKind::User));
         }
         let ip_count = self.ips.get(ip).copied().unwrap_or(0);
         if max_per_ip.is_some_and(|max| ip_count >= max) {
-            return Err(RegistryError::IpLimit);
+            return Err(Refusal::Limit(LimitKind::Ip));
         }
         let entry = self.attach_conn(user, conn, node);
         entry.opened = Some(Opened {
@@ -223,73 +218,95 @@ impl Registry {
         out
     }
 
-    /// The opened connections of `user` with their nodes, for `BROKER.KICK`
-    /// (a connection known here only as a room member is not listed).
-    pub fn user_conns(&self, user: &str) -> Vec<(String, String)> {
-        let mut out: Vec<(String, String)> = self
-            .users
-            .get(user)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.conns.get(id).map(|c| (id.clone(), c.node.clone())))
-            .collect();
-        out.sort();
-        out
+    /// The opened connections of `user` grouped by the node holding them,
+    /// for `BROKER.KICK` (one message per node): nodes sorted, each node's
+    /// connections sorted. A connection known here only as a room member is
+    /// not listed.
+    pub fn user_conns_by_node(&self, user: &str) -> Vec<(String, Vec<String>)> {
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in self.users.get(user).into_iter().flatten() {
+            if let Some(c) = self.conns.get(id) {
+                by_node.entry(c.node.clone()).or_default().push(id.clone());
+            }
+        }
+        by_node.into_iter().collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{ConnOpen, Join};
     use crate::registry::test_support::leased;
 
     #[test]
     fn open_requires_lease_and_enforces_limits() {
         let mut r = leased();
         assert_eq!(
-            r.open("alice", "c0", "nx", "ip", 1, None, None),
-            Err(RegistryError::NoLease)
+            r.open(&ConnOpen::new("alice", "c0", "nx", "ip"), 1),
+            Err(Refusal::NoLease)
         );
         for i in 0..5 {
             r.open(
-                "alice",
-                &format!("c{i}"),
-                "n1",
-                "1.1.1.1",
+                &ConnOpen {
+                    max_user: Some(5),
+                    max_ip: Some(20),
+                    ..ConnOpen::new("alice", &format!("c{i}"), "n1", "1.1.1.1")
+                },
                 1,
-                Some(5),
-                Some(20),
             )
             .unwrap();
         }
         assert_eq!(
-            r.open("alice", "c5", "n1", "1.1.1.1", 1, Some(5), Some(20)),
-            Err(RegistryError::UserLimit)
+            r.open(
+                &ConnOpen {
+                    max_user: Some(5),
+                    max_ip: Some(20),
+                    ..ConnOpen::new("alice", "c5", "n1", "1.1.1.1")
+                },
+                1
+            ),
+            Err(Refusal::Limit(LimitKind::User))
         );
         // re-opening an opened connection is idempotent and not counted
-        r.open("alice", "c1", "n1", "1.1.1.1", 1, Some(5), Some(20))
-            .unwrap();
+        r.open(
+            &ConnOpen {
+                max_user: Some(5),
+                max_ip: Some(20),
+                ..ConnOpen::new("alice", "c1", "n1", "1.1.1.1")
+            },
+            1,
+        )
+        .unwrap();
         assert_eq!(r.online(), (1, 5));
         assert_eq!(
-            r.open("bob", "c1", "n1", "1.1.1.1", 1, None, None),
-            Err(RegistryError::Conflict)
+            r.open(&ConnOpen::new("bob", "c1", "n1", "1.1.1.1"), 1),
+            Err(Refusal::Conflict)
         );
         assert_eq!(
-            r.open("bob", "b1", "n1", "1.1.1.1", 1, None, Some(5)),
-            Err(RegistryError::IpLimit)
+            r.open(
+                &ConnOpen {
+                    max_user: None,
+                    max_ip: Some(5),
+                    ..ConnOpen::new("bob", "b1", "n1", "1.1.1.1")
+                },
+                1
+            ),
+            Err(Refusal::Limit(LimitKind::Ip))
         );
     }
 
     #[test]
     fn user_rooms_lists_member_only_connections_too() {
         let mut r = leased();
-        r.open("alice", "c1", "n1", "ip", 1, None, None).unwrap();
-        r.join("chat:a", "alice", "c1", "n1", false, None, "e")
+        r.open(&ConnOpen::new("alice", "c1", "n1", "ip"), 1)
+            .unwrap();
+        r.join(&Join::new("chat:a", "alice", "c1", "n1"), "e")
             .unwrap();
         // c2 was opened on another shard; here it is only a room member.
-        r.join("chat:b", "alice", "c2", "n2", false, None, "e")
+        r.join(&Join::new("chat:b", "alice", "c2", "n2"), "e")
             .unwrap();
-        r.join("chat:a", "alice", "c2", "n2", false, None, "e")
+        r.join(&Join::new("chat:a", "alice", "c2", "n2"), "e")
             .unwrap();
         assert_eq!(
             r.user_rooms("alice"),
@@ -303,5 +320,25 @@ mod tests {
         );
         assert_eq!(r.presence("alice").len(), 1, "PRESENCE: opened here only");
         assert!(r.user_rooms("bob").is_empty());
+    }
+
+    #[test]
+    fn kick_groups_a_users_opened_connections_by_node() {
+        let mut r = leased();
+        for (conn, node) in [("c3", "n1"), ("c1", "n2"), ("c2", "n1")] {
+            r.open(&ConnOpen::new("alice", conn, node, "ip"), 1)
+                .unwrap();
+        }
+        // Known here only as a room member: not kicked from this shard.
+        r.join(&Join::new("chat:a", "alice", "c9", "n2"), "e")
+            .unwrap();
+        assert_eq!(
+            r.user_conns_by_node("alice"),
+            vec![
+                ("n1".to_string(), vec!["c2".to_string(), "c3".to_string()]),
+                ("n2".to_string(), vec!["c1".to_string()]),
+            ]
+        );
+        assert!(r.user_conns_by_node("bob").is_empty());
     }
 }

@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Registry, RegistryError, Room};
+use super::{Registry, Room};
+use crate::command::{ApplyPublish, Refusal};
 
 /// History settings of a room: keep the last `size` messages for `ttl_ms`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,18 +125,18 @@ impl Registry {
     /// gateway passed, if any.
     ///
     /// # Errors
-    /// [`RegistryError::NotMember`].
+    /// [`Refusal::NotMember`].
     pub fn plan_publish(
         &self,
         room: &str,
         from: Option<&str>,
         config: Option<HistoryConfig>,
-    ) -> Result<PublishPlan, RegistryError> {
+    ) -> Result<PublishPlan, Refusal> {
         let existing = self.rooms.get(room);
         let sender_user = match from {
             Some(conn) => {
                 if !existing.is_some_and(|r| r.members.contains(conn)) {
-                    return Err(RegistryError::NotMember);
+                    return Err(Refusal::NotMember);
                 }
                 self.conns.get(conn).map(|c| c.user.clone())
             }
@@ -155,15 +156,9 @@ impl Registry {
     /// (a different epoch resets the room's history), stores the frame when
     /// the room keeps history, and returns the nodes to deliver to. The same
     /// call replays the master's publish on a replica.
-    pub fn apply_publish(
-        &mut self,
-        room: &str,
-        seq: u64,
-        epoch: &str,
-        ts_ms: u64,
-        config: HistoryConfig,
-        frame: &[u8],
-    ) -> Vec<String> {
+    pub fn apply_publish(&mut self, apply: &ApplyPublish) -> Vec<String> {
+        let (room, seq, epoch, ts_ms) = (&*apply.room, apply.seq, &*apply.epoch, apply.ts_ms);
+        let (config, frame) = (apply.history, &apply.frame);
         let r = self
             .rooms
             .entry(room.to_string())
@@ -252,12 +247,13 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::test_support::leased;
+    use crate::command::Join;
+    use crate::registry::test_support::{applied, leased};
 
     #[test]
     fn publish_keeps_history_and_recovers() {
         let mut r = leased();
-        r.join("chat:x", "u", "c", "n1", false, None, "e1").unwrap();
+        r.join(&Join::new("chat:x", "u", "c", "n1"), "e1").unwrap();
         let cfg = HistoryConfig {
             size: 3,
             ttl_ms: 1000,
@@ -266,7 +262,8 @@ mod tests {
             let plan = r.plan_publish("chat:x", Some("c"), Some(cfg)).unwrap();
             assert_eq!(plan.seq, i);
             assert_eq!(plan.sender_user.as_deref(), Some("u"));
-            let nodes = r.apply_publish("chat:x", plan.seq, "e1", 100 * i, cfg, &[i as u8]);
+            let nodes =
+                r.apply_publish(&applied("chat:x", plan.seq, "e1", 100 * i, cfg, &[i as u8]));
             assert_eq!(nodes, vec!["n1"]);
         }
         let h = r.history("chat:x", 0, None, 500);
@@ -289,7 +286,7 @@ mod tests {
         assert!(r.recover("chat:x", 5, "e1", 500).recovered); // nothing missed
         assert_eq!(
             r.plan_publish("chat:x", Some("nope"), None).unwrap_err(),
-            RegistryError::NotMember
+            Refusal::NotMember
         );
     }
 
@@ -298,7 +295,7 @@ mod tests {
         let mut r = leased();
         let plan = r.plan_publish("chat:y", None, None).unwrap();
         assert_eq!((plan.seq, plan.epoch.clone()), (1, None));
-        r.apply_publish("chat:y", 1, "e1", 1, plan.config, b"x");
+        r.apply_publish(&applied("chat:y", 1, "e1", 1, plan.config, b"x"));
         assert_eq!(r.rooms_held(), 0);
         assert_eq!(r.plan_publish("chat:y", None, None).unwrap().seq, 1);
     }
@@ -308,7 +305,7 @@ mod tests {
         let mut r = leased();
         r.set_namespace_history("news", HistoryConfig { size: 2, ttl_ms: 0 });
         let plan = r.plan_publish("news:a", None, None).unwrap();
-        r.apply_publish("news:a", plan.seq, "e", 1, plan.config, b"m");
+        r.apply_publish(&applied("news:a", plan.seq, "e", 1, plan.config, b"m"));
         assert_eq!(r.history("news:a", 0, None, 10).frames.len(), 1);
     }
 }

@@ -50,8 +50,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
-use thiserror::Error;
-
 use crate::names;
 
 mod connections;
@@ -64,37 +62,10 @@ use connections::Conn;
 pub use connections::ConnInfo;
 pub use history::{HistoryConfig, HistoryRead, PublishPlan, Recovery, Stored};
 use nodes::Node;
-pub use nodes::{AfterLoad, NodeInfo};
+pub use nodes::{LeaseOutcome, NodeInfo};
 use rooms::Room;
 pub use rooms::{JoinOutcome, PresenceChange, PresenceEvent};
 pub use snapshot::Snapshot;
-
-/// Why a registry operation was refused. Each maps to one error code of
-/// `docs/COMMANDS.md`.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum RegistryError {
-    /// The node has no live lease: it must re-lease and re-register.
-    #[error("NOLEASE node has no live lease")]
-    NoLease,
-    /// The user already has the maximum number of connections.
-    #[error("LIMIT user")]
-    UserLimit,
-    /// The client address already has the maximum number of connections.
-    #[error("LIMIT ip")]
-    IpLimit,
-    /// The connection id is registered for another user or node.
-    #[error("CONFLICT connection id belongs to another user or node")]
-    Conflict,
-    /// The connection is already in the maximum number of rooms.
-    #[error("TOOMANYROOMS connection is in too many rooms")]
-    TooManyRooms,
-    /// Another user's personal room.
-    #[error("FORBIDDEN personal room of another user")]
-    Forbidden,
-    /// A publish `FROM` a connection that is not in the room.
-    #[error("NOTMEMBER connection is not a member of the room")]
-    NotMember,
-}
 
 /// The broker's whole state on one Redis (one shard of a cluster).
 #[derive(Debug, Default, Clone)]
@@ -184,6 +155,29 @@ impl Registry {
 mod test_support {
     use super::Registry;
 
+    use crate::command::ApplyPublish;
+
+    use super::HistoryConfig;
+
+    /// The replication form of a publish, from its parts.
+    pub fn applied(
+        room: &str,
+        seq: u64,
+        epoch: &str,
+        ts_ms: u64,
+        history: HistoryConfig,
+        frame: &[u8],
+    ) -> ApplyPublish {
+        ApplyPublish {
+            room: room.to_string(),
+            seq,
+            epoch: epoch.to_string(),
+            ts_ms,
+            history,
+            frame: frame.to_vec(),
+        }
+    }
+
     /// A registry with nodes `n1` and `n2` leased.
     pub fn leased() -> Registry {
         let mut r = Registry::new();
@@ -195,6 +189,7 @@ mod test_support {
 
 #[cfg(test)]
 mod tests {
+    use crate::command::ConnOpen;
     use crate::registry::test_support::leased;
 
     #[test]
@@ -202,13 +197,8 @@ mod tests {
         let mut r = leased();
         for i in 0..1000 {
             r.open(
-                &format!("u{i}"),
-                &format!("c{i}"),
-                "n1",
-                "ip",
+                &ConnOpen::new(&format!("u{i}"), &format!("c{i}"), "n1", "ip"),
                 1,
-                None,
-                None,
             )
             .unwrap();
         }

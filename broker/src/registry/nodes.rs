@@ -4,10 +4,11 @@
 use std::collections::HashSet;
 
 use super::{PresenceEvent, Registry};
+use crate::command::{ConnClose, NodeLease};
 
 /// What a node's lease must do after a load ([`Registry::after_load_step`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AfterLoad {
+pub(super) enum AfterLoad {
     /// Nothing: no load since, or already reconciled.
     Nothing,
     /// Answer "new lease": the node registers its connections again.
@@ -41,7 +42,59 @@ pub struct NodeInfo {
     pub deadline_ms: u64,
 }
 
+/// What [`Registry::lease_node`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOutcome {
+    /// When the lease runs out, ms since the Unix epoch.
+    pub deadline_ms: u64,
+    /// True when the node keeps its registrations; false for a new lease
+    /// (or the first one after a load): the node must register its
+    /// connections and rooms again.
+    pub renewed: bool,
+    /// The connections dropped because the node did not register them again
+    /// after a load, as the closes replicas receive.
+    pub dropped: Vec<ConnClose>,
+    /// The leave events of those drops.
+    pub events: Vec<PresenceEvent>,
+}
+
 impl Registry {
+    /// Takes or renews a node's lease (`BROKER.NODE.LEASE`) when it runs at
+    /// `now_ms`, and names its channel when the lease does. With
+    /// `reconcile` (a master; a replica follows the master's stream
+    /// instead) it also takes the after-load step: the node's first lease
+    /// since a load answers "new" so the node registers again, its next one
+    /// drops what the node did not register again.
+    pub fn lease_node(&mut self, lease: &NodeLease, now_ms: u64, reconcile: bool) -> LeaseOutcome {
+        let step = if reconcile {
+            self.after_load_step(&lease.node)
+        } else {
+            AfterLoad::Nothing
+        };
+        let deadline_ms = lease.deadline_or(now_ms);
+        let mut renewed = self.lease(&lease.node, lease.lease_ms, deadline_ms);
+        if lease.channel.is_some() {
+            self.set_node_channel(&lease.node, lease.channel.as_deref());
+        }
+        let (mut dropped, mut events) = (Vec::new(), Vec::new());
+        match step {
+            AfterLoad::Nothing => {}
+            AfterLoad::Reregister => renewed = false,
+            AfterLoad::Drop(stale) => {
+                for (user, conn) in stale {
+                    events.extend(self.close(&user, &conn, None).1);
+                    dropped.push(ConnClose::new(&user, &conn));
+                }
+            }
+        }
+        LeaseOutcome {
+            deadline_ms,
+            renewed,
+            dropped,
+            events,
+        }
+    }
+
     /// Takes or renews `node`'s lease until `deadline_ms`. Returns true when
     /// the node already held a lease (a renewal), false when the lease is new
     /// — then the node must register its connections again.
@@ -65,7 +118,7 @@ impl Registry {
     /// instead): nothing, ask the node to register again (its first lease
     /// since the load), or drop the connections it did not register again
     /// (its next one), as `(user, conn)`.
-    pub fn after_load_step(&mut self, node: &str) -> AfterLoad {
+    pub(super) fn after_load_step(&mut self, node: &str) -> AfterLoad {
         let Some(n) = self.nodes.get_mut(node) else {
             return AfterLoad::Nothing;
         };
@@ -183,16 +236,22 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{ConnOpen, Join};
     use crate::registry::test_support::leased;
+    use crate::registry::PresenceChange;
 
     #[test]
     fn release_node_cleans_everything_and_reports_leaves() {
         let mut r = leased();
-        r.open("alice", "a1", "n1", "ip1", 1, None, None).unwrap();
-        r.open("bob", "b1", "n2", "ip2", 1, None, None).unwrap();
-        r.join("chat:x", "alice", "a1", "n1", true, None, "e")
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip1"), 1)
             .unwrap();
-        r.join("chat:x", "bob", "b1", "n2", true, None, "e")
+        r.open(&ConnOpen::new("bob", "b1", "n2", "ip2"), 1).unwrap();
+        r.join(
+            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
+            "e",
+        )
+        .unwrap();
+        r.join(&Join::new("chat:x", "bob", "b1", "n2").with_presence(), "e")
             .unwrap();
         let (dropped, events) = r.release_node("n1", None);
         assert_eq!(dropped, 1);
@@ -208,21 +267,32 @@ mod tests {
     #[test]
     fn after_a_load_stale_connections_are_dropped_once_the_node_registered_again() {
         let mut r = leased();
-        r.open("alice", "a1", "n1", "ip", 1, None, None).unwrap();
-        r.open("bob", "b1", "n1", "ip", 1, None, None).unwrap();
-        r.join("chat:x", "alice", "a1", "n1", true, None, "e")
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
             .unwrap();
-        r.join("chat:x", "bob", "b1", "n1", true, None, "e")
+        r.open(&ConnOpen::new("bob", "b1", "n1", "ip"), 1).unwrap();
+        r.join(
+            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
+            "e",
+        )
+        .unwrap();
+        r.join(&Join::new("chat:x", "bob", "b1", "n1").with_presence(), "e")
             .unwrap();
-        r.join("chat:x", "carol", "c1", "n2", true, None, "e")
-            .unwrap();
+        r.join(
+            &Join::new("chat:x", "carol", "c1", "n2").with_presence(),
+            "e",
+        )
+        .unwrap();
         let mut back = Registry::new();
         back.restore(r.snapshot());
         assert_eq!(back.after_load_step("n1"), AfterLoad::Reregister);
         // The gateway registers what is still alive: alice, not bob.
-        back.open("alice", "a1", "n1", "ip", 1, None, None).unwrap();
-        back.join("chat:x", "alice", "a1", "n1", true, None, "e")
+        back.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
             .unwrap();
+        back.join(
+            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
+            "e",
+        )
+        .unwrap();
         assert_eq!(
             back.after_load_step("n1"),
             AfterLoad::Drop(vec![("bob".into(), "b1".into())])
@@ -239,5 +309,56 @@ mod tests {
         assert_eq!(r.expired_nodes(10_000), vec!["n1", "n2"]);
         r.extend_leases(20_000);
         assert!(r.expired_nodes(24_999).is_empty());
+    }
+
+    #[test]
+    fn a_master_lease_after_a_load_asks_again_then_drops_what_was_not_registered() {
+        let mut r = leased();
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
+            .unwrap();
+        r.open(&ConnOpen::new("bob", "b1", "n1", "ip"), 1).unwrap();
+        r.join(&Join::new("chat:x", "bob", "b1", "n1").with_presence(), "e")
+            .unwrap();
+        r.join(
+            &Join::new("chat:x", "carol", "c1", "n2").with_presence(),
+            "e",
+        )
+        .unwrap();
+        let lease = NodeLease::new("n1", 5000);
+        // Not loaded: a renewal, nothing dropped.
+        let plain = r.clone().lease_node(&lease, 100, true);
+        assert_eq!((plain.deadline_ms, plain.renewed), (5100, true));
+        assert!(plain.dropped.is_empty() && plain.events.is_empty());
+
+        let mut back = Registry::new();
+        back.restore(r.snapshot());
+        // A replica follows the master's stream: no step of its own.
+        let replica = back.clone().lease_node(&lease, 100, false);
+        assert!(replica.renewed && replica.dropped.is_empty());
+
+        let first = back.lease_node(&lease, 100, true);
+        assert!(!first.renewed, "the node must register again");
+        back.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
+            .unwrap();
+        let second = back.lease_node(
+            &NodeLease {
+                deadline: Some(9_000),
+                channel: Some("broker:node:n1:{3}".into()),
+                ..lease.clone()
+            },
+            200,
+            true,
+        );
+        assert_eq!((second.deadline_ms, second.renewed), (9_000, true));
+        assert_eq!(second.dropped, vec![ConnClose::new("bob", "b1")]);
+        assert_eq!(second.events.len(), 1);
+        assert_eq!(
+            (second.events[0].user.as_str(), second.events[0].change),
+            ("bob", PresenceChange::Leave)
+        );
+        assert_eq!(second.events[0].nodes, vec!["n2"]);
+        assert_eq!(back.node_channel("n1"), Some("broker:node:n1:{3}"));
+        assert!(back.lease_node(&lease, 300, true).dropped.is_empty());
+        assert_eq!(back.online(), (1, 1));
     }
 }

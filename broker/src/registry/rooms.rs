@@ -3,7 +3,8 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use super::{HistoryConfig, Registry, RegistryError, Stored};
+use super::{HistoryConfig, Registry, Stored};
+use crate::command::{Join, Refusal};
 use crate::names;
 
 /// Whether a presence event announces a join or a leave.
@@ -89,34 +90,26 @@ pub struct JoinOutcome {
 }
 
 impl Registry {
-    /// Adds `conn` to `room`. `new_epoch` is the epoch to give the room if
-    /// this join creates it (the caller makes it random on a master, and
-    /// passes the master's on a replica). `presence_events` turns on join and
-    /// leave events for the room.
+    /// Adds the join's connection to its room. `new_epoch` is the epoch to
+    /// give the room if this join creates it (the caller makes it random on
+    /// a master, and passes the master's on a replica). `PRESENCE` turns on
+    /// join and leave events for the room.
     ///
     /// # Errors
-    /// [`RegistryError::NoLease`], [`RegistryError::Forbidden`],
-    /// [`RegistryError::Conflict`], [`RegistryError::TooManyRooms`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn join(
-        &mut self,
-        room: &str,
-        user: &str,
-        conn: &str,
-        node: &str,
-        presence_events: bool,
-        max_rooms: Option<u32>,
-        new_epoch: &str,
-    ) -> Result<JoinOutcome, RegistryError> {
+    /// [`Refusal::NoLease`], [`Refusal::Forbidden`],
+    /// [`Refusal::Conflict`], [`Refusal::TooManyRooms`].
+    pub fn join(&mut self, join: &Join, new_epoch: &str) -> Result<JoinOutcome, Refusal> {
+        let (room, user, conn, node) = (&*join.room, &*join.user, &*join.conn, &*join.node);
+        let (presence_events, max_rooms) = (join.presence, join.max_rooms);
         if !self.nodes.contains_key(node) {
-            return Err(RegistryError::NoLease);
+            return Err(Refusal::NoLease);
         }
         if names::personal_room_owner(room).is_some_and(|owner| owner != user) {
-            return Err(RegistryError::Forbidden);
+            return Err(Refusal::Forbidden);
         }
         if let Some(existing) = self.conns.get(conn) {
             if existing.user != user || existing.node != node {
-                return Err(RegistryError::Conflict);
+                return Err(Refusal::Conflict);
             }
             if existing.rooms.contains(room) {
                 self.confirm(node, conn);
@@ -138,7 +131,7 @@ impl Registry {
                 });
             }
             if max_rooms.is_some_and(|max| existing.rooms.len() as u32 >= max) {
-                return Err(RegistryError::TooManyRooms);
+                return Err(Refusal::TooManyRooms);
             }
         }
         let default_config = self.default_history(room);
@@ -370,22 +363,31 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::command::{ConnOpen, Join};
     use crate::registry::test_support::leased;
     use crate::registry::Snapshot;
 
     #[test]
     fn presence_events_fire_for_first_and_last_connection() {
         let mut r = leased();
-        r.open("alice", "a1", "n1", "ip", 1, None, None).unwrap();
-        r.open("alice", "a2", "n2", "ip", 2, None, None).unwrap();
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
+            .unwrap();
+        r.open(&ConnOpen::new("alice", "a2", "n2", "ip"), 2)
+            .unwrap();
         let j1 = r
-            .join("chat:x", "alice", "a1", "n1", true, None, "e1")
+            .join(
+                &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
+                "e1",
+            )
             .unwrap();
         assert!(j1.first);
         assert_eq!(j1.created_epoch.as_deref(), Some("e1"));
         assert_eq!(j1.event.as_ref().unwrap().nodes, vec!["n1"]);
         let j2 = r
-            .join("chat:x", "alice", "a2", "n2", true, None, "e2")
+            .join(
+                &Join::new("chat:x", "alice", "a2", "n2").with_presence(),
+                "e2",
+            )
             .unwrap();
         assert!(!j2.first && j2.event.is_none() && j2.created_epoch.is_none());
         assert_eq!(j2.epoch, "e1");
@@ -405,30 +407,30 @@ mod tests {
     fn personal_room_is_owner_only() {
         let mut r = leased();
         assert_eq!(
-            r.join("user:bob", "alice", "a1", "n1", false, None, "e")
+            r.join(&Join::new("user:bob", "alice", "a1", "n1"), "e")
                 .unwrap_err(),
-            RegistryError::Forbidden
+            Refusal::Forbidden
         );
         assert!(r
-            .join("user:alice", "alice", "a1", "n1", false, None, "e")
+            .join(&Join::new("user:alice", "alice", "a1", "n1"), "e")
             .is_ok());
     }
 
     #[test]
     fn max_rooms_is_enforced() {
         let mut r = leased();
-        r.join("chat:a", "u", "c", "n1", false, Some(2), "e")
+        r.join(&Join::new("chat:a", "u", "c", "n1").max_rooms(2), "e")
             .unwrap();
-        r.join("chat:b", "u", "c", "n1", false, Some(2), "e")
+        r.join(&Join::new("chat:b", "u", "c", "n1").max_rooms(2), "e")
             .unwrap();
         assert_eq!(
-            r.join("chat:c", "u", "c", "n1", false, Some(2), "e")
+            r.join(&Join::new("chat:c", "u", "c", "n1").max_rooms(2), "e")
                 .unwrap_err(),
-            RegistryError::TooManyRooms
+            Refusal::TooManyRooms
         );
         // joining a room it is already in is fine
         assert!(
-            r.join("chat:a", "u", "c", "n1", false, Some(2), "e")
+            r.join(&Join::new("chat:a", "u", "c", "n1").max_rooms(2), "e")
                 .unwrap()
                 .already
         );
@@ -437,11 +439,18 @@ mod tests {
     #[test]
     fn a_user_lingers_within_the_grace_and_resumes_without_events() {
         let mut r = leased();
-        r.open("alice", "a1", "n1", "ip1", 1, None, None).unwrap();
-        r.join("chat:x", "alice", "a1", "n1", true, None, "e1")
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip1"), 1)
             .unwrap();
-        r.join("chat:x", "bob", "b1", "n2", true, None, "e1")
-            .unwrap();
+        r.join(
+            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
+            "e1",
+        )
+        .unwrap();
+        r.join(
+            &Join::new("chat:x", "bob", "b1", "n2").with_presence(),
+            "e1",
+        )
+        .unwrap();
         // n1 goes away with a grace: no leave, alice still listed.
         let (dropped, events) = r.release_node("n1", Some(5_000));
         assert_eq!((dropped, events.len()), (1, 0));
@@ -453,7 +462,10 @@ mod tests {
         assert_eq!(r.expired_lingering(4_999, 10), vec![]);
         // She is back on n2 before the deadline: no join event.
         let j = r
-            .join("chat:x", "alice", "a2", "n2", true, None, "e1")
+            .join(
+                &Join::new("chat:x", "alice", "a2", "n2").with_presence(),
+                "e1",
+            )
             .unwrap();
         assert!(j.event.is_none());
         assert_eq!(r.expired_lingering(10_000, 10), vec![]);
@@ -481,7 +493,10 @@ mod tests {
         assert!(ev.is_none(), "bob lingers too");
         let mut plain = leased();
         plain
-            .join("chat:y", "carol", "c1", "n1", true, None, "e")
+            .join(
+                &Join::new("chat:y", "carol", "c1", "n1").with_presence(),
+                "e",
+            )
             .unwrap();
         assert!(plain.leave("chat:y", "carol", "c1", None).1.is_some());
     }
@@ -489,8 +504,11 @@ mod tests {
     #[test]
     fn a_lingering_user_keeps_an_empty_room() {
         let mut r = leased();
-        r.join("chat:z", "alice", "a1", "n1", true, None, "e1")
-            .unwrap();
+        r.join(
+            &Join::new("chat:z", "alice", "a1", "n1").with_presence(),
+            "e1",
+        )
+        .unwrap();
         r.leave("chat:z", "alice", "a1", Some(100));
         assert_eq!(r.rooms_held(), 1);
         assert!(r.idle_rooms(1_000, 10).is_empty());

@@ -191,21 +191,29 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::registry::test_support::leased;
+    use crate::command::{ConnOpen, Join};
+    use crate::registry::test_support::{applied, leased};
 
     #[test]
     fn snapshot_round_trip_rebuilds_indexes() {
         let mut r = leased();
-        r.open("alice", "a1", "n1", "ip1", 7, None, None).unwrap();
-        r.join("chat:x", "alice", "a1", "n1", true, None, "e1")
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip1"), 7)
             .unwrap();
-        r.join("chat:x", "bob", "b1", "n2", true, None, "e1")
-            .unwrap();
+        r.join(
+            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
+            "e1",
+        )
+        .unwrap();
+        r.join(
+            &Join::new("chat:x", "bob", "b1", "n2").with_presence(),
+            "e1",
+        )
+        .unwrap();
         let cfg = HistoryConfig {
             size: 10,
             ttl_ms: 0,
         };
-        r.apply_publish("chat:x", 1, "e1", 5, cfg, b"frame");
+        r.apply_publish(&applied("chat:x", 1, "e1", 5, cfg, b"frame"));
         r.set_node_channel("n2", Some("broker:node:n2:{7}"));
         let bytes = r.snapshot().to_bytes().unwrap();
         let mut back = Registry::new();
