@@ -44,7 +44,7 @@ impl Registry {
     ///
     /// # Errors
     /// [`Refusal::NoLease`], [`Refusal::Conflict`],
-    /// [`Refusal::Limit(LimitKind::User)`], [`Refusal::Limit(LimitKind::Ip)`].
+    /// [`Refusal::Limit`] (user or ip).
     pub fn open(&mut self, open: &ConnOpen, now_ms: u64) -> Result<(), Refusal> {
         let (user, conn, node, ip) = (&*open.user, &*open.conn, &*open.node, &*open.ip);
         let (max_per_user, max_per_ip) = (open.max_user, open.max_ip);

@@ -27,7 +27,7 @@
 //! The first lease of each loaded node then answers "new", so the gateway
 //! registers its live connections and rooms again; its next lease drops
 //! every connection of the node that was not registered again (with leave
-//! events), so presence is exact again ([`Registry::after_load_step`]).
+//! events), so presence is exact again ([`Registry::lease_node`]).
 //!
 //! **Presence grace.** When a connection goes away (closed, or its node
 //! released) with a grace deadline, a user whose last connection that was
