@@ -15,8 +15,12 @@
 //! - [`payload`]: the `FORMAT` of a publish and its conversion to the one
 //!   MessagePack value a `msg` frame carries.
 //! - [`envelope`]: what the module sends on each node's Pub/Sub channel.
+//! - [`command`]: every `BROKER.*` command as a type (parse, arguments,
+//!   replicated form, key positions) and [`command::Refusal`], the refusal
+//!   codes the module replies with.
 //! - [`registry`]: the state machine of nodes, connections, presence, rooms,
-//!   sequences and history that the module keeps in Redis.
+//!   sequences and history that the module keeps in Redis, in one folder
+//!   part per thing it holds.
 
 /// The version of the module's command surface, in `INFO broker` as
 /// `broker_api`. Raised whenever the module gains a command or an option the
@@ -25,6 +29,7 @@
 /// 2: `BROKER.USER.ROOMS`.
 pub const MODULE_API: u32 = 2;
 
+pub mod command;
 pub mod envelope;
 pub mod gcra;
 pub mod msgpack;

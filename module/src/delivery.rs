@@ -6,9 +6,10 @@
 //! on the shard (its replicas included) instead of crossing the whole
 //! cluster bus as a classic `PUBLISH` does.
 
+use broker::envelope;
 use broker::names;
+use broker::protocol::{self, PresenceAction};
 use broker::registry::{PresenceChange, PresenceEvent, Registry};
-use broker::wire::{self, PresenceAction};
 use redis_module::{Context, ContextFlags, RedisString};
 
 use crate::ffi;
@@ -61,8 +62,8 @@ pub fn presence(ctx: &Context, registry: &Registry, stats: &mut Stats, events: &
             PresenceChange::Join => PresenceAction::Join,
             PresenceChange::Leave => PresenceAction::Leave,
         };
-        let frame = wire::encode_presence_frame(&event.room, &event.user, action);
-        let envelope = wire::encode_presence_envelope(&event.room, &event.epoch, &frame);
+        let frame = protocol::encode_presence_frame(&event.room, &event.user, action);
+        let envelope = envelope::encode_presence_envelope(&event.room, &event.epoch, &frame);
         to_nodes(ctx, registry, stats, &event.nodes, &envelope);
     }
 }

@@ -1,44 +1,26 @@
 //! The module's one error type and its mapping to Redis error replies.
 //!
 //! Every failure of a command ends here, so every error reply starts with a
-//! code from `docs/COMMANDS.md` that a gateway can match on.
+//! code from `docs/COMMANDS.md` that a gateway can match on: `ERR` for bad
+//! arguments ([`ParseError`]), a [`Refusal`] code for a refused command.
 
-use broker::names::NameError;
-use broker::registry::RegistryError;
-use broker::wire::WireError;
+use broker::command::{ParseError, Refusal};
+use broker::msgpack::WireError;
 use redis_module::RedisError;
 use thiserror::Error;
 
 /// Why a command failed.
 #[derive(Debug, Error)]
 pub enum Error {
-    /// A required argument is missing.
-    #[error("ERR wrong number of arguments: {0}")]
-    Arity(String),
-    /// An argument that is not valid (e.g. not UTF-8).
-    #[error("ERR invalid {0}")]
-    Invalid(String),
-    /// Unknown option, missing option value, or extra arguments.
-    #[error("ERR syntax error: {0}")]
-    Syntax(String),
-    /// An argument that should be an integer in range is not.
-    #[error("ERR invalid {0}: expected an integer in range")]
-    Integer(&'static str),
-    /// An invalid name (room, user, conn, node, ip).
-    #[error("ERR {0}")]
-    Name(#[from] NameError),
+    /// Bad arguments: missing, extra, not an integer, an invalid name...
+    #[error("{0}")]
+    Parse(#[from] ParseError),
     /// A payload that is not what its `FORMAT` says.
     #[error("ERR invalid payload: {0}")]
     Payload(#[from] WireError),
-    /// A refusal of the registry (limits, lease, membership...).
+    /// A refusal (limits, lease, membership, rate...).
     #[error("{0}")]
-    Registry(#[from] RegistryError),
-    /// A publish over its rate limit.
-    #[error("RATELIMITED {retry_ms}")]
-    RateLimited {
-        /// Milliseconds until a publish would be allowed.
-        retry_ms: i64,
-    },
+    Refused(#[from] Refusal),
     /// An invalid GCRA rate (`count`/`period` not positive...).
     #[error("ERR invalid rate: {0}")]
     Rate(#[from] broker::gcra::GcraError),
@@ -67,20 +49,6 @@ pub fn printable(text: &str) -> String {
             out.extend(c.escape_unicode());
         } else {
             out.push(c);
-        }
-    }
-    out
-}
-
-/// A client's argument for an error message: up to 32 bytes, printable
-/// ASCII as is, every other byte as `\xNN`, so the reply stays valid text.
-pub fn quoted(arg: &[u8]) -> String {
-    let mut out = String::new();
-    for &b in arg.iter().take(32) {
-        if b.is_ascii_graphic() || b == b' ' {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("\\x{b:02x}"));
         }
     }
     out

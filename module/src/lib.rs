@@ -4,8 +4,9 @@
 //! Map of the crate:
 //!
 //! - [`commands`]: the `BROKER.*` commands, one file per family; each parses
-//!   its arguments ([`args`]), calls the registry ([`broker::registry`]),
-//!   replicates what it did and delivers what it must ([`delivery`]).
+//!   its arguments into the command's type ([`broker::command`]), calls the
+//!   registry ([`broker::registry`]), replicates the command's deterministic
+//!   form and delivers what it must ([`delivery`]).
 //! - [`state`]: the one global [`broker::registry::Registry`] and counters.
 //! - [`persist`]: the registry in and out of RDB files (aux data).
 //! - [`sweep`]: the timer that expires node leases and drops idle rooms.
@@ -15,7 +16,6 @@
 //!
 //! `docs/COMMANDS.md` is the user-facing description of every command.
 
-pub mod args;
 pub mod commands;
 pub mod delivery;
 pub mod error;
@@ -29,6 +29,7 @@ pub mod sweep;
 
 use std::sync::atomic::Ordering;
 
+use broker::command::{self as cmd, Command};
 use broker::registry::HistoryConfig;
 use redis_module::{redis_module, Context, RedisString, Status};
 
@@ -111,26 +112,27 @@ redis_module! {
     data_types: [REGISTRY_TYPE],
     init: init,
     commands: [
-        // name, handler, flags, first key, last key, key step, ACL categories
-        ["broker.publish", commands::publish::publish, "write deny-oom getkeys-api", 1, 1, 1, ""],
-        ["broker.broadcast", commands::publish::broadcast, "pubsub", 0, 0, 0, ""],
-        ["broker.apply.publish", commands::publish::apply_publish, "write deny-oom", 1, 1, 1, ""],
-        ["broker.apply.drop", commands::publish::apply_drop, "write", 1, 1, 1, ""],
-        ["broker.apply.leave", commands::rooms::apply_leave, "write", 1, 1, 1, ""],
-        ["broker.history", commands::rooms::history, "readonly", 1, 1, 1, ""],
-        ["broker.join", commands::rooms::join, "write deny-oom fast", 1, 1, 1, ""],
-        ["broker.leave", commands::rooms::leave, "write fast", 1, 1, 1, ""],
-        ["broker.room.members", commands::rooms::room_members, "readonly", 1, 1, 1, ""],
-        ["broker.room.count", commands::rooms::room_count, "readonly fast", 1, 1, 1, ""],
-        ["broker.conn.open", commands::connections::conn_open, "write deny-oom fast", 1, 1, 1, ""],
-        ["broker.conn.close", commands::connections::conn_close, "write fast", 1, 1, 1, ""],
-        ["broker.presence", commands::connections::presence, "readonly fast", 1, 1, 1, ""],
-        ["broker.user.rooms", commands::connections::user_rooms, "readonly", 0, 0, 0, ""],
-        ["broker.kick", commands::connections::kick, "pubsub fast", 1, 1, 1, ""],
-        ["broker.online", commands::connections::online, "readonly fast", 0, 0, 0, ""],
-        ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", 1, 1, 1, ""],
-        ["broker.node.lease", commands::nodes::node_lease, "write fast", 0, 0, 0, ""],
-        ["broker.node.release", commands::nodes::node_release, "write fast", 0, 0, 0, ""],
-        ["broker.nodes", commands::nodes::nodes, "readonly fast", 0, 0, 0, ""],
+        // name, handler, flags, first key, last key, key step, ACL categories;
+        // the key positions are the command types' own (`Command::KEYS`).
+        ["broker.publish", commands::publish::publish, "write deny-oom getkeys-api", cmd::Publish::KEYS.first, cmd::Publish::KEYS.last, cmd::Publish::KEYS.step, ""],
+        ["broker.broadcast", commands::publish::broadcast, "pubsub", cmd::Broadcast::KEYS.first, cmd::Broadcast::KEYS.last, cmd::Broadcast::KEYS.step, ""],
+        ["broker.apply.publish", commands::publish::apply_publish, "write deny-oom", cmd::ApplyPublish::KEYS.first, cmd::ApplyPublish::KEYS.last, cmd::ApplyPublish::KEYS.step, ""],
+        ["broker.apply.drop", commands::publish::apply_drop, "write", cmd::ApplyDrop::KEYS.first, cmd::ApplyDrop::KEYS.last, cmd::ApplyDrop::KEYS.step, ""],
+        ["broker.apply.leave", commands::rooms::apply_leave, "write", cmd::ApplyLeave::KEYS.first, cmd::ApplyLeave::KEYS.last, cmd::ApplyLeave::KEYS.step, ""],
+        ["broker.history", commands::rooms::history, "readonly", cmd::History::KEYS.first, cmd::History::KEYS.last, cmd::History::KEYS.step, ""],
+        ["broker.join", commands::rooms::join, "write deny-oom fast", cmd::Join::KEYS.first, cmd::Join::KEYS.last, cmd::Join::KEYS.step, ""],
+        ["broker.leave", commands::rooms::leave, "write fast", cmd::Leave::KEYS.first, cmd::Leave::KEYS.last, cmd::Leave::KEYS.step, ""],
+        ["broker.room.members", commands::rooms::room_members, "readonly", cmd::RoomMembers::KEYS.first, cmd::RoomMembers::KEYS.last, cmd::RoomMembers::KEYS.step, ""],
+        ["broker.room.count", commands::rooms::room_count, "readonly fast", cmd::RoomCount::KEYS.first, cmd::RoomCount::KEYS.last, cmd::RoomCount::KEYS.step, ""],
+        ["broker.conn.open", commands::connections::conn_open, "write deny-oom fast", cmd::ConnOpen::KEYS.first, cmd::ConnOpen::KEYS.last, cmd::ConnOpen::KEYS.step, ""],
+        ["broker.conn.close", commands::connections::conn_close, "write fast", cmd::ConnClose::KEYS.first, cmd::ConnClose::KEYS.last, cmd::ConnClose::KEYS.step, ""],
+        ["broker.presence", commands::connections::presence, "readonly fast", cmd::Presence::KEYS.first, cmd::Presence::KEYS.last, cmd::Presence::KEYS.step, ""],
+        ["broker.user.rooms", commands::connections::user_rooms, "readonly", cmd::UserRooms::KEYS.first, cmd::UserRooms::KEYS.last, cmd::UserRooms::KEYS.step, ""],
+        ["broker.kick", commands::connections::kick, "pubsub fast", cmd::Kick::KEYS.first, cmd::Kick::KEYS.last, cmd::Kick::KEYS.step, ""],
+        ["broker.online", commands::connections::online, "readonly fast", cmd::Online::KEYS.first, cmd::Online::KEYS.last, cmd::Online::KEYS.step, ""],
+        ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", cmd::Throttle::KEYS.first, cmd::Throttle::KEYS.last, cmd::Throttle::KEYS.step, ""],
+        ["broker.node.lease", commands::nodes::node_lease, "write fast", cmd::NodeLease::KEYS.first, cmd::NodeLease::KEYS.last, cmd::NodeLease::KEYS.step, ""],
+        ["broker.node.release", commands::nodes::node_release, "write fast", cmd::NodeRelease::KEYS.first, cmd::NodeRelease::KEYS.last, cmd::NodeRelease::KEYS.step, ""],
+        ["broker.nodes", commands::nodes::nodes, "readonly fast", cmd::Nodes::KEYS.first, cmd::Nodes::KEYS.last, cmd::Nodes::KEYS.step, ""],
     ],
 }

@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use redis_module::{Context, ContextFlags};
 
+use broker::command::{ApplyDrop, ApplyLeave, NodeRelease};
+
 use crate::commands::nodes::release_node;
-use crate::{delivery, state};
+use crate::commands::{publish, rooms};
+use crate::state;
 
 /// Period of the timer, from the `SWEEP_MS` module argument.
 pub static SWEEP_MS: AtomicU64 = AtomicU64::new(250);
@@ -43,9 +46,8 @@ fn expire_leases(ctx: &Context) {
     let now = state::now_ms();
     let expired = state::with(|s| s.registry.expired_nodes(now));
     for node in expired {
-        release_node(ctx, &node, None);
+        release_node(ctx, &NodeRelease::new(&node), now);
         state::with(|s| s.stats.leases_expired += 1);
-        ctx.replicate("BROKER.NODE.RELEASE", &[node.as_str()]);
         ctx.log_notice(&format!(
             "broker: lease of node {node} ran out; its connections were removed"
         ));
@@ -56,16 +58,7 @@ fn end_lingering(ctx: &Context) {
     let now = state::now_ms();
     let expired = state::with(|s| s.registry.expired_lingering(now, MAX_DROPS_PER_TICK));
     for (room, user) in expired {
-        let ended = state::with(|s| {
-            let event = s.registry.end_lingering(&room, &user);
-            if let Some(event) = &event {
-                delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
-            }
-            event.is_some()
-        });
-        if ended {
-            ctx.replicate("BROKER.APPLY.LEAVE", &[room.as_str(), user.as_str()]);
-        }
+        rooms::end_lingering(ctx, &ApplyLeave { room, user });
     }
 }
 
@@ -73,8 +66,6 @@ fn drop_idle_rooms(ctx: &Context) {
     let now = state::now_ms();
     let idle = state::with(|s| s.registry.idle_rooms(now, MAX_DROPS_PER_TICK));
     for room in idle {
-        if state::with(|s| s.registry.drop_room(&room)) {
-            ctx.replicate("BROKER.APPLY.DROP", &[room.as_str()]);
-        }
+        publish::drop_room(ctx, &ApplyDrop { room });
     }
 }

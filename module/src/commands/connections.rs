@@ -1,10 +1,11 @@
-//! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `PRESENCE`, `KICK`,
-//! `ONLINE`.
+//! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `PRESENCE`,
+//! `USER.ROOMS`, `KICK`, `ONLINE`.
 
-use broker::{names, wire};
+use broker::command::{ConnClose, ConnOpen, Kick, Online, Presence, UserRooms};
+use broker::envelope;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
-use crate::args::{self, unknown, Args};
+use super::{parse, replicate};
 use crate::error;
 use crate::{delivery, guard, reply, state};
 
@@ -14,31 +15,10 @@ pub fn conn_open(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn open(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let mut args = Args::new(argv);
-    let user = args.str("user")?;
-    names::validate_user(user)?;
-    let conn = args.str("conn")?;
-    names::validate_conn(conn)?;
-    let node = args.str("node")?;
-    names::validate_node(node)?;
-    let ip = args.str("ip")?;
-    names::validate_ip(ip)?;
-    let (mut max_user, mut max_ip, mut at) = (None, None, None);
-    while !args.is_empty() {
-        match args.keyword()?.as_str() {
-            "MAXUSER" => max_user = Some(args.u32("MAXUSER")?),
-            "MAXIP" => max_ip = Some(args.u32("MAXIP")?),
-            "AT" => at = Some(args.u64("AT")?),
-            other => return Err(unknown(other)),
-        }
-    }
-    let at = at.unwrap_or_else(state::now_ms);
-    state::with(|s| s.registry.open(user, conn, node, ip, at, max_user, max_ip))?;
-    let at_s = at.to_string();
-    ctx.replicate(
-        "BROKER.CONN.OPEN",
-        &[user, conn, node, ip, "AT", at_s.as_str()],
-    );
+    let cmd: ConnOpen = parse(argv)?;
+    let now = state::now_ms();
+    state::with(|s| s.registry.open(&cmd, now))?;
+    replicate(ctx, &cmd.replicated(now));
     Ok(RedisValue::SimpleStringStatic("OK"))
 }
 
@@ -50,24 +30,15 @@ pub fn conn_close(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn close(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let mut args = Args::new(argv);
-    let user = args.str("user")?;
-    names::validate_user(user)?;
-    let conn = args.str("conn")?;
-    names::validate_conn(conn)?;
-    let until = args::linger_until(&mut args, state::now_ms())?;
+    let cmd: ConnClose = parse(argv)?;
+    let now = state::now_ms();
+    let until = cmd.linger.map(|l| l.until(now));
     let rooms = state::with(|s| {
-        let (rooms, events) = s.registry.close(user, conn, until);
+        let (rooms, events) = s.registry.close(&cmd.user, &cmd.conn, until);
         delivery::presence(ctx, &s.registry, &mut s.stats, &events);
         rooms
     });
-    match until {
-        Some(until) => {
-            let until = until.to_string();
-            ctx.replicate("BROKER.CONN.CLOSE", &[user, conn, "UNTIL", until.as_str()]);
-        }
-        None => ctx.replicate_verbatim(),
-    }
+    replicate(ctx, &cmd.replicated(now));
     Ok(reply::int(rooms))
 }
 
@@ -79,11 +50,8 @@ pub fn user_rooms(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn read_user_rooms(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let mut args = Args::new(argv);
-    let user = args.str("user")?;
-    names::validate_user(user)?;
-    args.done()?;
-    let conns = state::with(|s| s.registry.user_rooms(user));
+    let cmd: UserRooms = parse(argv)?;
+    let conns = state::with(|s| s.registry.user_rooms(&cmd.user));
     Ok(RedisValue::Array(
         conns
             .iter()
@@ -100,11 +68,8 @@ pub fn presence(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn read_presence(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let mut args = Args::new(argv);
-    let user = args.str("user")?;
-    names::validate_user(user)?;
-    args.done()?;
-    let conns = state::with(|s| s.registry.presence(user));
+    let cmd: Presence = parse(argv)?;
+    let conns = state::with(|s| s.registry.presence(&cmd.user));
     let status = if conns.is_empty() {
         "offline"
     } else {
@@ -139,36 +104,16 @@ pub fn kick(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn kick_user(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let mut args = Args::new(argv);
-    let user = args.str("user")?;
-    names::validate_user(user)?;
-    let reason = if args.is_empty() {
-        "kicked"
-    } else {
-        args.str("reason")?
-    };
-    args.done()?;
+    let cmd: Kick = parse(argv)?;
     let told = state::with(|s| {
-        let conns = s.registry.user_conns(user);
-        let mut nodes: Vec<&str> = conns.iter().map(|(_, n)| n.as_str()).collect();
-        nodes.sort_unstable();
-        nodes.dedup();
-        for node in nodes {
-            let ids: Vec<&str> = conns
-                .iter()
-                .filter(|(_, n)| n == node)
-                .map(|(c, _)| c.as_str())
-                .collect();
-            let envelope = wire::encode_kick_envelope(user, &ids, reason);
-            delivery::to_nodes(
-                ctx,
-                &s.registry,
-                &mut s.stats,
-                &[node.to_string()],
-                &envelope,
-            );
+        let mut told = 0;
+        for (node, conns) in s.registry.user_conns_by_node(&cmd.user) {
+            let ids: Vec<&str> = conns.iter().map(String::as_str).collect();
+            let envelope = envelope::encode_kick_envelope(&cmd.user, &ids, cmd.reason());
+            delivery::to_nodes(ctx, &s.registry, &mut s.stats, &[node], &envelope);
+            told += conns.len() as u64;
         }
-        conns.len() as u64
+        told
     });
     Ok(reply::int(told))
 }
@@ -179,7 +124,7 @@ pub fn online(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn count_online(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    Args::new(argv).done()?;
+    let Online = parse(argv)?;
     let (users, conns) = state::with(|s| s.registry.online());
     Ok(reply::map([
         ("users", reply::int(users)),

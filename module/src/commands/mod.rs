@@ -1,9 +1,28 @@
 //! The `BROKER.*` commands, one file per family. Each handler parses its
-//! arguments into typed values, calls the registry, replicates a
-//! deterministic form of what it did, and delivers what it must.
+//! arguments into the command's type ([`broker::command`]), calls the
+//! registry, replicates the command's deterministic form ([`replicate`]),
+//! delivers what it must, and replies.
 
 pub mod connections;
 pub mod nodes;
 pub mod publish;
 pub mod rooms;
 pub mod throttle;
+
+use broker::command::Command;
+use redis_module::{Context, RedisString};
+
+use crate::error;
+
+/// Parses `argv` (the command name first) as the command `C`.
+pub fn parse<C: Command>(argv: &[RedisString]) -> error::Result<C> {
+    let args: Vec<&[u8]> = argv.iter().skip(1).map(|a| a.as_slice()).collect();
+    Ok(C::parse(&args)?)
+}
+
+/// Sends `cmd` to replicas and the AOF: the one way the module replicates.
+pub fn replicate<C: Command>(ctx: &Context, cmd: &C) {
+    let args = cmd.to_args();
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+    ctx.replicate(C::NAME, args.as_slice());
+}

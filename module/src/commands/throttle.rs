@@ -9,10 +9,11 @@
 
 use std::time::Duration;
 
+use broker::command::{SetArrival, Throttle};
 use broker::gcra::{self, Decision, Rate};
 use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
 
-use crate::args::Args;
+use super::{parse, replicate};
 use crate::error::{self, Error};
 use crate::{guard, state};
 
@@ -22,20 +23,9 @@ pub fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 }
 
 fn run_throttle(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let mut args = Args::new(argv);
-    let key = args.raw("key")?;
-    let rate = Rate {
-        max_burst: args.i64("max_burst")?,
-        count: args.i64("count")?,
-        period_s: args.i64("period")?,
-    };
-    let quantity = if args.is_empty() {
-        1
-    } else {
-        args.i64("quantity")?
-    };
-    args.done()?;
-    let decision = check(ctx, key, &rate, quantity)?;
+    let cmd: Throttle = parse(argv)?;
+    let key = RedisString::create_from_slice(ctx.get_raw(), &cmd.key);
+    let decision = check(ctx, &key, &cmd.rate, cmd.quantity)?;
     Ok(RedisValue::Array(
         decision
             .reply()
@@ -44,7 +34,6 @@ fn run_throttle(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue
             .collect(),
     ))
 }
-
 /// Runs one GCRA decision on `key`: reads the stored arrival time, stores
 /// the new one when allowed (and replicates it), counts limited calls.
 pub fn check(
@@ -77,16 +66,14 @@ pub fn check(
             handle
                 .set_expire(Duration::from_millis(ttl_ms))
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            let expire_at = (state::now_ms().saturating_add(ttl_ms)).to_string();
-            let key_bytes = key.as_slice();
-            ctx.replicate(
-                "SET",
-                &[
-                    key_bytes,
-                    tat_text.as_bytes(),
-                    "PXAT".as_bytes(),
-                    expire_at.as_bytes(),
-                ],
+            let expire_at_ms = state::now_ms().saturating_add(ttl_ms);
+            replicate(
+                ctx,
+                &SetArrival {
+                    key: key.as_slice().to_vec(),
+                    tat_ns: new_tat,
+                    expire_at_ms,
+                },
             );
         }
         None => {

@@ -1,0 +1,344 @@
+//! Connections: opening and closing them within the per-user and per-IP
+//! limits, dropping them everywhere, and the presence reads by user.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::{PresenceEvent, Registry};
+use crate::command::{ConnOpen, LimitKind, Refusal};
+
+#[derive(Debug, Clone)]
+pub(super) struct Conn {
+    pub(super) user: String,
+    pub(super) node: String,
+    pub(super) opened: Option<Opened>,
+    pub(super) rooms: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Opened {
+    pub(super) ip: String,
+    pub(super) at_ms: u64,
+}
+
+/// One connection in a presence reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Connection id.
+    pub conn: String,
+    /// Gateway node holding it.
+    pub node: String,
+    /// Client address.
+    pub ip: String,
+    /// Connect time, ms since the Unix epoch.
+    pub connected_at_ms: u64,
+    /// Rooms the connection is in (on this registry).
+    pub rooms: Vec<String>,
+}
+
+impl Registry {
+    /// Registers an opened connection, enforcing the per-user and per-IP
+    /// limits in the same step as the insert. `now_ms` is the connect time
+    /// when the command names none (`AT`).
+    ///
+    /// # Errors
+    /// [`Refusal::NoLease`], [`Refusal::Conflict`],
+    /// [`Refusal::Limit`] (user or ip).
+    pub fn open(&mut self, open: &ConnOpen, now_ms: u64) -> Result<(), Refusal> {
+        let (user, conn, node, ip) = (&*open.user, &*open.conn, &*open.node, &*open.ip);
+        let (max_per_user, max_per_ip) = (open.max_user, open.max_ip);
+        let at_ms = open.at_or(now_ms);
+        if !self.nodes.contains_key(node) {
+            return Err(Refusal::NoLease);
+        }
+        if let Some(existing) = self.conns.get(conn) {
+            if existing.user != user || existing.node != node {
+                return Err(Refusal::Conflict);
+            }
+            if existing.opened.is_some() {
+                self.confirm(node, conn);
+                return Ok(());
+            }
+        }
+        let user_count = self.users.get(user).map_or(0, |c| c.len() as u32);
+        if max_per_user.is_some_and(|max| user_count >= max) {
+            return Err(Refusal::Limit(LimitKind::User));
+        }
+        let ip_count = self.ips.get(ip).copied().unwrap_or(0);
+        if max_per_ip.is_some_and(|max| ip_count >= max) {
+            return Err(Refusal::Limit(LimitKind::Ip));
+        }
+        let entry = self.attach_conn(user, conn, node);
+        entry.opened = Some(Opened {
+            ip: ip.to_string(),
+            at_ms,
+        });
+        self.users
+            .entry(user.to_string())
+            .or_default()
+            .insert(conn.to_string());
+        *self.ips.entry(ip.to_string()).or_insert(0) += 1;
+        self.opened += 1;
+        Ok(())
+    }
+
+    /// Closes a connection of `user`: leaves all its rooms. Returns the
+    /// number of rooms left and the resulting leave events. Unknown
+    /// connections, or one of another user, change nothing. With
+    /// `linger_until`, the user lingers where this was its last connection.
+    pub fn close(
+        &mut self,
+        user: &str,
+        conn: &str,
+        linger_until: Option<u64>,
+    ) -> (u64, Vec<PresenceEvent>) {
+        match self.conns.get(conn) {
+            Some(c) if c.user == user => {
+                let rooms = c.rooms.len() as u64;
+                let mut events = Vec::new();
+                self.drop_conn(conn, &mut events, linger_until);
+                (rooms, events)
+            }
+            _ => (0, Vec::new()),
+        }
+    }
+
+    /// Gets or creates the connection entry and links it to its node.
+    pub(super) fn attach_conn(&mut self, user: &str, conn: &str, node: &str) -> &mut Conn {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.conns.insert(conn.to_string());
+        }
+        self.conns.entry(conn.to_string()).or_insert_with(|| Conn {
+            user: user.to_string(),
+            node: node.to_string(),
+            opened: None,
+            rooms: BTreeSet::new(),
+        })
+    }
+
+    /// Removes a connection everywhere: rooms, user, IP, node.
+    pub(super) fn drop_conn(
+        &mut self,
+        conn: &str,
+        events: &mut Vec<PresenceEvent>,
+        linger_until: Option<u64>,
+    ) {
+        let Some(entry) = self.conns.get(conn) else {
+            return;
+        };
+        let rooms: Vec<String> = entry.rooms.iter().cloned().collect();
+        for room in rooms {
+            if let Some(event) = self.remove_member(&room, conn, linger_until) {
+                events.push(event);
+            }
+        }
+        let Some(entry) = self.conns.remove(conn) else {
+            return;
+        };
+        if let Some(opened) = entry.opened {
+            self.unopen(&entry.user, conn, &opened.ip);
+        }
+        if let Some(node) = self.nodes.get_mut(&entry.node) {
+            node.conns.remove(conn);
+        }
+    }
+
+    pub(super) fn unopen(&mut self, user: &str, conn: &str, ip: &str) {
+        if let Some(set) = self.users.get_mut(user) {
+            set.remove(conn);
+            if set.is_empty() {
+                self.users.remove(user);
+            }
+        }
+        if let Some(count) = self.ips.get_mut(ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.ips.remove(ip);
+            }
+        }
+        self.opened = self.opened.saturating_sub(1);
+    }
+
+    /// Drops a connection that is neither opened nor in a room.
+    pub(super) fn drop_if_unused(&mut self, conn: &str) {
+        let unused = self
+            .conns
+            .get(conn)
+            .is_some_and(|c| c.opened.is_none() && c.rooms.is_empty());
+        if unused {
+            if let Some(entry) = self.conns.remove(conn) {
+                if let Some(node) = self.nodes.get_mut(&entry.node) {
+                    node.conns.remove(conn);
+                }
+            }
+        }
+    }
+
+    /// The opened connections of `user`, sorted by connect time then id.
+    pub fn presence(&self, user: &str) -> Vec<ConnInfo> {
+        let Some(conns) = self.users.get(user) else {
+            return Vec::new();
+        };
+        let mut out: Vec<ConnInfo> = conns
+            .iter()
+            .filter_map(|id| {
+                let c = self.conns.get(id)?;
+                let opened = c.opened.as_ref()?;
+                Some(ConnInfo {
+                    conn: id.clone(),
+                    node: c.node.clone(),
+                    ip: opened.ip.clone(),
+                    connected_at_ms: opened.at_ms,
+                    rooms: c.rooms.iter().cloned().collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            a.connected_at_ms
+                .cmp(&b.connected_at_ms)
+                .then(a.conn.cmp(&b.conn))
+        });
+        out
+    }
+
+    /// Every connection of `user` this registry knows, opened here or only
+    /// a member of rooms here, with its rooms here; sorted by connection
+    /// id. On a cluster a connection's rooms live on their rooms' shards:
+    /// `BROKER.USER.ROOMS` on every master gathers them. O(connections on
+    /// this shard): member-only connections are not indexed by user.
+    pub fn user_rooms(&self, user: &str) -> Vec<(String, Vec<String>)> {
+        let mut out: Vec<(String, Vec<String>)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.user == user)
+            .map(|(id, c)| (id.clone(), c.rooms.iter().cloned().collect()))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The opened connections of `user` grouped by the node holding them,
+    /// for `BROKER.KICK` (one message per node): nodes sorted, each node's
+    /// connections sorted. A connection known here only as a room member is
+    /// not listed.
+    pub fn user_conns_by_node(&self, user: &str) -> Vec<(String, Vec<String>)> {
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for id in self.users.get(user).into_iter().flatten() {
+            if let Some(c) = self.conns.get(id) {
+                by_node.entry(c.node.clone()).or_default().push(id.clone());
+            }
+        }
+        by_node.into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::command::{ConnOpen, Join};
+    use crate::registry::test_support::leased;
+
+    #[test]
+    fn open_requires_lease_and_enforces_limits() {
+        let mut r = leased();
+        assert_eq!(
+            r.open(&ConnOpen::new("alice", "c0", "nx", "ip"), 1),
+            Err(Refusal::NoLease)
+        );
+        for i in 0..5 {
+            r.open(
+                &ConnOpen {
+                    max_user: Some(5),
+                    max_ip: Some(20),
+                    ..ConnOpen::new("alice", &format!("c{i}"), "n1", "1.1.1.1")
+                },
+                1,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            r.open(
+                &ConnOpen {
+                    max_user: Some(5),
+                    max_ip: Some(20),
+                    ..ConnOpen::new("alice", "c5", "n1", "1.1.1.1")
+                },
+                1
+            ),
+            Err(Refusal::Limit(LimitKind::User))
+        );
+        // re-opening an opened connection is idempotent and not counted
+        r.open(
+            &ConnOpen {
+                max_user: Some(5),
+                max_ip: Some(20),
+                ..ConnOpen::new("alice", "c1", "n1", "1.1.1.1")
+            },
+            1,
+        )
+        .unwrap();
+        assert_eq!(r.online(), (1, 5));
+        assert_eq!(
+            r.open(&ConnOpen::new("bob", "c1", "n1", "1.1.1.1"), 1),
+            Err(Refusal::Conflict)
+        );
+        assert_eq!(
+            r.open(
+                &ConnOpen {
+                    max_user: None,
+                    max_ip: Some(5),
+                    ..ConnOpen::new("bob", "b1", "n1", "1.1.1.1")
+                },
+                1
+            ),
+            Err(Refusal::Limit(LimitKind::Ip))
+        );
+    }
+
+    #[test]
+    fn user_rooms_lists_member_only_connections_too() {
+        let mut r = leased();
+        r.open(&ConnOpen::new("alice", "c1", "n1", "ip"), 1)
+            .unwrap();
+        r.join(&Join::new("chat:a", "alice", "c1", "n1"), "e")
+            .unwrap();
+        // c2 was opened on another shard; here it is only a room member.
+        r.join(&Join::new("chat:b", "alice", "c2", "n2"), "e")
+            .unwrap();
+        r.join(&Join::new("chat:a", "alice", "c2", "n2"), "e")
+            .unwrap();
+        assert_eq!(
+            r.user_rooms("alice"),
+            vec![
+                ("c1".to_string(), vec!["chat:a".to_string()]),
+                (
+                    "c2".to_string(),
+                    vec!["chat:a".to_string(), "chat:b".to_string()]
+                ),
+            ]
+        );
+        assert_eq!(r.presence("alice").len(), 1, "PRESENCE: opened here only");
+        assert!(r.user_rooms("bob").is_empty());
+    }
+
+    #[test]
+    fn kick_groups_a_users_opened_connections_by_node() {
+        let mut r = leased();
+        for (conn, node) in [("c3", "n1"), ("c1", "n2"), ("c2", "n1")] {
+            r.open(&ConnOpen::new("alice", conn, node, "ip"), 1)
+                .unwrap();
+        }
+        // Known here only as a room member: not kicked from this shard.
+        r.join(&Join::new("chat:a", "alice", "c9", "n2"), "e")
+            .unwrap();
+        assert_eq!(
+            r.user_conns_by_node("alice"),
+            vec![
+                ("n1".to_string(), vec!["c2".to_string(), "c3".to_string()]),
+                ("n2".to_string(), vec!["c1".to_string()]),
+            ]
+        );
+        assert!(r.user_conns_by_node("bob").is_empty());
+    }
+}

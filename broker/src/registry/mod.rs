@@ -1,0 +1,215 @@
+//! The registry: gateway nodes, connections, presence and rooms, as plain data.
+//!
+//! The Redis module owns one [`Registry`] and turns commands into calls on it;
+//! everything here is deterministic given its inputs (time, epochs and limits
+//! are passed in), which is what lets a replica replay the master's commands
+//! and end with the same state.
+//!
+//! Shape of the data, and the invariants every operation keeps:
+//!
+//! - a **node** exists while its lease is held; it lists every connection of
+//!   its own that this registry knows (opened here, or a member of a room here);
+//! - a **connection** belongs to one user and one node. It is *opened* when
+//!   `CONN.OPEN` registered it (presence, limits); it may also exist only as a
+//!   room member (on a Redis Cluster shard that holds the room but not the
+//!   user). It is dropped when it is neither opened nor in any room;
+//! - a **user** is online while it has at least one opened connection;
+//! - a **room** holds its members, the per-user and per-node member counts
+//!   (O(1) counts; fan-out goes to nodes, not members), its sequence, epoch
+//!   and retained history. An empty room with no retained history is dropped,
+//!   which loses its sequence: the next incarnation gets a new epoch.
+//!
+//! Presence events are computed here ([`PresenceEvent`]): a join for a user's
+//! first connection in a room, a leave for its last.
+//!
+//! **After a load** (a restart from an RDB or AOF file, a replica's full
+//! sync) the saved connections may be stale: some closed after the save.
+//! The first lease of each loaded node then answers "new", so the gateway
+//! registers its live connections and rooms again; its next lease drops
+//! every connection of the node that was not registered again (with leave
+//! events), so presence is exact again ([`Registry::lease_node`]).
+//!
+//! **Presence grace.** When a connection goes away (closed, or its node
+//! released) with a grace deadline, a user whose last connection that was
+//! *lingers* in the room until the deadline instead of leaving: no leave
+//! event, still listed by [`Registry::room_members`] (with 0 connections).
+//! A join of the same user before the deadline resumes the presence without
+//! a join event; at the deadline the caller's timer ends it
+//! ([`Registry::end_lingering`]) and the leave event goes out then. So a
+//! gateway restart whose clients reconnect within the grace makes no
+//! leave/join pair.
+//!
+//! Map of the folder, by what each part holds:
+//!
+//! - `nodes.rs`: gateway node leases and the after-load reconciliation.
+//! - `connections.rs`: opened connections, per-user and per-IP counts,
+//!   presence reads.
+//! - `rooms.rs`: memberships, presence events, lingering users.
+//! - `history.rs`: sequences, epochs and retained messages of rooms.
+//! - `snapshot.rs`: the persistence form, and rebuilding the indexes from it.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::names;
+
+mod connections;
+mod history;
+mod nodes;
+mod rooms;
+mod snapshot;
+
+use connections::Conn;
+pub use connections::ConnInfo;
+pub use history::{HistoryConfig, HistoryRead, PublishPlan, Recovery, Stored};
+use nodes::Node;
+pub use nodes::{LeaseOutcome, NodeInfo};
+use rooms::Room;
+pub use rooms::{JoinOutcome, PresenceChange, PresenceEvent};
+pub use snapshot::Snapshot;
+
+/// The broker's whole state on one Redis (one shard of a cluster).
+#[derive(Debug, Default, Clone)]
+pub struct Registry {
+    nodes: HashMap<String, Node>,
+    conns: HashMap<String, Conn>,
+    users: HashMap<String, BTreeSet<String>>,
+    ips: HashMap<String, u32>,
+    rooms: HashMap<String, Room>,
+    opened: u64,
+    /// Lingering presences over all rooms (the timer skips its scan at 0).
+    lingering: u64,
+    namespace_history: HashMap<String, HistoryConfig>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Registry {
+        Registry::default()
+    }
+
+    /// Sets the history kept by rooms of `namespace` unless a publish says
+    /// otherwise (the module's `HISTORY` arguments).
+    pub fn set_namespace_history(&mut self, namespace: &str, config: HistoryConfig) {
+        self.namespace_history.insert(namespace.to_string(), config);
+    }
+
+    fn default_history(&self, room: &str) -> HistoryConfig {
+        names::split_room(room)
+            .ok()
+            .and_then(|(ns, _)| self.namespace_history.get(ns).copied())
+            .unwrap_or_default()
+    }
+
+    /// Users online and opened connections: `BROKER.ONLINE`, O(1).
+    pub fn online(&self) -> (u64, u64) {
+        (self.users.len() as u64, self.opened)
+    }
+
+    /// Number of rooms held.
+    pub fn rooms_held(&self) -> u64 {
+        self.rooms.len() as u64
+    }
+
+    /// Number of live nodes.
+    pub fn node_count(&self) -> u64 {
+        self.nodes.len() as u64
+    }
+
+    /// Gives back memory held by maps that grew for a crowd that has since
+    /// left (a hash map keeps its capacity otherwise): each one under a
+    /// quarter full shrinks. Cheap when there is nothing to do; the module's
+    /// timer calls it.
+    pub fn compact(&mut self) {
+        fn shrink_map<K: Eq + std::hash::Hash, V>(m: &mut HashMap<K, V>) {
+            if m.capacity() > 64 && m.len() * 4 < m.capacity() {
+                m.shrink_to_fit();
+            }
+        }
+        fn shrink_set<K: Eq + std::hash::Hash>(m: &mut HashSet<K>) {
+            if m.capacity() > 64 && m.len() * 4 < m.capacity() {
+                m.shrink_to_fit();
+            }
+        }
+        shrink_map(&mut self.nodes);
+        shrink_map(&mut self.conns);
+        shrink_map(&mut self.users);
+        shrink_map(&mut self.ips);
+        shrink_map(&mut self.rooms);
+        for node in self.nodes.values_mut() {
+            shrink_set(&mut node.conns);
+        }
+    }
+
+    /// Clears everything but the namespace settings (FLUSHALL).
+    pub fn clear(&mut self) {
+        let namespace_history = std::mem::take(&mut self.namespace_history);
+        *self = Registry {
+            namespace_history,
+            ..Registry::default()
+        };
+    }
+}
+
+/// Helpers shared by the unit tests of every part.
+#[cfg(test)]
+mod test_support {
+    use super::Registry;
+
+    use crate::command::ApplyPublish;
+
+    use super::HistoryConfig;
+
+    /// The replication form of a publish, from its parts.
+    pub fn applied(
+        room: &str,
+        seq: u64,
+        epoch: &str,
+        ts_ms: u64,
+        history: HistoryConfig,
+        frame: &[u8],
+    ) -> ApplyPublish {
+        ApplyPublish {
+            room: room.to_string(),
+            seq,
+            epoch: epoch.to_string(),
+            ts_ms,
+            history,
+            frame: frame.to_vec(),
+        }
+    }
+
+    /// A registry with nodes `n1` and `n2` leased.
+    pub fn leased() -> Registry {
+        let mut r = Registry::new();
+        r.lease("n1", 5000, 10_000);
+        r.lease("n2", 5000, 10_000);
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::command::ConnOpen;
+    use crate::registry::test_support::leased;
+
+    #[test]
+    fn compact_gives_back_what_a_crowd_left() {
+        let mut r = leased();
+        for i in 0..1000 {
+            r.open(
+                &ConnOpen::new(&format!("u{i}"), &format!("c{i}"), "n1", "ip"),
+                1,
+            )
+            .unwrap();
+        }
+        for i in 0..1000 {
+            r.close(&format!("u{i}"), &format!("c{i}"), None);
+        }
+        assert!(r.conns.capacity() >= 1000);
+        r.compact();
+        assert!(r.conns.capacity() < 64, "{}", r.conns.capacity());
+        assert!(r.users.capacity() < 64);
+        assert!(r.nodes["n1"].conns.capacity() < 64);
+        assert_eq!(r.online(), (0, 0));
+    }
+}
