@@ -44,7 +44,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::{array, int, map, ok, text, RedisServer};
+use crate::commands::{Nodes, Online, Presence};
+use crate::{array, int, map, run, text, RedisServer};
 
 /// The HS256 secret every fixture gateway verifies tokens with.
 pub const SECRET: &str = "test-secret";
@@ -1342,7 +1343,7 @@ pub struct PresenceConn {
 /// offline; the status is checked against the count).
 pub fn presence(redis: &RedisServer, user: &str) -> Vec<PresenceConn> {
     let mut con = redis.client();
-    let reply = map(&ok(&mut con, &["BROKER.PRESENCE", user]));
+    let reply = map(&run(&mut con, Presence::new(user)));
     let mut conns: Vec<PresenceConn> = array(&reply["conns"])
         .iter()
         .map(|c| {
@@ -1380,14 +1381,14 @@ pub fn presence(redis: &RedisServer, user: &str) -> Vec<PresenceConn> {
 /// `BROKER.ONLINE` as `(users, connections)`.
 pub fn online(redis: &RedisServer) -> (i64, i64) {
     let mut con = redis.client();
-    let reply = map(&ok(&mut con, &["BROKER.ONLINE"]));
+    let reply = map(&run(&mut con, Online));
     (int(&reply["users"]), int(&reply["connections"]))
 }
 
 /// Node ids in `BROKER.NODES`, sorted.
 pub fn nodes(redis: &RedisServer) -> Vec<String> {
     let mut con = redis.client();
-    let mut ids: Vec<String> = array(&ok(&mut con, &["BROKER.NODES"]))
+    let mut ids: Vec<String> = array(&run(&mut con, Nodes))
         .iter()
         .map(|n| text(&map(n)["node"]))
         .collect();
