@@ -780,20 +780,6 @@ pub fn open(con: &mut Connection, user: &str, conn: &str, node: &str) {
     assert_eq!(text(&reply), "OK", "CONN.OPEN {user} {conn} {node}");
 }
 
-/// `BROKER.JOIN room user conn node [extra...]`; returns the reply map.
-pub fn join(
-    con: &mut Connection,
-    room: &str,
-    user: &str,
-    conn: &str,
-    node: &str,
-    extra: &[&str],
-) -> BTreeMap<String, Value> {
-    let mut args = vec!["BROKER.JOIN", room, user, conn, node];
-    args.extend_from_slice(extra);
-    map(&ok(con, &args))
-}
-
 /// `BROKER.PUBLISH room ev payload FORMAT string`; returns the sequence.
 pub fn publish_str(con: &mut Connection, room: &str, ev: &str, payload: &str) -> i64 {
     int(&run(con, Publish::string(room, ev, payload)))
