@@ -4,7 +4,7 @@
 //! builder methods, and [`Command::to_args`]: the arguments after the
 //! command name, in the order the gateway sends them (`gateway/src/store.rs`).
 //! [`crate::World`] and the fixture helpers ([`crate::lease`],
-//! [`crate::open`], [`crate::join`], [`crate::populate`], ...) run these, so
+//! [`crate::open`], [`crate::publish_str`], [`crate::populate`], ...) run these, so
 //! test bodies say `Join::new(room, user, conn, node).presence()` instead of
 //! a positional array. When the broker crate's own command types
 //! (`broker::command::*`) land, these structs become those, and no test body
