@@ -24,6 +24,16 @@ pub trait Command {
     /// The arguments after the name, as bytes.
     fn to_args(&self) -> Vec<Vec<u8>>;
 
+    /// The command as a `redis::Cmd`, e.g. for a pipeline
+    /// (`pipe.add_command(publish.to_cmd())`).
+    fn to_cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd(self.name());
+        for a in self.to_args() {
+            cmd.arg(a);
+        }
+        cmd
+    }
+
     /// Name and arguments as text, for failure messages.
     fn describe(&self) -> String {
         let mut out = self.name().to_string();
@@ -37,11 +47,7 @@ pub trait Command {
 
 /// Runs `command` on `con` and returns the reply (errors as `Err`).
 pub fn send(con: &mut Connection, command: &impl Command) -> RedisResult<Value> {
-    let mut cmd = redis::cmd(command.name());
-    for a in command.to_args() {
-        cmd.arg(a);
-    }
-    cmd.query(con)
+    command.to_cmd().query(con)
 }
 
 /// Collects arguments: text, numbers and bytes all become byte strings.
