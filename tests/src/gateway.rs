@@ -44,7 +44,8 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::{array, int, map, ok, text, RedisServer};
+use crate::commands::{Nodes, Online, Presence};
+use crate::{array, int, map, run, text, RedisServer};
 
 /// The HS256 secret every fixture gateway verifies tokens with.
 pub const SECRET: &str = "test-secret";
@@ -88,31 +89,31 @@ static NODES: AtomicU64 = AtomicU64::new(0);
 pub struct Options {
     /// `node_id`; default a fresh `gw-<n>`.
     pub node_id: Option<String>,
-    /// `node.lease_ms` [5000].
+    /// `node.lease_ms` (default: 5000).
     pub lease_ms: u64,
-    /// `node.presence_grace_ms` [0].
+    /// `node.presence_grace_ms` (default: 0).
     pub presence_grace_ms: u64,
-    /// `limits.send_queue` [1024].
+    /// `limits.send_queue` (default: 1024).
     pub send_queue: usize,
-    /// `limits.ping_interval_s` [25].
+    /// `limits.ping_interval_s` (default: 25).
     pub ping_interval_s: u64,
-    /// `limits.idle_timeout_s` [60].
+    /// `limits.idle_timeout_s` (default: 60).
     pub idle_timeout_s: u64,
-    /// `origins` [empty: any].
+    /// `origins` (default: empty: any).
     pub origins: Vec<String>,
-    /// `trusted_proxies` [empty].
+    /// `trusted_proxies` (default: empty).
     pub trusted_proxies: Vec<String>,
-    /// `limits.max_frame_bytes` [65536].
+    /// `limits.max_frame_bytes` (default: 65536).
     pub max_frame_bytes: usize,
-    /// `limits.max_conns_per_user` [5].
+    /// `limits.max_conns_per_user` (default: 5).
     pub max_conns_per_user: u32,
-    /// `limits.max_conns_per_ip` [20].
+    /// `limits.max_conns_per_ip` (default: 20).
     pub max_conns_per_ip: u32,
-    /// `auth.leeway_s` [30].
+    /// `auth.leeway_s` (default: 30).
     pub leeway_s: u64,
-    /// `admin.api_key` [unset].
+    /// `admin.api_key` (default: unset).
     pub api_key: Option<String>,
-    /// `testing.echo` [false].
+    /// `testing.echo` (default: false).
     pub echo: bool,
     /// TOML appended at the end of the file (whole tables only).
     pub extra_toml: String,
@@ -1342,7 +1343,7 @@ pub struct PresenceConn {
 /// offline; the status is checked against the count).
 pub fn presence(redis: &RedisServer, user: &str) -> Vec<PresenceConn> {
     let mut con = redis.client();
-    let reply = map(&ok(&mut con, &["BROKER.PRESENCE", user]));
+    let reply = map(&run(&mut con, Presence::new(user)));
     let mut conns: Vec<PresenceConn> = array(&reply["conns"])
         .iter()
         .map(|c| {
@@ -1380,14 +1381,14 @@ pub fn presence(redis: &RedisServer, user: &str) -> Vec<PresenceConn> {
 /// `BROKER.ONLINE` as `(users, connections)`.
 pub fn online(redis: &RedisServer) -> (i64, i64) {
     let mut con = redis.client();
-    let reply = map(&ok(&mut con, &["BROKER.ONLINE"]));
+    let reply = map(&run(&mut con, Online));
     (int(&reply["users"]), int(&reply["connections"]))
 }
 
 /// Node ids in `BROKER.NODES`, sorted.
 pub fn nodes(redis: &RedisServer) -> Vec<String> {
     let mut con = redis.client();
-    let mut ids: Vec<String> = array(&ok(&mut con, &["BROKER.NODES"]))
+    let mut ids: Vec<String> = array(&run(&mut con, Nodes))
         .iter()
         .map(|n| text(&map(n)["node"]))
         .collect();

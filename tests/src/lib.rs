@@ -10,6 +10,11 @@
 //! - [`map`], [`int`], [`text`], [`err_line`], [`canon`], [`envelope`] read
 //!   replies and envelopes.
 //!
+//! - [`World`] (in [`world`]) is the builder most module tests start from:
+//!   one server, a connection, nodes, connections and rooms in one line each.
+//! - [`commands`] builds every `BROKER.*` command the tests send, in one
+//!   place; the helpers below and the world run those.
+//!
 //! - [`gateway`] runs `broker-gateway` processes in front of a server and
 //!   drives them with WebSocket clients (the `gateway_*` tests).
 //!
@@ -22,7 +27,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::Arc;
@@ -30,9 +35,14 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod commands;
 pub mod gateway;
 pub mod proxy;
 pub mod raw;
+pub mod world;
+
+pub use commands::*;
+pub use world::{Conn, World, LEASE_MS, LOCALHOST};
 
 pub use redis;
 use redis::{Connection, RedisError, Value};
@@ -262,7 +272,7 @@ impl RedisServer {
             .expect("UTF-8 temp dir")
             .to_string();
         let log = self.log_path();
-        let mut cmd = Command::new(&server);
+        let mut cmd = std::process::Command::new(&server);
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", &dir])
             .args(["--logfile", log.to_str().expect("UTF-8 log path")])
@@ -375,6 +385,21 @@ pub fn call(con: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
         cmd.arg(*a);
     }
     cmd.query(con)
+}
+
+/// Runs a typed [`Command`] and panics on an error reply.
+pub fn run(con: &mut Connection, command: impl Command) -> Value {
+    send(con, &command)
+        .unwrap_or_else(|e| panic!("{} failed: {}", command.describe(), err_line(&e)))
+}
+
+/// Runs a typed [`Command`], expects an error reply and returns its full
+/// line (see [`err`]).
+pub fn run_err(con: &mut Connection, command: impl Command) -> String {
+    match send(con, &command) {
+        Ok(v) => panic!("{} should fail but replied {v:?}", command.describe()),
+        Err(e) => err_line(&e),
+    }
 }
 
 /// Runs `args` and panics on an error reply.
@@ -730,7 +755,7 @@ pub fn now_ms() -> i64 {
 
 /// `BROKER.NODE.LEASE node ttl_ms`; returns the deadline.
 pub fn lease(con: &mut Connection, node: &str, ttl_ms: u64) -> i64 {
-    lease_reply(&ok(con, &["BROKER.NODE.LEASE", node, &ttl_ms.to_string()])).0
+    lease_reply(&run(con, NodeLease::new(node, ttl_ms))).0
 }
 
 /// A `NODE.LEASE` reply `[deadline_ms, renewed]` as (deadline, renewed).
@@ -751,30 +776,13 @@ pub fn lease_reply(reply: &Value) -> (i64, bool) {
 
 /// `BROKER.CONN.OPEN user conn node 127.0.0.1`, expecting `OK`.
 pub fn open(con: &mut Connection, user: &str, conn: &str, node: &str) {
-    let reply = ok(con, &["BROKER.CONN.OPEN", user, conn, node, "127.0.0.1"]);
+    let reply = run(con, ConnOpen::new(user, conn, node, LOCALHOST));
     assert_eq!(text(&reply), "OK", "CONN.OPEN {user} {conn} {node}");
-}
-
-/// `BROKER.JOIN room user conn node [extra...]`; returns the reply map.
-pub fn join(
-    con: &mut Connection,
-    room: &str,
-    user: &str,
-    conn: &str,
-    node: &str,
-    extra: &[&str],
-) -> BTreeMap<String, Value> {
-    let mut args = vec!["BROKER.JOIN", room, user, conn, node];
-    args.extend_from_slice(extra);
-    map(&ok(con, &args))
 }
 
 /// `BROKER.PUBLISH room ev payload FORMAT string`; returns the sequence.
 pub fn publish_str(con: &mut Connection, room: &str, ev: &str, payload: &str) -> i64 {
-    int(&ok(
-        con,
-        &["BROKER.PUBLISH", room, ev, payload, "FORMAT", "string"],
-    ))
+    int(&run(con, Publish::string(room, ev, payload)))
 }
 
 // ---------------------------------------------------------------------------
@@ -796,69 +804,35 @@ pub fn populate(con: &mut Connection) {
         ("bob", "c3", "n1", "10.0.0.1"),
         ("carol", "c4", "n2", "10.0.0.3"),
     ] {
-        ok(
+        run(
             con,
-            &[
-                "BROKER.CONN.OPEN",
-                user,
-                conn,
-                node,
-                ip,
-                "AT",
-                "1700000000000",
-            ],
+            ConnOpen::new(user, conn, node, ip).at(1_700_000_000_000),
         );
     }
-    join(con, "chat:a", "alice", "c1", "n1", &["PRESENCE"]);
-    join(con, "chat:a", "bob", "c3", "n1", &["PRESENCE"]);
-    join(con, "chat:a", "carol", "c4", "n2", &["PRESENCE"]);
-    join(con, "chat:b", "alice", "c2", "n2", &[]);
-    join(con, "user:alice", "alice", "c1", "n1", &[]);
-    ok(con, &["BROKER.CONN.CLOSE", "carol", "c4"]);
+    run(con, Join::new("chat:a", "alice", "c1", "n1").presence());
+    run(con, Join::new("chat:a", "bob", "c3", "n1").presence());
+    run(con, Join::new("chat:a", "carol", "c4", "n2").presence());
+    run(con, Join::new("chat:b", "alice", "c2", "n2"));
+    run(con, Join::new("user:alice", "alice", "c1", "n1"));
+    run(con, ConnClose::new("carol", "c4"));
     for i in 1..=3 {
-        ok(
+        run(
             con,
-            &[
-                "BROKER.PUBLISH",
-                "chat:a",
-                "ev",
-                &format!(r#"{{"n":{i}}}"#),
-                "FORMAT",
-                "json",
-            ],
+            Publish::json("chat:a", "ev", &format!(r#"{{"n":{i}}}"#)),
         );
     }
-    ok(
+    run(
         con,
-        &[
-            "BROKER.PUBLISH",
-            "chat:a",
-            "ev",
-            "from alice",
-            "FORMAT",
-            "string",
-            "FROM",
-            "c1",
-        ],
+        Publish::string("chat:a", "ev", "from alice").from("c1"),
     );
     for i in 1..=4 {
-        ok(
+        run(
             con,
-            &[
-                "BROKER.PUBLISH",
-                "other:p",
-                "ev",
-                &i.to_string(),
-                "FORMAT",
-                "string",
-                "HISTORY",
-                "3",
-                "300",
-            ],
+            Publish::string("other:p", "ev", &i.to_string()).history(3, 300),
         );
     }
     // 1 per minute: the key lives 3 minutes, longer than any test.
-    ok(con, &["BROKER.THROTTLE", "rl:alice", "15", "1", "60", "3"]);
+    run(con, Throttle::new("rl:alice", 15, 1, 60).quantity(3));
 }
 
 /// What the state looks like from outside, as JSON: presence of the users
@@ -870,7 +844,7 @@ pub fn snapshot(con: &mut Connection, deadlines: bool) -> serde_json::Value {
     use serde_json::{json, Value as J};
     let mut out = serde_json::Map::new();
     for user in ["alice", "bob", "carol", "dave"] {
-        let p = map(&ok(con, &["BROKER.PRESENCE", user]));
+        let p = map(&run(con, Presence::new(user)));
         let mut conns: Vec<J> = array(&p["conns"])
             .iter()
             .map(|c| {
@@ -893,12 +867,12 @@ pub fn snapshot(con: &mut Connection, deadlines: bool) -> serde_json::Value {
         );
     }
     for room in ["chat:a", "chat:b", "other:p", "user:alice"] {
-        let members: BTreeMap<String, i64> = map(&ok(con, &["BROKER.ROOM.MEMBERS", room]))
+        let members: BTreeMap<String, i64> = map(&run(con, RoomMembers::new(room)))
             .iter()
             .map(|(k, v)| (k.clone(), int(v)))
             .collect();
-        let count = map(&ok(con, &["BROKER.ROOM.COUNT", room]));
-        let h = map(&ok(con, &["BROKER.HISTORY", room]));
+        let count = map(&run(con, RoomCount::new(room)));
+        let h = map(&run(con, History::new(room)));
         let messages: Vec<J> = array(&h["messages"])
             .iter()
             .map(|m| canon(&Value::BulkString(bytes(m))))
@@ -915,12 +889,12 @@ pub fn snapshot(con: &mut Connection, deadlines: bool) -> serde_json::Value {
             }),
         );
     }
-    let online = map(&ok(con, &["BROKER.ONLINE"]));
+    let online = map(&run(con, Online));
     out.insert(
         "online".into(),
         json!([int(&online["users"]), int(&online["connections"])]),
     );
-    let mut nodes: Vec<J> = array(&ok(con, &["BROKER.NODES"]))
+    let mut nodes: Vec<J> = array(&run(con, Nodes))
         .iter()
         .map(|n| {
             let n = map(n);

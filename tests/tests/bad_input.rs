@@ -6,25 +6,25 @@ use std::time::{Duration, Instant};
 
 use broker_tests::*;
 
-/// A server with node n1 leased, alice's connection c1 on it, in chat:a.
-fn server() -> (RedisServer, redis::Connection) {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 600_000);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &[]);
-    (server, con)
+/// A world with node n1 leased (10 min), alice's connection c1 on it, in
+/// chat:a. The bad input itself is sent raw: its parsing is the point.
+fn alice_in_chat_a() -> World {
+    let mut w = World::start();
+    lease(&mut w.con, "n1", 600_000);
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "chat:a");
+    w
 }
 
-/// The state `server()` made, unchanged.
+/// The state [`alice_in_chat_a`] made, unchanged.
 fn assert_untouched(server: &RedisServer, con: &mut redis::Connection) {
     assert_alive(server);
-    let online = map(&ok(con, &["BROKER.ONLINE"]));
+    let online = map(&run(con, Online));
     assert_eq!((int(&online["users"]), int(&online["connections"])), (1, 1));
-    assert_eq!(array(&ok(con, &["BROKER.NODES"])).len(), 1);
-    let count = map(&ok(con, &["BROKER.ROOM.COUNT", "chat:a"]));
+    assert_eq!(array(&run(con, Nodes)).len(), 1);
+    let count = map(&run(con, RoomCount::new("chat:a")));
     assert_eq!((int(&count["users"]), int(&count["connections"])), (1, 1));
-    let h = map(&ok(con, &["BROKER.HISTORY", "chat:a"]));
+    let h = map(&run(con, History::new("chat:a")));
     assert_eq!(int(&h["seq"]), 0, "nothing was published");
     assert_eq!(int(&ok(con, &["DBSIZE"])), 0, "no key was written");
 }
@@ -53,7 +53,7 @@ fn expect_errors(con: &mut redis::Connection, prefixes: &[&str], cases: &[&[&str
 
 #[test]
 fn wrong_number_of_arguments() {
-    let (server, mut con) = server();
+    let World { server, mut con } = alice_in_chat_a();
     expect_errors(
         &mut con,
         &["ERR wrong number of arguments"],
@@ -96,7 +96,7 @@ fn wrong_number_of_arguments() {
 
 #[test]
 fn unknown_options_and_missing_option_values() {
-    let (server, mut con) = server();
+    let World { server, mut con } = alice_in_chat_a();
     expect_errors(
         &mut con,
         &["ERR syntax"],
@@ -179,7 +179,7 @@ fn unknown_options_and_missing_option_values() {
 
 #[test]
 fn invalid_integers() {
-    let (server, mut con) = server();
+    let World { server, mut con } = alice_in_chat_a();
     let huge = "99999999999999999999";
     expect_errors(
         &mut con,
@@ -295,7 +295,7 @@ fn invalid_integers() {
 
 #[test]
 fn invalid_names() {
-    let (server, mut con) = server();
+    let World { server, mut con } = alice_in_chat_a();
     let long_name = format!("chat:{}", "a".repeat(101));
     let long_ns = format!("{}:a", "n".repeat(65));
     let long_user = "u".repeat(101);
@@ -394,48 +394,26 @@ fn invalid_names() {
 
 #[test]
 fn longest_valid_names_are_accepted() {
-    let (server, mut con) = server();
+    let World { server, mut con } = alice_in_chat_a();
     let room = format!("{}:{}", "n".repeat(64), "r".repeat(100));
     let user = "u".repeat(100);
     let conn = "c".repeat(64);
     let node = "n".repeat(64);
     let ip = "i".repeat(64);
     lease(&mut con, &node, 60_000);
-    ok(&mut con, &["BROKER.CONN.OPEN", &user, &conn, &node, &ip]);
-    join(&mut con, &room, &user, &conn, &node, &[]);
+    run(&mut con, ConnOpen::new(&user, &conn, &node, &ip));
+    map(&run(&mut con, Join::new(&room, &user, &conn, &node)));
     assert_eq!(publish_str(&mut con, &room, "ev", "x"), 1);
-    ok(
-        &mut con,
-        &[
-            "BROKER.CONN.OPEN",
-            "u.s-e_r@x",
-            "c.1_2-3",
-            &node,
-            "[::1]:443",
-        ],
-    );
-    join(
-        &mut con,
-        "chat:A.b_c-d@e",
-        "u.s-e_r@x",
-        "c.1_2-3",
-        &node,
-        &[],
-    );
-    join(
-        &mut con,
-        "user:u.s-e_r@x",
-        "u.s-e_r@x",
-        "c.1_2-3",
-        &node,
-        &[],
-    );
+    let odd = Conn::new("u.s-e_r@x", "c.1_2-3", &node);
+    run(&mut con, odd.open_from("[::1]:443"));
+    map(&run(&mut con, odd.join("chat:A.b_c-d@e")));
+    map(&run(&mut con, odd.join("user:u.s-e_r@x")));
     assert_alive(&server);
 }
 
 #[test]
 fn many_bad_commands_in_a_pipeline_leave_the_server_up() {
-    let (server, mut con) = server();
+    let World { server, mut con } = alice_in_chat_a();
     let mut pipe = redis::pipe();
     for i in 0..1000 {
         match i % 5 {

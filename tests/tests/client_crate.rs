@@ -9,7 +9,7 @@ use std::time::Duration;
 use broker_client::{Client, Error, ErrorCode, Event, Message, Options, RoomEvent, Subscription};
 use broker_tests::gateway::{eventually_async, token, Gateway, Options as GwOptions};
 use broker_tests::proxy::Proxy;
-use broker_tests::{int, map, ok, RedisServer};
+use broker_tests::{int, map, run, RedisServer, RoomCount};
 use serde_json::json;
 use tokio::sync::broadcast;
 
@@ -65,7 +65,7 @@ async fn disconnected(events: &mut broadcast::Receiver<Event>) -> u16 {
 }
 
 fn room_users(redis: &RedisServer, room: &str) -> i64 {
-    int(&map(&ok(&mut redis.client(), &["BROKER.ROOM.COUNT", room]))["users"])
+    int(&map(&run(&mut redis.client(), RoomCount::new(room)))["users"])
 }
 
 /// Waits until `BROKER.ROOM.COUNT room` has `users` users.

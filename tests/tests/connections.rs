@@ -7,27 +7,18 @@ use std::thread;
 use broker_tests::*;
 use redis::Value;
 
-fn online(con: &mut redis::Connection) -> (i64, i64) {
-    let m = map(&ok(con, &["BROKER.ONLINE"]));
-    (int(&m["users"]), int(&m["connections"]))
-}
-
 #[test]
 fn open_shows_in_presence_and_online() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    assert_eq!(online(&mut con), (0, 0));
+    let mut w = World::start();
+    w.node("n1");
+    assert_eq!(w.online(), (0, 0));
 
     let before = now_ms();
-    let reply = ok(
-        &mut con,
-        &["BROKER.CONN.OPEN", "alice", "c1", "n1", "1.2.3.4"],
-    );
+    let reply = w.ok(ConnOpen::new("alice", "c1", "n1", "1.2.3.4"));
     let after = now_ms();
     assert_eq!(reply, Value::Okay);
 
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
+    let p = w.presence("alice");
     assert_eq!(text(&p["status"]), "online");
     assert_eq!(int(&p["connections"]), 1);
     let conns = array(&p["conns"]);
@@ -43,22 +34,20 @@ fn open_shows_in_presence_and_online() {
     );
     assert!(array(&c["rooms"]).is_empty());
 
-    open(&mut con, "alice", "c2", "n1");
-    open(&mut con, "bob", "c3", "n1");
-    assert_eq!(online(&mut con), (2, 3));
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
-    assert_eq!(int(&p["connections"]), 2);
+    w.open("alice", "c2", "n1");
+    w.open("bob", "c3", "n1");
+    assert_eq!(w.online(), (2, 3));
+    assert_eq!(int(&w.presence("alice")["connections"]), 2);
 }
 
 #[test]
 fn presence_is_a_map_in_resp3() {
-    let server = RedisServer::start();
-    let mut con = server.client_resp3();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &[]);
-    join(&mut con, "chat:b", "alice", "c1", "n1", &[]);
-    let reply = ok(&mut con, &["BROKER.PRESENCE", "alice"]);
+    let mut w = World::start().resp3();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "chat:a");
+    w.join(&alice, "chat:b");
+    let reply = w.ok(Presence::new("alice"));
     let json = canon(&reply);
     assert!(matches!(reply, Value::Map(_)), "{reply:?}");
     assert_eq!(json["status"], "online", "{json}");
@@ -74,27 +63,15 @@ fn presence_is_a_map_in_resp3() {
     rooms.sort_unstable();
     assert_eq!(rooms, ["chat:a", "chat:b"]);
     // Also a map for ONLINE.
-    assert!(matches!(ok(&mut con, &["BROKER.ONLINE"]), Value::Map(_)));
+    assert!(matches!(w.ok(Online), Value::Map(_)));
 }
 
 #[test]
 fn open_at_sets_connected_at() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    ok(
-        &mut con,
-        &[
-            "BROKER.CONN.OPEN",
-            "alice",
-            "c1",
-            "n1",
-            "::1",
-            "AT",
-            "1700000000000",
-        ],
-    );
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
+    let mut w = World::start();
+    w.node("n1");
+    w.ok(ConnOpen::new("alice", "c1", "n1", "::1").at(1_700_000_000_000));
+    let p = w.presence("alice");
     let c = map(&array(&p["conns"])[0]);
     assert_eq!(int(&c["connected_at"]), 1_700_000_000_000);
     assert_eq!(text(&c["ip"]), "::1");
@@ -102,9 +79,8 @@ fn open_at_sets_connected_at() {
 
 #[test]
 fn unknown_user_is_offline() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "nobody"]));
+    let mut w = World::start();
+    let p = w.presence("nobody");
     assert_eq!(text(&p["status"]), "offline");
     assert_eq!(int(&p["connections"]), 0);
     assert!(array(&p["conns"]).is_empty());
@@ -112,55 +88,46 @@ fn unknown_user_is_offline() {
 
 #[test]
 fn close_removes_the_connection_and_its_rooms() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "alice", "c2", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &[]);
-    join(&mut con, "chat:b", "alice", "c1", "n1", &[]);
-    join(&mut con, "chat:b", "alice", "c2", "n1", &[]);
+    let mut w = World::start();
+    w.node("n1");
+    let c1 = w.open("alice", "c1", "n1");
+    let c2 = w.open("alice", "c2", "n1");
+    w.join(&c1, "chat:a");
+    w.join(&c1, "chat:b");
+    w.join(&c2, "chat:b");
 
-    assert_eq!(int(&ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "c1"])), 2);
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
+    assert_eq!(w.close(&c1), 2);
+    let p = w.presence("alice");
     assert_eq!(text(&p["status"]), "online");
     assert_eq!(int(&p["connections"]), 1);
-    let a = map(&ok(&mut con, &["BROKER.ROOM.COUNT", "chat:a"]));
-    assert_eq!((int(&a["users"]), int(&a["connections"])), (0, 0));
-    let b = map(&ok(&mut con, &["BROKER.ROOM.COUNT", "chat:b"]));
-    assert_eq!((int(&b["users"]), int(&b["connections"])), (1, 1));
+    assert_eq!(w.count("chat:a"), (0, 0));
+    assert_eq!(w.count("chat:b"), (1, 1));
 
     // Closing again, or an unknown connection, leaves nothing.
-    assert_eq!(int(&ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "c1"])), 0);
-    assert_eq!(int(&ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "zz"])), 0);
+    assert_eq!(w.close(&c1), 0);
+    assert_eq!(w.int(ConnClose::new("alice", "zz")), 0);
 
-    assert_eq!(int(&ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "c2"])), 1);
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
-    assert_eq!(text(&p["status"]), "offline");
-    assert_eq!(online(&mut con), (0, 0));
+    assert_eq!(w.close(&c2), 1);
+    assert_eq!(w.status("alice"), "offline");
+    assert_eq!(w.online(), (0, 0));
 }
 
 #[test]
 fn close_announces_leave_for_the_last_connection_only() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "alice", "c2", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &["PRESENCE"]);
-    join(&mut con, "chat:a", "alice", "c2", "n1", &["PRESENCE"]);
-    open(&mut con, "bob", "c3", "n2");
-    join(&mut con, "chat:a", "bob", "c3", "n2", &["PRESENCE"]);
-    let n2 = Subscriber::nodes(&server, &["n2"]);
+    let mut w = World::start();
+    w.nodes(&["n1", "n2"]);
+    let c1 = w.open("alice", "c1", "n1");
+    let c2 = w.open("alice", "c2", "n1");
+    w.join_presence(&c1, "chat:a");
+    w.join_presence(&c2, "chat:a");
+    let bob = w.open("bob", "c3", "n2");
+    w.join_presence(&bob, "chat:a");
+    let n2 = w.listen(&["n2"]);
 
-    ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "c1"]);
-    assert!(
-        n2.fence(&mut con).is_empty(),
-        "alice still has c2 in the room"
-    );
-    ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "c2"]);
-    let seen = n2.fence(&mut con);
+    w.close(&c1);
+    assert!(w.fence(&n2).is_empty(), "alice still has c2 in the room");
+    w.close(&c2);
+    let seen = w.fence(&n2);
     assert_eq!(seen.len(), 1, "{seen:?}");
     let broker::wire::Envelope::Presence { frame, .. } = seen[0].envelope() else {
         panic!("{:?}", seen[0].envelope());
@@ -174,130 +141,47 @@ fn close_announces_leave_for_the_last_connection_only() {
 
 #[test]
 fn a_connection_id_belongs_to_one_user_and_node() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    let e = err(
-        &mut con,
-        &["BROKER.CONN.OPEN", "bob", "c1", "n1", "1.2.3.4"],
-    );
+    let mut w = World::start();
+    w.nodes(&["n1", "n2"]);
+    w.open("alice", "c1", "n1");
+    let e = w.err(ConnOpen::new("bob", "c1", "n1", "1.2.3.4"));
     assert!(e.starts_with("CONFLICT"), "{e}");
-    let e = err(
-        &mut con,
-        &["BROKER.CONN.OPEN", "alice", "c1", "n2", "1.2.3.4"],
-    );
+    let e = w.err(ConnOpen::new("alice", "c1", "n2", "1.2.3.4"));
     assert!(e.starts_with("CONFLICT"), "{e}");
-    let e = err(&mut con, &["BROKER.JOIN", "chat:a", "bob", "c1", "n1"]);
+    let e = w.err(Join::new("chat:a", "bob", "c1", "n1"));
     assert!(e.starts_with("CONFLICT"), "{e}");
-    assert_eq!(online(&mut con), (1, 1));
+    assert_eq!(w.online(), (1, 1));
 }
 
 #[test]
 fn user_limit_counts_existing_connections() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
+    let mut w = World::start();
+    w.node("n1");
+    let open = |c: &str| ConnOpen::new("alice", c, "n1", "1.1.1.1").max_user(2);
     for i in 0..2 {
-        let c = format!("c{i}");
-        ok(
-            &mut con,
-            &[
-                "BROKER.CONN.OPEN",
-                "alice",
-                &c,
-                "n1",
-                "1.1.1.1",
-                "MAXUSER",
-                "2",
-            ],
-        );
+        w.ok(open(&format!("c{i}")));
     }
-    let e = err(
-        &mut con,
-        &[
-            "BROKER.CONN.OPEN",
-            "alice",
-            "c9",
-            "n1",
-            "1.1.1.1",
-            "MAXUSER",
-            "2",
-        ],
-    );
-    assert_eq!(e, "LIMIT user");
+    assert_eq!(w.err(open("c9")), "LIMIT user");
     // A close frees a slot.
-    ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "c0"]);
-    ok(
-        &mut con,
-        &[
-            "BROKER.CONN.OPEN",
-            "alice",
-            "c9",
-            "n1",
-            "1.1.1.1",
-            "MAXUSER",
-            "2",
-        ],
-    );
+    w.ok(ConnClose::new("alice", "c0"));
+    w.ok(open("c9"));
     // The limit is per call: without MAXUSER there is none.
-    ok(
-        &mut con,
-        &["BROKER.CONN.OPEN", "alice", "c10", "n1", "1.1.1.1"],
-    );
+    w.ok(ConnOpen::new("alice", "c10", "n1", "1.1.1.1"));
 }
 
 #[test]
 fn ip_limit_counts_connections_of_every_user() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
+    let mut w = World::start();
+    w.node("n1");
+    let open = |user: &str, c: &str, ip: &str| ConnOpen::new(user, c, "n1", ip).max_ip(2);
     for (user, c) in [("a", "c1"), ("b", "c2")] {
-        ok(
-            &mut con,
-            &["BROKER.CONN.OPEN", user, c, "n1", "10.0.0.1", "MAXIP", "2"],
-        );
+        w.ok(open(user, c, "10.0.0.1"));
     }
-    let e = err(
-        &mut con,
-        &[
-            "BROKER.CONN.OPEN",
-            "c",
-            "c3",
-            "n1",
-            "10.0.0.1",
-            "MAXIP",
-            "2",
-        ],
-    );
-    assert_eq!(e, "LIMIT ip");
+    assert_eq!(w.err(open("c", "c3", "10.0.0.1")), "LIMIT ip");
     // Another address is not affected.
-    ok(
-        &mut con,
-        &[
-            "BROKER.CONN.OPEN",
-            "c",
-            "c3",
-            "n1",
-            "10.0.0.2",
-            "MAXIP",
-            "2",
-        ],
-    );
-    ok(&mut con, &["BROKER.CONN.CLOSE", "a", "c1"]);
-    ok(
-        &mut con,
-        &[
-            "BROKER.CONN.OPEN",
-            "d",
-            "c4",
-            "n1",
-            "10.0.0.1",
-            "MAXIP",
-            "2",
-        ],
-    );
+    w.ok(open("c", "c3", "10.0.0.2"));
+    w.ok(ConnClose::new("a", "c1"));
+    w.ok(open("d", "c4", "10.0.0.1"));
 }
 
 /// 50 clients race to open connections; the check and the insert are one
@@ -305,21 +189,20 @@ fn ip_limit_counts_connections_of_every_user() {
 fn race(
     server: &RedisServer,
     limit: usize,
-    args: impl Fn(usize) -> Vec<String> + Sync,
+    command: impl Fn(usize) -> ConnOpen + Sync,
 ) -> Vec<String> {
     const RACERS: usize = 50;
     let barrier = Arc::new(Barrier::new(RACERS));
-    let args = &args;
+    let command = &command;
     let outcomes: Vec<String> = thread::scope(|s| {
         let handles: Vec<_> = (0..RACERS)
             .map(|i| {
                 let barrier = barrier.clone();
                 let mut con = server.client();
                 s.spawn(move || {
-                    let argv = args(i);
-                    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                    let open = command(i);
                     barrier.wait();
-                    match call(&mut con, &argv) {
+                    match send(&mut con, &open) {
                         Ok(v) => text(&v),
                         Err(e) => err_line(&e),
                     }
@@ -335,37 +218,29 @@ fn race(
 
 #[test]
 fn user_limit_holds_under_concurrency() {
-    let server = RedisServer::start();
-    lease(&mut server.client(), "n1", 60_000);
-    let outcomes = race(&server, 5, |i| {
-        let (c, ip) = (format!("c{i}"), format!("10.0.0.{i}"));
-        ["BROKER.CONN.OPEN", "alice", &c, "n1", &ip, "MAXUSER", "5"]
-            .map(String::from)
-            .to_vec()
+    let mut w = World::start();
+    w.node("n1");
+    let outcomes = race(&w.server, 5, |i| {
+        ConnOpen::new("alice", format!("c{i}"), "n1", format!("10.0.0.{i}")).max_user(5)
     });
     assert!(
         outcomes.iter().all(|o| o == "OK" || o == "LIMIT user"),
         "{outcomes:?}"
     );
-    let mut con = server.client();
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
-    assert_eq!(int(&p["connections"]), 5);
-    assert_eq!(online(&mut con), (1, 5));
+    assert_eq!(int(&w.presence("alice")["connections"]), 5);
+    assert_eq!(w.online(), (1, 5));
 }
 
 #[test]
 fn ip_limit_holds_under_concurrency() {
-    let server = RedisServer::start();
-    lease(&mut server.client(), "n1", 60_000);
-    let outcomes = race(&server, 5, |i| {
-        let (u, c) = (format!("u{i}"), format!("c{i}"));
-        ["BROKER.CONN.OPEN", &u, &c, "n1", "192.0.2.1", "MAXIP", "5"]
-            .map(String::from)
-            .to_vec()
+    let mut w = World::start();
+    w.node("n1");
+    let outcomes = race(&w.server, 5, |i| {
+        ConnOpen::new(format!("u{i}"), format!("c{i}"), "n1", "192.0.2.1").max_ip(5)
     });
     assert!(
         outcomes.iter().all(|o| o == "OK" || o == "LIMIT ip"),
         "{outcomes:?}"
     );
-    assert_eq!(online(&mut server.client()), (5, 5));
+    assert_eq!(w.online(), (5, 5));
 }

@@ -12,7 +12,7 @@ use broker_tests::gateway::{
     Options,
 };
 use broker_tests::proxy::Proxy;
-use broker_tests::{ok, RedisServer};
+use broker_tests::{ok, run, Nodes, Publish, RedisServer, RoomMembers};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -21,19 +21,9 @@ const WAIT: Duration = Duration::from_secs(15);
 /// history like the fixture's `feed` namespace does (100 for 300 s).
 fn module_publish(redis: &RedisServer, room: &str, n: u64) -> u64 {
     let data = json!(n).to_string();
-    let reply = ok(
+    let reply = run(
         &mut redis.client(),
-        &[
-            "BROKER.PUBLISH",
-            room,
-            "m",
-            &data,
-            "FORMAT",
-            "json",
-            "HISTORY",
-            "100",
-            "300",
-        ],
+        Publish::json(room, "m", &data).history(100, 300),
     );
     broker_tests::int(&reply) as u64
 }
@@ -205,7 +195,7 @@ async fn redis_restarted_from_an_older_snapshot_gets_exact_presence_again() {
     // The gateway registers its connections again and the module drops the
     // ones it did not register (bob): presence is exact again.
     let members = eventually_async(WAIT, "presence exact after the restart", || async {
-        let members = broker_tests::map(&ok(&mut redis.client(), &["BROKER.ROOM.MEMBERS", room]));
+        let members = broker_tests::map(&run(&mut redis.client(), RoomMembers::new(room)));
         let users: Vec<String> = members.keys().cloned().collect();
         let online = (
             presence(&redis, "alice").len(),
@@ -273,7 +263,7 @@ async fn a_killed_gateway_is_cleaned_up_and_its_clients_recover_elsewhere() {
         killed.elapsed()
     );
     assert!(presence(&redis, "alice").is_empty(), "alice is offline");
-    let nodes = ok(&mut redis.client(), &["BROKER.NODES"]);
+    let nodes = run(&mut redis.client(), Nodes);
     assert!(!format!("{nodes:?}").contains(&gw1.node), "{nodes:?}");
 
     // Published while alice is away; then she is let in on node 2.

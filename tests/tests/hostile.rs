@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use broker::protocol::{close, ServerFrame};
 use broker_tests::gateway::{msg_fields, token, Client, ConnectError, Gateway, Options};
 use broker_tests::raw::{header, op, Ending, RawWs};
-use broker_tests::{ok, RedisServer};
+use broker_tests::{ok, run, Command, Presence, Publish, RedisServer};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
@@ -389,12 +389,7 @@ async fn a_client_that_stops_reading_is_closed_and_its_socket_released() {
     let payload = "x".repeat(8192);
     let mut pipe = redis::pipe();
     for _ in 0..4096 {
-        pipe.cmd("BROKER.PUBLISH")
-            .arg("feed:busy")
-            .arg("m")
-            .arg(&payload)
-            .arg("FORMAT")
-            .arg("string")
+        pipe.add_command(Publish::string("feed:busy", "m", &payload).to_cmd())
             .ignore();
     }
     pipe.query::<()>(&mut redis.client())
@@ -485,7 +480,7 @@ async fn behind_a_trusted_proxy_the_per_ip_limit_counts_clients() {
         third.err()
     );
     // The module saw the client's address.
-    let p = broker_tests::map(&ok(&mut redis.client(), &["BROKER.PRESENCE", "behind1"]));
+    let p = broker_tests::map(&run(&mut redis.client(), Presence::new("behind1")));
     let conn = broker_tests::map(&broker_tests::array(&p["conns"])[0]);
     assert_eq!(broker_tests::text(&conn["ip"]), "198.51.100.2");
 

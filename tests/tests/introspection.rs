@@ -50,14 +50,13 @@ fn getkeys(con: &mut redis::Connection, args: &[&str]) -> Result<String, String>
 
 #[test]
 fn info_broker_has_every_field() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "alice", "c2", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &[]);
-    publish_str(&mut con, "chat:a", "ev", "x");
-    let info = text(&ok(&mut con, &["INFO", "broker"]));
+    let mut w = World::start();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.open("alice", "c2", "n1");
+    w.join(&alice, "chat:a");
+    w.publish("chat:a", "x");
+    let info = text(&ok(&mut w.con, &["INFO", "broker"]));
     assert!(
         info.contains("# broker") || info.contains("# Broker"),
         "{info}"
@@ -77,13 +76,13 @@ fn info_broker_has_every_field() {
     ];
     for (name, value) in expect {
         assert_eq!(
-            info_field(&mut con, "broker", name).as_deref(),
+            w.info(name).as_deref(),
             Some(value),
             "INFO broker `{name}` in {info}"
         );
     }
     // Also part of INFO everything.
-    let all = text(&ok(&mut con, &["INFO", "everything"]));
+    let all = text(&ok(&mut w.con, &["INFO", "everything"]));
     assert!(
         all.contains("publishes:1"),
         "INFO everything lacks the broker section"
@@ -92,10 +91,9 @@ fn info_broker_has_every_field() {
 
 #[test]
 fn every_command_is_registered_with_its_flags() {
-    let server = RedisServer::start();
-    let mut con = server.client();
+    let mut w = World::start();
     for (command, writes) in COMMANDS {
-        let flags = flags(&mut con, command);
+        let flags = flags(&mut w.con, command);
         if writes {
             assert!(
                 flags.iter().any(|f| f == "write"),
@@ -117,14 +115,14 @@ fn every_command_is_registered_with_its_flags() {
         "broker.history",
         "broker.nodes",
     ] {
-        let flags = flags(&mut con, command);
+        let flags = flags(&mut w.con, command);
         assert!(
             flags.iter().any(|f| f == "readonly"),
             "{command}: {flags:?}"
         );
     }
     for command in ["broker.publish", "broker.join", "broker.conn.open"] {
-        let flags = flags(&mut con, command);
+        let flags = flags(&mut w.con, command);
         assert!(
             flags.iter().any(|f| f == "denyoom"),
             "{command} grows memory: {flags:?}"
@@ -134,8 +132,7 @@ fn every_command_is_registered_with_its_flags() {
 
 #[test]
 fn key_positions_route_by_room_user_or_key() {
-    let server = RedisServer::start();
-    let mut con = server.client();
+    let mut w = World::start();
     let cases: [(&[&str], &str); 11] = [
         (&["BROKER.PUBLISH", "chat:x", "ev", "p"], "chat:x"),
         (
@@ -172,15 +169,15 @@ fn key_positions_route_by_room_user_or_key() {
         ),
     ];
     for (args, keys) in cases {
-        assert_eq!(getkeys(&mut con, args), Ok(keys.to_string()), "{args:?}");
+        assert_eq!(getkeys(&mut w.con, args), Ok(keys.to_string()), "{args:?}");
     }
     assert_eq!(
-        getkeys(&mut con, &["BROKER.CONN.CLOSE", "alice", "c1"]),
+        getkeys(&mut w.con, &["BROKER.CONN.CLOSE", "alice", "c1"]),
         Ok("alice".to_string())
     );
     // The RATE key is a real key the command writes: it is declared too.
     let keys = getkeys(
-        &mut con,
+        &mut w.con,
         &[
             "BROKER.PUBLISH",
             "chat:x",
@@ -203,6 +200,6 @@ fn key_positions_route_by_room_user_or_key() {
         &["BROKER.BROADCAST", "ev", "p"],
         &["BROKER.USER.ROOMS", "alice"],
     ] {
-        assert!(getkeys(&mut con, args).is_err(), "{args:?} has no keys");
+        assert!(getkeys(&mut w.con, args).is_err(), "{args:?} has no keys");
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use broker::protocol::ServerFrame;
 use broker_tests::gateway::{leave, Gateway, Options};
-use broker_tests::RedisServer;
+use broker_tests::{Command, Publish, RedisServer};
 
 /// Joins and leaves a busy room over and over; the first message after each
 /// join ack must be the one after the ack's `seq`.
@@ -50,12 +50,7 @@ async fn a_join_ack_is_not_followed_by_the_messages_it_covers() {
                 let mut burst = broker_tests::redis::pipe();
                 for _ in 0..20 {
                     burst
-                        .cmd("BROKER.PUBLISH")
-                        .arg(RACE)
-                        .arg("m")
-                        .arg("x")
-                        .arg("FORMAT")
-                        .arg("string")
+                        .add_command(Publish::string(RACE, "m", "x").to_cmd())
                         .ignore();
                 }
                 burst.query::<()>(&mut con).expect("a burst of publishes");

@@ -6,10 +6,9 @@ use broker_tests::*;
 
 #[test]
 fn lease_returns_its_deadline_and_nodes_lists_it() {
-    let server = RedisServer::start();
-    let mut con = server.client();
+    let mut w = World::start();
     let before = now_ms();
-    let (deadline, renewed) = lease_reply(&ok(&mut con, &["BROKER.NODE.LEASE", "n1", "5000"]));
+    let (deadline, renewed) = lease_reply(&w.ok(NodeLease::new("n1", 5000)));
     let after = now_ms();
     assert!(!renewed, "a first lease is new");
     assert!(
@@ -17,7 +16,7 @@ fn lease_returns_its_deadline_and_nodes_lists_it() {
         "deadline {deadline} not now + 5000 ({before}..{after})"
     );
 
-    let nodes = array(&ok(&mut con, &["BROKER.NODES"]));
+    let nodes = array(&w.ok(Nodes));
     assert_eq!(nodes.len(), 1, "{nodes:?}");
     let n = map(&nodes[0]);
     assert_eq!(text(&n["node"]), "n1");
@@ -27,51 +26,38 @@ fn lease_returns_its_deadline_and_nodes_lists_it() {
 
 #[test]
 fn renewing_a_lease_moves_the_deadline() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    let first = lease(&mut con, "n1", 10_000);
-    let (longer, renewed) = lease_reply(&ok(&mut con, &["BROKER.NODE.LEASE", "n1", "60000"]));
+    let mut w = World::start();
+    let first = lease(&mut w.con, "n1", 10_000);
+    let (longer, renewed) = lease_reply(&w.ok(NodeLease::new("n1", 60_000)));
     assert!(renewed, "a live lease is renewed");
     assert!(longer >= first + 50_000, "{first} then {longer}");
-    let shorter = lease(&mut con, "n1", 20_000);
+    let shorter = lease(&mut w.con, "n1", 20_000);
     assert!(
         shorter < longer,
         "a renewal sets now + ttl: {longer} then {shorter}"
     );
-    let nodes = array(&ok(&mut con, &["BROKER.NODES"]));
+    let nodes = array(&w.ok(Nodes));
     assert_eq!(nodes.len(), 1, "one node, renewed: {nodes:?}");
 }
 
 #[test]
 fn lease_with_an_explicit_deadline() {
-    let server = RedisServer::start();
-    let mut con = server.client();
+    let mut w = World::start();
     let at = now_ms() + 120_000;
-    let (deadline, renewed) = lease_reply(&ok(
-        &mut con,
-        &[
-            "BROKER.NODE.LEASE",
-            "n1",
-            "5000",
-            "DEADLINE",
-            &at.to_string(),
-        ],
-    ));
+    let (deadline, renewed) = lease_reply(&w.ok(NodeLease::new("n1", 5000).deadline(at)));
     assert_eq!((deadline, renewed), (at, false));
-    let n = map(&array(&ok(&mut con, &["BROKER.NODES"]))[0]);
+    let n = map(&array(&w.ok(Nodes))[0]);
     assert_eq!(int(&n["lease_deadline_ms"]), at);
 }
 
 #[test]
 fn nodes_counts_connections_per_node() {
-    let server = RedisServer::start();
-    let mut con = server.client_resp3();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "alice", "c2", "n1");
-    open(&mut con, "bob", "c3", "n2");
-    let reply = ok(&mut con, &["BROKER.NODES"]);
+    let mut w = World::start().resp3();
+    w.nodes(&["n1", "n2"]);
+    w.open("alice", "c1", "n1");
+    w.open("alice", "c2", "n1");
+    w.open("bob", "c3", "n2");
+    let reply = w.ok(Nodes);
     let mut nodes: Vec<(String, i64)> = array(&reply)
         .iter()
         .map(|n| {
@@ -86,35 +72,29 @@ fn nodes_counts_connections_per_node() {
 
 #[test]
 fn conn_open_and_join_need_a_lease() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    let e = err(
-        &mut con,
-        &["BROKER.CONN.OPEN", "alice", "c1", "n9", "1.2.3.4"],
-    );
+    let mut w = World::start();
+    let alice = Conn::new("alice", "c1", "n9");
+    let e = w.err(alice.open_from("1.2.3.4"));
     assert!(e.starts_with("NOLEASE"), "{e}");
-    let e = err(&mut con, &["BROKER.JOIN", "chat:a", "alice", "c1", "n9"]);
+    let e = w.err(alice.join("chat:a"));
     assert!(e.starts_with("NOLEASE"), "{e}");
-    let online = map(&ok(&mut con, &["BROKER.ONLINE"]));
-    assert_eq!(int(&online["connections"]), 0);
+    assert_eq!(w.online().1, 0);
 }
 
 /// The scenario of a gateway that dies: its lease runs out, the module's
 /// timer drops its connections, and members elsewhere hear the leaves.
 #[test]
 fn lease_expiry_drops_the_node_and_announces_leaves() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:room", "alice", "c1", "n1", &["PRESENCE"]);
-    open(&mut con, "bob", "c2", "n2");
-    join(&mut con, "chat:room", "bob", "c2", "n2", &["PRESENCE"]);
+    let mut w = World::start();
+    w.nodes(&["n1", "n2"]);
+    let alice = w.open("alice", "c1", "n1");
+    w.join_presence(&alice, "chat:room");
+    let bob = w.open("bob", "c2", "n2");
+    w.join_presence(&bob, "chat:room");
 
-    let n2 = Subscriber::nodes(&server, &["n2"]);
+    let n2 = w.listen(&["n2"]);
     // n1 stops heartbeating: its last renewal runs out in 300 ms.
-    lease(&mut con, "n1", 300);
+    lease(&mut w.con, "n1", 300);
 
     let m = n2.expect("a presence leave for alice");
     assert_eq!(m.channel, "broker:node:n2");
@@ -128,56 +108,49 @@ fn lease_expiry_drops_the_node_and_announces_leaves() {
     assert_eq!(frame["user"], "alice", "{frame}");
     assert_eq!(frame["action"], "leave", "{frame}");
 
-    let presence = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
+    let presence = w.presence("alice");
     assert_eq!(text(&presence["status"]), "offline");
     assert_eq!(int(&presence["connections"]), 0);
     assert!(array(&presence["conns"]).is_empty());
 
-    let nodes: Vec<String> = array(&ok(&mut con, &["BROKER.NODES"]))
+    let nodes: Vec<String> = array(&w.ok(Nodes))
         .iter()
         .map(|n| text(&map(n)["node"]))
         .collect();
     assert_eq!(nodes, vec!["n2".to_string()]);
 
-    let count = map(&ok(&mut con, &["BROKER.ROOM.COUNT", "chat:room"]));
-    assert_eq!((int(&count["users"]), int(&count["connections"])), (1, 1));
-    let online = map(&ok(&mut con, &["BROKER.ONLINE"]));
-    assert_eq!((int(&online["users"]), int(&online["connections"])), (1, 1));
-    let expired = info_field(&mut con, "broker", "leases_expired").expect("leases_expired");
+    assert_eq!(w.count("chat:room"), (1, 1));
+    assert_eq!(w.online(), (1, 1));
+    let expired = w.info("leases_expired").expect("leases_expired");
     assert_eq!(expired, "1");
 
     // The dead node must lease again before it registers anything, and its
     // new lease says so (renewed 0), so it re-registers its connections.
-    let e = err(
-        &mut con,
-        &["BROKER.CONN.OPEN", "alice", "c1", "n1", "1.2.3.4"],
-    );
+    let e = w.err(alice.open_from("1.2.3.4"));
     assert!(e.starts_with("NOLEASE"), "{e}");
-    let (_, renewed) = lease_reply(&ok(&mut con, &["BROKER.NODE.LEASE", "n1", "60000"]));
+    let (_, renewed) = lease_reply(&w.ok(NodeLease::new("n1", 60_000)));
     assert!(!renewed, "the old lease ran out: this one is new");
     // Nothing more for n2: the one leave was all.
-    assert!(n2.fence(&mut con).is_empty());
+    assert!(w.fence(&n2).is_empty());
 }
 
 #[test]
 fn node_release_drops_its_connections_and_announces_leaves() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "alice", "c2", "n1");
-    open(&mut con, "carol", "c4", "n1");
-    join(&mut con, "chat:room", "alice", "c1", "n1", &["PRESENCE"]);
-    join(&mut con, "chat:room", "alice", "c2", "n1", &["PRESENCE"]);
-    open(&mut con, "bob", "c3", "n2");
-    join(&mut con, "chat:room", "bob", "c3", "n2", &["PRESENCE"]);
-    let n2 = Subscriber::nodes(&server, &["n2"]);
+    let mut w = World::start();
+    w.nodes(&["n1", "n2"]);
+    let alice1 = w.open("alice", "c1", "n1");
+    let alice2 = w.open("alice", "c2", "n1");
+    w.open("carol", "c4", "n1");
+    w.join_presence(&alice1, "chat:room");
+    w.join_presence(&alice2, "chat:room");
+    let bob = w.open("bob", "c3", "n2");
+    w.join_presence(&bob, "chat:room");
+    let n2 = w.listen(&["n2"]);
 
-    let dropped = int(&ok(&mut con, &["BROKER.NODE.RELEASE", "n1"]));
+    let dropped = w.int(NodeRelease::new("n1"));
     assert_eq!(dropped, 3);
 
-    let seen = n2.fence(&mut con);
+    let seen = w.fence(&n2);
     assert_eq!(
         seen.len(),
         1,
@@ -193,32 +166,28 @@ fn node_release_drops_its_connections_and_announces_leaves() {
     );
 
     for user in ["alice", "carol"] {
-        let p = map(&ok(&mut con, &["BROKER.PRESENCE", user]));
-        assert_eq!(text(&p["status"]), "offline", "{user}");
+        assert_eq!(w.status(user), "offline", "{user}");
     }
-    let members = map(&ok(&mut con, &["BROKER.ROOM.MEMBERS", "chat:room"]));
+    let members = w.map(RoomMembers::new("chat:room"));
     assert_eq!(members.keys().collect::<Vec<_>>(), vec!["bob"]);
-    assert_eq!(array(&ok(&mut con, &["BROKER.NODES"])).len(), 1);
+    assert_eq!(array(&w.ok(Nodes)).len(), 1);
     // Releasing an unknown node drops nothing.
-    assert_eq!(int(&ok(&mut con, &["BROKER.NODE.RELEASE", "n7"])), 0);
+    assert_eq!(w.int(NodeRelease::new("n7")), 0);
 }
 
 #[test]
 fn kick_tells_each_node_which_connections_to_close() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
-    lease(&mut con, "n3", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "alice", "c2", "n1");
-    open(&mut con, "alice", "c3", "n2");
-    open(&mut con, "bob", "c4", "n3");
-    let sub = Subscriber::nodes(&server, &["n1", "n2", "n3"]);
+    let mut w = World::start();
+    w.nodes(&["n1", "n2", "n3"]);
+    w.open("alice", "c1", "n1");
+    w.open("alice", "c2", "n1");
+    w.open("alice", "c3", "n2");
+    w.open("bob", "c4", "n3");
+    let sub = w.listen(&["n1", "n2", "n3"]);
 
-    let told = int(&ok(&mut con, &["BROKER.KICK", "alice", "banned"]));
+    let told = w.int(Kick::new("alice").reason("banned"));
     assert_eq!(told, 3);
-    let seen = sub.fence(&mut con);
+    let seen = w.fence(&sub);
     assert_eq!(seen.len(), 2, "one kick per node holding alice: {seen:?}");
     let mut by_node: Vec<(String, Vec<String>)> = seen
         .iter()
@@ -247,20 +216,19 @@ fn kick_tells_each_node_which_connections_to_close() {
     );
 
     // The registry is unchanged until the gateways report the closes.
-    let p = map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]));
-    assert_eq!(int(&p["connections"]), 3);
+    assert_eq!(int(&w.presence("alice")["connections"]), 3);
 
     // Without a reason, and for a user with no connections.
-    assert_eq!(int(&ok(&mut con, &["BROKER.KICK", "bob"])), 1);
-    let seen = sub.fence(&mut con);
+    assert_eq!(w.int(Kick::new("bob")), 1);
+    let seen = w.fence(&sub);
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].node(), "n3");
     assert!(matches!(
         seen[0].envelope(),
         Envelope::Kick { user: "bob", .. }
     ));
-    assert_eq!(int(&ok(&mut con, &["BROKER.KICK", "nobody"])), 0);
-    assert!(sub.fence(&mut con).is_empty());
+    assert_eq!(w.int(Kick::new("nobody")), 0);
+    assert!(w.fence(&sub).is_empty());
 }
 
 /// Reads the next sharded message from a connection that ran `SSUBSCRIBE`.
@@ -272,35 +240,28 @@ fn next_smessage(con: &mut redis::Connection) -> Option<(String, Vec<u8>)> {
 
 #[test]
 fn a_lease_with_a_channel_sends_the_node_sharded_messages() {
-    let server = RedisServer::start();
-    let mut con = server.client();
+    let mut w = World::start();
     let channel = "broker:node:n1:{7}";
-    ok(
-        &mut con,
-        &["BROKER.NODE.LEASE", "n1", "60000", "CHANNEL", channel],
-    );
+    w.ok(NodeLease::new("n1", 60_000).channel(channel));
     for bad in ["broker:node:n2:{7}", "broker:node:n1:{x}", "other"] {
-        let e = err(
-            &mut con,
-            &["BROKER.NODE.LEASE", "n1", "60000", "CHANNEL", bad],
-        );
+        let e = w.err(NodeLease::new("n1", 60_000).channel(bad));
         assert!(e.starts_with("ERR invalid channel"), "{bad}: {e}");
     }
     // A renewal without CHANNEL keeps it, and so does a save and load.
-    lease(&mut con, "n1", 60_000);
-    ok(&mut con, &["DEBUG", "RELOAD"]);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:room", "alice", "c1", "n1", &[]);
+    w.node("n1");
+    ok(&mut w.con, &["DEBUG", "RELOAD"]);
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "chat:room");
 
-    let mut sharded = server.client();
+    let mut sharded = w.client();
     sharded
         .set_read_timeout(Some(std::time::Duration::from_secs(2)))
         .unwrap();
     let confirm = array(&ok(&mut sharded, &["SSUBSCRIBE", channel]));
     assert_eq!(text(&confirm[0]), "ssubscribe");
-    let classic = Subscriber::nodes(&server, &["n1"]);
+    let classic = w.listen(&["n1"]);
 
-    let seq = publish_str(&mut con, "chat:room", "m", "hello");
+    let seq = w.int(Publish::string("chat:room", "m", "hello"));
     let (on, payload) = next_smessage(&mut sharded).expect("a sharded message");
     assert_eq!(on, channel);
     let Envelope::Msg { seq: got, .. } = envelope(&payload) else {
@@ -308,7 +269,7 @@ fn a_lease_with_a_channel_sends_the_node_sharded_messages() {
     };
     assert_eq!(got, seq as u64);
     assert!(
-        classic.fence(&mut con).is_empty(),
+        w.fence(&classic).is_empty(),
         "nothing on the classic channel"
     );
 }

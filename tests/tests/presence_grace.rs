@@ -23,7 +23,7 @@ fn presence_of(message: &Message) -> (String, String) {
 }
 
 fn members(con: &mut redis::Connection, room: &str) -> Vec<(String, i64)> {
-    map(&ok(con, &["BROKER.ROOM.MEMBERS", room]))
+    map(&run(con, RoomMembers::new(room)))
         .into_iter()
         .map(|(user, conns)| (user, int(&conns)))
         .collect()
@@ -35,22 +35,19 @@ fn a_grace_defers_the_leave_and_a_return_cancels_it() {
     let replica = RedisServer::builder().replica_of(&master).start();
     wait_for_sync(&replica);
     let mut con = master.client();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
+    lease(&mut con, "n1", LEASE_MS);
+    lease(&mut con, "n2", LEASE_MS);
     open(&mut con, "alice", "a1", "n1");
-    join(&mut con, "chat:r", "alice", "a1", "n1", &["PRESENCE"]);
+    run(
+        &mut con,
+        Join::new("chat:r", "alice", "a1", "n1").presence(),
+    );
     open(&mut con, "bob", "b1", "n2");
-    join(&mut con, "chat:r", "bob", "b1", "n2", &["PRESENCE"]);
+    run(&mut con, Join::new("chat:r", "bob", "b1", "n2").presence());
     let n2 = Subscriber::nodes(&master, &["n2"]);
 
     // n1 stops with a grace: alice lingers, nobody hears of it.
-    assert_eq!(
-        int(&ok(
-            &mut con,
-            &["BROKER.NODE.RELEASE", "n1", "GRACE", "60000"]
-        )),
-        1
-    );
+    assert_eq!(int(&run(&mut con, NodeRelease::new("n1").grace(60_000))), 1);
     let seen = n2.fence(&mut con);
     assert!(seen.is_empty(), "no leave within the grace: {seen:?}");
     assert_eq!(
@@ -58,14 +55,17 @@ fn a_grace_defers_the_leave_and_a_return_cancels_it() {
         vec![("alice".into(), 0), ("bob".into(), 1)]
     );
     assert_eq!(
-        text(&map(&ok(&mut con, &["BROKER.PRESENCE", "alice"]))["status"]),
+        text(&map(&run(&mut con, Presence::new("alice")))["status"]),
         "offline",
         "lingering is room presence only"
     );
 
     // She comes back on n2 within the grace: no join either.
     open(&mut con, "alice", "a2", "n2");
-    join(&mut con, "chat:r", "alice", "a2", "n2", &["PRESENCE"]);
+    run(
+        &mut con,
+        Join::new("chat:r", "alice", "a2", "n2").presence(),
+    );
     let seen = n2.fence(&mut con);
     assert!(seen.is_empty(), "no join after a return: {seen:?}");
     assert_eq!(
@@ -77,10 +77,7 @@ fn a_grace_defers_the_leave_and_a_return_cancels_it() {
     // out when the grace runs out (the sweep runs every 250 ms).
     let closed = Instant::now();
     assert_eq!(
-        int(&ok(
-            &mut con,
-            &["BROKER.CONN.CLOSE", "alice", "a2", "GRACE", "400"]
-        )),
+        int(&run(&mut con, ConnClose::new("alice", "a2").grace(400))),
         1
     );
     let leave = n2.expect("a leave after the grace");
@@ -103,47 +100,41 @@ fn a_grace_defers_the_leave_and_a_return_cancels_it() {
 
     // A leave request is never deferred; bad graces are refused.
     open(&mut con, "carol", "c1", "n2");
-    join(&mut con, "chat:r", "carol", "c1", "n2", &["PRESENCE"]);
-    assert_eq!(presence_of(&n2.expect("carol joins")).1, "join");
-    ok(&mut con, &["BROKER.LEAVE", "chat:r", "carol", "c1"]);
-    assert_eq!(presence_of(&n2.expect("carol leaves")).1, "leave");
-    let e = err(
+    run(
         &mut con,
-        &["BROKER.CONN.CLOSE", "bob", "b1", "GRACE", "99999999"],
+        Join::new("chat:r", "carol", "c1", "n2").presence(),
     );
+    assert_eq!(presence_of(&n2.expect("carol joins")).1, "join");
+    run(&mut con, Leave::new("chat:r", "carol", "c1"));
+    assert_eq!(presence_of(&n2.expect("carol leaves")).1, "leave");
+    let e = run_err(&mut con, ConnClose::new("bob", "b1").grace(99_999_999));
     assert!(e.starts_with("ERR invalid GRACE ms"), "{e}");
+    // Raw: an unknown option is the point.
     let e = err(&mut con, &["BROKER.CONN.CLOSE", "bob", "b1", "LATER"]);
     assert!(e.starts_with("ERR syntax error"), "{e}");
 }
 
 #[test]
 fn lingering_survives_a_reload_and_can_be_ended_by_hand() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    lease(&mut con, "n2", 60_000);
-    join(&mut con, "chat:r", "alice", "a1", "n1", &["PRESENCE"]);
-    join(&mut con, "chat:r", "bob", "b1", "n2", &["PRESENCE"]);
-    ok(
-        &mut con,
-        &["BROKER.LEAVE", "chat:r", "alice", "a1", "GRACE", "60000"],
-    );
-    ok(&mut con, &["DEBUG", "RELOAD"]);
+    let mut w = World::start();
+    w.nodes(&["n1", "n2"]);
+    let alice = Conn::new("alice", "a1", "n1");
+    w.join_presence(&alice, "chat:r");
+    w.join_presence(&Conn::new("bob", "b1", "n2"), "chat:r");
+    w.ok(alice.leave("chat:r").grace(60_000));
+    ok(&mut w.con, &["DEBUG", "RELOAD"]);
     assert_eq!(
-        members(&mut con, "chat:r"),
+        members(&mut w.con, "chat:r"),
         vec![("alice".into(), 0), ("bob".into(), 1)]
     );
-    let n2 = Subscriber::nodes(&server, &["n2"]);
-    assert_eq!(
-        int(&ok(&mut con, &["BROKER.APPLY.LEAVE", "chat:r", "alice"])),
-        1
-    );
+    let n2 = w.listen(&["n2"]);
+    assert_eq!(w.int(ApplyLeave::new("chat:r", "alice")), 1);
     assert_eq!(
         presence_of(&n2.expect("the leave")),
         ("alice".into(), "leave".into())
     );
     assert_eq!(
-        int(&ok(&mut con, &["BROKER.APPLY.LEAVE", "chat:r", "alice"])),
+        w.int(ApplyLeave::new("chat:r", "alice")),
         0,
         "nothing left to end"
     );

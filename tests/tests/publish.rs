@@ -3,27 +3,7 @@
 
 use broker::wire::Envelope;
 use broker_tests::*;
-use redis::Value;
 use serde_json::json;
-
-/// Publishes raw bytes as the payload (default format: MessagePack).
-fn publish_bytes(
-    con: &mut redis::Connection,
-    room: &str,
-    payload: &[u8],
-    extra: &[&str],
-) -> redis::RedisResult<Value> {
-    redis::cmd("BROKER.PUBLISH")
-        .arg(room)
-        .arg("ev")
-        .arg(payload)
-        .arg(extra)
-        .query(con)
-}
-
-fn room_seq(con: &mut redis::Connection, room: &str) -> i64 {
-    int(&field(&ok(con, &["BROKER.HISTORY", room]), "seq"))
-}
 
 /// The msg envelope of `m`: (room, seq, epoch, except, frame as JSON).
 /// The envelope's `ts` is the frame's.
@@ -57,54 +37,40 @@ fn msg_of(m: &Message) -> (String, u64, String, Option<String>, serde_json::Valu
 
 #[test]
 fn sequence_numbers_count_up_per_room() {
-    let server = RedisServer::start();
-    let mut con = server.client();
+    let mut w = World::start();
     // Rooms with a member (an empty room without history may be dropped,
     // and start again at 1 with a new epoch).
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &[]);
-    join(&mut con, "chat:b", "alice", "c1", "n1", &[]);
-    assert_eq!(publish_str(&mut con, "chat:a", "ev", "1"), 1);
-    assert_eq!(publish_str(&mut con, "chat:a", "ev", "2"), 2);
-    assert_eq!(publish_str(&mut con, "chat:b", "ev", "1"), 1);
-    assert_eq!(publish_str(&mut con, "chat:a", "ev", "3"), 3);
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "chat:a");
+    w.join(&alice, "chat:b");
+    assert_eq!(w.publish("chat:a", "1"), 1);
+    assert_eq!(w.publish("chat:a", "2"), 2);
+    assert_eq!(w.publish("chat:b", "1"), 1);
+    assert_eq!(w.publish("chat:a", "3"), 3);
 }
 
 #[test]
 fn fan_out_reaches_only_nodes_with_members_once_each() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    for n in ["n1", "n2", "n3"] {
-        lease(&mut con, n, 60_000);
-    }
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "bob", "c2", "n2");
-    open(&mut con, "carol", "c3", "n2");
-    open(&mut con, "dave", "c4", "n3");
-    let j = join(&mut con, "chat:fan", "alice", "c1", "n1", &[]);
+    let mut w = World::start();
+    w.nodes(&["n1", "n2", "n3"]);
+    let alice = w.open("alice", "c1", "n1");
+    let bob = w.open("bob", "c2", "n2");
+    let carol = w.open("carol", "c3", "n2");
+    let dave = w.open("dave", "c4", "n3");
+    let j = w.join(&alice, "chat:fan");
     let epoch = text(&j["epoch"]);
-    join(&mut con, "chat:fan", "bob", "c2", "n2", &[]);
-    join(&mut con, "chat:fan", "carol", "c3", "n2", &[]);
-    join(&mut con, "chat:other", "dave", "c4", "n3", &[]);
-    let sub = Subscriber::nodes(&server, &["n1", "n2", "n3"]);
+    w.join(&bob, "chat:fan");
+    w.join(&carol, "chat:fan");
+    w.join(&dave, "chat:other");
+    let sub = w.listen(&["n1", "n2", "n3"]);
 
     let before = now_ms();
-    let seq = int(&ok(
-        &mut con,
-        &[
-            "BROKER.PUBLISH",
-            "chat:fan",
-            "message",
-            r#"{"text":"hi"}"#,
-            "FORMAT",
-            "json",
-        ],
-    ));
+    let seq = w.int(Publish::json("chat:fan", "message", r#"{"text":"hi"}"#));
     let after = now_ms();
     assert_eq!(seq, 1);
 
-    let seen = sub.fence(&mut con);
+    let seen = w.fence(&sub);
     let mut nodes: Vec<&str> = seen.iter().map(Message::node).collect();
     nodes.sort_unstable();
     assert_eq!(
@@ -142,52 +108,33 @@ fn fan_out_reaches_only_nodes_with_members_once_each() {
             _ => unreachable!(),
         }
     );
-    let deliveries: i64 = info_field(&mut con, "broker", "deliveries")
-        .expect("deliveries")
-        .parse()
-        .unwrap();
+    let deliveries: i64 = w.info("deliveries").expect("deliveries").parse().unwrap();
     assert_eq!(deliveries, 2);
-    let publishes = info_field(&mut con, "broker", "publishes").expect("publishes");
+    let publishes = w.info("publishes").expect("publishes");
     assert_eq!(publishes, "1");
 }
 
 #[test]
 fn a_room_without_members_is_published_to_nobody() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    let sub = Subscriber::nodes(&server, &["n1"]);
-    assert_eq!(publish_str(&mut con, "chat:empty", "ev", "x"), 1);
-    assert!(sub.fence(&mut con).is_empty());
+    let mut w = World::start();
+    w.node("n1");
+    let sub = w.listen(&["n1"]);
+    assert_eq!(w.publish("chat:empty", "x"), 1);
+    assert!(w.fence(&sub).is_empty());
 }
 
 #[test]
 fn except_and_from_are_carried() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "bob", "c2", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &[]);
-    join(&mut con, "chat:a", "bob", "c2", "n1", &[]);
-    let sub = Subscriber::nodes(&server, &["n1"]);
+    let mut w = World::start();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    let bob = w.open("bob", "c2", "n1");
+    w.join(&alice, "chat:a");
+    w.join(&bob, "chat:a");
+    let sub = w.listen(&["n1"]);
 
-    ok(
-        &mut con,
-        &[
-            "BROKER.PUBLISH",
-            "chat:a",
-            "ev",
-            "hi",
-            "FORMAT",
-            "string",
-            "EXCEPT",
-            "c1",
-            "FROM",
-            "c1",
-        ],
-    );
-    let seen = sub.fence(&mut con);
+    w.ok(alice.publish("chat:a", "hi").except("c1"));
+    let seen = w.fence(&sub);
     assert_eq!(seen.len(), 1);
     let (_, _, _, except, frame) = msg_of(&seen[0]);
     assert_eq!(except.as_deref(), Some("c1"));
@@ -199,20 +146,8 @@ fn except_and_from_are_carried() {
     assert_eq!(frame["data"], "hi");
 
     // EXCEPT alone: no `from`.
-    ok(
-        &mut con,
-        &[
-            "BROKER.PUBLISH",
-            "chat:a",
-            "ev",
-            "hi",
-            "FORMAT",
-            "string",
-            "EXCEPT",
-            "c2",
-        ],
-    );
-    let seen = sub.fence(&mut con);
+    w.ok(Publish::string("chat:a", "ev", "hi").except("c2"));
+    let seen = w.fence(&sub);
     let (_, seq, _, except, frame) = msg_of(&seen[0]);
     assert_eq!((seq, except.as_deref()), (2, Some("c2")));
     assert!(frame.get("from").is_none(), "{frame}");
@@ -220,43 +155,29 @@ fn except_and_from_are_carried() {
 
 #[test]
 fn from_a_non_member_is_refused() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "bob", "c2", "n1");
-    join(&mut con, "chat:a", "alice", "c1", "n1", &[]);
-    let sub = Subscriber::nodes(&server, &["n1"]);
+    let mut w = World::start();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.open("bob", "c2", "n1");
+    w.join(&alice, "chat:a");
+    let sub = w.listen(&["n1"]);
     for from in ["c2", "nosuch"] {
-        let e = err(
-            &mut con,
-            &[
-                "BROKER.PUBLISH",
-                "chat:a",
-                "ev",
-                "hi",
-                "FORMAT",
-                "string",
-                "FROM",
-                from,
-            ],
-        );
+        let e = w.err(Publish::string("chat:a", "ev", "hi").from(from));
         assert!(e.starts_with("NOTMEMBER"), "{e}");
     }
-    assert_eq!(room_seq(&mut con, "chat:a"), 0, "nothing published");
-    assert!(sub.fence(&mut con).is_empty());
+    assert_eq!(w.seq("chat:a"), 0, "nothing published");
+    assert!(w.fence(&sub).is_empty());
 }
 
 #[test]
 fn payload_formats() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:f", "alice", "c1", "n1", &[]);
-    let sub = Subscriber::nodes(&server, &["n1"]);
-    let data = |sub: &Subscriber, con: &mut redis::Connection| {
-        let seen = sub.fence(con);
+    let mut w = World::start();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "chat:f");
+    let sub = w.listen(&["n1"]);
+    let data = |w: &mut World| {
+        let seen = w.fence(&sub);
         assert_eq!(seen.len(), 1, "{seen:?}");
         msg_of(&seen[0]).4["data"].clone()
     };
@@ -264,88 +185,63 @@ fn payload_formats() {
     // MessagePack by default.
     let value = json!({"text": "hi", "n": [1, 2, 3], "ok": true, "none": null});
     let packed = rmp_serde::to_vec_named(&value).unwrap();
-    publish_bytes(&mut con, "chat:f", &packed, &[]).unwrap();
-    assert_eq!(data(&sub, &mut con), value);
-    publish_bytes(&mut con, "chat:f", &packed, &["FORMAT", "msgpack"]).unwrap();
-    assert_eq!(data(&sub, &mut con), value);
+    w.ok(Publish::new("chat:f", "ev", &packed));
+    assert_eq!(data(&mut w), value);
+    w.ok(Publish::new("chat:f", "ev", &packed).format("msgpack"));
+    assert_eq!(data(&mut w), value);
     // A lone nil is one value too.
-    publish_bytes(&mut con, "chat:f", &[0xc0], &[]).unwrap();
-    assert_eq!(data(&sub, &mut con), serde_json::Value::Null);
+    w.ok(Publish::new("chat:f", "ev", [0xc0u8]));
+    assert_eq!(data(&mut w), serde_json::Value::Null);
 
     // JSON, converted.
-    ok(
-        &mut con,
-        &[
-            "BROKER.PUBLISH",
-            "chat:f",
-            "ev",
-            r#"[1, "two", {"three": 3.5}]"#,
-            "FORMAT",
-            "json",
-        ],
-    );
-    assert_eq!(data(&sub, &mut con), json!([1, "two", {"three": 3.5}]));
+    w.ok(Publish::json(
+        "chat:f",
+        "ev",
+        r#"[1, "two", {"three": 3.5}]"#,
+    ));
+    assert_eq!(data(&mut w), json!([1, "two", {"three": 3.5}]));
 
     // A string, as is.
+    w.ok(Publish::string("chat:f", "ev", r#"{"not": "parsed"}"#));
+    assert_eq!(data(&mut w), json!(r#"{"not": "parsed"}"#));
+    // Lower-case format names are accepted like any Redis keyword (raw: the
+    // keyword's spelling is the point).
     ok(
-        &mut con,
-        &[
-            "BROKER.PUBLISH",
-            "chat:f",
-            "ev",
-            r#"{"not": "parsed"}"#,
-            "FORMAT",
-            "string",
-        ],
-    );
-    assert_eq!(data(&sub, &mut con), json!(r#"{"not": "parsed"}"#));
-    // Lower-case format names are accepted like any Redis keyword.
-    ok(
-        &mut con,
+        &mut w.con,
         &["BROKER.PUBLISH", "chat:f", "ev", "x", "format", "string"],
     );
-    assert_eq!(data(&sub, &mut con), json!("x"));
-    assert_eq!(room_seq(&mut con, "chat:f"), 6);
+    assert_eq!(data(&mut w), json!("x"));
+    assert_eq!(w.seq("chat:f"), 6);
 }
 
 #[test]
 fn invalid_payloads_are_refused_and_publish_nothing() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:f", "alice", "c1", "n1", &[]);
-    let sub = Subscriber::nodes(&server, &["n1"]);
+    let mut w = World::start();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "chat:f");
+    let sub = w.listen(&["n1"]);
 
     let mut deep = vec![0x91u8; 65]; // 65 nested one-element arrays
     deep.push(0x01);
-    let cases: Vec<(&str, Vec<u8>, Vec<&str>)> = vec![
-        ("reserved byte 0xc1", vec![0xc1], vec![]),
-        ("truncated array", vec![0x92, 0x01], vec![]),
-        ("truncated string", vec![0xa5, b'h', b'i'], vec![]),
-        ("two values", vec![0x01, 0x02], vec![]),
-        ("empty", vec![], vec![]),
-        (
-            "plain text as msgpack",
-            b"hello".to_vec(),
-            vec!["FORMAT", "msgpack"],
-        ),
-        ("nested 65 deep", deep, vec![]),
-        ("invalid JSON", b"{\"a\":".to_vec(), vec!["FORMAT", "json"]),
-        (
-            "JSON with trailing text",
-            b"[1] x".to_vec(),
-            vec!["FORMAT", "json"],
-        ),
-        (
-            "non-UTF-8 string",
-            vec![0xff, 0xfe],
-            vec!["FORMAT", "string"],
-        ),
-        ("msgpack string not UTF-8", vec![0xa2, 0xff, 0xfe], vec![]),
+    // (what, payload, FORMAT; None for the default, MessagePack)
+    let cases: Vec<(&str, Vec<u8>, Option<&str>)> = vec![
+        ("reserved byte 0xc1", vec![0xc1], None),
+        ("truncated array", vec![0x92, 0x01], None),
+        ("truncated string", vec![0xa5, b'h', b'i'], None),
+        ("two values", vec![0x01, 0x02], None),
+        ("empty", vec![], None),
+        ("plain text as msgpack", b"hello".to_vec(), Some("msgpack")),
+        ("nested 65 deep", deep, None),
+        ("invalid JSON", b"{\"a\":".to_vec(), Some("json")),
+        ("JSON with trailing text", b"[1] x".to_vec(), Some("json")),
+        ("non-UTF-8 string", vec![0xff, 0xfe], Some("string")),
+        ("msgpack string not UTF-8", vec![0xa2, 0xff, 0xfe], None),
     ];
-    for (what, payload, extra) in &cases {
-        match publish_bytes(&mut con, "chat:f", payload, extra) {
+    for (what, payload, format) in &cases {
+        let mut publish = Publish::new("chat:f", "ev", payload);
+        publish.format = format.map(str::to_string);
+        match w.call(publish) {
             Ok(v) => panic!("{what}: accepted, replied {v:?}"),
             Err(e) => {
                 let line = err_line(&e);
@@ -356,120 +252,69 @@ fn invalid_payloads_are_refused_and_publish_nothing() {
     // 64 deep is fine.
     let mut deep64 = vec![0x91u8; 63];
     deep64.push(0x01);
-    publish_bytes(&mut con, "chat:f", &deep64, &[]).expect("63 arrays around an int");
-    let seen = sub.fence(&mut con);
+    w.call(Publish::new("chat:f", "ev", &deep64))
+        .expect("63 arrays around an int");
+    let seen = w.fence(&sub);
     assert_eq!(seen.len(), 1, "only the valid one was delivered");
-    assert_eq!(room_seq(&mut con, "chat:f"), 1);
-    assert_alive(&server);
+    assert_eq!(w.seq("chat:f"), 1);
+    assert_alive(&w.server);
 }
 
 #[test]
 fn rate_limited_publish_is_refused_with_retry_ms() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    open(&mut con, "alice", "c1", "n1");
-    join(&mut con, "chat:r", "alice", "c1", "n1", &[]);
-    let sub = Subscriber::nodes(&server, &["n1"]);
+    let mut w = World::start();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "chat:r");
+    let sub = w.listen(&["n1"]);
     let key = "broker:rate:{chat:r}:alice";
     // burst 2, 1 per 60 s: two back to back, then a minute's wait.
-    let publish = |con: &mut redis::Connection| {
-        call(
-            con,
-            &[
-                "BROKER.PUBLISH",
-                "chat:r",
-                "ev",
-                "hi",
-                "FORMAT",
-                "string",
-                "RATE",
-                key,
-                "2",
-                "1",
-                "60",
-            ],
-        )
-    };
-    assert_eq!(int(&publish(&mut con).unwrap()), 1);
-    assert_eq!(int(&publish(&mut con).unwrap()), 2);
-    let e = err_line(&publish(&mut con).unwrap_err());
+    let publish = || Publish::string("chat:r", "ev", "hi").rate(key, 2, 1, 60);
+    assert_eq!(int(&w.call(publish()).unwrap()), 1);
+    assert_eq!(int(&w.call(publish()).unwrap()), 2);
+    let e = err_line(&w.call(publish()).unwrap_err());
     let (code, ms) = e.split_once(' ').unwrap_or((&e, ""));
     assert_eq!(code, "RATELIMITED", "{e}");
     let ms: i64 = ms.parse().unwrap_or_else(|_| panic!("retry ms in {e:?}"));
     assert!((1..=60_000).contains(&ms), "retry after {ms} ms");
 
-    assert_eq!(
-        room_seq(&mut con, "chat:r"),
-        2,
-        "the limited publish took no seq"
-    );
-    assert_eq!(sub.fence(&mut con).len(), 2, "and was not delivered");
+    assert_eq!(w.seq("chat:r"), 2, "the limited publish took no seq");
+    assert_eq!(w.fence(&sub).len(), 2, "and was not delivered");
     // The arrival time is a native key with an expiry.
-    let tat: i64 = text(&ok(&mut con, &["GET", key]))
+    let tat: i64 = text(&ok(&mut w.con, &["GET", key]))
         .parse()
         .expect("integer TAT");
     assert!(
         tat > now_ms() * 1_000_000,
         "TAT in ns, in the future: {tat}"
     );
-    let pttl = int(&ok(&mut con, &["PTTL", key]));
+    let pttl = int(&ok(&mut w.con, &["PTTL", key]));
     assert!((1..=120_000).contains(&pttl), "pttl {pttl}");
-    let throttled = info_field(&mut con, "broker", "throttled").expect("throttled");
+    let throttled = w.info("throttled").expect("throttled");
     assert_eq!(throttled, "1");
     // Another user's key is independent.
-    ok(
-        &mut con,
-        &[
-            "BROKER.PUBLISH",
-            "chat:r",
-            "ev",
-            "hi",
-            "FORMAT",
-            "string",
-            "RATE",
-            "broker:rate:{chat:r}:bob",
-            "2",
-            "1",
-            "60",
-        ],
-    );
+    w.ok(Publish::string("chat:r", "ev", "hi").rate("broker:rate:{chat:r}:bob", 2, 1, 60));
 }
 
 #[test]
 fn broadcast_reaches_every_live_node() {
-    let server = RedisServer::start();
-    let mut con = server.client();
+    let mut w = World::start();
     assert_eq!(
-        int(&ok(
-            &mut con,
-            &["BROKER.BROADCAST", "ev", "x", "FORMAT", "string"]
-        )),
+        w.int(Broadcast::new("ev", "x").format("string")),
         0,
         "no nodes, nobody told"
     );
-    for n in ["n1", "n2", "n3"] {
-        lease(&mut con, n, 60_000);
-    }
+    w.nodes(&["n1", "n2", "n3"]);
     // n3 has no connections: a broadcast goes to it all the same.
-    open(&mut con, "alice", "c1", "n1");
-    open(&mut con, "bob", "c2", "n2");
-    let sub = Subscriber::nodes(&server, &["n1", "n2", "n3"]);
+    w.open("alice", "c1", "n1");
+    w.open("bob", "c2", "n2");
+    let sub = w.listen(&["n1", "n2", "n3"]);
 
     let before = now_ms();
-    let told = int(&ok(
-        &mut con,
-        &[
-            "BROKER.BROADCAST",
-            "notice",
-            r#"{"text":"maintenance"}"#,
-            "FORMAT",
-            "json",
-        ],
-    ));
+    let told = w.int(Broadcast::new("notice", r#"{"text":"maintenance"}"#).format("json"));
     let after = now_ms();
     assert_eq!(told, 3);
-    let seen = sub.fence(&mut con);
+    let seen = w.fence(&sub);
     let mut nodes: Vec<&str> = seen.iter().map(Message::node).collect();
     nodes.sort_unstable();
     assert_eq!(nodes, ["n1", "n2", "n3"]);
@@ -495,20 +340,13 @@ fn broadcast_reaches_every_live_node() {
     }
 
     // With NS: the namespace rides along, the frame's room is `ns:*`.
-    let told = int(&ok(
-        &mut con,
-        &[
-            "BROKER.BROADCAST",
-            "notice",
-            "hi",
-            "FORMAT",
-            "string",
-            "NS",
-            "chat",
-        ],
-    ));
+    let told = w.int(
+        Broadcast::new("notice", "hi")
+            .format("string")
+            .namespace("chat"),
+    );
     assert_eq!(told, 3);
-    let seen = sub.fence(&mut con);
+    let seen = w.fence(&sub);
     assert_eq!(seen.len(), 3);
     for m in &seen {
         let Envelope::Broadcast {
@@ -525,16 +363,16 @@ fn broadcast_reaches_every_live_node() {
         );
     }
     // Nothing is stored and no room counts.
-    assert_eq!(int(&ok(&mut con, &["DBSIZE"])), 0);
-    assert_eq!(room_seq(&mut con, "chat:x"), 0);
+    assert_eq!(int(&ok(&mut w.con, &["DBSIZE"])), 0);
+    assert_eq!(w.seq("chat:x"), 0);
 }
 
 #[test]
 fn broadcast_refuses_bad_input() {
-    let server = RedisServer::start();
-    let mut con = server.client();
-    lease(&mut con, "n1", 60_000);
-    let sub = Subscriber::nodes(&server, &["n1"]);
+    // Raw arguments: their parsing is the point.
+    let mut w = World::start();
+    w.node("n1");
+    let sub = w.listen(&["n1"]);
     for (args, prefix) in [
         (
             &["BROKER.BROADCAST", "ev"][..],
@@ -558,18 +396,14 @@ fn broadcast_refuses_bad_input() {
             "ERR invalid",
         ),
     ] {
-        let e = err(&mut con, args);
+        let e = err(&mut w.con, args);
         assert!(e.starts_with(prefix), "{args:?}: {e}");
     }
-    let bad_msgpack: redis::RedisResult<Value> = redis::cmd("BROKER.BROADCAST")
-        .arg("ev")
-        .arg(&[0xc1u8][..])
-        .query(&mut con);
-    let e = err_line(&bad_msgpack.unwrap_err());
+    let e = w.err(Broadcast::new("ev", [0xc1u8]));
     assert!(e.starts_with("ERR invalid"), "{e}");
-    assert!(sub.fence(&mut con).is_empty(), "nothing was sent");
-    assert_alive(&server);
+    assert!(w.fence(&sub).is_empty(), "nothing was sent");
+    assert_alive(&w.server);
     // Last: a missing option value is a syntax error (docs/COMMANDS.md).
-    let e = err(&mut con, &["BROKER.BROADCAST", "ev", "x", "NS"]);
+    let e = err(&mut w.con, &["BROKER.BROADCAST", "ev", "x", "NS"]);
     assert!(e.starts_with("ERR syntax"), "{e}");
 }

@@ -76,14 +76,11 @@ fn the_replica_follows_every_write() {
 
     // More of each write, with values the master chose (time, epoch, seq).
     publish_str(&mut con, "chat:a", "ev", "more");
-    ok(&mut con, &["BROKER.LEAVE", "chat:a", "bob", "c3"]);
-    ok(&mut con, &["BROKER.CONN.CLOSE", "alice", "c2"]);
+    run(&mut con, Leave::new("chat:a", "bob", "c3"));
+    run(&mut con, ConnClose::new("alice", "c2"));
     open(&mut con, "dave", "c5", "n2");
-    join(&mut con, "chat:b", "dave", "c5", "n2", &["PRESENCE"]);
-    ok(
-        &mut con,
-        &["BROKER.THROTTLE", "rl:alice", "15", "1", "60", "2"],
-    );
+    run(&mut con, Join::new("chat:b", "dave", "c5", "n2").presence());
+    run(&mut con, Throttle::new("rl:alice", 15, 1, 60).quantity(2));
     lease(&mut con, "n2", 900_000);
     let state = assert_same(&master, &replica, "the replica applies later writes");
     assert_eq!(state["room chat:a"]["seq"], 5, "{state}");
@@ -101,7 +98,7 @@ fn the_replica_follows_a_lease_expiry_on_the_master() {
     // n2 stops renewing: the master's timer drops it and its connections.
     lease(&mut con, "n2", 200);
     assert_eventually!(
-        array(&ok(&mut con, &["BROKER.NODES"])).len() == 1,
+        array(&run(&mut con, Nodes)).len() == 1,
         "n2's lease runs out on the master"
     );
     let state = assert_same(&master, &replica, "the replica drops n2 too");
@@ -134,15 +131,12 @@ fn the_replica_delivers_nothing_and_refuses_writes() {
         "at most one copy per publish (one node): {seen:?}"
     );
 
-    let e = err(
-        &mut rcon,
-        &["BROKER.PUBLISH", "chat:a", "ev", "x", "FORMAT", "string"],
-    );
+    let e = run_err(&mut rcon, Publish::string("chat:a", "ev", "x"));
     assert!(e.starts_with("READONLY"), "{e}");
-    let e = err(&mut rcon, &["BROKER.NODE.LEASE", "n3", "1000"]);
+    let e = run_err(&mut rcon, NodeLease::new("n3", 1000));
     assert!(e.starts_with("READONLY"), "{e}");
     // Reads work.
-    let online = map(&ok(&mut rcon, &["BROKER.ONLINE"]));
+    let online = map(&run(&mut rcon, Online));
     assert_eq!(int(&online["connections"]), 3);
 }
 
@@ -158,18 +152,9 @@ fn the_replica_does_not_expire_leases_itself() {
     // not drop nodes, even ones whose deadline passes.
     let mut rcon = replica.client();
     let short = now_ms() + 300;
-    ok(
-        &mut con,
-        &[
-            "BROKER.NODE.LEASE",
-            "n2",
-            "300",
-            "DEADLINE",
-            &short.to_string(),
-        ],
-    );
+    run(&mut con, NodeLease::new("n2", 300).deadline(short));
     assert_eventually!(
-        array(&ok(&mut rcon, &["BROKER.NODES"]))
+        array(&run(&mut rcon, Nodes))
             .iter()
             .any(|n| text(&map(n)["node"]) == "n2"),
         "n2's lease reaches the replica"
@@ -195,7 +180,7 @@ fn rooms_the_master_drops_are_dropped_on_the_replica() {
     let mut con = master.client();
     let mut rcon = replica.client();
     let history = |con: &mut redis::Connection| {
-        let h = map(&ok(con, &["BROKER.HISTORY", "brief:b"]));
+        let h = map(&run(con, History::new("brief:b")));
         (int(&h["seq"]), text(&h["epoch"]))
     };
 

@@ -25,7 +25,7 @@ use broker_tests::gateway::{
     join, msg_fields, presence, publish_others, rss_kib, token, Client, Gateway, Options,
 };
 use broker_tests::raw::{Ending, RawWs};
-use broker_tests::{int, map, ok, RedisServer};
+use broker_tests::{int, map, run, RedisServer, RoomCount};
 use serde_json::json;
 
 /// The busy room (`feed`: no rate limit).
@@ -309,7 +309,7 @@ async fn a_member_that_stops_reading_is_closed_and_costs_the_others_nothing() {
     let phase3_p99 = quantile(&mut latencies(&all, 3, PHASE_MSGS), 0.99);
     let disconnects = gw.metric("broker_slow_consumer_disconnects_total").await;
     let mut con = redis.client();
-    let count = map(&ok(&mut con, &["BROKER.ROOM.COUNT", ROOM]));
+    let count = map(&run(&mut con, RoomCount::new(ROOM)));
 
     println!(
         "slow consumer: {MEMBERS} members, {RATE} msg/s of {} KiB, {PHASE_MSGS} per phase, \
