@@ -1,17 +1,25 @@
 //! The gateway node: WebSocket + MessagePack clients in front of the broker
 //! module.
 //!
-//! Map of the crate:
+//! Map of the crate, in layers (each imports only the ones below it):
+//!
+//! - [`http`]: the public and admin listeners, one function per endpoint.
+//! - [`session`]: one client connection: admission, the request loop,
+//!   dispatch, namespace policy, and how failures reach the client.
+//! - [`app`]: what the sessions and the listeners share (config, auth, node).
+//! - [`node`]: the node lease, its Pub/Sub channel, the local hub and the
+//!   keep-alive: what the process holds for all its connections.
+//! - [`store`]: typed calls to the module, and its refusals as enum values.
+//! - [`ws`]: the WebSocket layer (RFC 6455): frames, reassembly, close
+//!   codes, the send queue and the writer task.
+//!
+//! Shared by all of them:
 //!
 //! - [`config`]: TOML + `BROKER_*` environment configuration.
 //! - [`auth`]: JWT verification (keys and validation built once).
+//! - [`client_ip`]: the client's address behind trusted proxies.
 //! - [`metrics`]: the node's Prometheus metrics.
-//! - [`store`]: typed calls to the module over one multiplexed connection.
-//! - [`hub`]: local rooms and fan-out of what the module publishes.
-//! - [`conn`]: one client connection (reader and writer tasks).
-//! - [`http`]: the public and admin listeners.
-//! - [`node`]: the node lease and the node's Pub/Sub channel.
-//! - [`app`]: the state all of these share.
+//! - [`clock`]: wall-clock and monotonic milliseconds.
 //!
 //! [`run`] starts a node on already-bound listeners, so tests start nodes
 //! in-process on port 0 and `main.rs` stays a few lines.
