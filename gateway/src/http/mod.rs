@@ -1,10 +1,10 @@
 //! The two HTTP listeners: accepting, serving HTTP/1.1 with a header
 //! timeout, and the helpers both use to read requests and build replies.
 //!
-//! Public ([`public`]): `GET /ws` (the WebSocket upgrade, with origin, token
+//! Public (`public.rs`): `GET /ws` (the WebSocket upgrade, with origin, token
 //! and connection-limit checks answered as HTTP 403/401/429 *before* the
 //! upgrade), `/healthz`, `/readyz`, `/` (the demo page) and `/dev/token`
-//! (only with `auth.dev_tokens`). Admin ([`admin`]): `/metrics` and the
+//! (only with `auth.dev_tokens`). Admin (`admin.rs`): `/metrics` and the
 //! `/api/*` publish and presence endpoints, behind the bearer
 //! `admin.api_key` when set.
 

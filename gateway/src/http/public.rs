@@ -17,9 +17,9 @@ use serde_json::json;
 
 use super::{bearer, json_reply, query_param, reply, Body};
 use crate::app::App;
+use crate::session;
 use crate::session::admission::{self, Admission};
 use crate::session::errors::upgrade_refusal;
-use crate::session::{self};
 use crate::store::{Readiness, StoreError};
 use crate::ws::close::close_reply_code;
 

@@ -84,7 +84,6 @@ impl Connection {
                 refusal,
                 code,
                 detail,
-                ..
             } => match refusal {
                 Refusal::RateLimited { .. } => self.app.node.metrics.rate_limited.inc(),
                 Refusal::NoLease => self.app.node.lease_now.notify_one(),

@@ -1,9 +1,9 @@
 //! One client connection, from the upgrade to the cleanup that always
 //! reaches the module: admission ([`admission`], shared with the upgrade
-//! path), the request loop ([`connection`]), what each frame does
-//! ([`dispatch`]) under the namespace [`policy`], how failures are
+//! path), the request loop (`connection.rs`), what each frame does
+//! (`dispatch.rs`) under the namespace [`policy`], how failures are
 //! answered ([`errors`]), and the registration in the hub and the module
-//! ([`registration`]). Pings, the idle timeout and the token's expiry are
+//! (`registration.rs`). Pings, the idle timeout and the token's expiry are
 //! the node's (`node/keepalive.rs`).
 //!
 //! Each connection has two tasks. The *reader* (the future [`start`]
