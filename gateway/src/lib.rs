@@ -1,17 +1,25 @@
 //! The gateway node: WebSocket + MessagePack clients in front of the broker
 //! module.
 //!
-//! Map of the crate:
+//! Map of the crate, in layers (each imports only the ones below it):
+//!
+//! - [`http`]: the public and admin listeners, one function per endpoint.
+//! - [`session`]: one client connection: admission, the request loop,
+//!   dispatch, namespace policy, and how failures reach the client.
+//! - [`app`]: what the sessions and the listeners share (config, auth, node).
+//! - [`node`]: the node lease, its Pub/Sub channel, the local hub and the
+//!   keep-alive: what the process holds for all its connections.
+//! - [`store`]: typed calls to the module, and its refusals as enum values.
+//! - [`ws`]: the WebSocket layer (RFC 6455): frames, reassembly, close
+//!   codes, the send queue and the writer task.
+//!
+//! Shared by all of them:
 //!
 //! - [`config`]: TOML + `BROKER_*` environment configuration.
 //! - [`auth`]: JWT verification (keys and validation built once).
+//! - [`client_ip`]: the client's address behind trusted proxies.
 //! - [`metrics`]: the node's Prometheus metrics.
-//! - [`store`]: typed calls to the module over one multiplexed connection.
-//! - [`hub`]: local rooms and fan-out of what the module publishes.
-//! - [`conn`]: one client connection (reader and writer tasks).
-//! - [`http`]: the public and admin listeners.
-//! - [`node`]: the node lease and the node's Pub/Sub channel.
-//! - [`app`]: the state all of these share.
+//! - [`clock`]: wall-clock and monotonic milliseconds.
 //!
 //! [`run`] starts a node on already-bound listeners, so tests start nodes
 //! in-process on port 0 and `main.rs` stays a few lines.
@@ -19,20 +27,14 @@
 pub mod app;
 pub mod auth;
 pub mod client_ip;
+pub mod clock;
 pub mod config;
-pub mod conn;
 pub mod http;
-pub mod hub;
-pub mod inbox;
-pub mod keepalive;
 pub mod metrics;
 pub mod node;
-pub mod outbox;
-pub mod shards;
-pub mod socket;
+pub mod session;
 pub mod store;
-pub mod wsread;
-pub mod wswrite;
+pub mod ws;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -47,6 +49,7 @@ use crate::app::App;
 use crate::auth::Authenticator;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::node::{keepalive, lease, Node};
 use crate::store::Store;
 
 /// How long a graceful shutdown waits for connections to drain.
@@ -69,45 +72,50 @@ pub async fn run(
     let urls = config.redis.url.clone();
     anyhow::ensure!(!urls.is_empty(), "redis.url is empty");
     let store = Store::connect(&urls, metrics.clone())?;
-    let node = config.node_id();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let app = Arc::new(App::new(
-        config,
-        node.clone(),
-        auth,
+    let node = Arc::new(Node::new(
+        config.node_id(),
+        config.node.lease_ms,
         store,
         metrics,
+        config.limits.send_queue,
         stop_rx.clone(),
     ));
+    let limits = keepalive::Limits {
+        idle_ms: config.limits.idle_timeout_s.max(1).saturating_mul(1000),
+        leeway_ms: auth.leeway_s().saturating_mul(1000),
+        ping_every_ms: config.limits.ping_interval_s.max(1).saturating_mul(1000),
+    };
+    let app = Arc::new(App::new(config, auth, node.clone()));
     tracing::info!(
-        node = %node,
+        node = %node.id,
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,
         "gateway starting"
     );
 
-    let lease = tokio::spawn(node::hold_lease(app.clone()));
-    let receiver = tokio::spawn(node::receive(app.clone(), urls));
-    let keepalive = tokio::spawn(keepalive::run(app.clone()));
+    let lease = tokio::spawn(lease::hold_lease(node.clone()));
+    let receiver = tokio::spawn(node::channel::receive(node.clone(), urls));
+    let keepalive = tokio::spawn(keepalive::run(node.clone(), limits));
     let public_task = tokio::spawn(http::serve_public(app.clone(), public, stop_rx.clone()));
     let admin_task = tokio::spawn(http::serve_admin(app.clone(), admin, stop_rx.clone()));
 
     shutdown.await;
-    tracing::info!(node = %node, connections = app.hub.len(), "shutting down");
+    tracing::info!(node = %node.id, connections = node.hub.len(), "shutting down");
     let _ = stop_tx.send(true);
     let _ = public_task.await;
-    for conn in app.hub.connections() {
+    for conn in node.hub.connections() {
         conn.close(close::RESTART, "server restarting");
     }
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
-    while !app.hub.is_empty() && tokio::time::Instant::now() < deadline {
+    while !node.hub.is_empty() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Let the per-connection CONN.CLOSE calls go out, then drop what is left.
     tokio::time::sleep(Duration::from_millis(50)).await;
-    if let Err(err) = app
+    if let Err(err) = node
         .store
-        .release(&node, app.config.node.presence_grace_ms)
+        .release(&node.id, app.config.node.presence_grace_ms)
         .await
     {
         tracing::warn!(error = %err, "could not release the node lease");
@@ -116,6 +124,6 @@ pub async fn run(
     let _ = receiver.await;
     admin_task.abort();
     keepalive.abort();
-    tracing::info!(node = %node, "stopped");
+    tracing::info!(node = %node.id, "stopped");
     Ok(())
 }

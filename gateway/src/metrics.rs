@@ -28,7 +28,7 @@ pub const ERROR_CODES: [&str; 10] = [
 ];
 
 /// Redis command labels whose `broker_redis_command_duration_seconds`
-/// series exist from the start (the names `store.rs` reports); others appear
+/// series exist from the start (the names `store/` reports); others appear
 /// on first use.
 pub const REDIS_COMMANDS: [&str; 4] = ["online", "node.lease", "join", "publish"];
 

@@ -15,56 +15,50 @@ use std::time::Duration;
 
 use broker::protocol::{self, close};
 
-use crate::app::App;
-use crate::hub::{now_ms, ConnShared};
-use crate::outbox::mono_ms;
+use super::connection::ConnShared;
+use super::Node;
+use crate::clock::{mono_ms, now_ms};
 
 /// How often the connections are looked at.
 const TICK: Duration = Duration::from_millis(500);
 /// `expiring` is sent this long before the token's `exp`.
 pub const EXPIRING_AHEAD_MS: u64 = 30_000;
 
-/// What the keep-alive checks against.
+/// What the keep-alive checks against (from `limits.*` and `auth.leeway_s`).
 #[derive(Debug, Clone, Copy)]
-struct Limits {
-    idle_ms: u64,
-    leeway_ms: u64,
+pub struct Limits {
+    /// Silence after which a connection is closed, in ms.
+    pub idle_ms: u64,
+    /// How long past its token's expiry a connection may stay, in ms.
+    pub leeway_ms: u64,
+    /// How often each connection is pinged, in ms.
+    pub ping_every_ms: u64,
 }
 
 /// Runs until shutdown.
-pub async fn run(app: Arc<App>) {
-    let limits = Limits {
-        idle_ms: app.config.limits.idle_timeout_s.max(1).saturating_mul(1000),
-        leeway_ms: app.auth.leeway_s().saturating_mul(1000),
-    };
-    let ping_every = app
-        .config
-        .limits
-        .ping_interval_s
-        .max(1)
-        .saturating_mul(1000);
+pub async fn run(node: Arc<Node>, limits: Limits) {
     let mut last_ping = mono_ms();
     let mut tick = tokio::time::interval(TICK);
-    let mut shutdown = app.shutdown.clone();
+    let mut shutdown = node.shutdown.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
         let (now, mono) = (now_ms(), mono_ms());
-        let ping = mono.saturating_sub(last_ping) >= ping_every;
+        let ping = mono.saturating_sub(last_ping) >= limits.ping_every_ms;
         if ping {
             last_ping = mono;
         }
-        for conn in app.hub.connections() {
-            check(&app, &conn, limits, now, mono, ping);
+        for conn in node.hub.connections() {
+            check(&node, &conn, limits, now, mono, ping);
         }
-        app.hub.compact();
+        node.hub.compact();
     }
 }
 
 /// One connection's turn.
-fn check(app: &App, conn: &ConnShared, limits: Limits, now: u64, mono: u64, ping: bool) {
+fn check(node: &Node, conn: &ConnShared, limits: Limits, now: u64, mono: u64, ping: bool) {
     if mono.saturating_sub(conn.outlet.last_seen_ms()) > limits.idle_ms {
         conn.close(close::POLICY, "idle timeout");
         return;
@@ -78,7 +72,7 @@ fn check(app: &App, conn: &ConnShared, limits: Limits, now: u64, mono: u64, ping
         && !conn.expiring_sent.swap(true, Ordering::Relaxed)
     {
         let frame = protocol::encode_expiring(exp_ms.saturating_sub(now));
-        conn.send(frame.into(), &app.metrics);
+        conn.send(frame.into(), &node.metrics);
     }
     if ping {
         conn.outlet.ping();

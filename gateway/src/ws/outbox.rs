@@ -12,11 +12,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+
+use crate::clock::mono_ms;
 
 /// Capacity kept after a drain; a larger buffer (left by a burst) is freed.
 const KEEP: usize = 16;
@@ -57,12 +58,6 @@ pub struct Outbox {
     ping_due: AtomicBool,
     /// When the client last sent anything, in [`mono_ms`].
     last_seen_ms: AtomicU64,
-}
-
-/// Milliseconds on a monotonic clock (since this process first asked).
-pub fn mono_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
 
 impl Outbox {

@@ -8,13 +8,13 @@
 //! What a server must refuse is refused here, before anything is allocated:
 //! unmasked frames, reserved bits, unknown opcodes, fragmented or oversized
 //! control frames (all 1002), and frames longer than the cap (1009).
-//! Fragment reassembly and the meaning of close payloads are the caller's.
-//! Writing stays with fastwebsockets; `/echo` (the Autobahn target) uses
-//! fastwebsockets for both directions.
+//! Fragment reassembly is `fragment.rs`'s and the meaning of close payloads
+//! `close.rs`'s; writing is `writer.rs`'s. `/echo` (the Autobahn target)
+//! uses fastwebsockets for both directions.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::socket::ClientRead;
+use super::socket::ClientRead;
 
 /// Bytes read from the socket at a time.
 pub const READ_BUFFER: usize = 512;
@@ -35,9 +35,10 @@ pub mod opcode {
     pub const PONG: u8 = 0xA;
 }
 
-/// One frame from the client, unmasked.
+/// One WebSocket frame from the client, unmasked (a protocol message is
+/// [`broker::protocol::ClientFrame`]; this is the RFC 6455 unit under it).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientFrame {
+pub struct WsFrame {
     /// Last frame of its message.
     pub fin: bool,
     /// One of [`opcode`].
@@ -80,7 +81,7 @@ impl<R: AsyncRead + Unpin> FrameSource<R> {
 
     /// The next frame. Not cancel-safe: a frame half read is lost when the
     /// future is dropped, so poll it to completion.
-    pub async fn next(&mut self) -> Result<ClientFrame, ReadError> {
+    pub async fn next(&mut self) -> Result<WsFrame, ReadError> {
         let mut head = [0u8; 2];
         self.read(&mut head).await?;
         let fin = head[0] & 0x80 != 0;
@@ -137,7 +138,7 @@ impl<R: AsyncRead + Unpin> FrameSource<R> {
             self.buf = Vec::new();
             self.pos = 0;
         }
-        Ok(ClientFrame {
+        Ok(WsFrame {
             fin,
             opcode: op,
             payload,
@@ -233,7 +234,7 @@ mod tests {
         out
     }
 
-    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<ClientFrame, ReadError>> {
+    async fn read_all(bytes: Vec<u8>, max: usize) -> Vec<Result<WsFrame, ReadError>> {
         let mut source = FrameSource::new(&bytes[..], max);
         let mut out = Vec::new();
         loop {
@@ -269,17 +270,17 @@ mod tests {
         assert_eq!(
             rest,
             vec![
-                Ok(ClientFrame {
+                Ok(WsFrame {
                     fin: true,
                     opcode: opcode::PING,
                     payload: b"ping".to_vec()
                 }),
-                Ok(ClientFrame {
+                Ok(WsFrame {
                     fin: false,
                     opcode: opcode::BINARY,
                     payload: b"part".to_vec()
                 }),
-                Ok(ClientFrame {
+                Ok(WsFrame {
                     fin: true,
                     opcode: opcode::CONTINUATION,
                     payload: b"end".to_vec()

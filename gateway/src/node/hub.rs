@@ -17,206 +17,19 @@
 //! Each room also keeps the newest `(epoch, seq)` this node delivered. A
 //! message at or below it is a duplicate and is dropped; after the node's
 //! Pub/Sub link comes back, [`Hub::positions`] and [`Hub::repair`] fill the
-//! gap from the rooms' history (see `node.rs`).
+//! gap from the rooms' history (see `repair.rs`).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use broker::protocol::close;
 use broker::wire::{self, Envelope};
 use bytes::Bytes;
 
+use super::connection::ConnShared;
+use crate::clock::now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, PushError};
-
-pub use crate::outbox::CloseReason;
-
-/// The sending side of one WebSocket: its bounded frame queue and its close
-/// request. The writer task drains the same [`Outbox`].
-#[derive(Debug, Clone)]
-pub struct Outlet {
-    queue: Arc<Outbox>,
-}
-
-impl Outlet {
-    /// An outlet with a queue of `capacity` frames; returns the queue, which
-    /// the writer task drains.
-    pub fn new(capacity: usize) -> (Outlet, Arc<Outbox>) {
-        let queue = Arc::new(Outbox::new(capacity));
-        (
-            Outlet {
-                queue: queue.clone(),
-            },
-            queue,
-        )
-    }
-
-    /// Queues a frame. A full queue closes the connection as a slow consumer
-    /// (and returns false).
-    pub fn send(&self, frame: Bytes, metrics: &Metrics) -> bool {
-        match self.queue.push(frame) {
-            Ok(()) => true,
-            Err(PushError::Full) => {
-                if self.close(close::POLICY, crate::conn::SLOW_CONSUMER) {
-                    metrics.slow_consumer_disconnects.inc();
-                }
-                false
-            }
-            Err(PushError::Closed) => false,
-        }
-    }
-
-    /// Asks the connection's tasks to close with `code`. Returns true for
-    /// the first request (later ones keep the first reason).
-    pub fn close(&self, code: u16, reason: &str) -> bool {
-        self.queue.request_close(CloseReason {
-            code,
-            reason: reason.to_string(),
-        })
-    }
-
-    /// Waits until a close is requested. Cancel-safe.
-    pub async fn close_requested(&self) {
-        self.queue.close_requested().await;
-    }
-
-    /// The close request, if any.
-    pub fn close_reason(&self) -> Option<CloseReason> {
-        self.queue.close_reason()
-    }
-
-    /// Ends the queue from the producers' side: no more frames, and the
-    /// writer stops once it wrote what a close request left (with no close
-    /// request, it stops without a close frame: the socket is gone).
-    pub fn finish(&self) {
-        self.queue.close();
-    }
-
-    /// Asks the writer for a ping.
-    pub fn ping(&self) {
-        self.queue.request_ping();
-    }
-
-    /// Notes that the client sent something now.
-    pub fn touch(&self) {
-        self.queue.touch();
-    }
-
-    /// When the client last sent anything ([`crate::outbox::mono_ms`]).
-    pub fn last_seen_ms(&self) -> u64 {
-        self.queue.last_seen_ms()
-    }
-
-    /// Owes the client a pong with `payload` (the writer sends it).
-    pub fn pong(&self, payload: Vec<u8>) {
-        self.queue.set_pong(payload);
-    }
-}
-
-/// What every part of the gateway may do with one live connection.
-#[derive(Debug)]
-pub struct ConnShared {
-    /// Connection id (unique across nodes).
-    pub id: Arc<str>,
-    /// Authenticated user.
-    pub user: Arc<str>,
-    /// Client address.
-    pub ip: String,
-    /// Rooms joined, with whether presence events are on (for re-registering
-    /// after a lost lease).
-    pub rooms: Mutex<RoomFlags>,
-    /// Its send queue and close request.
-    pub outlet: Outlet,
-    /// When its token expires, ms since the Unix epoch (a `refresh` moves it).
-    pub exp_ms: AtomicU64,
-    /// Whether `expiring` was sent for the current token.
-    pub expiring_sent: AtomicBool,
-}
-
-impl ConnShared {
-    /// A registered connection.
-    pub fn new(
-        id: Arc<str>,
-        user: Arc<str>,
-        ip: String,
-        outlet: Outlet,
-        exp_s: u64,
-    ) -> Arc<ConnShared> {
-        Arc::new(ConnShared {
-            id,
-            user,
-            ip,
-            rooms: Mutex::new(RoomFlags::default()),
-            outlet,
-            exp_ms: AtomicU64::new(exp_s.saturating_mul(1000)),
-            expiring_sent: AtomicBool::new(false),
-        })
-    }
-
-    /// Queues a frame (see [`Outlet::send`]).
-    pub fn send(&self, frame: Bytes, metrics: &Metrics) -> bool {
-        self.outlet.send(frame, metrics)
-    }
-
-    /// Requests a close (see [`Outlet::close`]).
-    pub fn close(&self, code: u16, reason: &str) -> bool {
-        self.outlet.close(code, reason)
-    }
-
-    /// Rooms joined, with their presence flags.
-    pub fn rooms_snapshot(&self) -> Vec<(String, bool)> {
-        self.rooms
-            .lock()
-            .map(|r| r.iter().map(|(k, v)| (k.clone(), *v)).collect())
-            .unwrap_or_default()
-    }
-}
-
-/// A connection's rooms and their presence flags, sorted by name: a small
-/// vector rather than a `BTreeMap`, whose first node alone costs about 300
-/// bytes — and most connections are in one or two rooms.
-#[derive(Debug, Default)]
-pub struct RoomFlags(Vec<(String, bool)>);
-
-impl RoomFlags {
-    fn find(&self, room: &str) -> Result<usize, usize> {
-        self.0.binary_search_by(|(r, _)| r.as_str().cmp(room))
-    }
-
-    /// Whether the connection is in `room`.
-    pub fn contains_key(&self, room: &str) -> bool {
-        self.find(room).is_ok()
-    }
-
-    /// Adds `room` (or updates its flag).
-    pub fn insert(&mut self, room: String, presence: bool) {
-        match self.find(&room) {
-            Ok(i) => self.0[i].1 = presence,
-            Err(i) => self.0.insert(i, (room, presence)),
-        }
-    }
-
-    /// Removes `room`; its flag if it was there.
-    pub fn remove(&mut self, room: &str) -> Option<bool> {
-        self.find(room).ok().map(|i| self.0.remove(i).1)
-    }
-
-    /// Number of rooms.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when in no room.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The rooms and flags, sorted by name.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &bool)> {
-        self.0.iter().map(|(r, p)| (r, p))
-    }
-}
+use crate::ws::close::SLOW_CONSUMER;
 
 enum Member {
     /// Receiving live. `floor` is the `seq` its join reported: the join's
@@ -537,7 +350,7 @@ impl Hub {
             }
         }
         for conn in overflow {
-            if conn.close(close::POLICY, crate::conn::SLOW_CONSUMER) {
+            if conn.close(close::POLICY, SLOW_CONSUMER) {
                 self.metrics.slow_consumer_disconnects.inc();
             }
         }
@@ -583,35 +396,5 @@ fn remove_member(all: &mut HashMap<String, Room>, room: &str, id: &Arc<str>) {
         if entry.members.is_empty() {
             all.remove(room);
         }
-    }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::RoomFlags;
-
-    #[test]
-    fn room_flags_stay_sorted_and_unique() {
-        let mut r = RoomFlags::default();
-        r.insert("chat:b".into(), true);
-        r.insert("chat:a".into(), false);
-        r.insert("chat:b".into(), false);
-        assert_eq!(r.len(), 2);
-        assert!(r.contains_key("chat:a") && !r.contains_key("chat:c"));
-        let all: Vec<(String, bool)> = r.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        assert_eq!(
-            all,
-            vec![("chat:a".into(), false), ("chat:b".into(), false)]
-        );
-        assert_eq!(r.remove("chat:a"), Some(false));
-        assert_eq!(r.remove("chat:a"), None);
-        assert!(!r.is_empty());
     }
 }

@@ -6,7 +6,7 @@
 //! far behind that the budget is spent, the inbox drops that message and
 //! every later one, and the link reports itself lost. The node then
 //! subscribes again and repairs the gap from history before it reads live
-//! messages (`node.rs`) — the path a dropped connection takes, so an
+//! messages (`repair.rs`) — the path a dropped connection takes, so an
 //! overflow loses only what history no longer keeps, and is counted.
 //!
 //! Messages are only dropped after the first one that did not fit, so

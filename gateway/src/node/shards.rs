@@ -12,12 +12,12 @@
 //! `SSUBSCRIBE`, each routed to its master.
 //!
 //! The subscriptions share one RESP3 cluster connection whose pushes come
-//! back in the node's bounded inbox ([`crate::inbox`]). When any link drops
+//! back in the node's bounded inbox ([`super::inbox`]). When any link drops
 //! (a `Disconnection` push), stops answering `PING`, the inbox overflows,
 //! or a failover moves a master, the node starts over:
 //! reads the slot map again, renews the lease with the channels, subscribes
 //! again, and repairs the gaps from history before it reads live messages
-//! (as [`crate::node::receive`] does for one Redis).
+//! (as [`super::channel::receive`] does for one Redis).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,24 +28,16 @@ use redis::cluster::ClusterClient;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::Value;
 
-use crate::app::App;
-use crate::inbox::{self, Inbox};
-use crate::node::{self, Link, Served};
+use super::channel::{self, Link, Served};
+use super::inbox::{self, Inbox};
+use super::{lease, Node};
+use crate::store::ShardChannel;
 
 /// How long discovering the slot map, connecting and subscribing may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long Redis may take to answer a command on the subscription
 /// connection (its `PING`s included).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// One master's channel for this node.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShardChannel {
-    /// A slot of the master (the channel's own slot): routes the lease.
-    pub slot: u16,
-    /// `broker:node:<node>:{<tag>}`.
-    pub channel: String,
-}
 
 /// A master and the slot ranges it serves, from `CLUSTER SLOTS`.
 #[derive(Debug, Default)]
@@ -131,7 +123,7 @@ impl Link for Subscribed {
 
 /// Discovers the masters, connects and subscribes to the node's channel on
 /// each of them.
-async fn subscribe(app: &App, seeds: &[String]) -> redis::RedisResult<Subscribed> {
+async fn subscribe(node: &Node, seeds: &[String]) -> redis::RedisResult<Subscribed> {
     let (tx, pushes) = inbox::inbox(inbox::BUDGET_BYTES);
     let client = ClusterClient::builder(seeds.iter().map(String::as_str))
         .use_protocol(redis::ProtocolVersion::RESP3)
@@ -149,7 +141,7 @@ async fn subscribe(app: &App, seeds: &[String]) -> redis::RedisResult<Subscribed
     let masters = parse_slots(slots).ok_or_else(|| {
         redis::RedisError::from((redis::ErrorKind::Client, "unreadable CLUSTER SLOTS reply"))
     })?;
-    let shards = channels_for(&app.node, &masters);
+    let shards = channels_for(&node.id, &masters);
     for shard in &shards {
         conn.ssubscribe(&shard.channel).await?;
     }
@@ -162,28 +154,28 @@ async fn subscribe(app: &App, seeds: &[String]) -> redis::RedisResult<Subscribed
 
 /// Receives the node's sharded channels until shutdown, starting over
 /// whenever a link or the topology changes.
-pub async fn receive(app: Arc<App>, seeds: Vec<String>) {
-    let mut shutdown = app.shutdown.clone();
+pub async fn receive(node: Arc<Node>, seeds: Vec<String>) {
+    let mut shutdown = node.shutdown.clone();
     let mut backoff = Duration::from_millis(100);
     let mut first = true;
     loop {
-        if app.shutting_down() {
+        if node.shutting_down() {
             return;
         }
-        match tokio::time::timeout(SETUP_TIMEOUT, subscribe(&app, &seeds)).await {
+        match tokio::time::timeout(SETUP_TIMEOUT, subscribe(&node, &seeds)).await {
             Ok(Ok(mut sub)) => {
                 // Every master must know the channel before the node counts
                 // as subscribed: renew the lease with it now.
-                app.set_shards(sub.shards.clone());
+                node.set_shards(sub.shards.clone());
                 // (No separate repair: this subscription repairs anyway.)
-                if let Err(err) = node::renew(&app, false).await {
+                if let Err(err) = lease::renew(&node, false).await {
                     tracing::warn!(error = %err, "lease with sharded channels failed");
                     sleep_or_shutdown(&mut shutdown, backoff).await;
                     continue;
                 }
                 backoff = Duration::from_millis(100);
-                tracing::info!(node = %app.node, shards = sub.shards.len(), "subscribed to sharded channels");
-                if let Served::Shutdown = node::serve(&app, &mut sub, first).await {
+                tracing::info!(node = %node.id, shards = sub.shards.len(), "subscribed to sharded channels");
+                if let Served::Shutdown = channel::serve(&node, &mut sub, first).await {
                     return;
                 }
                 first = false;

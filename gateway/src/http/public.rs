@@ -1,0 +1,249 @@
+//! The public listener's endpoints, one function each: the WebSocket
+//! upgrade `/ws` (checks answered as HTTP statuses before the upgrade, then
+//! the connection handed to its session), `/healthz`, `/readyz`, the demo
+//! page and its files, `/dev/token` and the test-only `/echo`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use broker::names;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+
+use super::{bearer, json_reply, query_param, reply, Body};
+use crate::app::App;
+use crate::session;
+use crate::session::admission::{self, Admission};
+use crate::session::errors::upgrade_refusal;
+use crate::store::{Readiness, StoreError};
+use crate::ws::close::close_reply_code;
+
+/// The demo chat page and the JavaScript client, built into the binary so a
+/// node serves them with no files next to it.
+const DEMO_HTML: &str = include_str!("../../static/index.html");
+const DEMO_JS: &str = include_str!("../../static/app.js");
+const DEMO_CSS: &str = include_str!("../../static/style.css");
+const CLIENT_JS: &str = include_str!("../../../clients/js/dist/broker-client.js");
+
+/// Routes a request on the public listener.
+pub(super) async fn route(
+    app: Arc<App>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/ws") => upgrade(app, req, peer).await,
+        // HEAD too, for load balancers that probe with it (hyper sends
+        // no body then).
+        (&Method::GET | &Method::HEAD, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
+        (&Method::GET | &Method::HEAD, "/readyz") => ready(&app).await,
+        (&Method::GET, "/") => reply(StatusCode::OK, "text/html; charset=utf-8", DEMO_HTML),
+        (&Method::GET, "/app.js") => {
+            reply(StatusCode::OK, "text/javascript; charset=utf-8", DEMO_JS)
+        }
+        (&Method::GET, "/style.css") => reply(StatusCode::OK, "text/css; charset=utf-8", DEMO_CSS),
+        (&Method::GET, "/broker-client.js") => {
+            reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS)
+        }
+        (&Method::GET, "/dev/token") => dev_token(&app, &req),
+        (&Method::GET, "/echo") if app.config.testing.echo => echo(req),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
+    }
+}
+
+/// `GET /readyz`: Redis with the module, the lease and the channel, and
+/// not shutting down.
+async fn ready(app: &App) -> Response<Body> {
+    let redis = match app.node.store.ready().await {
+        Ok(Readiness::Ready) => Ok(()),
+        Ok(Readiness::NoModule) => Err("module missing".to_string()),
+        Ok(Readiness::OldModule(api)) => Err(format!(
+            "module too old (api {api}, this gateway needs {})",
+            broker::MODULE_API
+        )),
+        Err(StoreError::Unavailable(_)) => Err("unreachable".to_string()),
+        Err(err) => Err(format!("error: {err}")),
+    };
+    let lease = app.node.lease_held.load(Ordering::Relaxed);
+    let subscribed = app.node.subscribed.load(Ordering::Relaxed);
+    let body = json!({
+        "redis": redis.as_ref().map_or_else(|e| e.as_str(), |_| "ok"),
+        "lease": lease,
+        "subscribed": subscribed,
+        "shutting_down": app.shutting_down(),
+    });
+    let ok = redis.is_ok() && lease && subscribed && !app.shutting_down();
+    json_reply(
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        body,
+    )
+}
+
+/// `GET /dev/token?user=...`: a token for the demo page (only with
+/// `auth.dev_tokens`).
+fn dev_token(app: &App, req: &Request<Incoming>) -> Response<Body> {
+    if !app.auth.dev_tokens() {
+        return reply(StatusCode::NOT_FOUND, "text/plain", "dev tokens are off\n");
+    }
+    let user = query_param(req, "user").unwrap_or_default();
+    if names::validate_user(&user).is_err() {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid user name"}),
+        );
+    }
+    match app.auth.mint_dev_token(&user, 3600) {
+        Some(token) => json_reply(StatusCode::OK, json!({"token": token})),
+        None => reply(StatusCode::NOT_FOUND, "text/plain", "dev tokens are off\n"),
+    }
+}
+
+/// True when the request's `Origin` is allowed: any when `origins` is empty,
+/// no header (not a browser), the gateway's own origin, or a listed one.
+fn origin_allowed(app: &App, req: &Request<Incoming>) -> bool {
+    let origins = &app.config.origins;
+    if origins.is_empty() {
+        return true;
+    }
+    let Some(origin) = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return true;
+    };
+    if let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    {
+        if origin == format!("http://{host}") || origin == format!("https://{host}") {
+            return true;
+        }
+    }
+    origins.iter().any(|o| o == origin || o == "*")
+}
+
+/// `GET /ws`: the WebSocket upgrade. Admission happens here when the
+/// request carries a token (or anonymous users are allowed), so refusals
+/// are HTTP statuses; otherwise the `auth` frame must follow.
+async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    if !fastwebsockets::upgrade::is_upgrade_request(&req) {
+        return reply(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            "expected a WebSocket upgrade\n",
+        );
+    }
+    if app.shutting_down() {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        );
+    }
+    if !origin_allowed(&app, &req) {
+        return reply(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");
+    }
+    let forwarded = req.headers().get_all("x-forwarded-for");
+    let forwarded = forwarded.iter().filter_map(|v| v.to_str().ok());
+    let ip = app
+        .trusted_proxies
+        .client_ip(peer.ip(), forwarded)
+        .to_string();
+    let token = bearer(&req).or_else(|| query_param(&req, "token"));
+    let admitted = match token {
+        Some(token) => Some(admission::admit(&app, &token, &ip).await),
+        None if app.auth.allow_anonymous() => {
+            let claims = admission::anonymous(&app);
+            Some(admission::register(&app, claims, &ip).await)
+        }
+        None => None,
+    };
+    let admission = match admitted {
+        Some(Ok(admitted)) => Admission::Authed(admitted),
+        Some(Err(refused)) => {
+            if let admission::Refused::Unavailable(err) = &refused {
+                tracing::warn!(error = %err, "could not register a connection");
+            }
+            let (status, body) = upgrade_refusal(&refused);
+            return reply(status, "text/plain", body);
+        }
+        None => Admission::AwaitAuth,
+    };
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(err) => {
+            admission::release(&app, &admission);
+            return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{err}\n"));
+        }
+    };
+    // The request (and hyper's buffers it holds) is not needed past here.
+    drop(req);
+    tokio::spawn(async move {
+        match fut.await {
+            // The connection gets a task of its own, sized for what it keeps
+            // (this one, with the upgrade's state, ends here).
+            Ok(ws) => {
+                if let Some(serve) = session::start(app, ws, ip, admission) {
+                    tokio::spawn(serve);
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "upgrade failed");
+                admission::release(&app, &admission);
+            }
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}
+
+/// `GET /echo` (only with `testing.echo`): a plain WebSocket echo for
+/// conformance suites; it exercises the same WebSocket layer as `/ws`.
+fn echo(mut req: Request<Incoming>) -> Response<Body> {
+    let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
+        Ok(pair) => pair,
+        Err(err) => return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{err}\n")),
+    };
+    tokio::spawn(async move {
+        let Ok(mut ws) = fut.await else {
+            return;
+        };
+        ws.set_max_message_size(64 << 20);
+        ws.set_auto_pong(true);
+        // Closes are answered here, with the same validation as `/ws`
+        // (fastwebsockets does not check a close payload's length or code).
+        ws.set_auto_close(false);
+        let mut ws = fastwebsockets::FragmentCollector::new(ws);
+        while let Ok(frame) = ws.read_frame().await {
+            let done = match frame.opcode {
+                fastwebsockets::OpCode::Text | fastwebsockets::OpCode::Binary => {
+                    ws.write_frame(frame).await.is_err()
+                }
+                fastwebsockets::OpCode::Close => {
+                    let code = close_reply_code(&frame.payload);
+                    let _ = ws
+                        .write_frame(fastwebsockets::Frame::close(code, b""))
+                        .await;
+                    true
+                }
+                _ => false,
+            };
+            if done {
+                break;
+            }
+        }
+    });
+    let (parts, _) = response.into_parts();
+    Response::from_parts(parts, Full::new(Bytes::new()))
+}

@@ -1,0 +1,114 @@
+//! The node: what one gateway process holds for all its connections, below
+//! any one session.
+//!
+//! - [`Node`] (here): the node's identity, its module client, hub, metrics
+//!   and lease state, shared by the tasks below and by the sessions.
+//! - [`lease`]: taking and renewing the node lease; re-registration.
+//! - [`channel`]: the node's Pub/Sub channel, received into the hub.
+//! - [`shards`]: the channels on a Redis Cluster (one per master).
+//! - [`inbox`]: the bounded queue between the Redis client and the hub.
+//! - [`repair`]: filling the rooms' gaps from history after a link drop.
+//! - [`hub`]: local rooms and the fan-out of what the channel delivers.
+//! - [`connection`]: one live connection as the node sees it.
+//! - [`keepalive`]: the one timer for pings, idle timeouts and expiries.
+
+pub mod channel;
+pub mod connection;
+pub mod hub;
+pub mod inbox;
+pub mod keepalive;
+pub mod lease;
+pub mod repair;
+pub mod shards;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{watch, Notify};
+
+use crate::metrics::Metrics;
+use crate::store::{ShardChannel, Store};
+pub use connection::ConnShared;
+pub use hub::Hub;
+
+/// The node's shared state.
+pub struct Node {
+    /// This node's id.
+    pub id: String,
+    /// The lease period (`node.lease_ms`).
+    pub lease_ms: u64,
+    /// The module.
+    pub store: Store,
+    /// Local connections and rooms.
+    pub hub: Hub,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
+    /// True while the node holds its lease (for `/readyz`).
+    pub lease_held: AtomicBool,
+    /// True while the node's Pub/Sub subscription is live.
+    pub subscribed: AtomicBool,
+    /// True once the node held a lease (it may have live connections).
+    pub served: AtomicBool,
+    /// Serializes lease calls with the re-registration they may start.
+    pub lease_lock: tokio::sync::Mutex<()>,
+    /// Wakes the lease task early (e.g. after a `NOLEASE` refusal).
+    pub lease_now: Notify,
+    /// Asks the channel task to subscribe again and repair gaps (after the
+    /// node's connections were registered again).
+    pub resubscribe: Notify,
+    /// Flips to true when the node shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// On a cluster, the node's sharded channel on each master (named in
+    /// every lease); empty until the channel task has read the slot map.
+    shards: Mutex<Vec<ShardChannel>>,
+}
+
+impl Node {
+    /// A node that holds no lease yet; `send_queue` bounds what a joining
+    /// member buffers in the hub.
+    pub fn new(
+        id: String,
+        lease_ms: u64,
+        store: Store,
+        metrics: Arc<Metrics>,
+        send_queue: usize,
+        shutdown: watch::Receiver<bool>,
+    ) -> Node {
+        Node {
+            id,
+            lease_ms,
+            store,
+            hub: Hub::new(metrics.clone(), send_queue),
+            metrics,
+            lease_held: AtomicBool::new(false),
+            subscribed: AtomicBool::new(false),
+            served: AtomicBool::new(false),
+            lease_lock: tokio::sync::Mutex::new(()),
+            lease_now: Notify::new(),
+            resubscribe: Notify::new(),
+            shutdown,
+            shards: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The node's sharded channels (empty when not on a cluster).
+    pub fn shards(&self) -> Vec<ShardChannel> {
+        self.shards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Records the node's sharded channels after a slot map was read.
+    pub fn set_shards(&self, shards: Vec<ShardChannel>) {
+        *self
+            .shards
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = shards;
+    }
+
+    /// True once shutdown began.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}

@@ -1,0 +1,303 @@
+//! What each client frame of an authenticated connection does: the policy
+//! check ([`super::policy`]), the connection's own state (membership, room
+//! count), one module call, and the ack or `err` it is answered with.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use broker::protocol::{self, ClientFrame, ErrorCode};
+
+use super::admission;
+use super::connection::Connection;
+use super::policy::{self, Denied};
+use crate::auth::Claims;
+use crate::clock::now_ms;
+use crate::node::ConnShared;
+use crate::store::PublishRequest;
+
+/// Most retained messages one `history` request returns.
+const MAX_HISTORY: u32 = 1000;
+
+/// A client `pub`, as dispatch hands it on.
+struct Publish {
+    id: i64,
+    room: String,
+    ev: String,
+    data: Vec<u8>,
+    others: bool,
+}
+
+impl Connection {
+    /// Answers a request the namespace policy refused.
+    fn deny(&self, id: i64, denied: Denied) {
+        self.send_err(Some(id), denied.code, denied.msg, None);
+    }
+
+    /// Handles one decoded client frame.
+    pub(super) async fn handle(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        claims: &mut Claims,
+        frame: ClientFrame,
+    ) {
+        match frame {
+            ClientFrame::Auth { id, .. } => {
+                self.send_err(Some(id), ErrorCode::BadFrame, "already authenticated", None);
+            }
+            ClientFrame::Ping { id } => {
+                self.send(protocol::encode_ack_raw(id, &protocol::ack_ping(now_ms())));
+            }
+            ClientFrame::Refresh { id, token } => self.refresh(shared, claims, id, &token),
+            ClientFrame::Join { id, room, since } => {
+                let allowed = policy::may_join(&self.app.config, &shared.user, claims, &room);
+                if let Err(denied) = allowed {
+                    return self.deny(id, denied);
+                }
+                let since = since.map(|s| (s.seq, s.epoch));
+                self.join_room(shared, Some(id), &room, since).await;
+            }
+            ClientFrame::Leave { id, room } => self.leave(shared, id, &room).await,
+            ClientFrame::Pub {
+                id,
+                room,
+                ev,
+                data,
+                others,
+            } => {
+                let publish = Publish {
+                    id,
+                    room,
+                    ev,
+                    data,
+                    others,
+                };
+                self.publish(shared, claims, publish).await
+            }
+            ClientFrame::Presence { id, room } => self.presence(shared, claims, id, &room).await,
+            ClientFrame::History {
+                id,
+                room,
+                since,
+                limit,
+            } => self.history(shared, claims, id, &room, since, limit).await,
+        }
+    }
+
+    /// `refresh`: a new token for the same user moves the expiry.
+    fn refresh(&self, shared: &ConnShared, claims: &mut Claims, id: i64, token: &str) {
+        match admission::verify(&self.app, token) {
+            Ok(fresh) if fresh.sub == claims.sub => {
+                *claims = fresh;
+                shared
+                    .exp_ms
+                    .store(claims.exp.saturating_mul(1000), Ordering::Relaxed);
+                shared.expiring_sent.store(false, Ordering::Relaxed);
+                self.send(protocol::encode_ack_raw(
+                    id,
+                    &protocol::ack_refresh(claims.exp),
+                ));
+            }
+            Ok(_) => self.send_err(
+                Some(id),
+                ErrorCode::Forbidden,
+                "token is for another user",
+                None,
+            ),
+            Err(err) => {
+                self.send_err(Some(id), ErrorCode::Unauthorized, &err.to_string(), None);
+            }
+        }
+    }
+
+    /// `leave`: any room the connection is in but its personal one.
+    async fn leave(&self, shared: &Arc<ConnShared>, id: i64, room: &str) {
+        if let Err(denied) = policy::may_leave(room) {
+            return self.deny(id, denied);
+        }
+        if !is_member(shared, room) {
+            self.send_err(Some(id), ErrorCode::NotMember, "not in this room", None);
+            return;
+        }
+        let node = &self.app.node;
+        match node.store.leave(room, &shared.user, &shared.id, 0).await {
+            Ok(()) => {
+                node.hub.leave(room, shared);
+                if let Ok(mut rooms) = shared.rooms.lock() {
+                    rooms.remove(room);
+                }
+                self.send(protocol::encode_ack_raw(id, &protocol::ack_empty()));
+            }
+            Err(err) => self.store_err(id, &err),
+        }
+    }
+
+    /// `presence`: the room's users and their connection counts.
+    async fn presence(&self, shared: &ConnShared, claims: &Claims, id: i64, room: &str) {
+        let allowed = policy::may_read_presence(&self.app.config, &shared.user, claims, room);
+        if let Err(denied) = allowed {
+            return self.deny(id, denied);
+        }
+        match self.app.node.store.members(room).await {
+            Ok(users) => {
+                let count = users.len() as u64;
+                self.send(protocol::encode_ack_raw(
+                    id,
+                    &protocol::ack_presence(&users, count),
+                ));
+            }
+            Err(err) => self.store_err(id, &err),
+        }
+    }
+
+    /// `history`: retained messages, at most [`MAX_HISTORY`].
+    async fn history(
+        &self,
+        shared: &ConnShared,
+        claims: &Claims,
+        id: i64,
+        room: &str,
+        since: Option<u64>,
+        limit: Option<u32>,
+    ) {
+        let allowed = policy::may_read_history(&self.app.config, &shared.user, claims, room);
+        if let Err(denied) = allowed {
+            return self.deny(id, denied);
+        }
+        let limit = Some(limit.unwrap_or(MAX_HISTORY).min(MAX_HISTORY));
+        match self.app.node.store.history(room, since, limit).await {
+            Ok(h) => {
+                let frames: Vec<&[u8]> = h.messages.iter().map(Vec::as_slice).collect();
+                self.send(protocol::encode_ack_raw(
+                    id,
+                    &protocol::ack_history(&frames, h.seq, &h.epoch),
+                ));
+            }
+            Err(err) => self.store_err(id, &err),
+        }
+    }
+
+    /// Joins `room` in the module and the hub; replays missed messages (when
+    /// `since` is given) before the ack, then releases live messages. With
+    /// no `id` this is the personal room's join at the start.
+    pub(super) async fn join_room(
+        &mut self,
+        shared: &Arc<ConnShared>,
+        id: Option<i64>,
+        room: &str,
+        since: Option<(u64, String)>,
+    ) {
+        let app = self.app.clone();
+        let node = &app.node;
+        let presence_events = policy::presence_events(&app.config, room);
+        let (already, count) = shared
+            .rooms
+            .lock()
+            .map(|r| (r.contains_key(room), r.len()))
+            .unwrap_or((false, 0));
+        let max_rooms = app.config.limits.max_rooms_per_conn.saturating_add(1);
+        if !already && count as u32 >= max_rooms {
+            if let Some(id) = id {
+                self.send_err(Some(id), ErrorCode::TooManyRooms, "too many rooms", None);
+            }
+            return;
+        }
+        let began = node.hub.begin_join(room, shared);
+        let since_ref = since.as_ref().map(|(seq, epoch)| (*seq, epoch.as_str()));
+        let result = node
+            .store
+            .join(
+                room,
+                &shared.user,
+                &shared.id,
+                &node.id,
+                presence_events,
+                Some(max_rooms),
+                since_ref,
+            )
+            .await;
+        match result {
+            Ok(joined) => {
+                if let Ok(mut rooms) = shared.rooms.lock() {
+                    rooms.insert(room.to_string(), presence_events);
+                }
+                for message in joined.messages {
+                    self.send(message);
+                }
+                if let Some(id) = id {
+                    let recovered = since.is_some() && joined.recovered;
+                    self.send(protocol::encode_ack_raw(
+                        id,
+                        &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
+                    ));
+                }
+                node.hub
+                    .finish_join(room, shared, joined.seq, &joined.epoch);
+            }
+            Err(err) => {
+                if began {
+                    node.hub.leave(room, shared);
+                }
+                match id {
+                    Some(id) => self.store_err(id, &err),
+                    None => {
+                        tracing::warn!(conn = %shared.id, room, error = %err, "could not join the personal room")
+                    }
+                }
+            }
+        }
+    }
+
+    /// `pub`: the namespace policy, membership, then `BROKER.PUBLISH` with
+    /// the namespace's history and rate limit.
+    async fn publish(&mut self, shared: &Arc<ConnShared>, claims: &Claims, publish: Publish) {
+        let Publish {
+            id,
+            room,
+            ev,
+            data,
+            others,
+        } = publish;
+        let (ns_name, ns) = match policy::may_publish(&self.app.config, claims, &room, data.len()) {
+            Ok(allowed) => allowed,
+            Err(denied) => return self.deny(id, denied),
+        };
+        if !is_member(shared, &room) {
+            return self.send_err(Some(id), ErrorCode::NotMember, "join the room first", None);
+        }
+        let node = &self.app.node;
+        let rate = ns.rate.as_ref().map(|r| {
+            (
+                node.store.rate_key(ns_name, &shared.user, &room),
+                r.burst,
+                r.count,
+                r.period_s,
+            )
+        });
+        let request = PublishRequest {
+            room: &room,
+            ev: &ev,
+            payload: &data,
+            format: "msgpack",
+            from: Some(&shared.id),
+            except: others.then_some(&*shared.id),
+            history: (ns.history > 0).then_some((ns.history, ns.history_ttl_s)),
+            rate,
+        };
+        match node.store.publish(&request).await {
+            Ok(seq) => {
+                node.metrics.messages_published.inc();
+                self.send(protocol::encode_ack_raw(id, &protocol::ack_pub(seq)));
+            }
+            Err(err) => self.store_err(id, &err),
+        }
+    }
+}
+
+/// Whether the connection is in `room` (as far as this node knows).
+fn is_member(shared: &ConnShared, room: &str) -> bool {
+    shared
+        .rooms
+        .lock()
+        .map(|r| r.contains_key(room))
+        .unwrap_or(false)
+}

@@ -1,0 +1,96 @@
+//! A connection's registration: in the hub while it lives, and in the
+//! module until it is unregistered — on a normal close, an error, or a
+//! panic of the connection task — with the presence grace when the
+//! connection was lost rather than closed on purpose.
+
+use std::sync::Arc;
+
+use broker::protocol::close;
+
+use crate::app::App;
+use crate::node::ConnShared;
+use crate::ws::close::{ABNORMAL, GOING_AWAY};
+use crate::ws::CloseReason;
+
+/// Unregisters a connection from the hub and the module when dropped — on a
+/// normal close, an error, or a panic of the connection task.
+pub(super) struct Registration {
+    app: Arc<App>,
+    shared: Arc<ConnShared>,
+}
+
+impl Registration {
+    pub(super) fn new(app: Arc<App>, shared: Arc<ConnShared>) -> Registration {
+        app.node.hub.register(shared.clone());
+        Registration { app, shared }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        // On a cluster the rooms live on other shards than the user: each
+        // membership is left on its own shard (`CONN.CLOSE` clears only the
+        // user's shard).
+        let rooms: Vec<String> = if self.app.node.store.is_cluster() {
+            self.shared
+                .rooms_snapshot()
+                .into_iter()
+                .map(|(r, _)| r)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.app.node.hub.unregister(&self.shared);
+        let app = self.app.clone();
+        let shared = self.shared.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let grace = if lingers(shared.outlet.close_reason().as_ref()) {
+                    app.config.node.presence_grace_ms
+                } else {
+                    0
+                };
+                for room in rooms {
+                    if let Err(err) = app.node.store.leave(&room, &shared.user, &shared.id, grace).await {
+                        tracing::warn!(conn = %shared.id, room, error = %err, "could not leave; the node lease will clean it up");
+                    }
+                }
+                if let Err(err) = app.node.store.close(&shared.user, &shared.id, grace).await {
+                    tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the node lease will clean it up");
+                }
+            });
+        }
+    }
+}
+
+/// Whether a connection that ended for `reason` gets the presence grace:
+/// one that was lost (1006, or ended without a close), moved by a restart
+/// (1012) or left with the client's "going away" (1001, a page reload) —
+/// not a deliberate close (1000) or one the server decided (kick, policy,
+/// expired token, slow consumer).
+fn lingers(reason: Option<&CloseReason>) -> bool {
+    reason.is_none_or(|r| matches!(r.code, GOING_AWAY | ABNORMAL | close::RESTART))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(code: u16) -> CloseReason {
+        CloseReason {
+            code,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn lost_moved_and_departing_connections_linger() {
+        assert!(lingers(None), "ended without a close");
+        for code in [1001, 1006, 1012] {
+            assert!(lingers(Some(&reason(code))), "{code}");
+        }
+        for code in [1000, 1002, 4001, 4003, 4008, 4029] {
+            assert!(!lingers(Some(&reason(code))), "{code}");
+        }
+    }
+}
