@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::protocol::{self, close, ClientFrame, ServerFrame, Since};
+use broker::protocol::{self, ClientFrame, CloseCode, ServerFrame, Since};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -295,10 +295,10 @@ impl Driver {
 
     /// Why not to reconnect after close `code`, if so.
     fn gives_up(&mut self, code: u16) -> Option<String> {
-        if code == close::FORBIDDEN {
+        if code == CloseCode::Forbidden.code() {
             return Some("forbidden (4003)".into());
         }
-        if code == close::TOKEN {
+        if code == CloseCode::Token.code() {
             if self.options.token_provider.is_none() {
                 return Some("token refused or expired (4001)".into());
             }
@@ -315,7 +315,8 @@ impl Driver {
     async fn reconnect(&mut self, last_code: u16) -> Result<Ws, String> {
         let mut attempt = 0u32;
         // A restarting node (1012) or a first refused token: come back soon.
-        let mut fast = last_code == close::RESTART || last_code == close::TOKEN;
+        let mut fast =
+            last_code == CloseCode::Restart.code() || last_code == CloseCode::Token.code();
         loop {
             attempt += 1;
             let delay = self.options.backoff.delay(if fast { 1 } else { attempt });
@@ -337,11 +338,11 @@ impl Driver {
                         return Ok(ws);
                     }
                 }
-                Err(Error::CloseCode { code, .. }) if code == close::FORBIDDEN => {
+                Err(Error::CloseCode { code, .. }) if code == CloseCode::Forbidden.code() => {
                     return Err("forbidden (4003)".into())
                 }
                 Err(Error::CloseCode { code, .. }) | Err(Error::Refused(code))
-                    if code == close::TOKEN || code == 401 =>
+                    if code == CloseCode::Token.code() || code == 401 =>
                 {
                     if self.options.token_provider.is_none() {
                         return Err(format!("token refused ({code})"));

@@ -41,7 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use broker::protocol::close;
+use broker::command::{Linger, NodeRelease};
+use broker::protocol::CloseCode;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -105,7 +106,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = public_task.await;
     for conn in node.hub.connections() {
-        conn.close(close::RESTART, "server restarting");
+        conn.close(CloseCode::Restart, "server restarting");
     }
     let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
     while !node.hub.is_empty() && tokio::time::Instant::now() < deadline {
@@ -115,7 +116,10 @@ pub async fn run(
     tokio::time::sleep(Duration::from_millis(50)).await;
     if let Err(err) = node
         .store
-        .release(&node.id, app.config.node.presence_grace_ms)
+        .release(&NodeRelease {
+            linger: Linger::grace(app.config.node.presence_grace_ms),
+            ..NodeRelease::new(&node.id)
+        })
         .await
     {
         tracing::warn!(error = %err, "could not release the node lease");

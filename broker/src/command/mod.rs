@@ -113,6 +113,12 @@ pub enum Linger {
 }
 
 impl Linger {
+    /// The `GRACE ms` of a command that ends connections: `None` for 0, as
+    /// the module reads `GRACE 0`.
+    pub fn grace(ms: u64) -> Option<Linger> {
+        (ms > 0).then_some(Linger::Grace(ms))
+    }
+
     /// The deadline, ms since the Unix epoch, when the command runs at `now_ms`.
     pub fn until(self, now_ms: u64) -> u64 {
         match self {

@@ -8,7 +8,10 @@
 
 use std::sync::Arc;
 
+use broker::command::{Broadcast, Kick, Publish, RoomMembers};
 use broker::names;
+use broker::payload::Format;
+use broker::registry::HistoryConfig;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
@@ -17,7 +20,7 @@ use serde_json::json;
 use super::{bearer, json_reply, percent_decode, reply, Body};
 use crate::app::App;
 use crate::session::errors::http_error;
-use crate::store::{PublishRequest, StoreError};
+use crate::store::StoreError;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 1 << 20;
@@ -118,8 +121,13 @@ async fn broadcast(app: &App, req: Request<Incoming>) -> Response<Body> {
             )
         }
     };
-    let data = body["data"].to_string();
-    match app.node.store.broadcast(ev, data.as_bytes(), ns).await {
+    let broadcast = Broadcast {
+        event: ev.to_string(),
+        payload: body["data"].to_string().into_bytes(),
+        format: Format::Json,
+        namespace: ns.map(str::to_string),
+    };
+    match app.node.store.broadcast(&broadcast).await {
         Ok(nodes) => json_reply(StatusCode::OK, json!({"nodes": nodes})),
         Err(err) => store_error(&err),
     }
@@ -154,12 +162,11 @@ async fn disconnect(app: &App, user: &str) -> Response<Body> {
     if names::validate_user(user).is_err() {
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid user"}));
     }
-    match app
-        .node
-        .store
-        .kick(user, "disconnected by the server")
-        .await
-    {
+    let kick = Kick {
+        user: user.to_string(),
+        reason: Some("disconnected by the server".to_string()),
+    };
+    match app.node.store.kick(&kick).await {
         Ok(n) => json_reply(StatusCode::OK, json!({"connections": n})),
         Err(err) => store_error(&err),
     }
@@ -181,7 +188,10 @@ async fn room_presence(app: &App, room: &str) -> Response<Body> {
     if names::validate_room(room).is_err() {
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid room"}));
     }
-    match app.node.store.members(room).await {
+    let members = RoomMembers {
+        room: room.to_string(),
+    };
+    match app.node.store.members(&members).await {
         Ok(users) => {
             let count = users.len();
             let users: Vec<_> = users
@@ -200,16 +210,13 @@ async fn publish(app: &App, room: &str, ev: &str, data: &serde_json::Value) -> R
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid room"}));
     };
     let ns = app.config.namespace(ns_name);
-    let payload = data.to_string();
-    let request = PublishRequest {
-        room,
-        ev,
-        payload: payload.as_bytes(),
-        format: "json",
-        from: None,
-        except: None,
-        history: (ns.history > 0).then_some((ns.history, ns.history_ttl_s)),
-        rate: None,
+    let request = Publish {
+        format: Format::Json,
+        history: (ns.history > 0).then_some(HistoryConfig {
+            size: ns.history,
+            ttl_ms: ns.history_ttl_s.saturating_mul(1000),
+        }),
+        ..Publish::new(room, ev, data.to_string().as_bytes())
     };
     match app.node.store.publish(&request).await {
         Ok(seq) => {

@@ -233,7 +233,7 @@ fn echo(mut req: Request<Incoming>) -> Response<Body> {
                 fastwebsockets::OpCode::Close => {
                     let code = close_reply_code(&frame.payload);
                     let _ = ws
-                        .write_frame(fastwebsockets::Frame::close(code, b""))
+                        .write_frame(fastwebsockets::Frame::close(code.code(), b""))
                         .await;
                     true
                 }

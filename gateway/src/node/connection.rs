@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
+use broker::protocol::CloseCode;
 use bytes::Bytes;
 
 use crate::metrics::Metrics;
@@ -56,7 +57,7 @@ impl ConnShared {
     }
 
     /// Requests a close (see [`Outlet::close`]).
-    pub fn close(&self, code: u16, reason: &str) -> bool {
+    pub fn close(&self, code: CloseCode, reason: &str) -> bool {
         self.outlet.close(code, reason)
     }
 

@@ -22,8 +22,8 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use broker::protocol::close;
-use broker::wire::{self, Envelope};
+use broker::envelope::{self, Envelope};
+use broker::protocol::CloseCode;
 use bytes::Bytes;
 
 use super::connection::ConnShared;
@@ -217,7 +217,7 @@ impl Hub {
 
     /// Delivers one Pub/Sub message from the node's channel.
     pub fn dispatch(&self, payload: Bytes) {
-        let envelope = match wire::decode_envelope(&payload) {
+        let envelope = match envelope::decode_envelope(&payload) {
             Ok(e) => e,
             Err(err) => {
                 tracing::warn!(error = %err, "undecodable envelope on the node channel");
@@ -258,7 +258,7 @@ impl Hub {
                 };
                 for id in conns {
                     if let Some(conn) = all.get(id) {
-                        conn.close(close::FORBIDDEN, reason);
+                        conn.close(CloseCode::Forbidden, reason);
                     }
                 }
             }
@@ -350,7 +350,7 @@ impl Hub {
             }
         }
         for conn in overflow {
-            if conn.close(close::POLICY, SLOW_CONSUMER) {
+            if conn.close(CloseCode::Policy, SLOW_CONSUMER) {
                 self.metrics.slow_consumer_disconnects.inc();
             }
         }

@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::protocol::{self, close};
+use broker::protocol::{self, CloseCode};
 
 use super::connection::ConnShared;
 use super::Node;
@@ -60,12 +60,12 @@ pub async fn run(node: Arc<Node>, limits: Limits) {
 /// One connection's turn.
 fn check(node: &Node, conn: &ConnShared, limits: Limits, now: u64, mono: u64, ping: bool) {
     if mono.saturating_sub(conn.outlet.last_seen_ms()) > limits.idle_ms {
-        conn.close(close::POLICY, "idle timeout");
+        conn.close(CloseCode::Policy, "idle timeout");
         return;
     }
     let exp_ms = conn.exp_ms.load(Ordering::Relaxed);
     if now >= exp_ms.saturating_add(limits.leeway_ms) {
-        conn.close(close::TOKEN, "token expired");
+        conn.close(CloseCode::Token, "token expired");
         return;
     }
     if now.saturating_add(EXPIRING_AHEAD_MS) >= exp_ms

@@ -8,6 +8,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use broker::command::{ConnOpen, Join, NodeLease};
+
 use super::Node;
 use crate::store::StoreResult;
 
@@ -53,7 +55,7 @@ pub(crate) async fn renew(node: &Node, repair: bool) -> StoreResult<()> {
     let _one_at_a_time = node.lease_lock.lock().await;
     let renewed = node
         .store
-        .lease(&node.id, node.lease_ms, &node.shards())
+        .lease(&NodeLease::new(&node.id, node.lease_ms), &node.shards())
         .await?;
     if !renewed && node.served.load(Ordering::Relaxed) {
         tracing::warn!(node = %node.id, "lease was new; registering connections again");
@@ -77,18 +79,18 @@ async fn reregister(node: &Node) {
     for conn in node.hub.connections() {
         if let Err(err) = node
             .store
-            .open(&conn.user, &conn.id, &node.id, &conn.ip, None)
+            .open(&ConnOpen::new(&conn.user, &conn.id, &node.id, &conn.ip))
             .await
         {
             tracing::warn!(conn = %conn.id, error = %err, "re-registration failed");
             continue;
         }
         for (room, presence) in conn.rooms_snapshot() {
-            if let Err(err) = node
-                .store
-                .join(&room, &conn.user, &conn.id, &node.id, presence, None, None)
-                .await
-            {
+            let join = Join {
+                presence,
+                ..Join::new(&room, &conn.user, &conn.id, &node.id)
+            };
+            if let Err(err) = node.store.join(&join).await {
                 tracing::warn!(conn = %conn.id, room, error = %err, "re-join failed");
             }
         }

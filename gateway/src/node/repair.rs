@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use broker::command::History;
 use broker::protocol::{self, ServerFrame};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -82,10 +83,15 @@ struct Missed {
 /// new epoch: Redis lost its data, or the room emptied and began again),
 /// everything of the new epoch.
 async fn fetch_missed(node: &Node, p: &Position) -> StoreResult<Missed> {
-    let mut history = node.store.history(&p.room, Some(p.seq), None).await?;
+    let since = |since| History {
+        room: p.room.clone(),
+        since,
+        limit: None,
+    };
+    let mut history = node.store.history(&since(Some(p.seq))).await?;
     let mut after = p.seq;
     if !p.epoch.is_empty() && p.epoch != history.epoch {
-        history = node.store.history(&p.room, None, None).await?;
+        history = node.store.history(&since(None)).await?;
         after = 0;
     }
     let messages = history

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use crate::app::App;
 use crate::auth::{AuthError, Claims};
 use crate::clock::now_ms;
-use crate::store::{Refusal, StoreError};
+use broker::command::{ConnClose, ConnOpen, Refusal};
+
+use crate::store::StoreError;
 
 /// How long an anonymous user's claims last, in seconds.
 const ANONYMOUS_TTL_S: u64 = 86_400;
@@ -68,13 +70,11 @@ pub async fn register(app: &App, claims: Claims, ip: &str) -> Result<Admitted, R
     let opened = app
         .node
         .store
-        .open(
-            &claims.sub,
-            &conn,
-            &app.node.id,
-            ip,
-            Some((limits.max_conns_per_user, limits.max_conns_per_ip)),
-        )
+        .open(&ConnOpen {
+            max_user: Some(limits.max_conns_per_user),
+            max_ip: Some(limits.max_conns_per_ip),
+            ..ConnOpen::new(&claims.sub, &conn, &app.node.id, ip)
+        })
         .await;
     match opened {
         Ok(()) => Ok(Admitted {
@@ -82,7 +82,7 @@ pub async fn register(app: &App, claims: Claims, ip: &str) -> Result<Admitted, R
             claims: Box::new(claims),
         }),
         Err(err) => match err.refusal() {
-            Some(Refusal::UserLimit | Refusal::IpLimit) => Err(Refused::Limit),
+            Some(Refusal::Limit(_)) => Err(Refused::Limit),
             refusal => {
                 if refusal == Some(Refusal::NoLease) {
                     app.node.lease_now.notify_one();
@@ -111,7 +111,7 @@ pub fn release(app: &Arc<App>, admission: &Admission) {
     if let Admission::Authed(Admitted { conn, claims }) = admission {
         let (app, conn, user) = (app.clone(), conn.clone(), claims.sub.clone());
         tokio::spawn(async move {
-            let _ = app.node.store.close(&user, &conn, 0).await;
+            let _ = app.node.store.close(&ConnClose::new(&user, &conn)).await;
         });
     }
 }

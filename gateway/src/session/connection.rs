@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use broker::names;
-use broker::protocol::{self, close, ClientFrame, ErrorCode};
+use broker::protocol::{self, ClientFrame, CloseCode, ErrorCode};
 use bytes::Bytes;
 
 use super::admission::{self, Admitted};
@@ -14,7 +14,9 @@ use super::errors::{self, ErrReply};
 use crate::app::App;
 use crate::auth::Claims;
 use crate::node::ConnShared;
-use crate::store::{Refusal, StoreError};
+use broker::command::Refusal;
+
+use crate::store::{Rejection, StoreError};
 use crate::ws::message::{MessageReader, Read};
 use crate::ws::Outlet;
 
@@ -81,13 +83,15 @@ impl Connection {
     pub(super) fn store_err(&self, id: i64, err: &StoreError) {
         match err {
             StoreError::Refused {
-                refusal,
+                rejection,
                 code,
                 detail,
-            } => match refusal {
-                Refusal::RateLimited { .. } => self.app.node.metrics.rate_limited.inc(),
-                Refusal::NoLease => self.app.node.lease_now.notify_one(),
-                Refusal::UserLimit | Refusal::IpLimit | Refusal::Conflict | Refusal::Other => {
+            } => match rejection {
+                Rejection::Refused(Refusal::RateLimited { .. }) => {
+                    self.app.node.metrics.rate_limited.inc()
+                }
+                Rejection::Refused(Refusal::NoLease) => self.app.node.lease_now.notify_one(),
+                Rejection::Refused(Refusal::Limit(_) | Refusal::Conflict) | Rejection::Other => {
                     tracing::warn!(code, detail, "module refused a request");
                 }
                 _ => {}
@@ -104,7 +108,7 @@ impl Connection {
         self.bad_total += 1;
         self.send_err(id, ErrorCode::BadFrame, reason, None);
         if self.bad_streak >= MAX_BAD_STREAK || self.bad_total >= MAX_BAD_TOTAL {
-            self.outlet.close(close::POLICY, "too many bad frames");
+            self.outlet.close(CloseCode::Policy, "too many bad frames");
             return true;
         }
         false
@@ -129,7 +133,7 @@ impl Connection {
                 Ok(Read::Idle) => continue,
                 Err(_) => {
                     self.app.node.metrics.auth_failures.inc();
-                    self.outlet.close(close::TOKEN, "no auth frame in time");
+                    self.outlet.close(CloseCode::Token, "no auth frame in time");
                     return None;
                 }
             };

@@ -5,7 +5,10 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use broker::protocol::{self, ClientFrame, ErrorCode};
+use broker::command::{self, RateLimit};
+use broker::gcra::Rate;
+use broker::protocol::{self, ClientFrame, ErrorCode, Since};
+use broker::registry::HistoryConfig;
 
 use super::admission;
 use super::connection::Connection;
@@ -13,7 +16,6 @@ use super::policy::{self, Denied};
 use crate::auth::Claims;
 use crate::clock::now_ms;
 use crate::node::ConnShared;
-use crate::store::PublishRequest;
 
 /// Most retained messages one `history` request returns.
 const MAX_HISTORY: u32 = 1000;
@@ -53,7 +55,6 @@ impl Connection {
                 if let Err(denied) = allowed {
                     return self.deny(id, denied);
                 }
-                let since = since.map(|s| (s.seq, s.epoch));
                 self.join_room(shared, Some(id), &room, since).await;
             }
             ClientFrame::Leave { id, room } => self.leave(shared, id, &room).await,
@@ -119,7 +120,11 @@ impl Connection {
             return;
         }
         let node = &self.app.node;
-        match node.store.leave(room, &shared.user, &shared.id, 0).await {
+        match node
+            .store
+            .leave(&command::Leave::new(room, &shared.user, &shared.id))
+            .await
+        {
             Ok(()) => {
                 node.hub.leave(room, shared);
                 if let Ok(mut rooms) = shared.rooms.lock() {
@@ -137,7 +142,10 @@ impl Connection {
         if let Err(denied) = allowed {
             return self.deny(id, denied);
         }
-        match self.app.node.store.members(room).await {
+        let members = command::RoomMembers {
+            room: room.to_string(),
+        };
+        match self.app.node.store.members(&members).await {
             Ok(users) => {
                 let count = users.len() as u64;
                 self.send(protocol::encode_ack_raw(
@@ -163,8 +171,12 @@ impl Connection {
         if let Err(denied) = allowed {
             return self.deny(id, denied);
         }
-        let limit = Some(limit.unwrap_or(MAX_HISTORY).min(MAX_HISTORY));
-        match self.app.node.store.history(room, since, limit).await {
+        let history = command::History {
+            room: room.to_string(),
+            since,
+            limit: Some(u64::from(limit.unwrap_or(MAX_HISTORY).min(MAX_HISTORY))),
+        };
+        match self.app.node.store.history(&history).await {
             Ok(h) => {
                 let frames: Vec<&[u8]> = h.messages.iter().map(Vec::as_slice).collect();
                 self.send(protocol::encode_ack_raw(
@@ -184,7 +196,7 @@ impl Connection {
         shared: &Arc<ConnShared>,
         id: Option<i64>,
         room: &str,
-        since: Option<(u64, String)>,
+        since: Option<Since>,
     ) {
         let app = self.app.clone();
         let node = &app.node;
@@ -202,19 +214,14 @@ impl Connection {
             return;
         }
         let began = node.hub.begin_join(room, shared);
-        let since_ref = since.as_ref().map(|(seq, epoch)| (*seq, epoch.as_str()));
-        let result = node
-            .store
-            .join(
-                room,
-                &shared.user,
-                &shared.id,
-                &node.id,
-                presence_events,
-                Some(max_rooms),
-                since_ref,
-            )
-            .await;
+        let recovering = since.is_some();
+        let join = command::Join {
+            presence: presence_events,
+            max_rooms: Some(max_rooms),
+            since,
+            ..command::Join::new(room, &shared.user, &shared.id, &node.id)
+        };
+        let result = node.store.join(&join).await;
         match result {
             Ok(joined) => {
                 if let Ok(mut rooms) = shared.rooms.lock() {
@@ -224,7 +231,7 @@ impl Connection {
                     self.send(message);
                 }
                 if let Some(id) = id {
-                    let recovered = since.is_some() && joined.recovered;
+                    let recovered = recovering && joined.recovered;
                     self.send(protocol::encode_ack_raw(
                         id,
                         &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
@@ -265,23 +272,29 @@ impl Connection {
             return self.send_err(Some(id), ErrorCode::NotMember, "join the room first", None);
         }
         let node = &self.app.node;
-        let rate = ns.rate.as_ref().map(|r| {
-            (
-                node.store.rate_key(ns_name, &shared.user, &room),
-                r.burst,
-                r.count,
-                r.period_s,
-            )
+        let rate = ns.rate.as_ref().map(|r| RateLimit {
+            key: node
+                .store
+                .rate_key(ns_name, &shared.user, &room)
+                .into_bytes(),
+            rate: Rate {
+                max_burst: i64::from(r.burst).saturating_sub(1),
+                count: i64::from(r.count),
+                period_s: i64::try_from(r.period_s).unwrap_or(i64::MAX),
+            },
         });
-        let request = PublishRequest {
-            room: &room,
-            ev: &ev,
-            payload: &data,
-            format: "msgpack",
-            from: Some(&shared.id),
-            except: others.then_some(&*shared.id),
-            history: (ns.history > 0).then_some((ns.history, ns.history_ttl_s)),
+        let request = command::Publish {
+            from: Some(shared.id.to_string()),
+            except: others.then(|| shared.id.to_string()),
+            history: (ns.history > 0).then_some(HistoryConfig {
+                size: ns.history,
+                ttl_ms: ns.history_ttl_s.saturating_mul(1000),
+            }),
             rate,
+            room,
+            event: ev,
+            payload: data,
+            ..command::Publish::new("", "", &[])
         };
         match node.store.publish(&request).await {
             Ok(seq) => {

@@ -4,13 +4,15 @@
 //! answer ([`auth_refusal`]) or as the upgrade's HTTP status
 //! ([`upgrade_refusal`]). Pure: the callers count, log and wake the lease.
 
-use broker::protocol::{close, ErrorCode};
+use broker::protocol::ErrorCode;
 use hyper::StatusCode;
 
 use super::admission::Refused;
-use crate::store::{Refusal, StoreError};
-use crate::ws::close::TRY_AGAIN_LATER;
+use broker::command::Refusal;
+
+use crate::store::{Rejection, StoreError};
 use crate::ws::CloseReason;
+use broker::protocol::CloseCode;
 
 /// The content of an `err` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +41,7 @@ impl ErrReply {
 /// anything else is `internal`.
 pub fn err_reply(err: &StoreError) -> ErrReply {
     let StoreError::Refused {
-        refusal, detail, ..
+        rejection, detail, ..
     } = err
     else {
         return match err {
@@ -48,6 +50,12 @@ pub fn err_reply(err: &StoreError) -> ErrReply {
             }
             _ => ErrReply::new(ErrorCode::Internal, "internal error"),
         };
+    };
+    let refusal = match rejection {
+        Rejection::Refused(refusal) => refusal,
+        Rejection::InvalidPayload => return ErrReply::new(ErrorCode::BadFrame, detail),
+        Rejection::InvalidRoom => return ErrReply::new(ErrorCode::InvalidRoom, detail),
+        Rejection::Other => return ErrReply::new(ErrorCode::Internal, "internal error"),
     };
     match refusal {
         Refusal::NotMember => ErrReply::new(ErrorCode::NotMember, "not a member of the room"),
@@ -58,9 +66,7 @@ pub fn err_reply(err: &StoreError) -> ErrReply {
         Refusal::TooManyRooms => ErrReply::new(ErrorCode::TooManyRooms, "too many rooms"),
         Refusal::Forbidden => ErrReply::new(ErrorCode::Forbidden, "forbidden"),
         Refusal::NoLease => ErrReply::new(ErrorCode::Unavailable, "node re-registering, retry"),
-        Refusal::InvalidPayload => ErrReply::new(ErrorCode::BadFrame, detail),
-        Refusal::InvalidRoom => ErrReply::new(ErrorCode::InvalidRoom, detail),
-        Refusal::UserLimit | Refusal::IpLimit | Refusal::Conflict | Refusal::Other => {
+        Refusal::Limit(_) | Refusal::Conflict => {
             ErrReply::new(ErrorCode::Internal, "internal error")
         }
     }
@@ -87,12 +93,12 @@ pub fn auth_refusal(refused: &Refused) -> (Option<ErrReply>, CloseReason) {
     match refused {
         Refused::Token(err) => (
             Some(ErrReply::new(ErrorCode::Unauthorized, &err.to_string())),
-            close(close::TOKEN, "invalid token"),
+            close(CloseCode::Token, "invalid token"),
         ),
-        Refused::Limit => (None, close(close::CONN_LIMIT, "connection limit")),
+        Refused::Limit => (None, close(CloseCode::ConnLimit, "connection limit")),
         Refused::Unavailable(_) => (
             Some(ErrReply::new(ErrorCode::Unavailable, "try again")),
-            close(TRY_AGAIN_LATER, "unavailable"),
+            close(CloseCode::TryAgainLater, "unavailable"),
         ),
     }
 }
@@ -232,13 +238,16 @@ mod tests {
         let token = Refused::Token(AuthError::Expired);
         let (err, close) = auth_refusal(&token);
         assert_eq!(err.map(|e| e.code), Some(ErrorCode::Unauthorized));
-        assert_eq!((close.code, close.reason.as_str()), (4001, "invalid token"));
+        assert_eq!(
+            (close.code.code(), close.reason.as_str()),
+            (4001, "invalid token")
+        );
         assert_eq!(upgrade_refusal(&token).0, StatusCode::UNAUTHORIZED);
 
         let (err, close) = auth_refusal(&Refused::Limit);
         assert_eq!(err, None, "a limit closes without an err frame");
         assert_eq!(
-            (close.code, close.reason.as_str()),
+            (close.code.code(), close.reason.as_str()),
             (4029, "connection limit")
         );
         assert_eq!(
@@ -255,7 +264,10 @@ mod tests {
             err.map(|e| (e.code, e.msg)),
             Some((ErrorCode::Unavailable, "try again".into()))
         );
-        assert_eq!((close.code, close.reason.as_str()), (1013, "unavailable"));
+        assert_eq!(
+            (close.code.code(), close.reason.as_str()),
+            (1013, "unavailable")
+        );
         assert_eq!(
             upgrade_refusal(&down),
             (

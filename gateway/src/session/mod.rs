@@ -27,11 +27,11 @@ use hyper_util::rt::TokioIo;
 
 use crate::app::App;
 use crate::node::ConnShared;
-use crate::ws::close::ABNORMAL;
 use crate::ws::message::MessageReader;
 use crate::ws::socket::ClientSocket;
 use crate::ws::{writer, CloseReason, Outlet};
 pub use admission::{Admission, Admitted};
+use broker::protocol::CloseCode;
 use connection::Connection;
 use registration::Registration;
 
@@ -107,7 +107,7 @@ async fn live(mut session: Box<Session>, admission: Admission) {
         tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node.id, ip = %shared.ip, "connection open");
         conn.serve(frames, &shared, claims).await;
         let reason = outlet.close_reason().unwrap_or(CloseReason {
-            code: ABNORMAL,
+            code: CloseCode::Abnormal,
             reason: "gone".into(),
         });
         tracing::info!(
@@ -116,7 +116,7 @@ async fn live(mut session: Box<Session>, admission: Admission) {
             node = %app.node.id,
             ip = %shared.ip,
             duration_ms = started.elapsed().as_millis() as u64,
-            code = reason.code,
+            code = reason.code.code(),
             reason = %reason.reason,
             "connection closed"
         );

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use broker::protocol::close;
+use broker::command::{ConnClose, Leave, Linger};
+use broker::protocol::CloseCode;
 
 use crate::app::App;
 use crate::node::ConnShared;
-use crate::ws::close::{ABNORMAL, GOING_AWAY};
 use crate::ws::CloseReason;
 
 /// Unregisters a connection from the hub and the module when dropped — on a
@@ -45,17 +45,25 @@ impl Drop for Registration {
         let shared = self.shared.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let grace = if lingers(shared.outlet.close_reason().as_ref()) {
-                    app.config.node.presence_grace_ms
+                let linger = if lingers(shared.outlet.close_reason().as_ref()) {
+                    Linger::grace(app.config.node.presence_grace_ms)
                 } else {
-                    0
+                    None
                 };
                 for room in rooms {
-                    if let Err(err) = app.node.store.leave(&room, &shared.user, &shared.id, grace).await {
+                    let leave = Leave {
+                        linger,
+                        ..Leave::new(&room, &shared.user, &shared.id)
+                    };
+                    if let Err(err) = app.node.store.leave(&leave).await {
                         tracing::warn!(conn = %shared.id, room, error = %err, "could not leave; the node lease will clean it up");
                     }
                 }
-                if let Err(err) = app.node.store.close(&shared.user, &shared.id, grace).await {
+                let close = ConnClose {
+                    linger,
+                    ..ConnClose::new(&shared.user, &shared.id)
+                };
+                if let Err(err) = app.node.store.close(&close).await {
                     tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the node lease will clean it up");
                 }
             });
@@ -69,7 +77,12 @@ impl Drop for Registration {
 /// not a deliberate close (1000) or one the server decided (kick, policy,
 /// expired token, slow consumer).
 fn lingers(reason: Option<&CloseReason>) -> bool {
-    reason.is_none_or(|r| matches!(r.code, GOING_AWAY | ABNORMAL | close::RESTART))
+    reason.is_none_or(|r| {
+        matches!(
+            r.code,
+            CloseCode::GoingAway | CloseCode::Abnormal | CloseCode::Restart
+        )
+    })
 }
 
 #[cfg(test)]
@@ -78,7 +91,7 @@ mod tests {
 
     fn reason(code: u16) -> CloseReason {
         CloseReason {
-            code,
+            code: CloseCode::from(code),
             reason: String::new(),
         }
     }

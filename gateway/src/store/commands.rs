@@ -1,9 +1,15 @@
 //! The typed calls: one method per `BROKER.*` command the gateway sends
-//! (and `INFO broker` for readiness), with the replies they read.
+//! (and `INFO broker` for readiness), each taking the command's type from
+//! [`broker::command`] -- the same type the module parses -- and reading
+//! its reply.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use redis::{FromRedisValue, Value};
+use broker::command::{
+    Broadcast, Command, ConnClose, ConnOpen, History, Join, Kick, Leave, NodeLease, NodeRelease,
+    Nodes, Online, Presence, Publish, RoomMembers, UserRooms,
+};
+use redis::{Cmd, FromRedisValue, Value};
 
 use super::error::{StoreError, StoreResult};
 use super::reply::{as_int, as_text, module_api, pairs, to_json, Fields};
@@ -18,6 +24,17 @@ pub enum Readiness {
     NoModule,
     /// The module is older than [`broker::MODULE_API`]: its `broker_api`.
     OldModule(u32),
+}
+
+/// A command as the Redis client sends it, and the label of its latency
+/// metric: the name without `BROKER.`, lower case (`join`, `conn.open`).
+fn request<C: Command>(command: &C) -> (String, Cmd) {
+    let mut cmd = redis::cmd(C::NAME);
+    for arg in command.to_args() {
+        cmd.arg(arg.as_ref());
+    }
+    let label = C::NAME.trim_start_matches("BROKER.").to_ascii_lowercase();
+    (label, cmd)
 }
 
 /// What `BROKER.JOIN` answered.
@@ -37,34 +54,13 @@ pub struct Joined {
 
 /// What `BROKER.HISTORY` answered.
 #[derive(Debug, Clone, Default)]
-pub struct History {
+pub struct HistoryPage {
     /// The room's current sequence.
     pub seq: u64,
     /// The room's epoch.
     pub epoch: String,
     /// Retained `msg` frames, oldest first.
     pub messages: Vec<Vec<u8>>,
-}
-
-/// The options of one client publish.
-#[derive(Debug, Clone)]
-pub struct PublishRequest<'a> {
-    /// Target room.
-    pub room: &'a str,
-    /// Event name.
-    pub ev: &'a str,
-    /// Payload bytes in `format`.
-    pub payload: &'a [u8],
-    /// `msgpack`, `json` or `string`.
-    pub format: &'a str,
-    /// Sending connection (membership check, `from`).
-    pub from: Option<&'a str>,
-    /// Connection that must not receive it.
-    pub except: Option<&'a str>,
-    /// History size and TTL (seconds) of the namespace.
-    pub history: Option<(u32, u64)>,
-    /// Rate limit: key, burst, count, period_s.
-    pub rate: Option<(String, u32, u32, u64)>,
 }
 
 /// One master's channel for this node on a Redis Cluster (see
@@ -102,21 +98,17 @@ impl Store {
     /// when it was a renewal everywhere. With `shards` (a cluster whose
     /// masters the node reads by sharded Pub/Sub) each master is sent the
     /// lease naming its own channel.
-    pub async fn lease(
-        &self,
-        node: &str,
-        lease_ms: u64,
-        shards: &[ShardChannel],
-    ) -> StoreResult<bool> {
-        let mut cmd = redis::cmd("BROKER.NODE.LEASE");
-        cmd.arg(node).arg(lease_ms);
+    pub async fn lease(&self, lease: &NodeLease, shards: &[ShardChannel]) -> StoreResult<bool> {
         let replies = if shards.is_empty() {
-            self.run_everywhere("node.lease", cmd).await?
+            let (label, cmd) = request(lease);
+            self.run_everywhere(&label, cmd).await?
         } else {
             let calls = shards.iter().map(|shard| {
-                let mut cmd = cmd.clone();
-                cmd.arg("CHANNEL").arg(&shard.channel);
-                self.run_on_slot::<Value>("node.lease", cmd, shard.slot)
+                let (label, cmd) = request(&NodeLease {
+                    channel: Some(shard.channel.clone()),
+                    ..lease.clone()
+                });
+                async move { self.run_on_slot::<Value>(&label, cmd, shard.slot).await }
             });
             futures_util::future::try_join_all(calls).await?
         };
@@ -130,77 +122,37 @@ impl Store {
     }
 
     /// Drops the node and everything it holds, on every master (graceful
-    /// shutdown), its users lingering `grace_ms` in their rooms; the number
+    /// shutdown; users linger in their rooms with a `GRACE`); the number
     /// of connections dropped.
-    pub async fn release(&self, node: &str, grace_ms: u64) -> StoreResult<u64> {
-        let mut cmd = redis::cmd("BROKER.NODE.RELEASE");
-        cmd.arg(node);
-        if grace_ms > 0 {
-            cmd.arg("GRACE").arg(grace_ms);
-        }
+    pub async fn release(&self, release: &NodeRelease) -> StoreResult<u64> {
+        let (label, cmd) = request(release);
         let mut dropped = 0;
-        for reply in self.run_everywhere("node.release", cmd).await? {
+        for reply in self.run_everywhere(&label, cmd).await? {
             dropped += as_int(reply)?;
         }
         Ok(dropped)
     }
 
-    /// Registers a connection within the per-user and per-IP limits
-    /// (`None` limits: re-registration after a lost lease).
-    pub async fn open(
-        &self,
-        user: &str,
-        conn: &str,
-        node: &str,
-        ip: &str,
-        limits: Option<(u32, u32)>,
-    ) -> StoreResult<()> {
-        let mut cmd = redis::cmd("BROKER.CONN.OPEN");
-        cmd.arg(user).arg(conn).arg(node).arg(ip);
-        if let Some((per_user, per_ip)) = limits {
-            cmd.arg("MAXUSER").arg(per_user).arg("MAXIP").arg(per_ip);
-        }
-        let _: Value = self.run("conn.open", cmd).await?;
+    /// Registers a connection within its per-user and per-IP limits
+    /// (none: re-registration after a lost lease).
+    pub async fn open(&self, open: &ConnOpen) -> StoreResult<()> {
+        let (label, cmd) = request(open);
+        let _: Value = self.run(&label, cmd).await?;
         Ok(())
     }
 
-    /// Removes a connection and its memberships; with a `grace_ms` above 0,
-    /// its user lingers that long in rooms where this was its last
-    /// connection.
-    pub async fn close(&self, user: &str, conn: &str, grace_ms: u64) -> StoreResult<()> {
-        let mut cmd = redis::cmd("BROKER.CONN.CLOSE");
-        cmd.arg(user).arg(conn);
-        if grace_ms > 0 {
-            cmd.arg("GRACE").arg(grace_ms);
-        }
-        let _: Value = self.run("conn.close", cmd).await?;
+    /// Removes a connection and its memberships; with a `GRACE`, its user
+    /// lingers in rooms where this was its last connection.
+    pub async fn close(&self, close: &ConnClose) -> StoreResult<()> {
+        let (label, cmd) = request(close);
+        let _: Value = self.run(&label, cmd).await?;
         Ok(())
     }
 
-    /// Joins a room; with `since`, also returns what was missed.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn join(
-        &self,
-        room: &str,
-        user: &str,
-        conn: &str,
-        node: &str,
-        presence: bool,
-        max_rooms: Option<u32>,
-        since: Option<(u64, &str)>,
-    ) -> StoreResult<Joined> {
-        let mut cmd = redis::cmd("BROKER.JOIN");
-        cmd.arg(room).arg(user).arg(conn).arg(node);
-        if presence {
-            cmd.arg("PRESENCE");
-        }
-        if let Some(max) = max_rooms {
-            cmd.arg("MAXROOMS").arg(max);
-        }
-        if let Some((seq, epoch)) = since {
-            cmd.arg("SINCE").arg(seq).arg(epoch);
-        }
-        let reply: Value = self.run("join", cmd).await?;
+    /// Joins a room; with `SINCE`, also returns what was missed.
+    pub async fn join(&self, join: &Join) -> StoreResult<Joined> {
+        let (label, cmd) = request(join);
+        let reply: Value = self.run(&label, cmd).await?;
         let fields = Fields::new(reply)?;
         Ok(Joined {
             first: fields.int("first")? == 1,
@@ -211,77 +163,32 @@ impl Store {
         })
     }
 
-    /// Leaves a room. A `grace_ms` above 0 says the connection went away
-    /// (not a leave request): its user lingers that long if this was its
-    /// last connection in the room.
-    pub async fn leave(
-        &self,
-        room: &str,
-        user: &str,
-        conn: &str,
-        grace_ms: u64,
-    ) -> StoreResult<()> {
-        let mut cmd = redis::cmd("BROKER.LEAVE");
-        cmd.arg(room).arg(user).arg(conn);
-        if grace_ms > 0 {
-            cmd.arg("GRACE").arg(grace_ms);
-        }
-        let _: Value = self.run("leave", cmd).await?;
+    /// Leaves a room. A `GRACE` says the connection went away (not a leave
+    /// request): its user lingers if this was its last connection in the
+    /// room.
+    pub async fn leave(&self, leave: &Leave) -> StoreResult<()> {
+        let (label, cmd) = request(leave);
+        let _: Value = self.run(&label, cmd).await?;
         Ok(())
     }
 
     /// Publishes; returns the sequence number.
-    pub async fn publish(&self, req: &PublishRequest<'_>) -> StoreResult<u64> {
-        let mut cmd = redis::cmd("BROKER.PUBLISH");
-        cmd.arg(req.room).arg(req.ev).arg(req.payload);
-        cmd.arg("FORMAT").arg(req.format);
-        if let Some(from) = req.from {
-            cmd.arg("FROM").arg(from);
-        }
-        if let Some(except) = req.except {
-            cmd.arg("EXCEPT").arg(except);
-        }
-        if let Some((size, ttl_s)) = req.history {
-            cmd.arg("HISTORY").arg(size).arg(ttl_s);
-        }
-        if let Some((key, burst, count, period)) = &req.rate {
-            cmd.arg("RATE").arg(key).arg(burst).arg(count).arg(period);
-        }
-        self.run("publish", cmd).await
+    pub async fn publish(&self, publish: &Publish) -> StoreResult<u64> {
+        let (label, cmd) = request(publish);
+        self.run(&label, cmd).await
     }
 
-    /// A server broadcast to every connection (or those in `namespace`).
-    pub async fn broadcast(
-        &self,
-        ev: &str,
-        json: &[u8],
-        namespace: Option<&str>,
-    ) -> StoreResult<u64> {
-        let mut cmd = redis::cmd("BROKER.BROADCAST");
-        cmd.arg(ev).arg(json).arg("FORMAT").arg("json");
-        if let Some(ns) = namespace {
-            cmd.arg("NS").arg(ns);
-        }
-        self.run("broadcast", cmd).await
+    /// A server broadcast to every connection (or those in a namespace).
+    pub async fn broadcast(&self, broadcast: &Broadcast) -> StoreResult<u64> {
+        let (label, cmd) = request(broadcast);
+        self.run(&label, cmd).await
     }
 
     /// Retained messages of a room.
-    pub async fn history(
-        &self,
-        room: &str,
-        since: Option<u64>,
-        limit: Option<u32>,
-    ) -> StoreResult<History> {
-        let mut cmd = redis::cmd("BROKER.HISTORY");
-        cmd.arg(room);
-        if let Some(since) = since {
-            cmd.arg("SINCE").arg(since);
-        }
-        if let Some(limit) = limit {
-            cmd.arg("LIMIT").arg(limit);
-        }
-        let fields = Fields::new(self.run("history", cmd).await?)?;
-        Ok(History {
+    pub async fn history(&self, history: &History) -> StoreResult<HistoryPage> {
+        let (label, cmd) = request(history);
+        let fields = Fields::new(self.run(&label, cmd).await?)?;
+        Ok(HistoryPage {
             seq: fields.int("seq")?,
             epoch: fields.text("epoch")?,
             messages: fields.frames("messages")?,
@@ -289,10 +196,9 @@ impl Store {
     }
 
     /// Distinct users of a room with their connection counts.
-    pub async fn members(&self, room: &str) -> StoreResult<Vec<(String, u64)>> {
-        let mut cmd = redis::cmd("BROKER.ROOM.MEMBERS");
-        cmd.arg(room);
-        let reply: Value = self.run("room.members", cmd).await?;
+    pub async fn members(&self, members: &RoomMembers) -> StoreResult<Vec<(String, u64)>> {
+        let (label, cmd) = request(members);
+        let reply: Value = self.run(&label, cmd).await?;
         let mut out = Vec::new();
         for (k, v) in pairs(reply)? {
             out.push((as_text(k)?, as_int(v)?));
@@ -302,9 +208,10 @@ impl Store {
 
     /// A user's presence as the module reports it, converted to JSON.
     pub async fn presence_json(&self, user: &str) -> StoreResult<serde_json::Value> {
-        let mut cmd = redis::cmd("BROKER.PRESENCE");
-        cmd.arg(user);
-        let reply: Value = self.run("presence", cmd).await?;
+        let (label, cmd) = request(&Presence {
+            user: user.to_string(),
+        });
+        let reply: Value = self.run(&label, cmd).await?;
         let mut presence = to_json(reply);
         if self.is_cluster() {
             let rooms = self.user_rooms(user).await?;
@@ -323,10 +230,11 @@ impl Store {
     /// The rooms of each of `user`'s connections over every master: on a
     /// cluster `PRESENCE` (on the user's shard) knows only the rooms there.
     async fn user_rooms(&self, user: &str) -> StoreResult<BTreeMap<String, BTreeSet<String>>> {
-        let mut cmd = redis::cmd("BROKER.USER.ROOMS");
-        cmd.arg(user);
+        let (label, cmd) = request(&UserRooms {
+            user: user.to_string(),
+        });
         let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for reply in self.run_everywhere("user.rooms", cmd).await? {
+        for reply in self.run_everywhere(&label, cmd).await? {
             let Value::Array(items) = reply else {
                 return Err(StoreError::Reply(format!("USER.ROOMS: {reply:?}")));
             };
@@ -346,20 +254,17 @@ impl Store {
     }
 
     /// Tells every node to close the user's connections.
-    pub async fn kick(&self, user: &str, reason: &str) -> StoreResult<u64> {
-        let mut cmd = redis::cmd("BROKER.KICK");
-        cmd.arg(user).arg(reason);
-        self.run("kick", cmd).await
+    pub async fn kick(&self, kick: &Kick) -> StoreResult<u64> {
+        let (label, cmd) = request(kick);
+        self.run(&label, cmd).await
     }
 
     /// Users and connections, summed over the masters of a cluster (a user
     /// lives on one shard, so the sums are exact).
     pub async fn online(&self) -> StoreResult<(u64, u64)> {
         let (mut users, mut conns) = (0, 0);
-        for reply in self
-            .run_everywhere("online", redis::cmd("BROKER.ONLINE"))
-            .await?
-        {
+        let (label, cmd) = request(&Online);
+        for reply in self.run_everywhere(&label, cmd).await? {
             let fields = Fields::new(reply)?;
             users += fields.int("users")?;
             conns += fields.int("connections")?;
@@ -370,11 +275,9 @@ impl Store {
     /// Live gateway nodes with their connections, summed over the masters
     /// of a cluster: `(node, connections, earliest lease deadline ms)`.
     pub async fn nodes(&self) -> StoreResult<Vec<(String, u64, u64)>> {
-        let mut nodes: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
-        for reply in self
-            .run_everywhere("nodes", redis::cmd("BROKER.NODES"))
-            .await?
-        {
+        let mut nodes: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let (label, cmd) = request(&Nodes);
+        for reply in self.run_everywhere(&label, cmd).await? {
             let Value::Array(items) = reply else {
                 return Err(StoreError::Reply(format!("NODES: {reply:?}")));
             };

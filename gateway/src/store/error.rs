@@ -1,9 +1,12 @@
 //! What a failed module call means, typed once: [`StoreError`] says whether
 //! Redis was unreachable, the module refused, or a reply had an unexpected
-//! shape; a refusal carries a [`Refusal`], the module's code as an enum
-//! value (see `docs/COMMANDS.md`). [`Refusal::parse`] is the only place
-//! that reads a refusal's text: the rest of the gateway matches values.
+//! shape; a refusal carries a [`Rejection`], whose refusal codes are the
+//! module's own [`Refusal`] values (see `docs/COMMANDS.md`).
+//! [`Rejection::parse`] is the only place that reads an error reply's text:
+//! the rest of the gateway matches values.
 
+use broker::command::Refusal;
+use broker::names::NameError;
 use thiserror::Error;
 
 /// Why a module call failed.
@@ -16,7 +19,7 @@ pub enum StoreError {
     #[error("{code} {detail}")]
     Refused {
         /// What the refusal means.
-        refusal: Refusal,
+        rejection: Rejection,
         /// The first word of the error reply (`NOTMEMBER`, `LIMIT`,
         /// `ERR`...), kept for the admin API's error text and the logs.
         code: String,
@@ -28,36 +31,18 @@ pub enum StoreError {
     Reply(String),
 }
 
-/// The refusals the module sends (`broker::registry::RegistryError`, the
-/// module's rate limit and argument errors), as the gateway tells them
-/// apart.
+/// What an error reply of the module means to the gateway: one of the
+/// module's refusal codes ([`Refusal`], shared with the module), a payload
+/// or room the module found invalid, or anything else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `LIMIT user`: the user holds its maximum of connections.
-    UserLimit,
-    /// `LIMIT ip`: the client address holds its maximum of connections.
-    IpLimit,
-    /// `NOLEASE`: this node has no live lease (it must lease again).
-    NoLease,
-    /// `CONFLICT`: the connection id belongs to another user or node.
-    Conflict,
-    /// `TOOMANYROOMS`: the connection is in its maximum of rooms.
-    TooManyRooms,
-    /// `FORBIDDEN`: another user's personal room.
-    Forbidden,
-    /// `NOTMEMBER`: a publish from a connection that is not in the room.
-    NotMember,
-    /// `RATELIMITED <retry_ms>`: a publish over its rate limit.
-    RateLimited {
-        /// Milliseconds until a publish would be allowed (1000 when the
-        /// reply did not say).
-        retry_ms: u64,
-    },
+pub enum Rejection {
+    /// A refusal code (`LIMIT`, `NOLEASE`, `NOTMEMBER`, `RATELIMITED`...).
+    Refused(Refusal),
     /// `ERR invalid payload: ...`: the data is not what its format says.
     InvalidPayload,
-    /// `ERR ...` about a room (an invalid room name).
+    /// `ERR invalid room name`.
     InvalidRoom,
-    /// Any other code (`ERR syntax error`, `WRONGTYPE`...): a request the
+    /// Any other error (`ERR syntax error`, `WRONGTYPE`...): a request the
     /// gateway should not have sent.
     Other,
 }
@@ -65,31 +50,29 @@ pub enum Refusal {
 /// The retry delay of a `RATELIMITED` reply that does not state one.
 const DEFAULT_RETRY_MS: u64 = 1000;
 
-impl Refusal {
-    /// The refusal an error reply's `code` (its first word) and `detail`
-    /// (the rest) stand for. The one place that reads refusal texts.
-    pub fn parse(code: &str, detail: &str) -> Refusal {
+impl Rejection {
+    /// What an error reply's `code` (its first word) and `detail` (the
+    /// rest) stand for. The one place that reads the module's error texts:
+    /// refusals through [`Refusal::parse`], the two `ERR`s the gateway tells
+    /// apart by the texts the broker crate writes them with.
+    pub fn parse(code: &str, detail: &str) -> Rejection {
+        if let Some(refusal) = Refusal::parse(&format!("{code} {detail}")) {
+            return Rejection::Refused(refusal);
+        }
         match code {
-            "LIMIT" if detail == "ip" => Refusal::IpLimit,
-            "LIMIT" => Refusal::UserLimit,
-            "NOLEASE" => Refusal::NoLease,
-            "CONFLICT" => Refusal::Conflict,
-            "TOOMANYROOMS" => Refusal::TooManyRooms,
-            "FORBIDDEN" => Refusal::Forbidden,
-            "NOTMEMBER" => Refusal::NotMember,
-            "RATELIMITED" => Refusal::RateLimited {
-                retry_ms: detail
-                    .split_whitespace()
-                    .next()
-                    .and_then(|n| n.parse().ok())
-                    .unwrap_or(DEFAULT_RETRY_MS),
-            },
-            "ERR" if detail.starts_with("invalid payload") => Refusal::InvalidPayload,
-            "ERR" if detail.contains("room") => Refusal::InvalidRoom,
-            _ => Refusal::Other,
+            "RATELIMITED" => Rejection::Refused(Refusal::RateLimited {
+                retry_ms: DEFAULT_RETRY_MS,
+            }),
+            "ERR" if detail.starts_with(INVALID_PAYLOAD) => Rejection::InvalidPayload,
+            "ERR" if detail == NameError::Room.to_string() => Rejection::InvalidRoom,
+            _ => Rejection::Other,
         }
     }
 }
+
+/// How the module's reply to a payload that is not what its format says
+/// begins, after `ERR `.
+const INVALID_PAYLOAD: &str = "invalid payload:";
 
 impl StoreError {
     /// Types a Redis client error: transient Redis states and connection
@@ -121,16 +104,24 @@ impl StoreError {
     /// A refusal from an error reply's code and detail.
     pub fn refused(code: &str, detail: &str) -> StoreError {
         StoreError::Refused {
-            refusal: Refusal::parse(code, detail),
+            rejection: Rejection::parse(code, detail),
             code: code.to_string(),
             detail: detail.to_string(),
         }
     }
 
-    /// The refusal, when the module refused.
-    pub fn refusal(&self) -> Option<Refusal> {
+    /// What the module's error reply meant, when it sent one.
+    pub fn rejection(&self) -> Option<Rejection> {
         match self {
-            StoreError::Refused { refusal, .. } => Some(*refusal),
+            StoreError::Refused { rejection, .. } => Some(*rejection),
+            _ => None,
+        }
+    }
+
+    /// The module's refusal code, when it refused with one.
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self.rejection()? {
+            Rejection::Refused(refusal) => Some(refusal),
             _ => None,
         }
     }
@@ -141,48 +132,68 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[cfg(test)]
 mod tests {
+    use broker::command::LimitKind;
+
     use super::*;
 
     #[test]
     fn every_module_refusal_text_is_typed() {
-        for (text, refusal) in [
-            ("LIMIT user", Refusal::UserLimit),
-            ("LIMIT ip", Refusal::IpLimit),
-            ("NOLEASE node has no live lease", Refusal::NoLease),
+        for (text, rejection) in [
+            (
+                "LIMIT user",
+                Rejection::Refused(Refusal::Limit(LimitKind::User)),
+            ),
+            (
+                "LIMIT ip",
+                Rejection::Refused(Refusal::Limit(LimitKind::Ip)),
+            ),
+            (
+                "NOLEASE node has no live lease",
+                Rejection::Refused(Refusal::NoLease),
+            ),
             (
                 "CONFLICT connection id belongs to another user or node",
-                Refusal::Conflict,
+                Rejection::Refused(Refusal::Conflict),
             ),
             (
                 "TOOMANYROOMS connection is in too many rooms",
-                Refusal::TooManyRooms,
+                Rejection::Refused(Refusal::TooManyRooms),
             ),
             (
                 "FORBIDDEN personal room of another user",
-                Refusal::Forbidden,
+                Rejection::Refused(Refusal::Forbidden),
             ),
             (
                 "NOTMEMBER connection is not a member of the room",
-                Refusal::NotMember,
+                Rejection::Refused(Refusal::NotMember),
             ),
-            ("RATELIMITED 250", Refusal::RateLimited { retry_ms: 250 }),
-            ("RATELIMITED", Refusal::RateLimited { retry_ms: 1000 }),
-            ("RATELIMITED soon", Refusal::RateLimited { retry_ms: 1000 }),
+            (
+                "RATELIMITED 250",
+                Rejection::Refused(Refusal::RateLimited { retry_ms: 250 }),
+            ),
+            (
+                "RATELIMITED",
+                Rejection::Refused(Refusal::RateLimited { retry_ms: 1000 }),
+            ),
+            (
+                "RATELIMITED soon",
+                Rejection::Refused(Refusal::RateLimited { retry_ms: 1000 }),
+            ),
             (
                 "ERR invalid payload: not valid JSON",
-                Refusal::InvalidPayload,
+                Rejection::InvalidPayload,
             ),
-            ("ERR invalid room name", Refusal::InvalidRoom),
-            ("ERR syntax error: unknown option X", Refusal::Other),
+            ("ERR invalid room name", Rejection::InvalidRoom),
+            ("ERR syntax error: unknown option X", Rejection::Other),
             (
                 "WRONGTYPE rate-limit key does not hold an integer arrival time",
-                Refusal::Other,
+                Rejection::Other,
             ),
         ] {
             let (code, detail) = text.split_once(' ').unwrap_or((text, ""));
-            assert_eq!(Refusal::parse(code, detail), refusal, "{text}");
+            assert_eq!(Rejection::parse(code, detail), rejection, "{text}");
             let err = StoreError::refused(code, detail);
-            assert_eq!(err.refusal(), Some(refusal), "{text}");
+            assert_eq!(err.rejection(), Some(rejection), "{text}");
             assert_eq!(err.to_string().trim_end(), text, "the text stays whole");
         }
     }
@@ -190,14 +201,14 @@ mod tests {
     #[test]
     fn a_payload_refusal_naming_a_room_is_still_a_payload_refusal() {
         assert_eq!(
-            Refusal::parse("ERR", "invalid payload: room field"),
-            Refusal::InvalidPayload
+            Rejection::parse("ERR", "invalid payload: room field"),
+            Rejection::InvalidPayload
         );
     }
 
     #[test]
     fn only_refusals_have_a_refusal() {
-        assert_eq!(StoreError::Unavailable("down".into()).refusal(), None);
-        assert_eq!(StoreError::Reply("odd".into()).refusal(), None);
+        assert_eq!(StoreError::Unavailable("down".into()).rejection(), None);
+        assert_eq!(StoreError::Reply("odd".into()).rejection(), None);
     }
 }

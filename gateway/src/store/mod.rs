@@ -34,8 +34,8 @@ mod commands;
 mod error;
 mod reply;
 
-pub use commands::{History, Joined, PublishRequest, Readiness, ShardChannel};
-pub use error::{Refusal, StoreError, StoreResult};
+pub use commands::{HistoryPage, Joined, Readiness, ShardChannel};
+pub use error::{Rejection, StoreError, StoreResult};
 use reply::pairs;
 
 /// How long Redis may take to answer one command.

@@ -4,6 +4,8 @@
 //! new message while one is being reassembled, or a continuation with no
 //! message to continue, is a protocol error.
 
+use broker::protocol::CloseCode;
+
 use super::close::close_reply_code;
 use super::reader::{opcode, WsFrame};
 
@@ -24,7 +26,7 @@ pub enum Reassembled {
     /// dropped).
     Text,
     /// A close frame; the code to answer it with.
-    Close(u16),
+    Close(CloseCode),
     /// Nothing complete yet (a fragment, a ping or a pong).
     Nothing,
     /// The message grew past the cap (close with 1009).
@@ -163,11 +165,11 @@ mod tests {
         let mut a = Assembler::default();
         assert_eq!(
             a.push(frame(true, opcode::CLOSE, b""), 10),
-            Reassembled::Close(1000)
+            Reassembled::Close(CloseCode::Normal)
         );
         assert_eq!(
             a.push(frame(true, opcode::CLOSE, &1006u16.to_be_bytes()), 10),
-            Reassembled::Close(1002)
+            Reassembled::Close(CloseCode::ProtocolError)
         );
     }
 }

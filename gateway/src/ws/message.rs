@@ -4,9 +4,8 @@
 //! the client being heard from). A protocol error, an oversized message or
 //! the client's close requests the connection's close on its [`Outlet`].
 
-use broker::protocol::close;
+use broker::protocol::CloseCode;
 
-use super::close::{ABNORMAL, PROTOCOL_ERROR};
 use super::fragment::{Assembler, Reassembled};
 use super::outlet::Outlet;
 use super::reader::{opcode, FrameSource, ReadError};
@@ -62,15 +61,15 @@ impl MessageReader {
             let frame = match self.reader.next().await {
                 Ok(frame) => frame,
                 Err(ReadError::TooLarge) => {
-                    self.outlet.close(close::TOO_LARGE, "frame too large");
+                    self.outlet.close(CloseCode::TooLarge, "frame too large");
                     return Read::Closed;
                 }
                 Err(ReadError::Protocol(why)) => {
-                    self.outlet.close(PROTOCOL_ERROR, why);
+                    self.outlet.close(CloseCode::ProtocolError, why);
                     return Read::Closed;
                 }
                 Err(ReadError::Closed) => {
-                    self.outlet.close(ABNORMAL, "connection lost");
+                    self.outlet.close(CloseCode::Abnormal, "connection lost");
                     return Read::Closed;
                 }
             };
@@ -90,11 +89,12 @@ impl MessageReader {
                     return Read::Closed;
                 }
                 Reassembled::TooLarge => {
-                    self.outlet.close(close::TOO_LARGE, "message too large");
+                    self.outlet.close(CloseCode::TooLarge, "message too large");
                     return Read::Closed;
                 }
                 Reassembled::Invalid => {
-                    self.outlet.close(PROTOCOL_ERROR, "invalid fragmentation");
+                    self.outlet
+                        .close(CloseCode::ProtocolError, "invalid fragmentation");
                     return Read::Closed;
                 }
             }

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use broker::protocol::CloseCode;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
@@ -26,7 +27,7 @@ const KEEP: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReason {
     /// WebSocket close code.
-    pub code: u16,
+    pub code: CloseCode,
     /// Short reason, also logged.
     pub reason: String,
 }
@@ -254,7 +255,7 @@ mod tests {
         assert_eq!(q.take_pong(), None);
         tokio::time::sleep(Duration::from_millis(20)).await;
         let reason = |code| CloseReason {
-            code,
+            code: CloseCode::from(code),
             reason: "r".into(),
         };
         assert!(q.request_close(reason(4008)));
@@ -265,7 +266,7 @@ mod tests {
                 .expect("both waiters woken")
                 .unwrap();
         }
-        assert_eq!(q.close_reason().map(|r| r.code), Some(4008));
+        assert_eq!(q.close_reason().map(|r| r.code), Some(CloseCode::Policy));
         q.close_requested().await; // returns at once after the request
     }
 

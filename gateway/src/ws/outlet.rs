@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use broker::protocol::close;
+use broker::protocol::CloseCode;
 use bytes::Bytes;
 
 use super::close::SLOW_CONSUMER;
@@ -39,7 +39,7 @@ impl Outlet {
         match self.queue.push(frame) {
             Ok(()) => true,
             Err(PushError::Full) => {
-                if self.close(close::POLICY, SLOW_CONSUMER) {
+                if self.close(CloseCode::Policy, SLOW_CONSUMER) {
                     metrics.slow_consumer_disconnects.inc();
                 }
                 false
@@ -50,7 +50,7 @@ impl Outlet {
 
     /// Asks the connection's tasks to close with `code`. Returns true for
     /// the first request (later ones keep the first reason).
-    pub fn close(&self, code: u16, reason: &str) -> bool {
+    pub fn close(&self, code: CloseCode, reason: &str) -> bool {
         self.queue.request_close(CloseReason {
             code,
             reason: reason.to_string(),

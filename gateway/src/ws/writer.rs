@@ -87,7 +87,7 @@ pub async fn run(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
                         queue.drain_into(&mut batch, usize::MAX);
                         put_frames(&mut buf, &mut batch);
                     }
-                    put_close(&mut buf, reason.code, &reason.reason);
+                    put_close(&mut buf, reason.code.code(), &reason.reason);
                     // A client that stopped reading gets no more time than
                     // this. Boxed, like the timeout below: rare, and a
                     // timer inline would enlarge every idle writer.
