@@ -387,6 +387,21 @@ pub fn call(con: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
     cmd.query(con)
 }
 
+/// Runs `BROKER.PUBLISH room ev payload` with no option at all, not even
+/// `FORMAT` (which [`Publish`] always writes): what a publish gets by default.
+pub fn publish_without_options(
+    con: &mut Connection,
+    room: &str,
+    ev: &str,
+    payload: &[u8],
+) -> redis::RedisResult<Value> {
+    redis::cmd("BROKER.PUBLISH")
+        .arg(room)
+        .arg(ev)
+        .arg(payload)
+        .query(con)
+}
+
 /// Runs a typed [`Command`] and panics on an error reply.
 pub fn run(con: &mut Connection, command: impl Command) -> Value {
     send(con, &command)
@@ -809,9 +824,15 @@ pub fn populate(con: &mut Connection) {
             ConnOpen::new(user, conn, node, ip).at(1_700_000_000_000),
         );
     }
-    run(con, Join::new("chat:a", "alice", "c1", "n1").presence());
-    run(con, Join::new("chat:a", "bob", "c3", "n1").presence());
-    run(con, Join::new("chat:a", "carol", "c4", "n2").presence());
+    run(
+        con,
+        Join::new("chat:a", "alice", "c1", "n1").with_presence(),
+    );
+    run(con, Join::new("chat:a", "bob", "c3", "n1").with_presence());
+    run(
+        con,
+        Join::new("chat:a", "carol", "c4", "n2").with_presence(),
+    );
     run(con, Join::new("chat:b", "alice", "c2", "n2"));
     run(con, Join::new("user:alice", "alice", "c1", "n1"));
     run(con, ConnClose::new("carol", "c4"));
@@ -823,7 +844,7 @@ pub fn populate(con: &mut Connection) {
     }
     run(
         con,
-        Publish::string("chat:a", "ev", "from alice").from("c1"),
+        Publish::string("chat:a", "ev", "from alice").from_conn("c1"),
     );
     for i in 1..=4 {
         run(

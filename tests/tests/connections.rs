@@ -221,7 +221,7 @@ fn user_limit_holds_under_concurrency() {
     let mut w = World::start();
     w.node("n1");
     let outcomes = race(&w.server, 5, |i| {
-        ConnOpen::new("alice", format!("c{i}"), "n1", format!("10.0.0.{i}")).max_user(5)
+        ConnOpen::new("alice", &format!("c{i}"), "n1", &format!("10.0.0.{i}")).max_user(5)
     });
     assert!(
         outcomes.iter().all(|o| o == "OK" || o == "LIMIT user"),
@@ -236,7 +236,7 @@ fn ip_limit_holds_under_concurrency() {
     let mut w = World::start();
     w.node("n1");
     let outcomes = race(&w.server, 5, |i| {
-        ConnOpen::new(format!("u{i}"), format!("c{i}"), "n1", "192.0.2.1").max_ip(5)
+        ConnOpen::new(&format!("u{i}"), &format!("c{i}"), "n1", "192.0.2.1").max_ip(5)
     });
     assert!(
         outcomes.iter().all(|o| o == "OK" || o == "LIMIT ip"),
