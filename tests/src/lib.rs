@@ -534,10 +534,11 @@ pub fn canon(v: &Value) -> serde_json::Value {
 }
 
 /// A MessagePack frame (a `msg` or `presence` frame) as JSON, decoded with
-/// `rmp_serde`.
+/// [`broker::msgpack::to_json`] (which first checks that the frame is one
+/// well-formed value with nothing after it).
 pub fn frame_json(frame: &[u8]) -> serde_json::Value {
-    rmp_serde::from_slice(frame)
-        .unwrap_or_else(|e| panic!("frame is not MessagePack that JSON can hold ({e}): {frame:?}"))
+    broker::msgpack::to_json(frame)
+        .unwrap_or_else(|e| panic!("frame is not one MessagePack value ({e}): {frame:?}"))
 }
 
 /// One INFO field of `section`, e.g. `info_field(con, "broker", "rooms")`.
@@ -572,15 +573,15 @@ impl Message {
             .unwrap_or(&self.channel)
     }
 
-    /// The payload decoded as an envelope (with `broker::wire`).
-    pub fn envelope(&self) -> broker::wire::Envelope<'_> {
+    /// The payload decoded as an envelope (with `broker::envelope`).
+    pub fn envelope(&self) -> broker::envelope::Envelope<'_> {
         envelope(&self.payload)
     }
 }
 
 /// Decodes a node channel envelope; panics when it is not one.
-pub fn envelope(payload: &[u8]) -> broker::wire::Envelope<'_> {
-    broker::wire::decode_envelope(payload)
+pub fn envelope(payload: &[u8]) -> broker::envelope::Envelope<'_> {
+    broker::envelope::decode_envelope(payload)
         .unwrap_or_else(|e| panic!("not an envelope ({e}): {payload:?}"))
 }
 

@@ -129,7 +129,7 @@ fn close_announces_leave_for_the_last_connection_only() {
     w.close(&c2);
     let seen = w.fence(&n2);
     assert_eq!(seen.len(), 1, "{seen:?}");
-    let broker::wire::Envelope::Presence { frame, .. } = seen[0].envelope() else {
+    let broker::envelope::Envelope::Presence { frame, .. } = seen[0].envelope() else {
         panic!("{:?}", seen[0].envelope());
     };
     let f = frame_json(frame);

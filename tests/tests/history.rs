@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use broker::wire::Envelope;
+use broker::envelope::Envelope;
 use broker_tests::*;
 
 /// A world whose module keeps history for three namespaces: chat: 100

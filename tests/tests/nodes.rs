@@ -1,7 +1,7 @@
 //! Gateway nodes: `NODE.LEASE`, `NODE.RELEASE`, `NODES`, lease expiry by the
 //! module's timer, and `KICK`.
 
-use broker::wire::Envelope;
+use broker::envelope::Envelope;
 use broker_tests::*;
 
 #[test]

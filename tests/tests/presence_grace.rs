@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use broker::envelope::Envelope;
 use broker::protocol::ServerFrame;
-use broker::wire::Envelope;
 use broker_tests::gateway::{Gateway, Options};
 use broker_tests::*;
 

@@ -1,7 +1,7 @@
 //! `BROKER.PUBLISH`: sequence numbers, fan-out to the nodes with members,
 //! the frame, `FORMAT`, `EXCEPT`, `FROM`, `RATE`.
 
-use broker::wire::Envelope;
+use broker::envelope::Envelope;
 use broker_tests::*;
 use serde_json::json;
 
