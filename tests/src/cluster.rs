@@ -148,6 +148,21 @@ impl RedisCluster {
         ok(&mut self.master_of(key).client(), args)
     }
 
+    /// Runs a typed command on the master of its first key (the room or
+    /// user it is about), as a cluster client routes it.
+    ///
+    /// # Panics
+    /// For a keyless command, or on an error reply.
+    pub fn run<C: broker::command::Command>(&self, command: C) -> Value {
+        let first = usize::try_from(C::KEYS.first).unwrap_or(0);
+        assert!(first > 0, "{} has no key to route by", C::NAME);
+        let key = broker::command::Command::to_args(&command)
+            .get(first - 1)
+            .map(|key| String::from_utf8_lossy(key).into_owned())
+            .unwrap_or_else(|| panic!("{} without its key", C::NAME));
+        crate::run(&mut self.master_of(&key).client(), command)
+    }
+
     /// Room names of namespace `ns`, one per master, so a test spans every
     /// shard.
     pub fn room_per_shard(&self, ns: &str) -> Vec<String> {

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use broker::protocol::{self, ClientFrame, ServerFrame, Since};
+use broker::protocol::{self, ClientFrame, CloseCode, ServerFrame, Since};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as J};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -1161,7 +1161,7 @@ pub async fn raw_close(addr: SocketAddr, token: &str, payload: &[u8]) -> u16 {
     // socket dropped, or nothing in time) is 1006.
     match ws.until_close(RECV_TIMEOUT).await.1 {
         crate::raw::Ending::Close(code) => code,
-        crate::raw::Ending::Dropped | crate::raw::Ending::Open => 1006,
+        crate::raw::Ending::Dropped | crate::raw::Ending::Open => CloseCode::Abnormal.code(),
     }
 }
 

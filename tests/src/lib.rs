@@ -387,6 +387,21 @@ pub fn call(con: &mut Connection, args: &[&str]) -> redis::RedisResult<Value> {
     cmd.query(con)
 }
 
+/// Runs `BROKER.PUBLISH room ev payload` with no option at all, not even
+/// `FORMAT` (which [`Publish`] always writes): what a publish gets by default.
+pub fn publish_without_options(
+    con: &mut Connection,
+    room: &str,
+    ev: &str,
+    payload: &[u8],
+) -> redis::RedisResult<Value> {
+    redis::cmd("BROKER.PUBLISH")
+        .arg(room)
+        .arg(ev)
+        .arg(payload)
+        .query(con)
+}
+
 /// Runs a typed [`Command`] and panics on an error reply.
 pub fn run(con: &mut Connection, command: impl Command) -> Value {
     send(con, &command)
@@ -519,10 +534,11 @@ pub fn canon(v: &Value) -> serde_json::Value {
 }
 
 /// A MessagePack frame (a `msg` or `presence` frame) as JSON, decoded with
-/// `rmp_serde`.
+/// [`broker::msgpack::to_json`] (which first checks that the frame is one
+/// well-formed value with nothing after it).
 pub fn frame_json(frame: &[u8]) -> serde_json::Value {
-    rmp_serde::from_slice(frame)
-        .unwrap_or_else(|e| panic!("frame is not MessagePack that JSON can hold ({e}): {frame:?}"))
+    broker::msgpack::to_json(frame)
+        .unwrap_or_else(|e| panic!("frame is not one MessagePack value ({e}): {frame:?}"))
 }
 
 /// One INFO field of `section`, e.g. `info_field(con, "broker", "rooms")`.
@@ -557,15 +573,15 @@ impl Message {
             .unwrap_or(&self.channel)
     }
 
-    /// The payload decoded as an envelope (with `broker::wire`).
-    pub fn envelope(&self) -> broker::wire::Envelope<'_> {
+    /// The payload decoded as an envelope (with `broker::envelope`).
+    pub fn envelope(&self) -> broker::envelope::Envelope<'_> {
         envelope(&self.payload)
     }
 }
 
 /// Decodes a node channel envelope; panics when it is not one.
-pub fn envelope(payload: &[u8]) -> broker::wire::Envelope<'_> {
-    broker::wire::decode_envelope(payload)
+pub fn envelope(payload: &[u8]) -> broker::envelope::Envelope<'_> {
+    broker::envelope::decode_envelope(payload)
         .unwrap_or_else(|e| panic!("not an envelope ({e}): {payload:?}"))
 }
 
@@ -809,9 +825,15 @@ pub fn populate(con: &mut Connection) {
             ConnOpen::new(user, conn, node, ip).at(1_700_000_000_000),
         );
     }
-    run(con, Join::new("chat:a", "alice", "c1", "n1").presence());
-    run(con, Join::new("chat:a", "bob", "c3", "n1").presence());
-    run(con, Join::new("chat:a", "carol", "c4", "n2").presence());
+    run(
+        con,
+        Join::new("chat:a", "alice", "c1", "n1").with_presence(),
+    );
+    run(con, Join::new("chat:a", "bob", "c3", "n1").with_presence());
+    run(
+        con,
+        Join::new("chat:a", "carol", "c4", "n2").with_presence(),
+    );
     run(con, Join::new("chat:b", "alice", "c2", "n2"));
     run(con, Join::new("user:alice", "alice", "c1", "n1"));
     run(con, ConnClose::new("carol", "c4"));
@@ -823,7 +845,7 @@ pub fn populate(con: &mut Connection) {
     }
     run(
         con,
-        Publish::string("chat:a", "ev", "from alice").from("c1"),
+        Publish::string("chat:a", "ev", "from alice").from_conn("c1"),
     );
     for i in 1..=4 {
         run(

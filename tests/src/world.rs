@@ -84,7 +84,7 @@ impl Conn {
 
     /// A `FORMAT string` publish to `room` `FROM` this connection.
     pub fn publish(&self, room: &str, payload: &str) -> Publish {
-        Publish::string(room, "ev", payload).from(&self.conn)
+        Publish::string(room, "ev", payload).from_conn(&self.conn)
     }
 }
 
@@ -198,7 +198,7 @@ impl World {
 
     /// A `JOIN ... PRESENCE` of `conn` to `room`; returns the reply map.
     pub fn join_presence(&mut self, conn: &Conn, room: &str) -> BTreeMap<String, Value> {
-        self.map(conn.join(room).presence())
+        self.map(conn.join(room).with_presence())
     }
 
     /// `LEAVE` of `conn` from `room`; 1 when it was a member.

@@ -10,7 +10,7 @@ use broker_tests::cluster::RedisCluster;
 use broker_tests::gateway::{
     eventually_async, join_since, msg_fields, presence_req, Gateway, Options,
 };
-use broker_tests::{int, map, text};
+use broker_tests::{int, map, text, History, Presence, RoomCount};
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -26,7 +26,7 @@ async fn gateway(cluster: &RedisCluster, lease_ms: u64) -> Gateway {
 }
 
 fn room_users(cluster: &RedisCluster, room: &str) -> i64 {
-    int(&map(&cluster.on(room, &["BROKER.ROOM.COUNT", room]))["users"])
+    int(&map(&cluster.run(RoomCount::new(room)))["users"])
 }
 
 #[tokio::test]
@@ -59,7 +59,7 @@ async fn rooms_on_every_shard_presence_and_recovery() {
     }
     // Each user is online on its own shard; the gateway sums them all.
     for user in ["alice", "bob"] {
-        let p = map(&cluster.on(user, &["BROKER.PRESENCE", user]));
+        let p = map(&cluster.run(Presence::new(user)));
         assert_eq!(text(&p["status"]), "online", "{user}");
     }
     // PRESENCE on alice's shard knows the rooms there; the gateway gathers
@@ -73,7 +73,7 @@ async fn rooms_on_every_shard_presence_and_recovery() {
         .filter(|r| cluster.master_of(r).port() == her_shard)
         .cloned()
         .collect();
-    let p = map(&cluster.on("alice", &["BROKER.PRESENCE", "alice"]));
+    let p = map(&cluster.run(Presence::new("alice")));
     let conn = map(&broker_tests::array(&p["conns"])[0]);
     let mut listed: Vec<String> = broker_tests::array(&conn["rooms"])
         .iter()
@@ -106,7 +106,7 @@ async fn rooms_on_every_shard_presence_and_recovery() {
     );
 
     // Bob goes away; what is published meanwhile comes back with `since`.
-    let epoch = text(&map(&cluster.on(&rooms[0], &["BROKER.HISTORY", &rooms[0]]))["epoch"]);
+    let epoch = text(&map(&cluster.run(History::new(&rooms[0])))["epoch"]);
     bob.close().await;
     for n in 2..=4 {
         assert_eq!(alice.publish(&rooms[0], "m", json!(n)).await, n);
@@ -151,7 +151,7 @@ async fn a_killed_gateway_is_cleaned_up_on_every_shard() {
         );
         assert_eq!(room_users(&cluster, room), 1, "{room}: only bob is left");
     }
-    let p = map(&cluster.on("alice", &["BROKER.PRESENCE", "alice"]));
+    let p = map(&cluster.run(Presence::new("alice")));
     assert_eq!(text(&p["status"]), "offline");
     let _ = alice.drain(Duration::from_millis(10)).await;
 }
@@ -190,7 +190,7 @@ async fn a_master_failover_keeps_sequence_and_history() {
     })
     .await;
     assert_eq!(seq, 6, "the sequence continues on the promoted replica");
-    let h = map(&cluster.on(&room, &["BROKER.HISTORY", &room]));
+    let h = map(&cluster.run(History::new(&room)));
     assert_eq!(broker_tests::array(&h["messages"]).len(), 6);
     let frame = bob
         .recv_matching(WAIT, "message 6", |f| matches!(f, ServerFrame::Msg { .. }))

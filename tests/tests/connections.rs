@@ -129,7 +129,7 @@ fn close_announces_leave_for_the_last_connection_only() {
     w.close(&c2);
     let seen = w.fence(&n2);
     assert_eq!(seen.len(), 1, "{seen:?}");
-    let broker::wire::Envelope::Presence { frame, .. } = seen[0].envelope() else {
+    let broker::envelope::Envelope::Presence { frame, .. } = seen[0].envelope() else {
         panic!("{:?}", seen[0].envelope());
     };
     let f = frame_json(frame);
@@ -221,7 +221,7 @@ fn user_limit_holds_under_concurrency() {
     let mut w = World::start();
     w.node("n1");
     let outcomes = race(&w.server, 5, |i| {
-        ConnOpen::new("alice", format!("c{i}"), "n1", format!("10.0.0.{i}")).max_user(5)
+        ConnOpen::new("alice", &format!("c{i}"), "n1", &format!("10.0.0.{i}")).max_user(5)
     });
     assert!(
         outcomes.iter().all(|o| o == "OK" || o == "LIMIT user"),
@@ -236,7 +236,7 @@ fn ip_limit_holds_under_concurrency() {
     let mut w = World::start();
     w.node("n1");
     let outcomes = race(&w.server, 5, |i| {
-        ConnOpen::new(format!("u{i}"), format!("c{i}"), "n1", "192.0.2.1").max_ip(5)
+        ConnOpen::new(&format!("u{i}"), &format!("c{i}"), "n1", "192.0.2.1").max_ip(5)
     });
     assert!(
         outcomes.iter().all(|o| o == "OK" || o == "LIMIT ip"),

@@ -9,8 +9,8 @@
 use std::fs;
 use std::path::PathBuf;
 
-use broker::protocol::{self, ClientFrame, ErrorCode, Since};
-use broker::wire::{self, PresenceAction};
+use broker::envelope;
+use broker::protocol::{self, ClientFrame, ErrorCode, PresenceAction, Since};
 
 #[path = "../../fuzz/checks.rs"]
 mod checks;
@@ -104,7 +104,7 @@ fn write_seed_corpus() {
         ClientFrame::Ping { id: 9 },
     ];
     let client: Vec<Vec<u8>> = client.iter().map(protocol::encode_client_frame).collect();
-    let msg = wire::encode_msg_frame(
+    let msg = protocol::encode_msg_frame(
         "chat:lobby",
         "message",
         &data,
@@ -113,7 +113,7 @@ fn write_seed_corpus() {
         1_700_000_000_000,
         None,
     );
-    let presence = wire::encode_presence_frame("chat:lobby", "alice", PresenceAction::Join);
+    let presence = protocol::encode_presence_frame("chat:lobby", "alice", PresenceAction::Join);
     let server = vec![
         protocol::encode_welcome("gw-1.1", "alice", "gw-1", 25_000, 1_700_000_000),
         protocol::encode_err(Some(5), ErrorCode::RateLimited, "slow down", Some(1500)),
@@ -128,7 +128,7 @@ fn write_seed_corpus() {
         presence.clone(),
     ];
     let envelopes = vec![
-        wire::encode_msg_envelope(
+        envelope::encode_msg_envelope(
             "chat:lobby",
             42,
             "5f0c3a9e12d47b86",
@@ -136,10 +136,10 @@ fn write_seed_corpus() {
             &msg,
             1,
         ),
-        wire::encode_msg_envelope("chat:lobby", 43, "5f0c3a9e12d47b86", None, &msg, 2),
-        wire::encode_broadcast_envelope(Some("chat"), &msg, 3),
-        wire::encode_presence_envelope("chat:lobby", "5f0c3a9e12d47b86", &presence),
-        wire::encode_kick_envelope("alice", &["gw-1.1", "gw-2.7"], "bye"),
+        envelope::encode_msg_envelope("chat:lobby", 43, "5f0c3a9e12d47b86", None, &msg, 2),
+        envelope::encode_broadcast_envelope(Some("chat"), &msg, 3),
+        envelope::encode_presence_envelope("chat:lobby", "5f0c3a9e12d47b86", &presence),
+        envelope::encode_kick_envelope("alice", &["gw-1.1", "gw-2.7"], "bye"),
         data.clone(),
     ];
     let jwt = [

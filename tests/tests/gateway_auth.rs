@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use broker::protocol::{close, ServerFrame};
+use broker::protocol::{CloseCode, ServerFrame};
 use broker_tests::gateway::{
     auth, now_s, refresh, token, token_with, unsigned_token, Client, Gateway, Options,
 };
@@ -40,7 +40,7 @@ async fn no_auth_frame_within_5_s_closes_with_4001() {
     let mut c = Client::connect(&gw.ws_url(None)).await;
     let started = Instant::now();
     let code = c.expect_close_within(Duration::from_secs(8)).await;
-    assert_eq!(code, close::TOKEN);
+    assert_eq!(code, CloseCode::Token.code());
     let waited = started.elapsed();
     assert!(
         waited >= Duration::from_millis(4500),
@@ -58,7 +58,7 @@ async fn bad_auth_frame_gets_unauthorized_and_4001() {
         "wrong-secret",
     );
     c.send(&auth(&forged)).await;
-    assert_eq!(c.expect_close().await, close::TOKEN);
+    assert_eq!(c.expect_close().await, CloseCode::Token.code());
     // The gateway queues `err unauthorized` before the close, but its
     // writer drops queued frames on any close but 1012, so the err may
     // never arrive. When it does, it must be this one.
@@ -179,7 +179,7 @@ async fn sixth_connection_of_a_user_is_http_429() {
     let mut late = Client::connect(&gw.ws_url(None)).await;
     late.send_request(auth(&token("alice", 600, &[], &[])))
         .await;
-    assert_eq!(late.expect_close().await, close::CONN_LIMIT);
+    assert_eq!(late.expect_close().await, CloseCode::ConnLimit.code());
     // Other users are not affected.
     gw.connect("bob").await.ping().await;
     // Once one of alice's connections is gone, she may connect again.
@@ -243,7 +243,11 @@ async fn expiring_refresh_and_expiry() {
     let mut short = gw.connect_token(&token("bob", 2, &[], &[])).await;
     let started = Instant::now();
     let code = short.expect_close_within(Duration::from_secs(6)).await;
-    assert_eq!(code, close::TOKEN, "an expired token closes the connection");
+    assert_eq!(
+        code,
+        CloseCode::Token.code(),
+        "an expired token closes the connection"
+    );
     assert!(
         started.elapsed() <= Duration::from_secs(4),
         "closed after {:?}",

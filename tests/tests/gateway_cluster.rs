@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use broker::protocol::{close, ServerFrame};
+use broker::protocol::{CloseCode, ServerFrame};
 use broker_tests::gateway::{
     msg_fields, nodes, online, presence, publish_others, Client, Gateway, Options,
 };
@@ -209,7 +209,7 @@ async fn sigterm_closes_clients_with_1012_and_releases_the_node() {
         let code = c.expect_close().await;
         assert_eq!(
             code,
-            close::RESTART,
+            CloseCode::Restart.code(),
             "{} is told the server restarts",
             c.user
         );

@@ -1,7 +1,7 @@
 //! Namespace policy and abuse handling: join and publish rules, the rate
 //! limit, payload and frame sizes, and malformed frames. docs/PROTOCOL.md §7, §10.
 
-use broker::protocol::{close, ServerFrame};
+use broker::protocol::{CloseCode, ServerFrame};
 use broker_tests::gateway::{join, msgpack, publish, raw_close, token, Gateway, Options};
 use broker_tests::RedisServer;
 use serde_json::json;
@@ -181,7 +181,7 @@ async fn message_above_max_frame_bytes_closes_with_1009() {
     alice
         .send_message(Message::binary(vec![0x80u8; 5000]))
         .await;
-    assert_eq!(alice.expect_close().await, close::TOO_LARGE);
+    assert_eq!(alice.expect_close().await, CloseCode::TooLarge.code());
 
     // Fragments count together: 3 continuation frames of 2000 bytes.
     let mut bob = gw.connect("bob").await;
@@ -208,7 +208,7 @@ async fn message_above_max_frame_bytes_closes_with_1009() {
     .await;
     assert_eq!(
         bob.expect_close().await,
-        close::TOO_LARGE,
+        CloseCode::TooLarge.code(),
         "a fragmented message over the limit"
     );
 
@@ -272,7 +272,7 @@ async fn garbage_frames_get_bad_frame_until_they_keep_coming() {
     for _ in 0..8 {
         alice.send_message(Message::binary(vec![0xc1u8])).await;
     }
-    assert_eq!(alice.expect_close().await, close::POLICY);
+    assert_eq!(alice.expect_close().await, CloseCode::Policy.code());
     for frame in alice.take_queued() {
         assert!(
             matches!(&frame, ServerFrame::Err { code, .. } if code == "bad_frame")

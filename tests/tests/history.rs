@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use broker::wire::Envelope;
+use broker::envelope::Envelope;
 use broker_tests::*;
 
 /// A world whose module keeps history for three namespaces: chat: 100
@@ -93,7 +93,7 @@ fn history_frames_are_the_delivered_bytes() {
     let alice = w.open("alice", "c1", "n1");
     w.join(&alice, "chat:h");
     let sub = w.listen(&["n1"]);
-    w.ok(Publish::json("chat:h", "message", r#"{"text":"hi"}"#).from("c1"));
+    w.ok(Publish::json("chat:h", "message", r#"{"text":"hi"}"#).from_conn("c1"));
     let seen = w.fence(&sub);
     let Envelope::Msg { frame, .. } = seen[0].envelope() else {
         panic!("{:?}", seen[0].envelope());

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use broker::protocol::{close, ServerFrame};
+use broker::protocol::{CloseCode, ServerFrame};
 use broker_tests::gateway::{msg_fields, token, Client, ConnectError, Gateway, Options};
 use broker_tests::raw::{header, op, Ending, RawWs};
 use broker_tests::{ok, run, Command, Presence, Publish, RedisServer};
@@ -115,7 +115,7 @@ async fn websocket_framing_abuse_closes_only_the_offender() {
                 f.extend_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
                 f
             },
-            close::TOO_LARGE,
+            CloseCode::TooLarge.code(),
         ),
         (
             "reserved bits set",
@@ -164,7 +164,7 @@ async fn websocket_framing_abuse_closes_only_the_offender() {
     let (_, ending) = raw.until_close(WAIT).await;
     assert_eq!(
         ending,
-        Ending::Close(close::TOO_LARGE),
+        Ending::Close(CloseCode::TooLarge.code()),
         "fragments past the cap"
     );
     bystander
@@ -429,7 +429,11 @@ async fn the_node_pings_and_closes_a_client_that_never_answers() {
         }
     };
     let ((ending, after), ()) = tokio::join!(silent_ends, keep_reading);
-    assert_eq!(ending, Ending::Close(close::POLICY), "idle timeout");
+    assert_eq!(
+        ending,
+        Ending::Close(CloseCode::Policy.code()),
+        "idle timeout"
+    );
     assert!(
         after >= Duration::from_secs(3) && after < Duration::from_secs(6),
         "closed after {after:?}"

@@ -1,7 +1,7 @@
 //! Gateway nodes: `NODE.LEASE`, `NODE.RELEASE`, `NODES`, lease expiry by the
 //! module's timer, and `KICK`.
 
-use broker::wire::Envelope;
+use broker::envelope::Envelope;
 use broker_tests::*;
 
 #[test]
@@ -44,7 +44,8 @@ fn renewing_a_lease_moves_the_deadline() {
 fn lease_with_an_explicit_deadline() {
     let mut w = World::start();
     let at = now_ms() + 120_000;
-    let (deadline, renewed) = lease_reply(&w.ok(NodeLease::new("n1", 5000).deadline(at)));
+    let (deadline, renewed) =
+        lease_reply(&w.ok(NodeLease::new("n1", 5000).deadline(at.unsigned_abs())));
     assert_eq!((deadline, renewed), (at, false));
     let n = map(&array(&w.ok(Nodes))[0]);
     assert_eq!(int(&n["lease_deadline_ms"]), at);
@@ -185,7 +186,7 @@ fn kick_tells_each_node_which_connections_to_close() {
     w.open("bob", "c4", "n3");
     let sub = w.listen(&["n1", "n2", "n3"]);
 
-    let told = w.int(Kick::new("alice").reason("banned"));
+    let told = w.int(Kick::new("alice").with_reason("banned"));
     assert_eq!(told, 3);
     let seen = w.fence(&sub);
     assert_eq!(seen.len(), 2, "one kick per node holding alice: {seen:?}");

@@ -101,7 +101,7 @@ fn after_a_load_connections_not_registered_again_are_dropped() {
     assert!(renewed);
     let seen = w.fence(&n2);
     assert_eq!(seen.len(), 1, "{seen:?}");
-    let broker::wire::Envelope::Presence { frame, .. } = seen[0].envelope() else {
+    let broker::envelope::Envelope::Presence { frame, .. } = seen[0].envelope() else {
         panic!("expected presence: {:?}", seen[0].envelope());
     };
     let frame = frame_json(frame);

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+use broker::envelope::Envelope;
 use broker::protocol::ServerFrame;
-use broker::wire::Envelope;
 use broker_tests::gateway::{Gateway, Options};
 use broker_tests::*;
 
@@ -40,10 +40,13 @@ fn a_grace_defers_the_leave_and_a_return_cancels_it() {
     open(&mut con, "alice", "a1", "n1");
     run(
         &mut con,
-        Join::new("chat:r", "alice", "a1", "n1").presence(),
+        Join::new("chat:r", "alice", "a1", "n1").with_presence(),
     );
     open(&mut con, "bob", "b1", "n2");
-    run(&mut con, Join::new("chat:r", "bob", "b1", "n2").presence());
+    run(
+        &mut con,
+        Join::new("chat:r", "bob", "b1", "n2").with_presence(),
+    );
     let n2 = Subscriber::nodes(&master, &["n2"]);
 
     // n1 stops with a grace: alice lingers, nobody hears of it.
@@ -64,7 +67,7 @@ fn a_grace_defers_the_leave_and_a_return_cancels_it() {
     open(&mut con, "alice", "a2", "n2");
     run(
         &mut con,
-        Join::new("chat:r", "alice", "a2", "n2").presence(),
+        Join::new("chat:r", "alice", "a2", "n2").with_presence(),
     );
     let seen = n2.fence(&mut con);
     assert!(seen.is_empty(), "no join after a return: {seen:?}");
@@ -102,7 +105,7 @@ fn a_grace_defers_the_leave_and_a_return_cancels_it() {
     open(&mut con, "carol", "c1", "n2");
     run(
         &mut con,
-        Join::new("chat:r", "carol", "c1", "n2").presence(),
+        Join::new("chat:r", "carol", "c1", "n2").with_presence(),
     );
     assert_eq!(presence_of(&n2.expect("carol joins")).1, "join");
     run(&mut con, Leave::new("chat:r", "carol", "c1"));

@@ -1,7 +1,7 @@
 //! `BROKER.PUBLISH`: sequence numbers, fan-out to the nodes with members,
 //! the frame, `FORMAT`, `EXCEPT`, `FROM`, `RATE`.
 
-use broker::wire::Envelope;
+use broker::envelope::Envelope;
 use broker_tests::*;
 use serde_json::json;
 
@@ -162,7 +162,7 @@ fn from_a_non_member_is_refused() {
     w.join(&alice, "chat:a");
     let sub = w.listen(&["n1"]);
     for from in ["c2", "nosuch"] {
-        let e = w.err(Publish::string("chat:a", "ev", "hi").from(from));
+        let e = w.err(Publish::string("chat:a", "ev", "hi").from_conn(from));
         assert!(e.starts_with("NOTMEMBER"), "{e}");
     }
     assert_eq!(w.seq("chat:a"), 0, "nothing published");
@@ -185,12 +185,12 @@ fn payload_formats() {
     // MessagePack by default.
     let value = json!({"text": "hi", "n": [1, 2, 3], "ok": true, "none": null});
     let packed = rmp_serde::to_vec_named(&value).unwrap();
-    w.ok(Publish::new("chat:f", "ev", &packed));
+    publish_without_options(&mut w.con, "chat:f", "ev", &packed).expect("a default publish");
     assert_eq!(data(&mut w), value);
-    w.ok(Publish::new("chat:f", "ev", &packed).format("msgpack"));
+    w.ok(Publish::new("chat:f", "ev", &packed).format(Format::Msgpack));
     assert_eq!(data(&mut w), value);
     // A lone nil is one value too.
-    w.ok(Publish::new("chat:f", "ev", [0xc0u8]));
+    w.ok(Publish::new("chat:f", "ev", &[0xc0]));
     assert_eq!(data(&mut w), serde_json::Value::Null);
 
     // JSON, converted.
@@ -239,9 +239,15 @@ fn invalid_payloads_are_refused_and_publish_nothing() {
         ("msgpack string not UTF-8", vec![0xa2, 0xff, 0xfe], None),
     ];
     for (what, payload, format) in &cases {
-        let mut publish = Publish::new("chat:f", "ev", payload);
-        publish.format = format.map(str::to_string);
-        match w.call(publish) {
+        let reply = match format {
+            // Raw: no FORMAT at all (the typed command always writes one).
+            None => publish_without_options(&mut w.con, "chat:f", "ev", payload),
+            Some(name) => {
+                let format = Format::parse(name).expect("a format name");
+                w.call(Publish::new("chat:f", "ev", payload).format(format))
+            }
+        };
+        match reply {
             Ok(v) => panic!("{what}: accepted, replied {v:?}"),
             Err(e) => {
                 let line = err_line(&e);
@@ -300,7 +306,7 @@ fn rate_limited_publish_is_refused_with_retry_ms() {
 fn broadcast_reaches_every_live_node() {
     let mut w = World::start();
     assert_eq!(
-        w.int(Broadcast::new("ev", "x").format("string")),
+        w.int(Broadcast::new("ev", b"x").format(Format::String)),
         0,
         "no nodes, nobody told"
     );
@@ -311,7 +317,7 @@ fn broadcast_reaches_every_live_node() {
     let sub = w.listen(&["n1", "n2", "n3"]);
 
     let before = now_ms();
-    let told = w.int(Broadcast::new("notice", r#"{"text":"maintenance"}"#).format("json"));
+    let told = w.int(Broadcast::new("notice", br#"{"text":"maintenance"}"#).format(Format::Json));
     let after = now_ms();
     assert_eq!(told, 3);
     let seen = w.fence(&sub);
@@ -341,8 +347,8 @@ fn broadcast_reaches_every_live_node() {
 
     // With NS: the namespace rides along, the frame's room is `ns:*`.
     let told = w.int(
-        Broadcast::new("notice", "hi")
-            .format("string")
+        Broadcast::new("notice", b"hi")
+            .format(Format::String)
             .namespace("chat"),
     );
     assert_eq!(told, 3);
@@ -399,7 +405,7 @@ fn broadcast_refuses_bad_input() {
         let e = err(&mut w.con, args);
         assert!(e.starts_with(prefix), "{args:?}: {e}");
     }
-    let e = w.err(Broadcast::new("ev", [0xc1u8]));
+    let e = w.err(Broadcast::new("ev", &[0xc1]));
     assert!(e.starts_with("ERR invalid"), "{e}");
     assert!(w.fence(&sub).is_empty(), "nothing was sent");
     assert_alive(&w.server);

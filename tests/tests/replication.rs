@@ -79,7 +79,10 @@ fn the_replica_follows_every_write() {
     run(&mut con, Leave::new("chat:a", "bob", "c3"));
     run(&mut con, ConnClose::new("alice", "c2"));
     open(&mut con, "dave", "c5", "n2");
-    run(&mut con, Join::new("chat:b", "dave", "c5", "n2").presence());
+    run(
+        &mut con,
+        Join::new("chat:b", "dave", "c5", "n2").with_presence(),
+    );
     run(&mut con, Throttle::new("rl:alice", 15, 1, 60).quantity(2));
     lease(&mut con, "n2", 900_000);
     let state = assert_same(&master, &replica, "the replica applies later writes");
@@ -151,7 +154,7 @@ fn the_replica_does_not_expire_leases_itself() {
     // Cut the link: the replica keeps what it has, and its own timer must
     // not drop nodes, even ones whose deadline passes.
     let mut rcon = replica.client();
-    let short = now_ms() + 300;
+    let short = (now_ms() + 300).unsigned_abs();
     run(&mut con, NodeLease::new("n2", 300).deadline(short));
     assert_eventually!(
         array(&run(&mut rcon, Nodes))

@@ -1,7 +1,7 @@
 //! Rooms: `JOIN`, `LEAVE`, `ROOM.MEMBERS`, `ROOM.COUNT`, presence events,
 //! `MAXROOMS` and personal rooms.
 
-use broker::wire::Envelope;
+use broker::envelope::Envelope;
 use broker_tests::*;
 use redis::Value;
 

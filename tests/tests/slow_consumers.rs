@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use broker::protocol::{self, close, ServerFrame};
+use broker::protocol::{self, CloseCode, ServerFrame};
 use broker_tests::gateway::{
     join, msg_fields, presence, publish_others, rss_kib, token, Client, Gateway, Options,
 };
@@ -238,7 +238,7 @@ async fn a_member_that_stops_reading_is_closed_and_costs_the_others_nothing() {
         .collect();
     assert_eq!(
         ending,
-        Ending::Close(close::POLICY),
+        Ending::Close(CloseCode::Policy.code()),
         "the paused member is closed with 4008"
     );
     let paused_got = check_prefix("paused", &paused_frames);
@@ -347,7 +347,7 @@ async fn a_member_that_stops_reading_is_closed_and_costs_the_others_nothing() {
         "the paused member was closed before the end of the stream"
     );
     assert!(
-        dead_code == close::POLICY || dead_code == 1006,
+        dead_code == CloseCode::Policy.code() || dead_code == CloseCode::Abnormal.code(),
         "the member that never read is closed (4008) or dropped (1006), got {dead_code}"
     );
     let bound = |base: u64| (3 * base).max(base + 20_000);

@@ -26,7 +26,10 @@ use broker_tests::gateway::{
     eventually_async, join, leave, presence, presence_req, publish, rss_kib, Client, Gateway,
     Options,
 };
-use broker_tests::{array, info_field, int, map, ok, text, RedisServer};
+use broker_tests::{
+    array, info_field, int, map, run, text, History, Nodes, Online, RedisServer, RoomCount,
+    RoomMembers,
+};
 use serde_json::json;
 
 /// Rooms `soak:r0` .. `soak:r39`.
@@ -421,7 +424,7 @@ async fn check_counts(
     let (users, conns) = (per_user.len() as i64, held.len() as i64);
 
     let mut con = redis.client();
-    let online = map(&ok(&mut con, &["BROKER.ONLINE"]));
+    let online = map(&run(&mut con, Online));
     let got = (int(&online["users"]), int(&online["connections"]));
     if got != (users, conns) {
         return Err(format!(
@@ -440,7 +443,7 @@ async fn check_counts(
             return Err(format!("INFO broker {field}: {got}, expected {want}"));
         }
     }
-    let nodes: BTreeMap<String, i64> = array(&ok(&mut con, &["BROKER.NODES"]))
+    let nodes: BTreeMap<String, i64> = array(&run(&mut con, Nodes))
         .iter()
         .map(|n| {
             let n = map(n);
@@ -453,7 +456,7 @@ async fn check_counts(
     for r in (0..ROOMS).map(room) {
         let want = per_room.get(&r).cloned().unwrap_or_default();
         let want_conns: i64 = want.values().sum();
-        let count = map(&ok(&mut con, &["BROKER.ROOM.COUNT", &r]));
+        let count = map(&run(&mut con, RoomCount::new(&r)));
         let got = (int(&count["users"]), int(&count["connections"]));
         if got != (want.len() as i64, want_conns) {
             return Err(format!(
@@ -461,7 +464,7 @@ async fn check_counts(
                 (want.len(), want_conns)
             ));
         }
-        let members: BTreeMap<String, i64> = map(&ok(&mut con, &["BROKER.ROOM.MEMBERS", &r]))
+        let members: BTreeMap<String, i64> = map(&run(&mut con, RoomMembers::new(&r)))
             .iter()
             .map(|(u, n)| (u.clone(), int(n)))
             .collect();
@@ -634,7 +637,7 @@ async fn two_thousand_connections_churn_and_the_counts_stay_exact() {
     let finals: BTreeMap<String, u64> = (0..ROOMS)
         .map(room)
         .map(|r| {
-            let h = map(&ok(&mut con, &["BROKER.HISTORY", &r]));
+            let h = map(&run(&mut con, History::new(&r)));
             (r, int(&h["seq"]) as u64)
         })
         .collect();

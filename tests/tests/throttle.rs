@@ -19,8 +19,13 @@ fn readme_example() {
         throttle(&mut w, Throttle::new("user123", 15, 30, 60).quantity(1)),
         [0, 16, 15, -1, 2]
     );
-    // quantity defaults to 1.
-    let second = throttle(&mut w, Throttle::new("user123", 15, 30, 60));
+    // quantity defaults to 1 (raw: the typed command always sends one).
+    let reply = array(&ok(
+        &mut w.con,
+        &["BROKER.THROTTLE", "user123", "15", "30", "60"],
+    ));
+    let second: Vec<i64> = reply.iter().map(int).collect();
+    assert_eq!(second.len(), 5, "{second:?}");
     assert_eq!(second[..4], [0, 16, 14, -1]);
     assert!((3..=4).contains(&second[4]), "reset after {second:?}");
 }

@@ -57,6 +57,32 @@ impl ConnOpen {
     }
 }
 
+impl ConnOpen {
+    /// The same open with connect time `ms`, ms since the Unix epoch (`AT ms`).
+    pub fn at(self, ms: u64) -> ConnOpen {
+        ConnOpen {
+            at: Some(ms),
+            ..self
+        }
+    }
+
+    /// The same open refused when the user has `n` connections (`MAXUSER n`).
+    pub fn max_user(self, n: u32) -> ConnOpen {
+        ConnOpen {
+            max_user: Some(n),
+            ..self
+        }
+    }
+
+    /// The same open refused when the address has `n` connections (`MAXIP n`).
+    pub fn max_ip(self, n: u32) -> ConnOpen {
+        ConnOpen {
+            max_ip: Some(n),
+            ..self
+        }
+    }
+}
+
 impl Command for ConnOpen {
     const NAME: &'static str = "BROKER.CONN.OPEN";
     const KEYS: Keys = Keys::FIRST;
@@ -132,6 +158,17 @@ impl ConnClose {
     }
 }
 
+impl ConnClose {
+    /// The same close with the user lingering in its rooms for `ms` if this
+    /// was its last connection (`GRACE ms`).
+    pub fn grace(self, ms: u64) -> ConnClose {
+        ConnClose {
+            linger: Some(Linger::Grace(ms)),
+            ..self
+        }
+    }
+}
+
 impl Command for ConnClose {
     const NAME: &'static str = "BROKER.CONN.CLOSE";
     const KEYS: Keys = Keys::FIRST;
@@ -164,6 +201,15 @@ fn user_only<A: AsRef<[u8]>>(args: &[A]) -> Result<String, ParseError> {
 pub struct Presence {
     /// The user.
     pub user: String,
+}
+
+impl Presence {
+    /// The presence of `user`.
+    pub fn new(user: &str) -> Presence {
+        Presence {
+            user: user.to_string(),
+        }
+    }
 }
 
 impl Command for Presence {
@@ -213,6 +259,24 @@ pub struct Kick {
     pub user: String,
     /// The close reason the clients see ([`Kick::reason`] without one).
     pub reason: Option<String>,
+}
+
+impl Kick {
+    /// Kicks `user` with the default reason.
+    pub fn new(user: &str) -> Kick {
+        Kick {
+            user: user.to_string(),
+            reason: None,
+        }
+    }
+
+    /// The same kick with the close reason `reason`.
+    pub fn with_reason(self, reason: &str) -> Kick {
+        Kick {
+            reason: Some(reason.to_string()),
+            ..self
+        }
+    }
 }
 
 impl Kick {
@@ -336,5 +400,27 @@ mod tests {
                 .to_string(),
             "ERR invalid user: not UTF-8"
         );
+    }
+
+    #[test]
+    fn builders_write_what_parse_reads() {
+        let open = ConnOpen::new("a", "c1", "n1", "::1")
+            .at(5)
+            .max_user(2)
+            .max_ip(3);
+        let words: Vec<&[u8]> = vec![
+            b"a", b"c1", b"n1", b"::1", b"MAXUSER", b"2", b"MAXIP", b"3", b"AT", b"5",
+        ];
+        assert_eq!(open.to_args(), words);
+        round_trip(&open);
+        let close = ConnClose::new("a", "c1").grace(10);
+        assert_eq!(close.linger, Some(Linger::Grace(10)));
+        round_trip(&close);
+        round_trip(&Presence::new("a"));
+        let words: Vec<&[u8]> = vec![b"bob"];
+        assert_eq!(Kick::new("bob").to_args(), words);
+        let kick = Kick::new("bob").with_reason("banned");
+        assert_eq!(kick.reason(), "banned");
+        round_trip(&kick);
     }
 }

@@ -51,6 +51,26 @@ impl NodeLease {
     }
 }
 
+impl NodeLease {
+    /// The same lease naming the node's sharded channel on this shard
+    /// (`CHANNEL channel`).
+    pub fn channel(self, channel: &str) -> NodeLease {
+        NodeLease {
+            channel: Some(channel.to_string()),
+            ..self
+        }
+    }
+
+    /// The same lease running out at `ms`, ms since the Unix epoch
+    /// (`DEADLINE ms`).
+    pub fn deadline(self, ms: u64) -> NodeLease {
+        NodeLease {
+            deadline: Some(ms),
+            ..self
+        }
+    }
+}
+
 impl Command for NodeLease {
     const NAME: &'static str = "BROKER.NODE.LEASE";
     const KEYS: Keys = Keys::NONE;
@@ -121,6 +141,17 @@ impl NodeRelease {
         NodeRelease {
             linger: self.linger.map(|l| l.at(now_ms)),
             ..self.clone()
+        }
+    }
+}
+
+impl NodeRelease {
+    /// The same release with the node's users lingering in their rooms for
+    /// `ms` (`GRACE ms`).
+    pub fn grace(self, ms: u64) -> NodeRelease {
+        NodeRelease {
+            linger: Some(Linger::Grace(ms)),
+            ..self
         }
     }
 }
@@ -204,5 +235,25 @@ mod tests {
             NodeRelease::parse(&["n1", "SOON"]).unwrap_err().to_string(),
             "ERR syntax error: unknown option 'SOON'"
         );
+    }
+
+    #[test]
+    fn builders_write_what_parse_reads() {
+        let lease = NodeLease::new("n1", 60_000)
+            .channel("broker:node:n1:{7}")
+            .deadline(9);
+        let words: Vec<&[u8]> = vec![
+            b"n1",
+            b"60000",
+            b"DEADLINE",
+            b"9",
+            b"CHANNEL",
+            b"broker:node:n1:{7}",
+        ];
+        assert_eq!(lease.to_args(), words);
+        round_trip(&lease);
+        let release = NodeRelease::new("n1").grace(100);
+        assert_eq!(release.linger, Some(Linger::Grace(100)));
+        round_trip(&release);
     }
 }

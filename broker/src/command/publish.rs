@@ -106,6 +106,95 @@ impl Publish {
     }
 }
 
+/// Builders for the options of a publish, for the callers that build one
+/// (the tests, a gateway); each returns the same publish with one option set.
+impl Publish {
+    /// A publish of `text` delivered as a string (`FORMAT string`).
+    pub fn string(room: &str, event: &str, text: &str) -> Publish {
+        Publish::new(room, event, text.as_bytes()).format(Format::String)
+    }
+
+    /// A publish of JSON `text`, converted to MessagePack (`FORMAT json`).
+    pub fn json(room: &str, event: &str, text: &str) -> Publish {
+        Publish::new(room, event, text.as_bytes()).format(Format::Json)
+    }
+
+    /// The same publish with `FORMAT format`.
+    pub fn format(self, format: Format) -> Publish {
+        Publish { format, ..self }
+    }
+
+    /// The same publish sent by `conn`, which must be a member (`FROM conn`).
+    pub fn from_conn(self, conn: &str) -> Publish {
+        Publish {
+            from: Some(conn.to_string()),
+            ..self
+        }
+    }
+
+    /// The same publish not delivered to `conn` (`EXCEPT conn`).
+    pub fn except(self, conn: &str) -> Publish {
+        Publish {
+            except: Some(conn.to_string()),
+            ..self
+        }
+    }
+
+    /// The same publish with the room's history settings
+    /// (`HISTORY size ttl_s`).
+    pub fn history(self, size: u32, ttl_s: u64) -> Publish {
+        Publish {
+            history: Some(HistoryConfig {
+                size,
+                ttl_ms: ttl_s.saturating_mul(1000),
+            }),
+            ..self
+        }
+    }
+
+    /// The same publish behind a rate limit on `key`
+    /// (`RATE key burst count period_s`, `burst` counted as the command
+    /// does: `max_burst + 1`).
+    pub fn rate(self, key: impl AsRef<[u8]>, burst: i64, count: i64, period_s: i64) -> Publish {
+        Publish {
+            rate: Some(RateLimit {
+                key: key.as_ref().to_vec(),
+                rate: Rate {
+                    max_burst: burst.saturating_sub(1),
+                    count,
+                    period_s,
+                },
+            }),
+            ..self
+        }
+    }
+}
+
+impl Broadcast {
+    /// A broadcast of `payload` (MessagePack) to every connection.
+    pub fn new(event: &str, payload: &[u8]) -> Broadcast {
+        Broadcast {
+            event: event.to_string(),
+            payload: payload.to_vec(),
+            format: Format::Msgpack,
+            namespace: None,
+        }
+    }
+
+    /// The same broadcast with `FORMAT format`.
+    pub fn format(self, format: Format) -> Broadcast {
+        Broadcast { format, ..self }
+    }
+
+    /// The same broadcast only to rooms of `namespace` (`NS namespace`).
+    pub fn namespace(self, namespace: &str) -> Broadcast {
+        Broadcast {
+            namespace: Some(namespace.to_string()),
+            ..self
+        }
+    }
+}
+
 /// Reads the value of a `FORMAT` option.
 fn format_option<A: AsRef<[u8]>>(args: &mut Args<'_, A>) -> Result<Format, ParseError> {
     let name = args.str("format")?;
@@ -440,5 +529,27 @@ mod tests {
                 .to_string(),
             "ERR wrong number of arguments: unexpected argument 'more'"
         );
+    }
+
+    #[test]
+    fn builders_write_what_parse_reads() {
+        let built = Publish::string("chat:x", "ev", "hi")
+            .from_conn("c1")
+            .except("c2")
+            .history(2, 60)
+            .rate("k", 2, 1, 60);
+        let words: Vec<&[u8]> = vec![
+            b"chat:x", b"ev", b"hi", b"FORMAT", b"string", b"FROM", b"c1", b"EXCEPT", b"c2",
+            b"HISTORY", b"2", b"60", b"RATE", b"k", b"2", b"1", b"60",
+        ];
+        assert_eq!(built.to_args(), words);
+        assert_eq!(Publish::parse(&words).unwrap(), built);
+        assert_eq!(Publish::json("chat:x", "ev", "[1]").format, Format::Json);
+        let broadcast = Broadcast::new("ev", b"x")
+            .format(Format::String)
+            .namespace("chat");
+        let words: Vec<&[u8]> = vec![b"ev", b"x", b"FORMAT", b"string", b"NS", b"chat"];
+        assert_eq!(broadcast.to_args(), words);
+        round_trip(&broadcast);
     }
 }

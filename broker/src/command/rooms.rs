@@ -83,6 +83,20 @@ impl Join {
     }
 }
 
+impl Join {
+    /// The same join recovering what the client missed after `seq` of
+    /// `epoch` (`SINCE seq epoch`).
+    pub fn since(self, seq: u64, epoch: &str) -> Join {
+        Join {
+            since: Some(Since {
+                seq,
+                epoch: epoch.to_string(),
+            }),
+            ..self
+        }
+    }
+}
+
 impl Command for Join {
     const NAME: &'static str = "BROKER.JOIN";
     const KEYS: Keys = Keys::FIRST;
@@ -168,6 +182,17 @@ impl Leave {
     }
 }
 
+impl Leave {
+    /// The same leave as a connection that went away: the user lingers for
+    /// `ms` if this was its last connection in the room (`GRACE ms`).
+    pub fn grace(self, ms: u64) -> Leave {
+        Leave {
+            linger: Some(Linger::Grace(ms)),
+            ..self
+        }
+    }
+}
+
 impl Command for Leave {
     const NAME: &'static str = "BROKER.LEAVE";
     const KEYS: Keys = Keys::FIRST;
@@ -202,6 +227,16 @@ pub struct ApplyLeave {
     pub user: String,
 }
 
+impl ApplyLeave {
+    /// Ends `user`'s lingering presence in `room` now.
+    pub fn new(room: &str, user: &str) -> ApplyLeave {
+        ApplyLeave {
+            room: room.to_string(),
+            user: user.to_string(),
+        }
+    }
+}
+
 impl Command for ApplyLeave {
     const NAME: &'static str = "BROKER.APPLY.LEAVE";
     const KEYS: Keys = Keys::FIRST;
@@ -234,6 +269,15 @@ pub struct RoomMembers {
     pub room: String,
 }
 
+impl RoomMembers {
+    /// The members of `room`.
+    pub fn new(room: &str) -> RoomMembers {
+        RoomMembers {
+            room: room.to_string(),
+        }
+    }
+}
+
 impl Command for RoomMembers {
     const NAME: &'static str = "BROKER.ROOM.MEMBERS";
     const KEYS: Keys = Keys::FIRST;
@@ -254,6 +298,15 @@ impl Command for RoomMembers {
 pub struct RoomCount {
     /// The room.
     pub room: String,
+}
+
+impl RoomCount {
+    /// The counts of `room`.
+    pub fn new(room: &str) -> RoomCount {
+        RoomCount {
+            room: room.to_string(),
+        }
+    }
 }
 
 impl Command for RoomCount {
@@ -280,6 +333,33 @@ pub struct History {
     pub since: Option<u64>,
     /// At most this many messages.
     pub limit: Option<u64>,
+}
+
+impl History {
+    /// Everything `room` keeps.
+    pub fn new(room: &str) -> History {
+        History {
+            room: room.to_string(),
+            since: None,
+            limit: None,
+        }
+    }
+
+    /// The same read, only messages after `seq` (`SINCE seq`).
+    pub fn since(self, seq: u64) -> History {
+        History {
+            since: Some(seq),
+            ..self
+        }
+    }
+
+    /// The same read, at most `n` messages (`LIMIT n`).
+    pub fn limit(self, n: u64) -> History {
+        History {
+            limit: Some(n),
+            ..self
+        }
+    }
 }
 
 impl Command for History {
@@ -414,5 +494,37 @@ mod tests {
                 .to_string(),
             "ERR wrong number of arguments: unexpected argument '\\x01'"
         );
+    }
+
+    #[test]
+    fn builders_write_what_parse_reads() {
+        let join = Join::new("chat:a", "alice", "c1", "n1")
+            .with_presence()
+            .max_rooms(2)
+            .since(3, "ep");
+        let words: Vec<&[u8]> = vec![
+            b"chat:a",
+            b"alice",
+            b"c1",
+            b"n1",
+            b"PRESENCE",
+            b"MAXROOMS",
+            b"2",
+            b"SINCE",
+            b"3",
+            b"ep",
+        ];
+        assert_eq!(join.to_args(), words);
+        round_trip(&join);
+        let leave = Leave::new("chat:a", "alice", "c1").grace(500);
+        assert_eq!(leave.linger, Some(Linger::Grace(500)));
+        round_trip(&leave);
+        round_trip(&ApplyLeave::new("chat:a", "alice"));
+        round_trip(&RoomMembers::new("chat:a"));
+        round_trip(&RoomCount::new("chat:a"));
+        let history = History::new("chat:r").since(2).limit(1);
+        let words: Vec<&[u8]> = vec![b"chat:r", b"SINCE", b"2", b"LIMIT", b"1"];
+        assert_eq!(history.to_args(), words);
+        round_trip(&history);
     }
 }

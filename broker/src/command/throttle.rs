@@ -30,6 +30,27 @@ impl Throttle {
     }
 }
 
+impl Throttle {
+    /// One unit on `key` of a limit of `count` per `period_s` with
+    /// `max_burst` (redis-cell's figures).
+    pub fn new(key: impl AsRef<[u8]>, max_burst: i64, count: i64, period_s: i64) -> Throttle {
+        Throttle {
+            key: key.as_ref().to_vec(),
+            rate: Rate {
+                max_burst,
+                count,
+                period_s,
+            },
+            quantity: 1,
+        }
+    }
+
+    /// The same decision taking `quantity` units.
+    pub fn quantity(self, quantity: i64) -> Throttle {
+        Throttle { quantity, ..self }
+    }
+}
+
 impl Command for Throttle {
     const NAME: &'static str = "BROKER.THROTTLE";
     const KEYS: Keys = Keys::FIRST;
@@ -140,5 +161,14 @@ mod tests {
                 .to_string(),
             "ERR wrong number of arguments: unexpected argument '3'"
         );
+    }
+
+    #[test]
+    fn builders_write_what_parse_reads() {
+        let words: Vec<&[u8]> = vec![b"k", b"15", b"30", b"60", b"1"];
+        let throttle = Throttle::new("k", 15, 30, 60);
+        assert_eq!(throttle.to_args(), words);
+        assert_eq!(Throttle::parse(&words[..4]).unwrap(), throttle);
+        round_trip(&throttle.quantity(3));
     }
 }
