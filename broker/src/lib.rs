@@ -37,5 +37,3 @@ pub mod names;
 pub mod payload;
 pub mod protocol;
 pub mod registry;
-#[doc(hidden)]
-pub mod wire;

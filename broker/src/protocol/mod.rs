@@ -34,41 +34,6 @@ pub use server::{
 
 use crate::msgpack::Writer;
 
-/// Close codes as plain numbers, kept while callers move to [`CloseCode`].
-pub mod close {
-    /// See [`CloseCode::Token`](super::CloseCode::Token).
-    pub const TOKEN: u16 = 4001;
-    /// See [`CloseCode::Forbidden`](super::CloseCode::Forbidden).
-    pub const FORBIDDEN: u16 = 4003;
-    /// See [`CloseCode::Policy`](super::CloseCode::Policy).
-    pub const POLICY: u16 = 4008;
-    /// See [`CloseCode::ConnLimit`](super::CloseCode::ConnLimit).
-    pub const CONN_LIMIT: u16 = 4029;
-    /// See [`CloseCode::TooLarge`](super::CloseCode::TooLarge).
-    pub const TOO_LARGE: u16 = 1009;
-    /// See [`CloseCode::Restart`](super::CloseCode::Restart).
-    pub const RESTART: u16 = 1012;
-    /// See [`CloseCode::Internal`](super::CloseCode::Internal).
-    pub const INTERNAL: u16 = 1011;
-
-    #[cfg(test)]
-    #[test]
-    fn numbers_match_the_enum() {
-        use super::CloseCode;
-        for (number, code) in [
-            (TOKEN, CloseCode::Token),
-            (FORBIDDEN, CloseCode::Forbidden),
-            (POLICY, CloseCode::Policy),
-            (CONN_LIMIT, CloseCode::ConnLimit),
-            (TOO_LARGE, CloseCode::TooLarge),
-            (RESTART, CloseCode::Restart),
-            (INTERNAL, CloseCode::Internal),
-        ] {
-            assert_eq!(number, code.code());
-        }
-    }
-}
-
 /// Starts a frame: a map of `len` entries whose first is `t: kind`.
 fn frame_header<'w>(out: &'w mut Writer, len: usize, kind: &str) -> &'w mut Writer {
     out.map(len).str("t").str(kind)
