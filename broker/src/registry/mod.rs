@@ -155,7 +155,7 @@ impl Registry {
 mod test_support {
     use super::Registry;
 
-    use crate::command::ApplyPublish;
+    use crate::command::{ApplyPublish, Join};
 
     use super::HistoryConfig;
 
@@ -176,6 +176,20 @@ mod test_support {
             history,
             frame: frame.to_vec(),
         }
+    }
+
+    /// Joins `conn` of `user` on `node` to `room` with presence, which a
+    /// test expects to succeed.
+    pub fn join_present(
+        r: &mut Registry,
+        room: &str,
+        user: &str,
+        conn: &str,
+        node: &str,
+        epoch: &str,
+    ) {
+        r.join(&Join::new(room, user, conn, node).with_presence(), epoch)
+            .expect("join");
     }
 
     /// A registry with nodes `n1` and `n2` leased.

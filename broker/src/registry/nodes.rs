@@ -236,8 +236,8 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{ConnOpen, Join};
-    use crate::registry::test_support::leased;
+    use crate::command::ConnOpen;
+    use crate::registry::test_support::{join_present, leased};
     use crate::registry::PresenceChange;
 
     #[test]
@@ -246,13 +246,8 @@ mod tests {
         r.open(&ConnOpen::new("alice", "a1", "n1", "ip1"), 1)
             .unwrap();
         r.open(&ConnOpen::new("bob", "b1", "n2", "ip2"), 1).unwrap();
-        r.join(
-            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
-            "e",
-        )
-        .unwrap();
-        r.join(&Join::new("chat:x", "bob", "b1", "n2").with_presence(), "e")
-            .unwrap();
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e");
+        join_present(&mut r, "chat:x", "bob", "b1", "n2", "e");
         let (dropped, events) = r.release_node("n1", None);
         assert_eq!(dropped, 1);
         assert_eq!(events.len(), 1);
@@ -270,29 +265,16 @@ mod tests {
         r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
             .unwrap();
         r.open(&ConnOpen::new("bob", "b1", "n1", "ip"), 1).unwrap();
-        r.join(
-            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
-            "e",
-        )
-        .unwrap();
-        r.join(&Join::new("chat:x", "bob", "b1", "n1").with_presence(), "e")
-            .unwrap();
-        r.join(
-            &Join::new("chat:x", "carol", "c1", "n2").with_presence(),
-            "e",
-        )
-        .unwrap();
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e");
+        join_present(&mut r, "chat:x", "bob", "b1", "n1", "e");
+        join_present(&mut r, "chat:x", "carol", "c1", "n2", "e");
         let mut back = Registry::new();
         back.restore(r.snapshot());
         assert_eq!(back.after_load_step("n1"), AfterLoad::Reregister);
         // The gateway registers what is still alive: alice, not bob.
         back.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
             .unwrap();
-        back.join(
-            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
-            "e",
-        )
-        .unwrap();
+        join_present(&mut back, "chat:x", "alice", "a1", "n1", "e");
         assert_eq!(
             back.after_load_step("n1"),
             AfterLoad::Drop(vec![("bob".into(), "b1".into())])
@@ -317,13 +299,8 @@ mod tests {
         r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
             .unwrap();
         r.open(&ConnOpen::new("bob", "b1", "n1", "ip"), 1).unwrap();
-        r.join(&Join::new("chat:x", "bob", "b1", "n1").with_presence(), "e")
-            .unwrap();
-        r.join(
-            &Join::new("chat:x", "carol", "c1", "n2").with_presence(),
-            "e",
-        )
-        .unwrap();
+        join_present(&mut r, "chat:x", "bob", "b1", "n1", "e");
+        join_present(&mut r, "chat:x", "carol", "c1", "n2", "e");
         let lease = NodeLease::new("n1", 5000);
         // Not loaded: a renewal, nothing dropped.
         let plain = r.clone().lease_node(&lease, 100, true);

@@ -364,7 +364,7 @@ impl Registry {
 mod tests {
     use super::*;
     use crate::command::{ConnOpen, Join};
-    use crate::registry::test_support::leased;
+    use crate::registry::test_support::{join_present, leased};
     use crate::registry::Snapshot;
 
     #[test]
@@ -441,16 +441,8 @@ mod tests {
         let mut r = leased();
         r.open(&ConnOpen::new("alice", "a1", "n1", "ip1"), 1)
             .unwrap();
-        r.join(
-            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
-            "e1",
-        )
-        .unwrap();
-        r.join(
-            &Join::new("chat:x", "bob", "b1", "n2").with_presence(),
-            "e1",
-        )
-        .unwrap();
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e1");
+        join_present(&mut r, "chat:x", "bob", "b1", "n2", "e1");
         // n1 goes away with a grace: no leave, alice still listed.
         let (dropped, events) = r.release_node("n1", Some(5_000));
         assert_eq!((dropped, events.len()), (1, 0));
@@ -504,11 +496,7 @@ mod tests {
     #[test]
     fn a_lingering_user_keeps_an_empty_room() {
         let mut r = leased();
-        r.join(
-            &Join::new("chat:z", "alice", "a1", "n1").with_presence(),
-            "e1",
-        )
-        .unwrap();
+        join_present(&mut r, "chat:z", "alice", "a1", "n1", "e1");
         r.leave("chat:z", "alice", "a1", Some(100));
         assert_eq!(r.rooms_held(), 1);
         assert!(r.idle_rooms(1_000, 10).is_empty());

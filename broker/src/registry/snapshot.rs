@@ -191,24 +191,16 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{ConnOpen, Join};
-    use crate::registry::test_support::{applied, leased};
+    use crate::command::ConnOpen;
+    use crate::registry::test_support::{applied, join_present, leased};
 
     #[test]
     fn snapshot_round_trip_rebuilds_indexes() {
         let mut r = leased();
         r.open(&ConnOpen::new("alice", "a1", "n1", "ip1"), 7)
             .unwrap();
-        r.join(
-            &Join::new("chat:x", "alice", "a1", "n1").with_presence(),
-            "e1",
-        )
-        .unwrap();
-        r.join(
-            &Join::new("chat:x", "bob", "b1", "n2").with_presence(),
-            "e1",
-        )
-        .unwrap();
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e1");
+        join_present(&mut r, "chat:x", "bob", "b1", "n2", "e1");
         let cfg = HistoryConfig {
             size: 10,
             ttl_ms: 0,

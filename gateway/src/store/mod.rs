@@ -8,9 +8,10 @@
 //!
 //! Every client action is one command here (one round trip); many
 //! connections' commands share the same pipelined connection. Errors come
-//! back as [`StoreError`]: a refusal by the module with its [`Refusal`], or
-//! `Unavailable` when Redis cannot be reached in time — which the gateway
-//! reports to clients as `err unavailable` without closing them.
+//! back as [`StoreError`]: a refusal by the module with its
+//! [`Refusal`](broker::command::Refusal), or `Unavailable` when Redis
+//! cannot be reached in time — which the gateway reports to clients as
+//! `err unavailable` without closing them.
 //!
 //! Here: the connection and the routing of commands (to the one server, to
 //! a slot's master, to every master). The calls themselves are
