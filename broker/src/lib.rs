@@ -26,8 +26,9 @@
 /// `broker_api`. Raised whenever the module gains a command or an option the
 /// gateway relies on, so that a gateway built with a newer one reports not
 /// ready (`/readyz`) against an older module rather than failing requests.
-/// 2: `BROKER.USER.ROOMS`.
-pub const MODULE_API: u32 = 2;
+/// 2: `BROKER.USER.ROOMS`. 3: `NODE.LEASE … INCARNATION … REGISTERING`,
+/// `BROKER.NODE.CONNS`.
+pub const MODULE_API: u32 = 3;
 
 pub mod command;
 pub mod envelope;

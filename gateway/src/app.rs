@@ -37,10 +37,13 @@ impl App {
         }
     }
 
-    /// A connection id unique across nodes: `<node>.<counter in base 36>`.
+    /// A connection id unique across nodes and across the processes that
+    /// held one node id: `<node>.<4 characters of the incarnation>.<counter
+    /// in base 36>`.
     pub fn next_conn_id(&self) -> Arc<str> {
         let n = self.conn_counter.fetch_add(1, Ordering::Relaxed) + 1;
-        Arc::from(format!("{}.{}", self.node.id, base36(n)))
+        let incarnation = self.node.incarnation.get(..4).unwrap_or_default();
+        Arc::from(format!("{}.{incarnation}.{}", self.node.id, base36(n)))
     }
 
     /// True once shutdown began.

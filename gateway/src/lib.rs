@@ -98,6 +98,7 @@ pub async fn run(
     let lease = tokio::spawn(lease::hold_lease(node.clone()));
     let receiver = tokio::spawn(node::channel::receive(node.clone(), urls));
     let keepalive = tokio::spawn(keepalive::run(node.clone(), limits));
+    let reconcile = tokio::spawn(node::reconcile::run(node.clone()));
     let public_task = tokio::spawn(http::serve_public(app.clone(), public, stop_rx.clone()));
     let admin_task = tokio::spawn(http::serve_admin(app.clone(), admin, stop_rx.clone()));
 
@@ -128,6 +129,7 @@ pub async fn run(
     let _ = receiver.await;
     admin_task.abort();
     keepalive.abort();
+    reconcile.abort();
     tracing::info!(node = %node.id, "stopped");
     Ok(())
 }

@@ -90,6 +90,13 @@ pub struct Metrics {
     /// the node channel that its inbox overflowed (the node then subscribed
     /// again and repaired from history).
     pub inbox_overflows: IntCounter,
+    /// `broker_reconcile_fixes_total`: differences between what Redis held
+    /// for this node and what it served, fixed, by `kind` (`open`, `join`,
+    /// `leave`, `close`).
+    pub reconcile_fixes: IntCounterVec,
+    /// `broker_reregistration_seconds`: how long registering every live
+    /// connection again took, after the module answered a lease as new.
+    pub reregistration_seconds: Histogram,
 }
 
 impl Metrics {
@@ -200,6 +207,23 @@ impl Metrics {
             "Times the node's inbox of received messages overflowed (followed by a gap repair).",
         )?;
 
+        let reconcile_fixes = IntCounterVec::new(
+            Opts::new(
+                "broker_reconcile_fixes_total",
+                "Differences between what Redis held for this node and what it served, fixed, by kind.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(reconcile_fixes.clone()))?;
+        let reregistration_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "broker_reregistration_seconds",
+                "Time to register every live connection again after a lease was answered as new.",
+            )
+            .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
+        )?;
+        registry.register(Box::new(reregistration_seconds.clone()))?;
+
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -212,6 +236,9 @@ impl Metrics {
         }
         for command in REDIS_COMMANDS {
             redis_command_duration.with_label_values(&[command]);
+        }
+        for kind in ["open", "join", "leave", "close"] {
+            reconcile_fixes.with_label_values(&[kind]);
         }
 
         Ok(Metrics {
@@ -232,6 +259,8 @@ impl Metrics {
             gap_repaired,
             gap_unrepaired,
             inbox_overflows,
+            reconcile_fixes,
+            reregistration_seconds,
         })
     }
 }

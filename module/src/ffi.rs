@@ -11,7 +11,7 @@ use std::os::raw::c_int;
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, RedisString};
 
-use crate::persist;
+use crate::{guard, persist};
 
 /// The shape of `RedisModule_PublishMessage` and `..._PublishMessageShard`.
 type PublishApi = unsafe extern "C" fn(
@@ -95,7 +95,9 @@ unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::Aux::Before as c_int {
         return;
     }
-    let bytes = persist::save();
+    // A panic must not unwind into Redis; an empty blob loads as an empty
+    // registry.
+    let bytes = guard::quietly(persist::save).unwrap_or_default();
     // SAFETY: `rdb` is the I/O handle Redis passes for this callback.
     raw::save_slice(rdb, &bytes);
 }
@@ -108,8 +110,8 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
     let Ok(buffer) = raw::load_string_buffer(rdb) else {
         return raw::Status::Err as c_int;
     };
-    match persist::load(encver, buffer.as_ref()) {
-        Ok(()) => raw::Status::Ok as c_int,
-        Err(_) => raw::Status::Err as c_int,
+    match guard::quietly(|| persist::load(encver, buffer.as_ref())) {
+        Some(Ok(())) => raw::Status::Ok as c_int,
+        Some(Err(_)) | None => raw::Status::Err as c_int,
     }
 }

@@ -8,8 +8,13 @@ use crate::state;
 /// Fills the `broker` section (the deprecated field API is the one that
 /// names the section after the module itself, so `INFO broker` finds it).
 #[info_command_handler]
+fn broker_info(ctx: &InfoContext, for_crash_report: bool) -> RedisResult<()> {
+    // A panic must not unwind into Redis: the section is then left out.
+    crate::guard::quietly(|| fill(ctx, for_crash_report)).unwrap_or(Ok(()))
+}
+
 #[allow(deprecated)]
-fn broker_info(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
+fn fill(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     let Some((stats, nodes, users, conns, rooms)) = state::try_with(|s| {
         let (users, conns) = s.registry.online();
         (

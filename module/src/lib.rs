@@ -8,11 +8,13 @@
 //!   registry ([`broker::registry`]), replicates the command's deterministic
 //!   form and delivers what it must ([`delivery`]).
 //! - [`state`]: the one global [`broker::registry::Registry`] and counters.
-//! - [`persist`]: the registry in and out of RDB files (aux data).
+//! - [`persist`]: the registry in and out of RDB files (aux data);
+//!   [`loading`] starts the after-load reconciliation once loading ended.
 //! - [`sweep`]: the timer that expires node leases and drops idle rooms.
 //! - [`ffi`]: every `unsafe` call, each with its `SAFETY` comment.
 //! - [`error`]: the one error type; [`guard`] turns errors and panics into
-//!   error replies, so nothing a client sends can take Redis down.
+//!   error replies (and catches panics in timers, events and persistence
+//!   callbacks), so nothing a client sends can take Redis down.
 //!
 //! `docs/COMMANDS.md` is the user-facing description of every command.
 
@@ -22,6 +24,7 @@ pub mod error;
 pub mod ffi;
 pub mod guard;
 pub mod info;
+pub mod loading;
 pub mod persist;
 pub mod reply;
 pub mod state;
@@ -133,6 +136,7 @@ redis_module! {
         ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", cmd::Throttle::KEYS.first, cmd::Throttle::KEYS.last, cmd::Throttle::KEYS.step, ""],
         ["broker.node.lease", commands::nodes::node_lease, "write fast", cmd::NodeLease::KEYS.first, cmd::NodeLease::KEYS.last, cmd::NodeLease::KEYS.step, ""],
         ["broker.node.release", commands::nodes::node_release, "write fast", cmd::NodeRelease::KEYS.first, cmd::NodeRelease::KEYS.last, cmd::NodeRelease::KEYS.step, ""],
+        ["broker.node.conns", commands::nodes::node_conns, "readonly", cmd::NodeConns::KEYS.first, cmd::NodeConns::KEYS.last, cmd::NodeConns::KEYS.step, ""],
         ["broker.nodes", commands::nodes::nodes, "readonly fast", cmd::Nodes::KEYS.first, cmd::Nodes::KEYS.last, cmd::Nodes::KEYS.step, ""],
     ],
 }

@@ -26,8 +26,9 @@ pub fn save() -> Vec<u8> {
     state::with(|s| s.registry.snapshot().to_bytes().unwrap_or_default())
 }
 
-/// Replaces the registry with a saved one. Leases get one lease period from
-/// now, so gateways that are still alive can renew before they are expired.
+/// Replaces the registry with a saved one. The leases are extended and the
+/// reconciliation begins when loading has ended ([`crate::loading`]), after
+/// an AOF's tail was replayed too.
 pub fn load(encver: i32, bytes: &[u8]) -> Result<(), LoadError> {
     if encver != ENCODING_VERSION {
         return Err(LoadError::UnknownVersion(encver));
@@ -39,9 +40,6 @@ pub fn load(encver: i32, bytes: &[u8]) -> Result<(), LoadError> {
     } else {
         Snapshot::from_bytes(bytes).map_err(|_| LoadError::Corrupt)?
     };
-    state::with(|s| {
-        s.registry.restore(snapshot);
-        s.registry.extend_leases(state::now_ms());
-    });
+    state::with(|s| s.registry.restore(snapshot));
     Ok(())
 }

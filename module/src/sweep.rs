@@ -16,7 +16,7 @@ use broker::command::{ApplyDrop, ApplyLeave, NodeRelease};
 
 use crate::commands::nodes::release_node;
 use crate::commands::{publish, rooms};
-use crate::state;
+use crate::{guard, state};
 
 /// Period of the timer, from the `SWEEP_MS` module argument.
 pub static SWEEP_MS: AtomicU64 = AtomicU64::new(250);
@@ -31,14 +31,17 @@ pub fn start(ctx: &Context) {
 }
 
 fn tick(ctx: &Context, _: ()) {
-    let flags = ctx.get_flags();
-    if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
-        expire_leases(ctx);
-        end_lingering(ctx);
-        drop_idle_rooms(ctx);
-    }
-    // Memory only, not state: on replicas too.
-    state::with(|s| s.registry.compact());
+    guard::callback(ctx, "the sweep timer", || {
+        let flags = ctx.get_flags();
+        if flags.contains(ContextFlags::MASTER) && !flags.contains(ContextFlags::LOADING) {
+            expire_leases(ctx);
+            end_lingering(ctx);
+            drop_idle_rooms(ctx);
+        }
+        // Memory only, not state: on replicas too.
+        state::with(|s| s.registry.compact());
+    });
+    // Armed again whatever happened, or leases would never expire again.
     start(ctx);
 }
 

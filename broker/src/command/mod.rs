@@ -32,6 +32,7 @@
 //! | `BROKER.THROTTLE` | [`Throttle`] | [`throttle`] |
 //! | `BROKER.NODE.LEASE` | [`NodeLease`] | [`nodes`] |
 //! | `BROKER.NODE.RELEASE` | [`NodeRelease`] | [`nodes`] |
+//! | `BROKER.NODE.CONNS` | [`NodeConns`] | [`nodes`] |
 //! | `BROKER.NODES` | [`Nodes`] | [`nodes`] |
 
 mod args;
@@ -44,7 +45,7 @@ pub mod throttle;
 
 pub use args::{quoted, Arg, ParseError};
 pub use connections::{ConnClose, ConnOpen, Kick, Online, Presence, UserRooms};
-pub use nodes::{NodeLease, NodeRelease, Nodes};
+pub use nodes::{NodeConns, NodeLease, NodeRelease, Nodes};
 pub use publish::{ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};
 pub use refusal::{LimitKind, Refusal};
 pub use rooms::{ApplyLeave, History, Join, Leave, RoomCount, RoomMembers};

@@ -1,4 +1,5 @@
-//! Gateway node leases: `NODE.LEASE`, `NODE.RELEASE`, `NODES`.
+//! Gateway node leases: `NODE.LEASE`, `NODE.RELEASE`, `NODES`, and what a
+//! node reads back to reconcile: `NODE.CONNS`.
 
 use super::args::{number, text, unknown, Arg, Args, ParseError};
 use super::{no_args, Command, Keys, Linger};
@@ -8,10 +9,16 @@ use crate::names;
 /// node's connections in presence for years.
 pub const MAX_LEASE_MS: u64 = 86_400_000;
 
-/// `BROKER.NODE.LEASE node ttl_ms [DEADLINE ms] [CHANNEL channel]`: takes or
-/// renews a node lease. `CHANNEL` names the sharded Pub/Sub channel the node
-/// reads on this shard of a cluster; a lease without it keeps the channel
-/// named before. Replicated with its `DEADLINE` ([`NodeLease::replicated`]).
+/// `BROKER.NODE.LEASE node ttl_ms [DEADLINE ms] [CHANNEL channel]
+/// [INCARNATION id] [REGISTERING]`: takes or renews a node lease. `CHANNEL`
+/// names the sharded Pub/Sub channel the node reads on this shard of a
+/// cluster; a lease without it keeps the channel named before.
+/// `INCARNATION` names the gateway process holding the node id: a lease
+/// with another incarnation than the one on record ends the old one's
+/// connections first (a restart under the same node id). `REGISTERING`
+/// says the node is still registering its connections again, so the
+/// after-load reconciliation waits for a lease without it. Replicated with
+/// its `DEADLINE` ([`NodeLease::replicated`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeLease {
     /// The node.
@@ -23,6 +30,10 @@ pub struct NodeLease {
     pub deadline: Option<u64>,
     /// The node's sharded channel on this shard (`CHANNEL`).
     pub channel: Option<String>,
+    /// The gateway process holding the node id (`INCARNATION`).
+    pub incarnation: Option<String>,
+    /// The node is registering its connections again (`REGISTERING`).
+    pub registering: bool,
 }
 
 impl NodeLease {
@@ -33,6 +44,8 @@ impl NodeLease {
             lease_ms,
             deadline: None,
             channel: None,
+            incarnation: None,
+            registering: false,
         }
     }
 
@@ -57,6 +70,23 @@ impl NodeLease {
     pub fn channel(self, channel: &str) -> NodeLease {
         NodeLease {
             channel: Some(channel.to_string()),
+            ..self
+        }
+    }
+
+    /// The same lease from the gateway process `id` (`INCARNATION id`).
+    pub fn incarnation(self, id: &str) -> NodeLease {
+        NodeLease {
+            incarnation: Some(id.to_string()),
+            ..self
+        }
+    }
+
+    /// The same lease marked as sent while the node registers its
+    /// connections again (`REGISTERING`).
+    pub fn registering(self, registering: bool) -> NodeLease {
+        NodeLease {
+            registering,
             ..self
         }
     }
@@ -96,6 +126,10 @@ impl Command for NodeLease {
                     }
                     lease.channel = Some(name.to_string());
                 }
+                "INCARNATION" => {
+                    lease.incarnation = Some(args.name("incarnation", names::validate_node)?);
+                }
+                "REGISTERING" => lease.registering = true,
                 other => return Err(unknown(other)),
             }
         }
@@ -109,6 +143,12 @@ impl Command for NodeLease {
         }
         if let Some(channel) = &self.channel {
             out.extend([text("CHANNEL"), text(channel)]);
+        }
+        if let Some(incarnation) = &self.incarnation {
+            out.extend([text("INCARNATION"), text(incarnation)]);
+        }
+        if self.registering {
+            out.push(text("REGISTERING"));
         }
         out
     }
@@ -171,6 +211,40 @@ impl Command for NodeRelease {
         let mut out = vec![text(&self.node)];
         Linger::write(self.linger, &mut out);
         out
+    }
+}
+
+/// `BROKER.NODE.CONNS node`: every connection this Redis (this shard of a
+/// cluster) holds for `node`, with its user, whether it was opened here and
+/// its rooms here — what the node compares with what it really serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConns {
+    /// The node.
+    pub node: String,
+}
+
+impl NodeConns {
+    /// The listing of `node`.
+    pub fn new(node: &str) -> NodeConns {
+        NodeConns {
+            node: node.to_string(),
+        }
+    }
+}
+
+impl Command for NodeConns {
+    const NAME: &'static str = "BROKER.NODE.CONNS";
+    const KEYS: Keys = Keys::NONE;
+
+    fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<NodeConns, ParseError> {
+        let mut args = Args::new(args);
+        let node = args.name("node", names::validate_node)?;
+        args.done()?;
+        Ok(NodeConns { node })
+    }
+
+    fn to_args(&self) -> Vec<Arg<'_>> {
+        vec![text(&self.node)]
     }
 }
 
@@ -255,5 +329,24 @@ mod tests {
         let release = NodeRelease::new("n1").grace(100);
         assert_eq!(release.linger, Some(Linger::Grace(100)));
         round_trip(&release);
+    }
+
+    #[test]
+    fn incarnation_and_registering_round_trip() {
+        let lease = NodeLease::new("n1", 5000)
+            .incarnation("p-7f3a")
+            .registering(true);
+        let words: Vec<&[u8]> = vec![b"n1", b"5000", b"INCARNATION", b"p-7f3a", b"REGISTERING"];
+        assert_eq!(lease.to_args(), words);
+        round_trip(&lease);
+        assert_eq!(lease.replicated(1).incarnation.as_deref(), Some("p-7f3a"));
+        assert_eq!(
+            NodeLease::parse(&["n1", "5000", "INCARNATION", "a b"])
+                .unwrap_err()
+                .to_string(),
+            "ERR invalid node id"
+        );
+        round_trip(&NodeConns::new("n1"));
+        assert!(NodeConns::parse(&["n1", "x"]).is_err());
     }
 }

@@ -24,10 +24,16 @@
 //!
 //! **After a load** (a restart from an RDB or AOF file, a replica's full
 //! sync) the saved connections may be stale: some closed after the save.
-//! The first lease of each loaded node then answers "new", so the gateway
-//! registers its live connections and rooms again; its next lease drops
-//! every connection of the node that was not registered again (with leave
-//! events), so presence is exact again ([`Registry::lease_node`]).
+//! Once loading has ended ([`Registry::after_load`]) the first lease of
+//! each loaded node answers "new", so the gateway registers its live
+//! connections and rooms again; its next lease that is not marked
+//! `REGISTERING` drops every connection of the node that was not registered
+//! again (with leave events), so presence is exact again
+//! ([`Registry::lease_node`]).
+//!
+//! **Incarnations.** A gateway process names itself in its leases; a lease
+//! of the same node id from another process (a restart under a pinned node
+//! id) ends the old process's connections first, with leave events.
 //!
 //! **Presence grace.** When a connection goes away (closed, or its node
 //! released) with a grace deadline, a user whose last connection that was
@@ -62,7 +68,7 @@ use connections::Conn;
 pub use connections::ConnInfo;
 pub use history::{HistoryConfig, HistoryRead, PublishPlan, Recovery, Stored};
 use nodes::Node;
-pub use nodes::{LeaseOutcome, NodeInfo};
+pub use nodes::{LeaseOutcome, NodeConn, NodeInfo};
 use rooms::Room;
 pub use rooms::{JoinOutcome, PresenceChange, PresenceEvent};
 pub use snapshot::Snapshot;

@@ -1,5 +1,7 @@
 //! Gateway node leases: taking, renewing, expiring and releasing them, the
-//! sharded channel a node reads, and what a node's lease must do after a load.
+//! sharded channel a node reads, the incarnation (process) holding a node
+//! id, what a node's lease must do after a load, and the listing a node
+//! reconciles against.
 
 use std::collections::HashSet;
 
@@ -23,6 +25,8 @@ pub(super) struct Node {
     pub(super) lease_ms: u64,
     /// Sharded Pub/Sub channel the node reads on this shard (cluster only).
     pub(super) channel: Option<String>,
+    /// The gateway process that holds the node id, once a lease named one.
+    pub(super) incarnation: Option<String>,
     pub(super) conns: HashSet<String>,
     /// After a load: the connections the node has not registered again
     /// since (see [`Registry::after_load_step`]).
@@ -54,20 +58,51 @@ pub struct LeaseOutcome {
     /// The connections dropped because the node did not register them again
     /// after a load, as the closes replicas receive.
     pub dropped: Vec<ConnClose>,
-    /// The leave events of those drops.
+    /// The leave events of those drops, and of the connections of a
+    /// replaced incarnation.
     pub events: Vec<PresenceEvent>,
+    /// Opened connections ended because another incarnation held the node
+    /// id (`None`: no other incarnation did). The caller replicates a
+    /// `NODE.RELEASE` before the lease when set.
+    pub replaced: Option<u64>,
+}
+
+/// One connection in a `BROKER.NODE.CONNS` reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConn {
+    /// Connection id.
+    pub conn: String,
+    /// Its user.
+    pub user: String,
+    /// True when `CONN.OPEN` registered it here (not only a room member).
+    pub opened: bool,
+    /// Its rooms here, sorted.
+    pub rooms: Vec<String>,
 }
 
 impl Registry {
     /// Takes or renews a node's lease (`BROKER.NODE.LEASE`) when it runs at
-    /// `now_ms`, and names its channel when the lease does. With
-    /// `reconcile` (a master; a replica follows the master's stream
-    /// instead) it also takes the after-load step: the node's first lease
-    /// since a load answers "new" so the node registers again, its next one
-    /// drops what the node did not register again.
+    /// `now_ms`, and names its channel when the lease does. A lease naming
+    /// another incarnation than the one on record first releases the node
+    /// (the old process's connections end, with leave events) and is then a
+    /// new lease. With `reconcile` (a master; a replica follows the
+    /// master's stream instead) it also takes the after-load step: the
+    /// node's first lease since a load answers "new" so the node registers
+    /// again, its next one without `REGISTERING` drops what the node did
+    /// not register again.
     pub fn lease_node(&mut self, lease: &NodeLease, now_ms: u64, reconcile: bool) -> LeaseOutcome {
+        let (mut dropped, mut events) = (Vec::new(), Vec::new());
+        let mut replaced = None;
+        let other_incarnation = self.nodes.get(&lease.node).is_some_and(|n| {
+            matches!((&n.incarnation, &lease.incarnation), (Some(old), Some(new)) if old != new)
+        });
+        if other_incarnation {
+            let (ended, leaves) = self.release_node(&lease.node, None);
+            events.extend(leaves);
+            replaced = Some(ended);
+        }
         let step = if reconcile {
-            self.after_load_step(&lease.node)
+            self.after_load_step(&lease.node, lease.registering)
         } else {
             AfterLoad::Nothing
         };
@@ -76,7 +111,9 @@ impl Registry {
         if lease.channel.is_some() {
             self.set_node_channel(&lease.node, lease.channel.as_deref());
         }
-        let (mut dropped, mut events) = (Vec::new(), Vec::new());
+        if let (Some(n), Some(id)) = (self.nodes.get_mut(&lease.node), &lease.incarnation) {
+            n.incarnation = Some(id.clone());
+        }
         match step {
             AfterLoad::Nothing => {}
             AfterLoad::Reregister => renewed = false,
@@ -92,6 +129,7 @@ impl Registry {
             renewed,
             dropped,
             events,
+            replaced,
         }
     }
 
@@ -104,6 +142,7 @@ impl Registry {
             deadline_ms,
             lease_ms,
             channel: None,
+            incarnation: None,
             conns: HashSet::new(),
             unconfirmed: None,
             asked: false,
@@ -117,8 +156,9 @@ impl Registry {
     /// before [`Registry::lease`]; a replica follows the master's stream
     /// instead): nothing, ask the node to register again (its first lease
     /// since the load), or drop the connections it did not register again
-    /// (its next one), as `(user, conn)`.
-    pub(super) fn after_load_step(&mut self, node: &str) -> AfterLoad {
+    /// (its first one after that which is not `registering`), as
+    /// `(user, conn)`.
+    pub(super) fn after_load_step(&mut self, node: &str, registering: bool) -> AfterLoad {
         let Some(n) = self.nodes.get_mut(node) else {
             return AfterLoad::Nothing;
         };
@@ -128,6 +168,9 @@ impl Registry {
         if !n.asked {
             n.asked = true;
             return AfterLoad::Reregister;
+        }
+        if registering {
+            return AfterLoad::Nothing;
         }
         let stale = n.unconfirmed.take().unwrap_or_default();
         let mut out: Vec<(String, String)> = stale
@@ -187,6 +230,43 @@ impl Registry {
         }
     }
 
+    /// Starts the after-load reconciliation once loading has ended (an RDB,
+    /// an AOF with its replayed tail, a replica's full sync): every node
+    /// gets a lease period to heartbeat, its next lease answers "new" so it
+    /// registers its connections again, and the one after drops what it did
+    /// not register ([`Registry::lease_node`]). Called when loading has
+    /// *ended*, not while loading: an AOF tail replays old lease deadlines
+    /// and the opens and joins of connections that have closed since.
+    pub fn after_load(&mut self, now_ms: u64) {
+        self.extend_leases(now_ms);
+        for node in self.nodes.values_mut() {
+            node.unconfirmed = Some(node.conns.clone());
+            node.asked = false;
+        }
+    }
+
+    /// Every connection this registry holds for `node`, sorted by id
+    /// (`BROKER.NODE.CONNS`).
+    pub fn node_conns(&self, node: &str) -> Vec<NodeConn> {
+        let Some(n) = self.nodes.get(node) else {
+            return Vec::new();
+        };
+        let mut out: Vec<NodeConn> = n
+            .conns
+            .iter()
+            .filter_map(|id| {
+                self.conns.get(id).map(|c| NodeConn {
+                    conn: id.clone(),
+                    user: c.user.clone(),
+                    opened: c.opened.is_some(),
+                    rooms: c.rooms.iter().cloned().collect(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.conn.cmp(&b.conn));
+        out
+    }
+
     /// Live nodes, sorted by id.
     pub fn nodes(&self) -> Vec<NodeInfo> {
         let mut out: Vec<NodeInfo> = self
@@ -238,7 +318,7 @@ mod tests {
     use super::*;
     use crate::command::ConnOpen;
     use crate::registry::test_support::{join_present, leased};
-    use crate::registry::PresenceChange;
+    use crate::registry::{PresenceChange, Snapshot};
 
     #[test]
     fn release_node_cleans_everything_and_reports_leaves() {
@@ -270,19 +350,30 @@ mod tests {
         join_present(&mut r, "chat:x", "carol", "c1", "n2", "e");
         let mut back = Registry::new();
         back.restore(r.snapshot());
-        assert_eq!(back.after_load_step("n1"), AfterLoad::Reregister);
+        assert_eq!(
+            back.after_load_step("n1", false),
+            AfterLoad::Nothing,
+            "still loading"
+        );
+        back.after_load(0);
+        assert_eq!(back.after_load_step("n1", false), AfterLoad::Reregister);
+        assert_eq!(
+            back.after_load_step("n1", true),
+            AfterLoad::Nothing,
+            "registering"
+        );
         // The gateway registers what is still alive: alice, not bob.
         back.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
             .unwrap();
         join_present(&mut back, "chat:x", "alice", "a1", "n1", "e");
         assert_eq!(
-            back.after_load_step("n1"),
+            back.after_load_step("n1", false),
             AfterLoad::Drop(vec![("bob".into(), "b1".into())])
         );
-        assert_eq!(back.after_load_step("n1"), AfterLoad::Nothing);
-        assert_eq!(back.after_load_step("n9"), AfterLoad::Nothing);
+        assert_eq!(back.after_load_step("n1", false), AfterLoad::Nothing);
+        assert_eq!(back.after_load_step("n9", false), AfterLoad::Nothing);
         // A registry that was not loaded asks nothing.
-        assert_eq!(r.after_load_step("n1"), AfterLoad::Nothing);
+        assert_eq!(r.after_load_step("n1", false), AfterLoad::Nothing);
     }
 
     #[test]
@@ -309,6 +400,7 @@ mod tests {
 
         let mut back = Registry::new();
         back.restore(r.snapshot());
+        back.after_load(0);
         // A replica follows the master's stream: no step of its own.
         let replica = back.clone().lease_node(&lease, 100, false);
         assert!(replica.renewed && replica.dropped.is_empty());
@@ -337,5 +429,69 @@ mod tests {
         assert_eq!(back.node_channel("n1"), Some("broker:node:n1:{3}"));
         assert!(back.lease_node(&lease, 300, true).dropped.is_empty());
         assert_eq!(back.online(), (1, 1));
+    }
+
+    #[test]
+    fn another_incarnation_ends_the_old_ones_connections() {
+        let mut r = leased();
+        let first = NodeLease::new("n1", 5000).incarnation("p1");
+        r.lease_node(&first, 100, true);
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
+            .unwrap();
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e");
+        join_present(&mut r, "chat:x", "carol", "c1", "n2", "e");
+        // The same process renews: nothing ends.
+        let again = r.lease_node(&first, 200, true);
+        assert!(again.renewed && again.replaced.is_none());
+        // A lease without an incarnation (an older gateway) changes nothing.
+        assert!(r
+            .lease_node(&NodeLease::new("n1", 5000), 250, true)
+            .replaced
+            .is_none());
+        // A new process under the same node id.
+        let second = r.lease_node(&NodeLease::new("n1", 5000).incarnation("p2"), 300, true);
+        assert!(!second.renewed, "a new incarnation registers from scratch");
+        assert_eq!(second.replaced, Some(1));
+        assert_eq!(second.events.len(), 1);
+        assert_eq!(
+            (second.events[0].user.as_str(), second.events[0].change),
+            ("alice", PresenceChange::Leave)
+        );
+        assert!(r.presence("alice").is_empty());
+        assert_eq!(r.room_count("chat:x"), (1, 1));
+        // Saved and loaded, the incarnation is kept.
+        let mut back = Registry::new();
+        back.restore(Snapshot::from_bytes(&r.snapshot().to_bytes().unwrap()).unwrap());
+        assert!(back
+            .lease_node(&NodeLease::new("n1", 5000).incarnation("p2"), 400, false)
+            .replaced
+            .is_none());
+    }
+
+    #[test]
+    fn node_conns_lists_opened_and_member_only_connections() {
+        let mut r = leased();
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
+            .unwrap();
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e");
+        join_present(&mut r, "chat:y", "bob", "b1", "n1", "e");
+        assert_eq!(
+            r.node_conns("n1"),
+            vec![
+                NodeConn {
+                    conn: "a1".into(),
+                    user: "alice".into(),
+                    opened: true,
+                    rooms: vec!["chat:x".into()],
+                },
+                NodeConn {
+                    conn: "b1".into(),
+                    user: "bob".into(),
+                    opened: false,
+                    rooms: vec!["chat:y".into()],
+                },
+            ]
+        );
+        assert!(r.node_conns("n9").is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! The persistence form of the registry: what an RDB carries, and rebuilding
-//! every index (and the after-load reconciliation state) from it.
+//! every index from it (the after-load reconciliation starts when loading
+//! has ended: [`Registry::after_load`]).
 
 use std::collections::BTreeSet;
 
@@ -20,6 +21,7 @@ impl Registry {
                 deadline_ms: n.deadline_ms,
                 lease_ms: n.lease_ms,
                 channel: n.channel.clone(),
+                incarnation: n.incarnation.clone(),
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
@@ -73,6 +75,9 @@ impl Registry {
         for n in snapshot.nodes {
             let _ = self.lease(&n.id, n.lease_ms, n.deadline_ms);
             self.set_node_channel(&n.id, n.channel.as_deref());
+            if let Some(node) = self.nodes.get_mut(&n.id) {
+                node.incarnation = n.incarnation;
+            }
         }
         for c in snapshot.conns {
             let Some(node) = self.nodes.get_mut(&c.node) else {
@@ -124,9 +129,6 @@ impl Registry {
         for id in unused {
             self.drop_if_unused(&id);
         }
-        for node in self.nodes.values_mut() {
-            node.unconfirmed = Some(node.conns.clone());
-        }
     }
 }
 
@@ -146,6 +148,9 @@ struct SavedNode {
     /// Absent in snapshots saved before sharded Pub/Sub.
     #[serde(default)]
     channel: Option<String>,
+    /// Absent in snapshots saved before incarnations.
+    #[serde(default)]
+    incarnation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,6 +4,8 @@
 //! - [`Node`] (here): the node's identity, its module client, hub, metrics
 //!   and lease state, shared by the tasks below and by the sessions.
 //! - [`lease`]: taking and renewing the node lease; re-registration.
+//! - [`reconcile`]: what Redis holds for the node against what it serves.
+//! - [`busy`]: connections with a module call in flight.
 //! - [`channel`]: the node's Pub/Sub channel, received into the hub.
 //! - [`shards`]: the channels on a Redis Cluster (one per master).
 //! - [`inbox`]: the bounded queue between the Redis client and the hub.
@@ -12,22 +14,25 @@
 //! - [`connection`]: one live connection as the node sees it.
 //! - [`keepalive`]: the one timer for pings, idle timeouts and expiries.
 
+pub mod busy;
 pub mod channel;
 pub mod connection;
 pub mod hub;
 pub mod inbox;
 pub mod keepalive;
 pub mod lease;
+pub mod reconcile;
 pub mod repair;
 pub mod shards;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::Metrics;
 use crate::store::{ShardChannel, Store};
+pub use busy::{Busy, BusyGuard};
 pub use connection::ConnShared;
 pub use hub::Hub;
 
@@ -35,6 +40,10 @@ pub use hub::Hub;
 pub struct Node {
     /// This node's id.
     pub id: String,
+    /// This process's name in the node's leases: a restart under the same
+    /// node id is another incarnation, whose first lease ends the old
+    /// one's connections in the module.
+    pub incarnation: String,
     /// The lease period (`node.lease_ms`).
     pub lease_ms: u64,
     /// The module.
@@ -53,6 +62,14 @@ pub struct Node {
     pub lease_lock: tokio::sync::Mutex<()>,
     /// Wakes the lease task early (e.g. after a `NOLEASE` refusal).
     pub lease_now: Notify,
+    /// True while the node registers its connections again.
+    pub registering: AtomicBool,
+    /// Set when a loss of the lease asks for one more re-registration.
+    pub reregister_again: AtomicBool,
+    /// Connections with a module call in flight (see [`busy`]).
+    pub busy: Arc<Busy>,
+    /// Wakes the reconciliation early.
+    pub reconcile_now: Notify,
     /// Asks the channel task to subscribe again and repair gaps (after the
     /// node's connections were registered again).
     pub resubscribe: Notify,
@@ -76,6 +93,7 @@ impl Node {
     ) -> Node {
         Node {
             id,
+            incarnation: new_incarnation(),
             lease_ms,
             store,
             hub: Hub::new(metrics.clone(), send_queue),
@@ -85,6 +103,10 @@ impl Node {
             served: AtomicBool::new(false),
             lease_lock: tokio::sync::Mutex::new(()),
             lease_now: Notify::new(),
+            registering: AtomicBool::new(false),
+            reregister_again: AtomicBool::new(false),
+            busy: Arc::new(Busy::default()),
+            reconcile_now: Notify::new(),
             resubscribe: Notify::new(),
             shutdown,
             shards: Mutex::new(Vec::new()),
@@ -111,4 +133,22 @@ impl Node {
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
+
+    /// True while the node registers its connections again.
+    pub fn registering(&self) -> bool {
+        self.registering.load(Ordering::Relaxed)
+    }
+
+    /// True while the node holds its lease (and is not re-registering).
+    pub fn lease_held(&self) -> bool {
+        self.lease_held.load(Ordering::Relaxed)
+    }
+}
+
+/// A fresh incarnation name: 10 random base-36 digits.
+fn new_incarnation() -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..10)
+        .map(|_| char::from(DIGITS[rand::random_range(0..36)]))
+        .collect()
 }

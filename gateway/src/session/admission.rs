@@ -14,6 +14,7 @@ use crate::auth::{AuthError, Claims};
 use crate::clock::now_ms;
 use broker::command::{ConnClose, ConnOpen, Refusal};
 
+use crate::node::BusyGuard;
 use crate::store::StoreError;
 
 /// How long an anonymous user's claims last, in seconds.
@@ -26,6 +27,9 @@ pub struct Admitted {
     /// Verified claims (boxed: the connection's future carries a pointer,
     /// not the claims, in each of its states).
     pub claims: Box<Claims>,
+    /// Keeps the reconciliation off the connection until it is in the hub
+    /// (drop it after [`crate::node::Hub::register`]).
+    pub busy: BusyGuard,
 }
 
 /// How the connection was admitted before the upgrade.
@@ -66,6 +70,7 @@ pub async fn admit(app: &App, token: &str, ip: &str) -> Result<Admitted, Refused
 /// within the configured limits.
 pub async fn register(app: &App, claims: Claims, ip: &str) -> Result<Admitted, Refused> {
     let conn = app.next_conn_id();
+    let busy = app.node.busy.hold(&conn);
     let limits = &app.config.limits;
     let opened = app
         .node
@@ -80,6 +85,7 @@ pub async fn register(app: &App, claims: Claims, ip: &str) -> Result<Admitted, R
         Ok(()) => Ok(Admitted {
             conn,
             claims: Box::new(claims),
+            busy,
         }),
         Err(err) => match err.refusal() {
             Some(Refusal::Limit(_)) => Err(Refused::Limit),
@@ -108,10 +114,12 @@ pub fn anonymous(app: &App) -> Claims {
 /// Unregisters a connection admitted before an upgrade that did not
 /// complete.
 pub fn release(app: &Arc<App>, admission: &Admission) {
-    if let Admission::Authed(Admitted { conn, claims }) = admission {
+    if let Admission::Authed(Admitted { conn, claims, .. }) = admission {
         let (app, conn, user) = (app.clone(), conn.clone(), claims.sub.clone());
+        let busy = app.node.busy.hold(&conn);
         tokio::spawn(async move {
             let _ = app.node.store.close(&ConnClose::new(&user, &conn)).await;
+            drop(busy);
         });
     }
 }

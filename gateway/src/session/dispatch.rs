@@ -120,6 +120,7 @@ impl Connection {
             return;
         }
         let node = &self.app.node;
+        let _busy = node.busy.hold(&shared.id);
         match node
             .store
             .leave(&command::Leave::new(room, &shared.user, &shared.id))
@@ -213,6 +214,7 @@ impl Connection {
             }
             return;
         }
+        let _busy = node.busy.hold(&shared.id);
         let began = node.hub.begin_join(room, shared);
         let recovering = since.is_some();
         let join = command::Join {

@@ -94,7 +94,12 @@ async fn live(mut session: Box<Session>, admission: Admission) {
         // across the request loop, not the state of the authentication.
         Admission::AwaitAuth => Box::pin(conn.await_auth(frames)).await,
     };
-    if let Some(Admitted { conn: id, claims }) = admitted {
+    if let Some(Admitted {
+        conn: id,
+        claims,
+        busy,
+    }) = admitted
+    {
         let shared = ConnShared::new(
             id,
             Arc::from(claims.sub.as_str()),
@@ -103,6 +108,12 @@ async fn live(mut session: Box<Session>, admission: Admission) {
             claims.exp,
         );
         let registration = Registration::new(app.clone(), shared.clone());
+        drop(busy);
+        if app.shutting_down() {
+            // Admitted while the node drained: the 1012 sweep may have run
+            // before this connection was in the hub.
+            shared.close(CloseCode::Restart, "server restarting");
+        }
         let started = Instant::now();
         tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node.id, ip = %shared.ip, "connection open");
         conn.serve(frames, &shared, claims).await;

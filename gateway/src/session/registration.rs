@@ -40,11 +40,15 @@ impl Drop for Registration {
         } else {
             Vec::new()
         };
+        // Held before the hub forgets the connection, until the module did:
+        // the reconciliation must not race the cleanup.
+        let busy = self.app.node.busy.hold(&self.shared.id);
         self.app.node.hub.unregister(&self.shared);
         let app = self.app.clone();
         let shared = self.shared.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
+                let _busy = busy;
                 let linger = if lingers(shared.outlet.close_reason().as_ref()) {
                     Linger::grace(app.config.node.presence_grace_ms)
                 } else {

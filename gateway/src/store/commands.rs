@@ -6,9 +6,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use broker::command::{
-    Broadcast, Command, ConnClose, ConnOpen, History, Join, Kick, Leave, NodeLease, NodeRelease,
-    Nodes, Online, Presence, Publish, RoomMembers, UserRooms,
+    Broadcast, Command, ConnClose, ConnOpen, History, Join, Kick, Leave, NodeConns, NodeLease,
+    NodeRelease, Nodes, Online, Presence, Publish, RoomMembers, UserRooms,
 };
+use broker::registry::NodeConn;
 use redis::{Cmd, FromRedisValue, Value};
 
 use super::error::{StoreError, StoreResult};
@@ -240,15 +241,40 @@ impl Store {
             };
             for item in items {
                 let fields = Fields::new(item)?;
-                let rooms = match fields.get("rooms")? {
-                    Value::Array(rooms) => rooms
-                        .iter()
-                        .filter_map(|r| String::from_redis_value(r.clone()).ok())
-                        .collect::<Vec<String>>(),
-                    other => return Err(StoreError::Reply(format!("USER.ROOMS rooms: {other:?}"))),
-                };
+                let rooms = fields.texts("rooms")?;
                 out.entry(fields.text("conn")?).or_default().extend(rooms);
             }
+        }
+        Ok(out)
+    }
+
+    /// What Redis holds for a node, over every master of a cluster: per
+    /// connection its user, whether it is opened (on some master) and its
+    /// rooms (on every master), by connection id.
+    pub async fn node_conns(&self, list: &NodeConns) -> StoreResult<BTreeMap<String, NodeConn>> {
+        let (label, cmd) = request(list);
+        let mut out: BTreeMap<String, NodeConn> = BTreeMap::new();
+        for reply in self.run_everywhere(&label, cmd).await? {
+            let Value::Array(items) = reply else {
+                return Err(StoreError::Reply(format!("NODE.CONNS: {reply:?}")));
+            };
+            for item in items {
+                let fields = Fields::new(item)?;
+                let conn = fields.text("conn")?;
+                let entry = out.entry(conn.clone()).or_insert_with(|| NodeConn {
+                    conn,
+                    user: String::new(),
+                    opened: false,
+                    rooms: Vec::new(),
+                });
+                entry.user = fields.text("user")?;
+                entry.opened |= fields.int("opened")? == 1;
+                entry.rooms.extend(fields.texts("rooms")?);
+            }
+        }
+        for entry in out.values_mut() {
+            entry.rooms.sort();
+            entry.rooms.dedup();
         }
         Ok(out)
     }

@@ -17,6 +17,7 @@
 //! a slot's master, to every master). The calls themselves are
 //! `commands.rs`, reading their replies `reply.rs`, errors `error.rs`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,9 @@ impl Cluster {
 pub struct Store {
     backend: Backend,
     metrics: Arc<Metrics>,
+    /// Commands that failed for want of Redis (not refusals) since start:
+    /// any of them may have run or not, so the node reconciles after one.
+    unavailable: Arc<AtomicU64>,
 }
 
 impl Store {
@@ -103,7 +107,17 @@ impl Store {
                 }))
             }
         };
-        Ok(Store { backend, metrics })
+        Ok(Store {
+            backend,
+            metrics,
+            unavailable: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// How many commands failed for want of Redis since start (timeouts,
+    /// lost connections): their effect in Redis is unknown.
+    pub fn unavailable_count(&self) -> u64 {
+        self.unavailable.load(Ordering::Relaxed)
     }
 
     /// True on a Redis Cluster.
@@ -204,6 +218,7 @@ impl Store {
                 let err = StoreError::from_redis(err);
                 if matches!(err, StoreError::Unavailable(_)) {
                     self.metrics.redis_up.set(0);
+                    self.unavailable.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(err)
             }

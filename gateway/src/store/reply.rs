@@ -33,6 +33,14 @@ impl Fields {
         as_text(self.get(name)?.clone())
     }
 
+    /// An array of strings (room names).
+    pub(super) fn texts(&self, name: &str) -> StoreResult<Vec<String>> {
+        match self.get(name)? {
+            Value::Array(items) => items.iter().map(|v| as_text(v.clone())).collect(),
+            other => Err(StoreError::Reply(format!("{name}: {other:?}"))),
+        }
+    }
+
     pub(super) fn frames(&self, name: &str) -> StoreResult<Vec<Vec<u8>>> {
         match self.get(name)? {
             Value::Array(items) => items

@@ -1,16 +1,20 @@
-//! Gateway node leases: `NODE.LEASE`, `NODE.RELEASE`, `NODES`.
+//! Gateway node leases: `NODE.LEASE`, `NODE.RELEASE`, `NODES`,
+//! `NODE.CONNS`.
 
-use broker::command::{NodeLease, NodeRelease, Nodes};
+use broker::command::{NodeConns, NodeLease, NodeRelease, Nodes};
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use super::{parse, replicate};
 use crate::error;
 use crate::{delivery, guard, reply, state};
 
-/// `BROKER.NODE.LEASE node ttl_ms [DEADLINE ms] [CHANNEL channel]`: takes or
-/// renews a node lease. `CHANNEL` names the sharded Pub/Sub channel the node
-/// reads on this shard of a cluster; a lease without it keeps the channel
-/// named before (none: the node's messages go to its classic channel).
+/// `BROKER.NODE.LEASE node ttl_ms [DEADLINE ms] [CHANNEL channel]
+/// [INCARNATION id] [REGISTERING]`: takes or renews a node lease. `CHANNEL`
+/// names the sharded Pub/Sub channel the node reads on this shard of a
+/// cluster; a lease without it keeps the channel named before (none: the
+/// node's messages go to its classic channel). A lease from another
+/// incarnation than the one on record ends the old one's connections
+/// first; replicas receive that as a `NODE.RELEASE` before the lease.
 pub fn node_lease(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, lease)
 }
@@ -26,6 +30,13 @@ fn lease(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
         delivery::presence(ctx, &s.registry, &mut s.stats, &outcome.events);
         outcome
     });
+    if let Some(ended) = outcome.replaced {
+        replicate(ctx, &NodeRelease::new(&cmd.node));
+        ctx.log_notice(&format!(
+            "broker: node {} came back as a new process; {ended} connection(s) of the old one ended",
+            cmd.node
+        ));
+    }
     replicate(ctx, &cmd.replicated(now));
     for close in &outcome.dropped {
         replicate(ctx, close);
@@ -67,6 +78,30 @@ pub fn release_node(ctx: &Context, cmd: &NodeRelease, now_ms: u64) -> u64 {
     });
     replicate(ctx, &cmd.replicated(now_ms));
     dropped
+}
+
+/// `BROKER.NODE.CONNS node`: what this Redis holds for a node — per
+/// connection its id, user, whether it was opened here, and its rooms here.
+pub fn node_conns(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, conns)
+}
+
+fn conns(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    let cmd: NodeConns = parse(argv)?;
+    let conns = state::with(|s| s.registry.node_conns(&cmd.node));
+    Ok(RedisValue::Array(
+        conns
+            .into_iter()
+            .map(|c| {
+                reply::map([
+                    ("conn", reply::text(&c.conn)),
+                    ("user", reply::text(&c.user)),
+                    ("opened", reply::int(u64::from(c.opened))),
+                    ("rooms", reply::texts(&c.rooms)),
+                ])
+            })
+            .collect(),
+    ))
 }
 
 /// `BROKER.NODES`: live nodes.

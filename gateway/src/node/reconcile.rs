@@ -1,0 +1,361 @@
+//! Reconciliation: what Redis holds for this node against what it really
+//! serves. A cleanup that timed out (`CONN.CLOSE`, `LEAVE` during a Redis
+//! stall), a `CONN.OPEN` or `JOIN` that timed out here but ran in Redis,
+//! or a registration lost with a failed command leave Redis and the node
+//! disagreeing; nothing else would ever notice. So the node reads its
+//! connections back (`BROKER.NODE.CONNS`, every master) after any command
+//! failed for want of Redis, and every [`PERIODIC_LEASES`] lease periods
+//! anyway, and fixes the difference: what Redis holds that the node does
+//! not serve is closed or left (with leave events), what the node serves
+//! that Redis lacks is registered or joined again. A ghost thus outlives
+//! the stall that made it by at most one check, half a lease.
+//!
+//! Connections with a module call in flight ([`super::busy`]) are left for
+//! the next round: Redis may not have run that call yet.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use broker::command::{ConnClose, ConnOpen, Join, Leave, NodeConns};
+use broker::registry::NodeConn;
+use futures_util::StreamExt;
+
+use super::Node;
+use crate::store::StoreResult;
+
+/// A full check every this many lease periods even without errors.
+pub const PERIODIC_LEASES: u64 = 12;
+/// Fixes in flight at once.
+const CONCURRENCY: usize = 64;
+
+/// One connection as the node serves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// Connection id.
+    pub conn: Arc<str>,
+    /// Its user.
+    pub user: Arc<str>,
+    /// Its client address (for `CONN.OPEN`).
+    pub ip: String,
+    /// Its rooms, with their presence flags.
+    pub rooms: Vec<(String, bool)>,
+}
+
+/// What one connection needs to agree again, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fix {
+    /// Register the served connection (`CONN.OPEN`, no limits).
+    Open {
+        conn: Arc<str>,
+        user: Arc<str>,
+        ip: String,
+    },
+    /// Join a served room Redis lacks.
+    Join {
+        conn: Arc<str>,
+        user: Arc<str>,
+        room: String,
+        presence: bool,
+    },
+    /// Leave a room Redis holds that the node does not serve.
+    Leave {
+        conn: String,
+        user: String,
+        room: String,
+    },
+    /// Unregister a connection the node does not serve.
+    Close { conn: String, user: String },
+}
+
+impl Fix {
+    /// The metric label of the fix.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Fix::Open { .. } => "open",
+            Fix::Join { .. } => "join",
+            Fix::Leave { .. } => "leave",
+            Fix::Close { .. } => "close",
+        }
+    }
+}
+
+/// The fixes that make `held` (Redis's view) agree with `served`, one list
+/// per connection, skipping the `busy` ones.
+pub fn plan(
+    served: &[Served],
+    held: &BTreeMap<String, NodeConn>,
+    busy: &HashSet<Arc<str>>,
+) -> Vec<Vec<Fix>> {
+    let mut out = Vec::new();
+    let mut seen: HashSet<&str> = HashSet::new();
+    for s in served {
+        seen.insert(&s.conn);
+        if busy.contains(&s.conn) {
+            continue;
+        }
+        let mut fixes = Vec::new();
+        let h = held.get(&*s.conn);
+        if !h.is_some_and(|h| h.opened) {
+            fixes.push(Fix::Open {
+                conn: s.conn.clone(),
+                user: s.user.clone(),
+                ip: s.ip.clone(),
+            });
+        }
+        let held_rooms: &[String] = h.map(|h| h.rooms.as_slice()).unwrap_or(&[]);
+        for (room, presence) in &s.rooms {
+            if !held_rooms.contains(room) {
+                fixes.push(Fix::Join {
+                    conn: s.conn.clone(),
+                    user: s.user.clone(),
+                    room: room.clone(),
+                    presence: *presence,
+                });
+            }
+        }
+        for room in held_rooms {
+            if !s.rooms.iter().any(|(r, _)| r == room) {
+                fixes.push(Fix::Leave {
+                    conn: s.conn.to_string(),
+                    user: s.user.to_string(),
+                    room: room.clone(),
+                });
+            }
+        }
+        if !fixes.is_empty() {
+            out.push(fixes);
+        }
+    }
+    for (conn, h) in held {
+        if seen.contains(conn.as_str()) || busy.contains(conn.as_str()) {
+            continue;
+        }
+        let mut fixes: Vec<Fix> = h
+            .rooms
+            .iter()
+            .map(|room| Fix::Leave {
+                conn: conn.clone(),
+                user: h.user.clone(),
+                room: room.clone(),
+            })
+            .collect();
+        if h.opened {
+            fixes.push(Fix::Close {
+                conn: conn.clone(),
+                user: h.user.clone(),
+            });
+        }
+        out.push(fixes);
+    }
+    out
+}
+
+/// Checks after Redis errors and periodically, until shutdown.
+pub async fn run(node: Arc<Node>) {
+    let every = Duration::from_millis((node.lease_ms / 2).max(100));
+    let periodic = Duration::from_millis(node.lease_ms.saturating_mul(PERIODIC_LEASES));
+    let mut shutdown = node.shutdown.clone();
+    let mut checked_at: Option<(u64, Instant)> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = node.reconcile_now.notified() => {}
+            _ = shutdown.changed() => return,
+        }
+        if node.shutting_down() {
+            return;
+        }
+        let errors = node.store.unavailable_count();
+        let due = match checked_at {
+            None => node.served.load(std::sync::atomic::Ordering::Relaxed),
+            Some((seen, at)) => seen != errors || at.elapsed() >= periodic,
+        };
+        // Not while the node registers again: that is a fix of its own, and
+        // the check comes right after it.
+        if !due || node.registering() || !node.lease_held() {
+            continue;
+        }
+        match reconcile(&node).await {
+            Ok(_) => checked_at = Some((errors, Instant::now())),
+            Err(err) => tracing::debug!(node = %node.id, error = %err, "reconciliation postponed"),
+        }
+    }
+}
+
+/// One check: reads what Redis holds, fixes the difference. Returns the
+/// number of fixes applied.
+pub async fn reconcile(node: &Node) -> StoreResult<u64> {
+    let started = Instant::now();
+    let held = node.store.node_conns(&NodeConns::new(&node.id)).await?;
+    // Taken after the reply: a call that began before the listing ran and
+    // still runs is in here; one that ended is in the served view.
+    let busy = node.busy.snapshot();
+    let served: Vec<Served> = node
+        .hub
+        .connections()
+        .iter()
+        .map(|c| Served {
+            conn: c.id.clone(),
+            user: c.user.clone(),
+            ip: c.ip.clone(),
+            rooms: c.rooms_snapshot(),
+        })
+        .collect();
+    let plans = plan(&served, &held, &busy);
+    if plans.is_empty() {
+        return Ok(0);
+    }
+    let results: Vec<(u64, u64)> = futures_util::stream::iter(plans)
+        .map(|fixes| apply(node, fixes))
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let (applied, failed) = results
+        .iter()
+        .fold((0, 0), |(a, f), (ok, err)| (a + ok, f + err));
+    tracing::warn!(
+        node = %node.id,
+        held = held.len(),
+        served = served.len(),
+        applied,
+        failed,
+        ms = started.elapsed().as_millis() as u64,
+        "reconciled what Redis holds with what the node serves"
+    );
+    Ok(applied)
+}
+
+/// Applies one connection's fixes in order; stops at its first failure
+/// (the next round retries). Returns (applied, failed).
+async fn apply(node: &Node, fixes: Vec<Fix>) -> (u64, u64) {
+    let mut applied = 0;
+    for fix in fixes {
+        let kind = fix.kind();
+        let done = match &fix {
+            Fix::Open { conn, user, ip } => {
+                let _busy = node.busy.hold(conn);
+                node.store
+                    .open(&ConnOpen::new(user, conn, &node.id, ip))
+                    .await
+            }
+            Fix::Join {
+                conn,
+                user,
+                room,
+                presence,
+            } => {
+                let _busy = node.busy.hold(conn);
+                let join = Join {
+                    presence: *presence,
+                    ..Join::new(room, user, conn, &node.id)
+                };
+                node.store.join(&join).await.map(|_| ())
+            }
+            Fix::Leave { conn, user, room } => {
+                node.store.leave(&Leave::new(room, user, conn)).await
+            }
+            Fix::Close { conn, user } => node.store.close(&ConnClose::new(user, conn)).await,
+        };
+        match done {
+            Ok(()) => {
+                applied += 1;
+                node.metrics
+                    .reconcile_fixes
+                    .with_label_values(&[kind])
+                    .inc();
+            }
+            Err(err) => {
+                tracing::debug!(node = %node.id, kind, error = %err, "reconciliation fix failed");
+                return (applied, 1);
+            }
+        }
+    }
+    (applied, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(conn: &str, user: &str, opened: bool, rooms: &[&str]) -> (String, NodeConn) {
+        (
+            conn.to_string(),
+            NodeConn {
+                conn: conn.to_string(),
+                user: user.to_string(),
+                opened,
+                rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            },
+        )
+    }
+
+    fn served(conn: &str, user: &str, rooms: &[&str]) -> Served {
+        Served {
+            conn: Arc::from(conn),
+            user: Arc::from(user),
+            ip: "ip".into(),
+            rooms: rooms.iter().map(|r| (r.to_string(), true)).collect(),
+        }
+    }
+
+    #[test]
+    fn agreeing_views_need_nothing() {
+        let held = BTreeMap::from([held("a1", "alice", true, &["chat:x", "user:alice"])]);
+        let served = [served("a1", "alice", &["chat:x", "user:alice"])];
+        assert!(plan(&served, &held, &HashSet::new()).is_empty());
+    }
+
+    #[test]
+    fn ghosts_are_left_and_closed() {
+        let held = BTreeMap::from([
+            held("g1", "ghost", true, &["chat:x"]),
+            held("g2", "ghost", false, &["chat:y"]),
+        ]);
+        let plans = plan(&[], &held, &HashSet::new());
+        assert_eq!(
+            plans,
+            vec![
+                vec![
+                    Fix::Leave {
+                        conn: "g1".into(),
+                        user: "ghost".into(),
+                        room: "chat:x".into()
+                    },
+                    Fix::Close {
+                        conn: "g1".into(),
+                        user: "ghost".into()
+                    },
+                ],
+                vec![Fix::Leave {
+                    conn: "g2".into(),
+                    user: "ghost".into(),
+                    room: "chat:y".into()
+                }],
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_registrations_and_stale_rooms_are_fixed() {
+        let held = BTreeMap::from([held("a1", "alice", true, &["chat:old"])]);
+        let served = [
+            served("a1", "alice", &["chat:x"]),
+            served("b1", "bob", &["user:bob"]),
+        ];
+        let plans = plan(&served, &held, &HashSet::new());
+        let kinds: Vec<Vec<&str>> = plans
+            .iter()
+            .map(|p| p.iter().map(Fix::kind).collect())
+            .collect();
+        assert_eq!(kinds, vec![vec!["join", "leave"], vec!["open", "join"]]);
+    }
+
+    #[test]
+    fn busy_connections_wait_for_the_next_round() {
+        let held = BTreeMap::from([held("g1", "ghost", true, &[])]);
+        let served = [served("b1", "bob", &["user:bob"])];
+        let busy = HashSet::from([Arc::from("g1"), Arc::from("b1")]);
+        assert!(plan(&served, &held, &busy).is_empty());
+    }
+}
