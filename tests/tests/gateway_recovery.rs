@@ -241,7 +241,11 @@ async fn a_gap_longer_than_history_is_told_with_one_missed_frame_after_the_held_
     for client in [&mut alice, &mut bob] {
         let frames = room_frames(client, 5).await;
         let seqs: Vec<_> = frames.iter().map(seq_of).collect();
-        assert_eq!(seqs, [Some(8), Some(9), Some(10), None, Some(11)], "{frames:?}");
+        assert_eq!(
+            seqs,
+            [Some(8), Some(9), Some(10), None, Some(11)],
+            "{frames:?}"
+        );
         let epoch = msg_fields(&frames[0]).4.to_string();
         assert_eq!(
             frames[3],
@@ -336,7 +340,9 @@ async fn upgrade_answer(addr: SocketAddr, with_token: bool) -> (u16, Option<Stri
         });
         (status, retry)
     };
-    tokio::time::timeout(WAIT, exchange).await.expect("an answer")
+    tokio::time::timeout(WAIT, exchange)
+        .await
+        .expect("an answer")
 }
 
 #[tokio::test]

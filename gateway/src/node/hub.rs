@@ -604,10 +604,16 @@ mod tests {
         hub.finish_join("feed:a", &joining, 9, "e");
 
         let early_got = received(&early_q);
-        assert_eq!(seqs(&early_got), [Some(8), Some(9), Some(10), None, Some(11)]);
+        assert_eq!(
+            seqs(&early_got),
+            [Some(8), Some(9), Some(10), None, Some(11)]
+        );
         assert_eq!(early_got[3], missed("e", 10, Some(5)));
         let late_got = received(&late_q);
-        assert_eq!(seqs(&late_got), [Some(8), Some(9), Some(10), None, Some(11)]);
+        assert_eq!(
+            seqs(&late_got),
+            [Some(8), Some(9), Some(10), None, Some(11)]
+        );
         assert_eq!(late_got[3], missed("e", 10, Some(2)));
         assert_eq!(seqs(&received(&last_q)), [Some(11)]);
         let joining_got = received(&joining_q);

@@ -297,7 +297,9 @@ fn missed_round_trips_with_and_without_count() {
     assert_eq!(map_keys(&bytes), ["t", "room", "epoch", "seq", "count"]);
     assert_eq!(
         msgpack::to_json(&bytes),
-        Ok(json!({"t": "missed", "room": "feed:a", "epoch": "5f0c3a9e12d47b86", "seq": 130, "count": 30}))
+        Ok(
+            json!({"t": "missed", "room": "feed:a", "epoch": "5f0c3a9e12d47b86", "seq": 130, "count": 30})
+        )
     );
     assert_eq!(
         decode_server_frame(&bytes),
