@@ -752,17 +752,18 @@ fn fail_command(command: Command, error: Error) {
 mod tests {
     use super::*;
 
-    /// A driver with no socket and one subscription to `room` at
-    /// `position`; the frames it is handed are what the server sent.
-    fn driver_with(
-        room: &str,
-        position: Option<Since>,
-    ) -> (
+    /// A driver, its subscription's events, its client events and the
+    /// subscription's position.
+    type Harness = (
         Driver,
         mpsc::Receiver<RoomEvent>,
         broadcast::Receiver<Event>,
         Arc<Mutex<Option<Since>>>,
-    ) {
+    );
+
+    /// A driver with no socket and one subscription to `room` at
+    /// `position`; the frames it is handed are what the server sent.
+    fn driver_with(room: &str, position: Option<Since>) -> Harness {
         let (_commands_tx, commands) = mpsc::channel(1);
         let (events, events_rx) = broadcast::channel(16);
         let (session, _) = watch::channel(None);
