@@ -55,14 +55,27 @@ pub(crate) struct RoomLink {
     pub dropped: Arc<AtomicU64>,
     /// Last `{seq, epoch}` delivered: the `since` of the next join.
     pub position: Arc<Mutex<Option<Since>>>,
-    /// Replayed messages held back while a join with `since` waits for its
-    /// ack, so that a recovery failure is told before them.
-    pub held: Option<Vec<Message>>,
+    /// Replayed messages (and `missed` events) held back while a join with
+    /// `since` waits for its ack, so that a recovery failure is told before
+    /// them.
+    pub held: Option<Vec<RoomEvent>>,
 }
 
 impl RoomLink {
     fn position(&self) -> Option<Since> {
         self.position.lock().map(|p| p.clone()).unwrap_or(None)
+    }
+
+    /// Moves the position to `{seq, epoch}` unless it is there or past it
+    /// already (same epoch, higher seq).
+    fn advance_position(&self, seq: u64, epoch: &str) {
+        let behind = match self.position() {
+            None => true,
+            Some(p) => p.epoch != epoch || p.seq < seq,
+        };
+        if behind {
+            self.set_position(seq, epoch);
+        }
     }
 
     fn set_position(&self, seq: u64, epoch: &str) {
@@ -579,6 +592,12 @@ impl Driver {
                 let _ = self.events.send(Event::Error { code, msg });
             }
             ServerFrame::Expiring { .. } => self.refresh_token(),
+            ServerFrame::Missed {
+                room,
+                epoch,
+                seq,
+                count,
+            } => self.on_missed(room, epoch, seq, count),
             ServerFrame::Welcome { .. } => {
                 tracing::warn!("a second welcome on one connection");
             }
@@ -600,9 +619,33 @@ impl Driver {
             link.set_position(msg.seq, &msg.epoch);
         }
         match &mut link.held {
-            Some(held) => held.push(msg),
+            Some(held) => held.push(RoomEvent::Msg(msg)),
             None => link.deliver(RoomEvent::Msg(msg)),
         }
+    }
+
+    /// A `missed` frame: messages of the room up to `seq` were lost for this
+    /// connection. The position moves past them (a rejoin with `since`
+    /// would not bring them back); the subscription and the events say so.
+    fn on_missed(&mut self, room: String, epoch: String, seq: u64, count: Option<u64>) {
+        if let Some(link) = self.rooms.get_mut(&room) {
+            link.advance_position(seq, &epoch);
+            let event = RoomEvent::Missed {
+                epoch: epoch.clone(),
+                seq,
+                count,
+            };
+            match &mut link.held {
+                Some(held) => held.push(event),
+                None => link.deliver(event),
+            }
+        }
+        let _ = self.events.send(Event::Missed {
+            room,
+            epoch,
+            seq,
+            count,
+        });
     }
 
     fn on_answer(&mut self, id: i64, result: Result<Value, Error>) {
@@ -620,21 +663,15 @@ impl Driver {
                 match &ack {
                     Ok(ack) => {
                         if let Some(link) = self.rooms.get_mut(&room) {
-                            let behind = match link.position() {
-                                None => true,
-                                Some(p) => p.epoch != ack.epoch || p.seq < ack.seq,
-                            };
-                            if behind {
-                                link.set_position(ack.seq, &ack.epoch);
-                            }
+                            link.advance_position(ack.seq, &ack.epoch);
                             if resumed && !ack.recovered {
                                 link.deliver(RoomEvent::RecoveryFailed);
                                 let _ = self
                                     .events
                                     .send(Event::RecoveryFailed { room: room.clone() });
                             }
-                            for msg in link.held.take().unwrap_or_default() {
-                                link.deliver(RoomEvent::Msg(msg));
+                            for event in link.held.take().unwrap_or_default() {
+                                link.deliver(event);
                             }
                         }
                     }
@@ -708,5 +745,149 @@ fn fail_command(command: Command, error: Error) {
             reply: Some(reply), ..
         } => drop(reply.send(Err(error))),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A driver, its subscription's events, its client events and the
+    /// subscription's position.
+    type Harness = (
+        Driver,
+        mpsc::Receiver<RoomEvent>,
+        broadcast::Receiver<Event>,
+        Arc<Mutex<Option<Since>>>,
+    );
+
+    /// A driver with no socket and one subscription to `room` at
+    /// `position`; the frames it is handed are what the server sent.
+    fn driver_with(room: &str, position: Option<Since>) -> Harness {
+        let (_commands_tx, commands) = mpsc::channel(1);
+        let (events, events_rx) = broadcast::channel(16);
+        let (session, _) = watch::channel(None);
+        let mut driver = Driver::new(
+            "ws://127.0.0.1:1/ws".into(),
+            Options::token("t"),
+            commands,
+            events,
+            session,
+        );
+        let (sink, rx) = mpsc::channel(16);
+        let position = Arc::new(Mutex::new(position));
+        driver.rooms.insert(
+            room.to_owned(),
+            RoomLink {
+                sink,
+                dropped: Arc::new(AtomicU64::new(0)),
+                position: position.clone(),
+                held: None,
+            },
+        );
+        (driver, rx, events_rx, position)
+    }
+
+    fn msg(room: &str, seq: u64, epoch: &str) -> Vec<u8> {
+        protocol::encode_msg_frame(room, "m", &[0xc0], seq, epoch, 1, None)
+    }
+
+    #[test]
+    fn missed_is_told_in_order_and_moves_the_position() {
+        let since = Since {
+            seq: 3,
+            epoch: "e1".into(),
+        };
+        let (mut driver, mut rx, mut events, position) = driver_with("feed:a", Some(since));
+        driver.on_frame(&msg("feed:a", 9, "e1"));
+        driver.on_frame(&protocol::encode_missed("feed:a", "e1", 9, Some(5)));
+        driver.on_frame(&msg("feed:a", 10, "e1"));
+        let seqs: Vec<RoomEvent> = std::iter::from_fn(|| rx.try_recv().ok()).collect();
+        assert_eq!(seqs.len(), 3, "{seqs:?}");
+        assert!(matches!(&seqs[0], RoomEvent::Msg(m) if m.seq == 9));
+        assert_eq!(
+            seqs[1],
+            RoomEvent::Missed {
+                epoch: "e1".into(),
+                seq: 9,
+                count: Some(5)
+            }
+        );
+        assert!(matches!(&seqs[2], RoomEvent::Msg(m) if m.seq == 10));
+        assert_eq!(
+            events.try_recv().ok(),
+            Some(Event::Missed {
+                room: "feed:a".into(),
+                epoch: "e1".into(),
+                seq: 9,
+                count: Some(5)
+            })
+        );
+        assert_eq!(
+            position.lock().unwrap().clone(),
+            Some(Since {
+                seq: 10,
+                epoch: "e1".into()
+            })
+        );
+    }
+
+    #[test]
+    fn missed_of_a_new_epoch_moves_the_position_there() {
+        let since = Since {
+            seq: 40,
+            epoch: "old".into(),
+        };
+        let (mut driver, mut rx, _events, position) = driver_with("feed:a", Some(since));
+        driver.on_frame(&protocol::encode_missed("feed:a", "new", 2, None));
+        assert_eq!(
+            rx.try_recv().ok(),
+            Some(RoomEvent::Missed {
+                epoch: "new".into(),
+                seq: 2,
+                count: None
+            })
+        );
+        assert_eq!(
+            position.lock().unwrap().clone(),
+            Some(Since {
+                seq: 2,
+                epoch: "new".into()
+            })
+        );
+        // Messages of the new epoch after it are delivered, older ones not.
+        driver.on_frame(&msg("feed:a", 2, "new"));
+        driver.on_frame(&msg("feed:a", 3, "new"));
+        assert!(matches!(rx.try_recv(), Ok(RoomEvent::Msg(m)) if m.seq == 3));
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn missed_waits_behind_a_resuming_join_like_its_replay() {
+        let since = Since {
+            seq: 1,
+            epoch: "e".into(),
+        };
+        let (mut driver, mut rx, _events, _) = driver_with("feed:a", Some(since));
+        if let Some(link) = driver.rooms.get_mut("feed:a") {
+            link.held = Some(Vec::new());
+        }
+        driver.pending.insert(
+            7,
+            Pending::Join {
+                room: "feed:a".into(),
+                reply: None,
+                resumed: true,
+            },
+        );
+        driver.on_frame(&protocol::encode_missed("feed:a", "e", 5, Some(4)));
+        assert!(rx.try_recv().is_err(), "held until the ack");
+        let ack = protocol::ack_join("feed:a", 5, "e", false);
+        driver.on_frame(&protocol::encode_ack_raw(7, &ack));
+        assert_eq!(rx.try_recv().ok(), Some(RoomEvent::RecoveryFailed));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(RoomEvent::Missed { seq: 5, .. })
+        ));
     }
 }

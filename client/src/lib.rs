@@ -22,7 +22,10 @@
 //! connection drops, and then joins every subscribed room again with
 //! `since` = the last `{seq, epoch}` it delivered, so that messages published
 //! in between are replayed; when the server cannot replay them all, the
-//! subscription gets [`RoomEvent::RecoveryFailed`]. A message whose `seq` is
+//! subscription gets [`RoomEvent::RecoveryFailed`]; a `missed` frame (the
+//! gateway's own Redis link dropped and history no longer held some
+//! messages) becomes [`RoomEvent::Missed`] and moves the room's position
+//! past them. A message whose `seq` is
 //! not above the last one delivered is dropped, so a replay never delivers
 //! twice. With [`Options::token_provider`] the token is refreshed when the
 //! server says `expiring` and after a 4001 close.

@@ -171,6 +171,19 @@ pub enum RoomEvent {
     /// After a reconnect, the server could not replay every missed message
     /// (history too short or the room was reset): some were lost.
     RecoveryFailed,
+    /// The gateway's own link to Redis dropped and history no longer held
+    /// some of the room's messages (the server's `missed` frame): they are
+    /// lost for this connection, and a rejoin with `since` will not bring
+    /// them back. Reload the room's state from your application; messages
+    /// continue after `seq`.
+    Missed {
+        /// The room's epoch now.
+        epoch: String,
+        /// The room's sequence number after the gap.
+        seq: u64,
+        /// How many messages were lost, when known.
+        count: Option<u64>,
+    },
 }
 
 /// Connection-level events, from [`crate::Client::events`].
@@ -197,6 +210,19 @@ pub enum Event {
     RecoveryFailed {
         /// The room.
         room: String,
+    },
+    /// Messages of a room were lost for this connection (the server's
+    /// `missed` frame; see [`RoomEvent::Missed`]). Also sent for a room
+    /// without a subscription.
+    Missed {
+        /// The room.
+        room: String,
+        /// The room's epoch now.
+        epoch: String,
+        /// The room's sequence number after the gap.
+        seq: u64,
+        /// How many messages were lost, when known.
+        count: Option<u64>,
     },
     /// The server accepted a refreshed token (after `expiring`).
     Refreshed {

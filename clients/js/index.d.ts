@@ -84,6 +84,20 @@ export interface RecoveryInfo extends JoinedInfo {
   since: Position;
 }
 
+/** A `missed` frame: messages of `room` up to `seq` were lost for this
+ * connection (the gateway's own link to Redis dropped and history no
+ * longer held them). The subscription's position moves to `{seq, epoch}`;
+ * reload the room's state from your backend. */
+export interface MissedInfo {
+  room: string;
+  /** The room's epoch now. */
+  epoch: string;
+  /** The room's sequence number after the gap; live messages follow it. */
+  seq: number;
+  /** How many messages were lost, or null when not known. */
+  count: number | null;
+}
+
 export interface ConnectInfo {
   user: string;
   conn: string;
@@ -183,6 +197,7 @@ export interface SubscriptionEvents {
   joined: [JoinedInfo];
   recovered: [RecoveryInfo];
   recovery_failed: [RecoveryInfo];
+  missed: [MissedInfo];
   error: [BrokerError];
 }
 
@@ -213,6 +228,7 @@ export interface ClientEvents {
   presence: [PresenceEvent];
   recovered: [RecoveryInfo];
   recovery_failed: [RecoveryInfo];
+  missed: [MissedInfo];
   expiring: [{ inMs: number }];
   token_refreshed: [{ exp: number | null }];
   error: [BrokerError];

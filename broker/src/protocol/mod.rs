@@ -9,7 +9,7 @@
 //!   recurses on input, never allocates by an announced length), and encoded
 //!   by clients and tests ([`encode_client_frame`]).
 //! - [`server`]: every server frame -- the gateway's `welcome`, `err`,
-//!   `expiring` and `ack`s, the module's `msg` and `presence` (encoded once
+//!   `expiring`, `missed` and `ack`s, the module's `msg` and `presence` (encoded once
 //!   per event, forwarded unchanged) -- and [`ServerFrame`] with its decoder
 //!   for clients and tests.
 //!
@@ -28,8 +28,8 @@ pub use codes::{CloseCode, ErrorCode};
 pub use fields::FrameError;
 pub use server::{
     ack_auth, ack_empty, ack_history, ack_join, ack_ping, ack_presence, ack_pub, ack_refresh,
-    decode_server_frame, encode_ack_raw, encode_err, encode_expiring, encode_msg_frame,
-    encode_presence_frame, encode_welcome, PresenceAction, Sender, ServerFrame,
+    decode_server_frame, encode_ack_raw, encode_err, encode_expiring, encode_missed,
+    encode_msg_frame, encode_presence_frame, encode_welcome, PresenceAction, Sender, ServerFrame,
 };
 
 use crate::msgpack::Writer;

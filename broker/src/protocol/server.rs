@@ -1,5 +1,6 @@
 //! Server -> client frames, all in one place: the encoders the gateway uses
-//! (`welcome`, `err`, `expiring`, `ack` and the data of every `ack`), the
+//! (`welcome`, `err`, `expiring`, `missed`, `ack` and the data of every
+//! `ack`), the
 //! encoders of the `msg` and `presence` frames the module builds once per
 //! event and every gateway forwards unchanged, and [`ServerFrame`] with its
 //! decoder for clients and tests.
@@ -105,6 +106,19 @@ pub enum ServerFrame {
         /// Milliseconds until the token's `exp`.
         in_ms: u64,
     },
+    /// `missed`: messages of a room the connection is in could not be
+    /// delivered (the node's link to Redis dropped and history no longer
+    /// held them); live messages continue after `seq`.
+    Missed {
+        /// The room.
+        room: String,
+        /// The room's epoch now.
+        epoch: String,
+        /// The room's sequence number after the gap.
+        seq: u64,
+        /// How many messages were not delivered, when known.
+        count: Option<u64>,
+    },
 }
 
 /// A `from` of a `msg`: the map `{user, conn}` as `(user, conn)`.
@@ -118,9 +132,9 @@ fn as_sender(raw: &[u8]) -> Option<(String, String)> {
 }
 
 /// Keys of server frames.
-const SERVER_KEYS: [&str; 19] = [
+const SERVER_KEYS: [&str; 20] = [
     "t", "id", "data", "code", "msg", "retry_ms", "conn", "user", "node", "ping_ms", "exp", "room",
-    "ev", "seq", "epoch", "ts", "from", "action", "in_ms",
+    "ev", "seq", "epoch", "ts", "from", "action", "in_ms", "count",
 ];
 
 /// Decodes one server → client message (for clients and tests), with the
@@ -139,7 +153,7 @@ pub fn decode_server_frame(bytes: &[u8]) -> Result<ServerFrame, FrameError> {
         .map_err(|reason| FrameError { id, reason })
 }
 
-fn server_frame(f: &Fields<'_, 19>) -> Result<ServerFrame, String> {
+fn server_frame(f: &Fields<'_, 20>) -> Result<ServerFrame, String> {
     Ok(match f.str("t")? {
         "welcome" => ServerFrame::Welcome {
             conn: f.string("conn")?,
@@ -174,6 +188,12 @@ fn server_frame(f: &Fields<'_, 19>) -> Result<ServerFrame, String> {
         },
         "expiring" => ServerFrame::Expiring {
             in_ms: f.uint("in_ms")?,
+        },
+        "missed" => ServerFrame::Missed {
+            room: f.string("room")?,
+            epoch: f.string("epoch")?,
+            seq: f.uint("seq")?,
+            count: f.optional("count", "a non-negative integer", as_uint)?,
         },
         other => return Err(format!("unknown frame type {}", quote(other))),
     })
@@ -273,6 +293,24 @@ pub fn encode_expiring(in_ms: u64) -> Vec<u8> {
     frame_header(&mut out, 2, "expiring")
         .str("in_ms")
         .uint(in_ms);
+    out.into_vec()
+}
+
+/// Encodes `missed`: `{t, room, epoch, seq, count?}`. Messages of `room`
+/// up to `seq` (at `epoch`) could not be delivered to the member; `count`
+/// (left out when `None`: not known) says how many.
+pub fn encode_missed(room: &str, epoch: &str, seq: u64, count: Option<u64>) -> Vec<u8> {
+    let mut out = Writer::with_capacity(56 + room.len() + epoch.len());
+    frame_header(&mut out, 4 + usize::from(count.is_some()), "missed")
+        .str("room")
+        .str(room)
+        .str("epoch")
+        .str(epoch)
+        .str("seq")
+        .uint(seq);
+    if let Some(count) = count {
+        out.str("count").uint(count);
+    }
     out.into_vec()
 }
 

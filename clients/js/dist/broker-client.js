@@ -1949,6 +1949,9 @@ var BrokerClient = class extends Emitter {
       case "expiring":
         this._onExpiring(frame);
         break;
+      case "missed":
+        this._onMissed(frame);
+        break;
       default:
         break;
     }
@@ -2014,6 +2017,27 @@ var BrokerClient = class extends Emitter {
     const sub = this._subs.get(frame.room);
     if (sub) sub.emit("presence", event);
     this.emit("presence", event);
+  }
+  /** `missed`: messages of the room up to `seq` were lost for this
+   * connection (the gateway's link to Redis dropped and history no longer
+   * held them). The stored position moves to `{seq, epoch}`: a rejoin with
+   * `since` would not bring them back. */
+  _onMissed(frame) {
+    const sub = this._subs.get(frame.room);
+    const event = {
+      room: frame.room,
+      epoch: frame.epoch,
+      seq: frame.seq,
+      count: typeof frame.count === "number" ? frame.count : null
+    };
+    if (sub && typeof frame.seq === "number" && typeof frame.epoch === "string") {
+      if (sub.epoch !== frame.epoch || sub.seq === null || frame.seq > sub.seq) {
+        sub.seq = frame.seq;
+        sub.epoch = frame.epoch;
+      }
+    }
+    if (sub) sub.emit("missed", event);
+    this.emit("missed", event);
   }
   _onExpiring(frame) {
     const inMs = frame.in_ms;

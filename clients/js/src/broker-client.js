@@ -137,7 +137,8 @@ export class Emitter {
  *
  * Events: `msg` (message), `presence` ({room, user, action}), `joined`
  * (every join ack, also after a reconnect), `recovered`, `recovery_failed`,
- * `error`.
+ * `missed` ({room, epoch, seq, count}: messages up to `seq` were lost; the
+ * position moves there), `error`.
  */
 export class Subscription extends Emitter {
   constructor(client, room, since) {
@@ -219,7 +220,9 @@ function noop() {}
  * Events: `connect` (welcome info), `disconnect` ({code, reason}),
  * `connect_error` (an attempt that failed before welcome), `reconnecting`
  * ({attempt, delayMs}), `state` (new state), `msg`, `presence`,
- * `recovered` / `recovery_failed` ({room, ...}), `expiring` ({inMs}),
+ * `recovered` / `recovery_failed` ({room, ...}), `missed` ({room, epoch,
+ * seq, count}: messages lost while the gateway's own Redis link was down;
+ * `count` is null when not known), `expiring` ({inMs}),
  * `token_refreshed` ({exp}), `error` (BrokerError).
  */
 export class BrokerClient extends Emitter {
@@ -604,6 +607,9 @@ export class BrokerClient extends Emitter {
       case 'expiring':
         this._onExpiring(frame);
         break;
+      case 'missed':
+        this._onMissed(frame);
+        break;
       default:
         break; // unknown frame types are ignored (PROTOCOL.md §4)
     }
@@ -667,6 +673,26 @@ export class BrokerClient extends Emitter {
     const sub = this._subs.get(frame.room);
     if (sub) sub.emit('presence', event);
     this.emit('presence', event);
+  }
+
+  /** `missed`: messages of the room up to `seq` were lost for this
+   * connection (the gateway's link to Redis dropped and history no longer
+   * held them). The stored position moves to `{seq, epoch}`: a rejoin with
+   * `since` would not bring them back. */
+  _onMissed(frame) {
+    const sub = this._subs.get(frame.room);
+    const event = {
+      room: frame.room, epoch: frame.epoch, seq: frame.seq,
+      count: typeof frame.count === 'number' ? frame.count : null,
+    };
+    if (sub && typeof frame.seq === 'number' && typeof frame.epoch === 'string') {
+      if (sub.epoch !== frame.epoch || sub.seq === null || frame.seq > sub.seq) {
+        sub.seq = frame.seq;
+        sub.epoch = frame.epoch;
+      }
+    }
+    if (sub) sub.emit('missed', event);
+    this.emit('missed', event);
   }
 
   _onExpiring(frame) {

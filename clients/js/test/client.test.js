@@ -212,6 +212,45 @@ test('recovery_failed when the ack says recovered: false', async () => {
   assert.deepEqual(sub.position, { seq: 7, epoch: 'e00000000000000ff' });
 });
 
+test('missed is emitted in order and moves the position; a rejoin resumes after it', async () => {
+  const client = open();
+  const sub = await client.join('chat:lobby');
+  const seen = [];
+  sub.on('msg', (m) => seen.push(['msg', m.seq]));
+  sub.on('missed', (m) => seen.push(['missed', m]));
+  const onClient = nextEvent(client, 'missed');
+  gw.publish('chat:lobby', 'm', 'a'); // seq 1
+  const conn = gw.last;
+  const base = { t: 'msg', room: 'chat:lobby', ev: 'm', data: null, epoch: 'e0000000000000001', ts: 1 };
+  gw.send(conn, { ...base, seq: 4 });
+  // 2, 3, 5 and 6 were lost; live messages continue after 6.
+  gw.send(conn, { t: 'missed', room: 'chat:lobby', epoch: 'e0000000000000001', seq: 6, count: 4 });
+  gw.send(conn, { ...base, seq: 5 }); // a late copy from before the gap: dropped
+  gw.send(conn, { ...base, seq: 7 });
+  await client.ping();
+  const missed = { room: 'chat:lobby', epoch: 'e0000000000000001', seq: 6, count: 4 };
+  assert.deepEqual(seen, [['msg', 1], ['msg', 4], ['missed', missed], ['msg', 7]]);
+  assert.deepEqual(await onClient, missed);
+  assert.deepEqual(sub.position, { seq: 7, epoch: 'e0000000000000001' });
+
+  // Without a count (not known), and of a new epoch: the position moves there.
+  const second = nextEvent(sub, 'missed');
+  gw.send(conn, { t: 'missed', room: 'chat:lobby', epoch: 'e0000000000000002', seq: 3 });
+  assert.deepEqual(await second, { room: 'chat:lobby', epoch: 'e0000000000000002', seq: 3, count: null });
+  assert.deepEqual(sub.position, { seq: 3, epoch: 'e0000000000000002' });
+  // After a reconnect the join resumes from there.
+  gw.room('chat:lobby').epoch = 'e0000000000000002';
+  gw.room('chat:lobby').seq = 3;
+  gw.room('chat:lobby').log = [];
+  const recovered = nextEvent(client, 'recovered');
+  conn.socket.close(1012, 'restarting');
+  assert.deepEqual((await recovered).since, { seq: 3, epoch: 'e0000000000000002' });
+  // A missed for a room without a subscription reaches the client only.
+  const other = nextEvent(client, 'missed');
+  gw.send(gw.last, { t: 'missed', room: 'chat:other', epoch: 'x', seq: 9, count: 1 });
+  assert.equal((await other).room, 'chat:other');
+});
+
 test('requests made while disconnected are sent after the re-join', async () => {
   const client = open({ reconnectDelayMs: 30 });
   await client.join('chat:lobby');

@@ -2,8 +2,8 @@
 //! timeout, and the helpers both use to read requests and build replies.
 //!
 //! Public (`public.rs`): `GET /ws` (the WebSocket upgrade, with origin, token
-//! and connection-limit checks answered as HTTP 403/401/429 *before* the
-//! upgrade), `/healthz`, `/readyz`, `/` (the demo page) and `/dev/token`
+//! and connection-limit checks answered as HTTP 403/401/429, and a node not
+//! yet serving as 503 with `Retry-After`, *before* the upgrade), `/healthz`, `/readyz`, `/` (the demo page) and `/dev/token`
 //! (only with `auth.dev_tokens`). Admin (`admin.rs`): `/metrics` and the
 //! `/api/*` publish and presence endpoints, behind the bearer
 //! `admin.api_key` when set.

@@ -133,9 +133,41 @@ fn origin_allowed(app: &App, req: &Request<Incoming>) -> bool {
     origins.iter().any(|o| o == origin || o == "*")
 }
 
-/// `GET /ws`: the WebSocket upgrade. Admission happens here when the
-/// request carries a token (or anonymous users are allowed), so refusals
-/// are HTTP statuses; otherwise the `auth` frame must follow.
+/// Seconds a client refused by [`not_serving`] is told to wait.
+const NOT_SERVING_RETRY_S: &str = "1";
+
+/// The 503 (with `Retry-After`) that answers an upgrade while the node
+/// cannot deliver to a new connection: its lease is not held or its Pub/Sub
+/// subscription is not live (what `/readyz` also checks). A connection
+/// admitted then would miss messages that nothing repairs.
+fn not_serving(app: &App) -> Option<Response<Body>> {
+    let lease = app.node.lease_held.load(Ordering::Relaxed);
+    let subscribed = app.node.subscribed.load(Ordering::Relaxed);
+    if lease && subscribed {
+        return None;
+    }
+    let why = if lease {
+        "not subscribed to its channel yet"
+    } else {
+        "no lease"
+    };
+    let mut resp = reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        format!("node not ready ({why}), retry\n"),
+    );
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(NOT_SERVING_RETRY_S),
+    );
+    Some(resp)
+}
+
+/// `GET /ws`: the WebSocket upgrade. A node that is not serving (no lease,
+/// or its subscription not live) answers 503 with `Retry-After`. Admission
+/// happens here when the request carries a token (or anonymous users are
+/// allowed), so refusals are HTTP statuses; otherwise the `auth` frame must
+/// follow.
 async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
     if !fastwebsockets::upgrade::is_upgrade_request(&req) {
         return reply(
@@ -150,6 +182,9 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
             "text/plain",
             "shutting down\n",
         );
+    }
+    if let Some(refusal) = not_serving(&app) {
+        return refusal;
     }
     if !origin_allowed(&app, &req) {
         return reply(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");

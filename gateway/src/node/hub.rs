@@ -17,13 +17,14 @@
 //! Each room also keeps the newest `(epoch, seq)` this node delivered. A
 //! message at or below it is a duplicate and is dropped; after the node's
 //! Pub/Sub link comes back, [`Hub::positions`] and [`Hub::repair`] fill the
-//! gap from the rooms' history (see `repair.rs`).
+//! gap from the rooms' history (see `repair.rs`), and [`Hub::missed`] tells
+//! the members what history no longer held (a `missed` frame).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use broker::envelope::{self, Envelope};
-use broker::protocol::CloseCode;
+use broker::protocol::{self, CloseCode};
 use bytes::Bytes;
 
 use super::connection::ConnShared;
@@ -78,6 +79,36 @@ pub struct Position {
     pub seq: u64,
     /// The room's epoch then.
     pub epoch: String,
+}
+
+/// What a gap repair could not fill in one room, for [`Hub::missed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gap<'a> {
+    /// The room's epoch now.
+    pub epoch: &'a str,
+    /// The room's sequence number now: the gap ends here.
+    pub seq: u64,
+    /// The gap begins after this sequence number (of `epoch`).
+    pub after: u64,
+    /// Sequence numbers in the gap that history still held (and the
+    /// repair delivered), ascending.
+    pub held: &'a [u64],
+    /// True when the room's epoch changed since this node's last message:
+    /// how many of the old epoch's messages were lost is not known.
+    pub reset: bool,
+}
+
+impl Gap<'_> {
+    /// How many messages after `from` (up to `seq`) a member did not get;
+    /// `None` when not known.
+    fn lost_after(&self, from: u64) -> Option<u64> {
+        if self.reset {
+            return None;
+        }
+        let from = from.max(self.after);
+        let held = self.held.len() - self.held.partition_point(|&s| s <= from);
+        Some(self.seq.saturating_sub(from).saturating_sub(held as u64))
+    }
 }
 
 /// Local connections and room memberships of this node.
@@ -294,6 +325,73 @@ impl Hub {
         repaired
     }
 
+    /// Tells the members of `room` about a [`Gap`] that history could not
+    /// fill: each one that missed messages in it gets one `missed` frame
+    /// `{room, epoch, seq, count?}`, after the repaired messages (call it
+    /// after [`Hub::repair`]) and before anything live. The room's position
+    /// moves to the gap's end, so later copies of the lost messages are
+    /// dropped. A joining member gets the frame after its join unless the
+    /// join's `seq` is past the gap. Returns how many members were told.
+    pub fn missed(&self, room: &str, gap: &Gap<'_>) -> u64 {
+        let mut told = 0;
+        let mut overflow = Vec::new();
+        {
+            let Ok(mut all) = self.rooms.write() else {
+                return 0;
+            };
+            let Some(entry) = all.get_mut(room) else {
+                return 0;
+            };
+            if entry.epoch != gap.epoch {
+                for member in entry.members.values_mut() {
+                    if let Member::Active { floor, .. } = member {
+                        *floor = 0;
+                    }
+                }
+            }
+            entry.advance(gap.seq, gap.epoch);
+            // One encoding per distinct count (usually one for the room).
+            let mut frames: Vec<(Option<u64>, Bytes)> = Vec::new();
+            let mut frame_for = |count: Option<u64>| -> Bytes {
+                if let Some((_, frame)) = frames.iter().find(|(c, _)| *c == count) {
+                    return frame.clone();
+                }
+                let frame = Bytes::from(protocol::encode_missed(room, gap.epoch, gap.seq, count));
+                frames.push((count, frame.clone()));
+                frame
+            };
+            for member in entry.members.values_mut() {
+                match member {
+                    Member::Active { conn, floor } => {
+                        // A member whose join came after part of the gap
+                        // missed only what followed its join.
+                        let count = gap.lost_after(*floor);
+                        if count == Some(0) {
+                            continue;
+                        }
+                        if conn.send(frame_for(count), &self.metrics) {
+                            told += 1;
+                        }
+                    }
+                    Member::Pending(conn, buffer) => {
+                        if buffer.len() >= self.pending_limit {
+                            overflow.push(conn.clone());
+                        } else {
+                            buffer.push((gap.seq, frame_for(gap.lost_after(0))));
+                            told += 1;
+                        }
+                    }
+                }
+            }
+        }
+        for conn in overflow {
+            if conn.close(CloseCode::Policy, SLOW_CONSUMER) {
+                self.metrics.slow_consumer_disconnects.inc();
+            }
+        }
+        told
+    }
+
     /// Sends `frame` to the members of `room`; `position` is a message's
     /// `(seq, epoch)`, which is delivered only when newer than the room's.
     fn to_room(
@@ -396,5 +494,155 @@ fn remove_member(all: &mut HashMap<String, Room>, room: &str, id: &Arc<str>) {
         if entry.members.is_empty() {
             all.remove(room);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::outbox::Outbox;
+    use crate::ws::Outlet;
+    use broker::protocol::ServerFrame;
+
+    fn member(hub: &Hub, id: &str) -> (Arc<ConnShared>, Arc<Outbox>) {
+        let (outlet, queue) = Outlet::new(64);
+        let conn = ConnShared::new(id.into(), "u".into(), "127.0.0.1".into(), outlet, u64::MAX);
+        hub.register(conn.clone());
+        (conn, queue)
+    }
+
+    /// What `queue` holds, decoded: `msg` as its seq, `missed` whole.
+    fn received(queue: &Outbox) -> Vec<ServerFrame> {
+        let mut frames = Vec::new();
+        queue.drain_into(&mut frames, 1000);
+        frames
+            .iter()
+            .map(|f| match protocol::decode_server_frame(f) {
+                Ok(frame) => frame,
+                Err(e) => panic!("undecodable frame: {e}"),
+            })
+            .collect()
+    }
+
+    fn msg(seq: u64, epoch: &str) -> (u64, Bytes) {
+        let frame = protocol::encode_msg_frame("feed:a", "m", &[0xc0], seq, epoch, 1, None);
+        (seq, Bytes::from(frame))
+    }
+
+    fn missed(epoch: &str, seq: u64, count: Option<u64>) -> ServerFrame {
+        ServerFrame::Missed {
+            room: "feed:a".into(),
+            epoch: epoch.into(),
+            seq,
+            count,
+        }
+    }
+
+    fn seqs(frames: &[ServerFrame]) -> Vec<Option<u64>> {
+        frames
+            .iter()
+            .map(|f| match f {
+                ServerFrame::Msg { seq, .. } => Some(*seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lost_after_counts_what_history_did_not_hold() {
+        let held = [8, 9, 10];
+        let gap = Gap {
+            epoch: "e",
+            seq: 10,
+            after: 2,
+            held: &held,
+            reset: false,
+        };
+        assert_eq!(gap.lost_after(0), Some(5));
+        assert_eq!(gap.lost_after(2), Some(5));
+        assert_eq!(gap.lost_after(5), Some(2));
+        assert_eq!(gap.lost_after(8), Some(0));
+        assert_eq!(gap.lost_after(12), Some(0));
+        let reset = Gap { reset: true, ..gap };
+        assert_eq!(reset.lost_after(0), None);
+    }
+
+    #[test]
+    fn missed_follows_the_repair_and_counts_from_each_members_join() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 16);
+        let (early, early_q) = member(&hub, "c1");
+        hub.begin_join("feed:a", &early);
+        hub.finish_join("feed:a", &early, 2, "e");
+        // Joined during the gap, at seq 5: only 6 and 7 are lost for it.
+        let (late, late_q) = member(&hub, "c2");
+        hub.begin_join("feed:a", &late);
+        hub.finish_join("feed:a", &late, 5, "e");
+        // Joined after the gap: nothing lost.
+        let (last, last_q) = member(&hub, "c3");
+        hub.begin_join("feed:a", &last);
+        hub.finish_join("feed:a", &last, 10, "e");
+        // Still joining: told once its join is done, unless past the gap.
+        let (joining, joining_q) = member(&hub, "c4");
+        hub.begin_join("feed:a", &joining);
+
+        let position = hub.positions();
+        assert_eq!(position[0].seq, 2);
+        let messages = vec![msg(8, "e"), msg(9, "e"), msg(10, "e")];
+        let held: Vec<u64> = messages.iter().map(|(s, _)| *s).collect();
+        hub.repair("feed:a", "e", messages);
+        let gap = Gap {
+            epoch: "e",
+            seq: 10,
+            after: 2,
+            held: &held,
+            reset: false,
+        };
+        assert_eq!(hub.missed("feed:a", &gap), 3);
+        // Live after the gap; a late copy of a lost one is dropped.
+        hub.to_room("feed:a", Some((7, "e")), None, &msg(7, "e").1);
+        hub.to_room("feed:a", Some((11, "e")), None, &msg(11, "e").1);
+        hub.finish_join("feed:a", &joining, 9, "e");
+
+        let early_got = received(&early_q);
+        assert_eq!(
+            seqs(&early_got),
+            [Some(8), Some(9), Some(10), None, Some(11)]
+        );
+        assert_eq!(early_got[3], missed("e", 10, Some(5)));
+        let late_got = received(&late_q);
+        assert_eq!(
+            seqs(&late_got),
+            [Some(8), Some(9), Some(10), None, Some(11)]
+        );
+        assert_eq!(late_got[3], missed("e", 10, Some(2)));
+        assert_eq!(seqs(&received(&last_q)), [Some(11)]);
+        let joining_got = received(&joining_q);
+        assert_eq!(seqs(&joining_got), [Some(10), None, Some(11)]);
+        assert_eq!(joining_got[1], missed("e", 10, Some(5)));
+        assert_eq!(hub.positions()[0].seq, 11);
+    }
+
+    #[test]
+    fn missed_of_a_new_epoch_has_no_count_and_moves_the_room_there() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 16);
+        let (conn, queue) = member(&hub, "c1");
+        hub.begin_join("feed:a", &conn);
+        hub.finish_join("feed:a", &conn, 40, "old");
+        let gap = Gap {
+            epoch: "new",
+            seq: 3,
+            after: 0,
+            held: &[],
+            reset: true,
+        };
+        assert_eq!(hub.missed("feed:a", &gap), 1);
+        let position = &hub.positions()[0];
+        assert_eq!((position.seq, position.epoch.as_str()), (3, "new"));
+        hub.to_room("feed:a", Some((4, "new")), None, &msg(4, "new").1);
+        let got = received(&queue);
+        assert_eq!(got[0], missed("new", 3, None));
+        assert_eq!(seqs(&got), [None, Some(4)]);
+        // A room with no local members tells no one.
+        assert_eq!(hub.missed("feed:none", &gap), 0);
     }
 }

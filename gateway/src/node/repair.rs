@@ -1,7 +1,10 @@
 //! Gap repair: after the node's channel came back, each local room's
 //! history after the last sequence number this node delivered is fetched
 //! and delivered, in order, before live messages are read again; the hub
-//! drops the duplicates that then also arrive live.
+//! drops the duplicates that then also arrive live. What history no longer
+//! holds (too short, expired, none kept, or the room's epoch changed) is
+//! told to the room's members with one `missed` frame each, after the
+//! repaired messages and before live ones.
 
 use std::time::{Duration, Instant};
 
@@ -10,7 +13,7 @@ use broker::protocol::{self, ServerFrame};
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::hub::Position;
+use super::hub::{Gap, Position};
 use super::Node;
 use crate::store::StoreResult;
 
@@ -25,7 +28,7 @@ pub(crate) async fn repair(node: &Node) {
     let started = Instant::now();
     let mut todo = node.hub.positions();
     let rooms = todo.len();
-    let (mut repaired, mut unrepaired) = (0u64, 0u64);
+    let (mut repaired, mut unrepaired, mut told) = (0u64, 0u64, 0u64);
     // The command connection may still be reconnecting: retry the rooms
     // whose history failed, for a bounded time (the channel waits).
     for attempt in 1..=REPAIR_ATTEMPTS {
@@ -41,8 +44,20 @@ pub(crate) async fn repair(node: &Node) {
             match missed {
                 Ok(m) => {
                     let fetched = m.messages.len() as u64;
+                    let held: Vec<u64> = m.messages.iter().map(|(seq, _)| *seq).collect();
                     repaired += node.hub.repair(&p.room, &m.epoch, m.messages);
-                    unrepaired += m.count.saturating_sub(fetched);
+                    let lost = m.count.saturating_sub(fetched);
+                    unrepaired += lost;
+                    if lost > 0 || m.reset {
+                        let gap = Gap {
+                            epoch: &m.epoch,
+                            seq: m.seq,
+                            after: m.after,
+                            held: &held,
+                            reset: m.reset,
+                        };
+                        told += node.hub.missed(&p.room, &gap);
+                    }
                 }
                 Err(err) => {
                     if attempt == REPAIR_ATTEMPTS {
@@ -65,6 +80,7 @@ pub(crate) async fn repair(node: &Node) {
         rooms,
         repaired,
         unrepaired,
+        told,
         failed,
         ms = started.elapsed().as_millis() as u64,
         "gap repair after the node channel came back"
@@ -74,7 +90,16 @@ pub(crate) async fn repair(node: &Node) {
 /// What a room missed after a [`Position`]: how many messages, and those
 /// its history still holds, oldest first.
 struct Missed {
+    /// The room's epoch now.
     epoch: String,
+    /// The room's sequence number now.
+    seq: u64,
+    /// The gap is the messages of `epoch` after this one, up to `seq`.
+    after: u64,
+    /// True when the epoch changed since the [`Position`]: the old epoch's
+    /// messages after it are gone, how many is not known.
+    reset: bool,
+    /// How many messages of `epoch` are in the gap.
     count: u64,
     messages: Vec<(u64, Bytes)>,
 }
@@ -90,7 +115,8 @@ async fn fetch_missed(node: &Node, p: &Position) -> StoreResult<Missed> {
     };
     let mut history = node.store.history(&since(Some(p.seq))).await?;
     let mut after = p.seq;
-    if !p.epoch.is_empty() && p.epoch != history.epoch {
+    let reset = !p.epoch.is_empty() && p.epoch != history.epoch;
+    if reset {
         history = node.store.history(&since(None)).await?;
         after = 0;
     }
@@ -104,6 +130,9 @@ async fn fetch_missed(node: &Node, p: &Position) -> StoreResult<Missed> {
         .collect();
     Ok(Missed {
         epoch: history.epoch,
+        seq: history.seq,
+        after,
+        reset,
         count: history.seq.saturating_sub(after),
         messages,
     })

@@ -254,6 +254,21 @@ fn server_decoder_refuses_bad_frames() {
             "missing field `data`",
         ),
         (json!({"t": "expiring"}), None, "missing field `in_ms`"),
+        (
+            json!({"t": "missed", "room": "a:b", "epoch": "e"}),
+            None,
+            "missing field `seq`",
+        ),
+        (
+            json!({"t": "missed", "room": "a:b", "seq": 3, "count": 1}),
+            None,
+            "missing field `epoch`",
+        ),
+        (
+            json!({"t": "missed", "room": "a:b", "epoch": "e", "seq": 3, "count": -1}),
+            None,
+            "field `count` must be a non-negative integer",
+        ),
         (json!([1]), None, "not a MessagePack map"),
     ];
     for (value, id, reason) in cases {
@@ -272,6 +287,49 @@ fn server_decoder_refuses_bad_frames() {
             code: "internal".into(),
             msg: "m".into(),
             retry_ms: None
+        })
+    );
+}
+
+#[test]
+fn missed_round_trips_with_and_without_count() {
+    let bytes = encode_missed("feed:a", "5f0c3a9e12d47b86", 130, Some(30));
+    assert_eq!(map_keys(&bytes), ["t", "room", "epoch", "seq", "count"]);
+    assert_eq!(
+        msgpack::to_json(&bytes),
+        Ok(
+            json!({"t": "missed", "room": "feed:a", "epoch": "5f0c3a9e12d47b86", "seq": 130, "count": 30})
+        )
+    );
+    assert_eq!(
+        decode_server_frame(&bytes),
+        Ok(ServerFrame::Missed {
+            room: "feed:a".into(),
+            epoch: "5f0c3a9e12d47b86".into(),
+            seq: 130,
+            count: Some(30),
+        })
+    );
+    let bytes = encode_missed("feed:a", "e", u64::MAX, None);
+    assert_eq!(map_keys(&bytes), ["t", "room", "epoch", "seq"]);
+    assert_eq!(
+        decode_server_frame(&bytes),
+        Ok(ServerFrame::Missed {
+            room: "feed:a".into(),
+            epoch: "e".into(),
+            seq: u64::MAX,
+            count: None,
+        })
+    );
+    // A nil count is an absent one.
+    let bytes = mp(&json!({"t": "missed", "room": "r:x", "epoch": "", "seq": 0, "count": null}));
+    assert_eq!(
+        decode_server_frame(&bytes),
+        Ok(ServerFrame::Missed {
+            room: "r:x".into(),
+            epoch: String::new(),
+            seq: 0,
+            count: None,
         })
     );
 }
