@@ -584,7 +584,7 @@ mod tests {
             .unwrap();
         let other = with_addr(&seed, "127.0.0.2".into(), 7005);
         assert_eq!(other.addr().to_string(), "127.0.0.2:7005");
-        assert_eq!(other.password(), Some("secret"));
-        assert_eq!(other.username(), Some("user"));
+        assert_eq!(other.redis_settings().password(), Some("secret"));
+        assert_eq!(other.redis_settings().username(), Some("user"));
     }
 }
