@@ -105,6 +105,31 @@ impl RedisCluster {
         old
     }
 
+    /// Kills the master of `key` with SIGKILL (no `SHUTDOWN`: its clients
+    /// see a dead address, not a closed connection), waits until its
+    /// replica has taken over and every live server reports
+    /// `cluster_state:ok`, and returns the killed server's index and when
+    /// the cluster was seen ok again.
+    ///
+    /// # Panics
+    /// When no failover happens within 30 s.
+    pub fn kill_master_of(&mut self, key: &str) -> (usize, Instant) {
+        let old = self.master_index(key);
+        let old_port = self.servers[old].port();
+        // A child module sees the crate root's private fields.
+        if let Some(mut child) = self.servers[old].child.take() {
+            let _ = child.kill(); // SIGKILL on Unix
+            let _ = child.wait();
+        }
+        let deadline = Instant::now() + SETTLE;
+        while self.master_port(key) == old_port {
+            assert!(Instant::now() < deadline, "no failover within {SETTLE:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.wait_ok();
+        (old, Instant::now())
+    }
+
     /// The server that is master for `key`'s slot now.
     ///
     /// # Panics

@@ -12,12 +12,21 @@
 //! `SSUBSCRIBE`, each routed to its master.
 //!
 //! The subscriptions share one RESP3 cluster connection whose pushes come
-//! back in the node's bounded inbox ([`super::inbox`]). When any link drops
-//! (a `Disconnection` push), stops answering `PING`, the inbox overflows,
-//! or a failover moves a master, the node starts over:
-//! reads the slot map again, renews the lease with the channels, subscribes
-//! again, and repairs the gaps from history before it reads live messages
-//! (as [`super::channel::receive`] does for one Redis).
+//! back in the node's bounded inbox ([`super::inbox`]). The masters and
+//! their slots are the ones the store routes by ([`Store::topology`]), and
+//! the subscription connection is seeded with the nodes that reported
+//! them. When any link drops (a `Disconnection` push), stops answering
+//! `PING`, the inbox overflows, or the store moves to a new topology (a
+//! failover: [`Store::topology_changes`]), the node starts over: takes the
+//! slot map again, renews the lease with the channels (so that a promoted
+//! master learns them), subscribes again, and repairs the gaps from
+//! history before it reads live messages (as [`super::channel::receive`]
+//! does for one Redis). A failed subscription asks the store to check the
+//! slot map ([`Store::check_topology`]).
+//!
+//! [`Store::topology`]: crate::store::Store::topology
+//! [`Store::topology_changes`]: crate::store::Store::topology_changes
+//! [`Store::check_topology`]: crate::store::Store::check_topology
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,34 +35,26 @@ use broker::names;
 use bytes::Bytes;
 use redis::cluster::ClusterClient;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-use redis::Value;
+use redis::{ConnectionInfo, IntoConnectionInfo};
+use tokio::sync::watch;
 
 use super::channel::{self, Link, Served};
 use super::inbox::{self, Inbox};
 use super::{lease, Node};
-use crate::store::ShardChannel;
+use crate::store::{Master, ShardChannel};
 
-/// How long discovering the slot map, connecting and subscribing may take.
+/// How long taking the slot map, connecting and subscribing may take.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long Redis may take to answer a command on the subscription
 /// connection (its `PING`s included).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// A master and the slot ranges it serves, from `CLUSTER SLOTS`.
-#[derive(Debug, Default)]
-struct Master {
-    addr: String,
-    ranges: Vec<(u16, u16)>,
-}
 
 /// The node's channel on each master of the cluster, in master order.
 fn channels_for(node: &str, masters: &[Master]) -> Vec<ShardChannel> {
     masters
         .iter()
         .filter_map(|m| {
-            let channel = names::shard_channel(node, |slot| {
-                m.ranges.iter().any(|&(lo, hi)| lo <= slot && slot <= hi)
-            })?;
+            let channel = names::shard_channel(node, |slot| m.serves(slot))?;
             Some(ShardChannel {
                 slot: names::key_slot(channel.as_bytes()),
                 channel,
@@ -62,50 +63,30 @@ fn channels_for(node: &str, masters: &[Master]) -> Vec<ShardChannel> {
         .collect()
 }
 
-/// Reads the masters and their slots from a `CLUSTER SLOTS` reply.
-fn parse_slots(reply: Value) -> Option<Vec<Master>> {
-    let Value::Array(ranges) = reply else {
-        return None;
-    };
-    let mut masters: Vec<Master> = Vec::new();
-    for range in ranges {
-        let Value::Array(fields) = range else {
-            return None;
-        };
-        let (Some(Value::Int(lo)), Some(Value::Int(hi)), Some(Value::Array(master))) =
-            (fields.first(), fields.get(1), fields.get(2))
-        else {
-            return None;
-        };
-        let addr = match (master.first(), master.get(1)) {
-            (Some(Value::BulkString(host)), Some(Value::Int(port))) => {
-                format!("{}:{port}", String::from_utf8_lossy(host))
-            }
-            _ => return None,
-        };
-        let (lo, hi) = (u16::try_from(*lo).ok()?, u16::try_from(*hi).ok()?);
-        match masters.iter_mut().find(|m| m.addr == addr) {
-            Some(m) => m.ranges.push((lo, hi)),
-            None => masters.push(Master {
-                addr,
-                ranges: vec![(lo, hi)],
-            }),
-        }
-    }
-    masters.sort_by(|a, b| a.addr.cmp(&b.addr));
-    Some(masters)
-}
-
 /// Everything one subscription round needs, set up.
 struct Subscribed {
     conn: redis::cluster_async::ClusterConnection,
     pushes: Inbox,
     shards: Vec<ShardChannel>,
+    /// The store's topology changes: a new one ends this round.
+    changes: Option<watch::Receiver<u64>>,
 }
 
 impl Link for Subscribed {
     async fn next(&mut self) -> Option<Bytes> {
-        self.pushes.next_message().await
+        let Subscribed {
+            pushes, changes, ..
+        } = self;
+        let Some(changes) = changes else {
+            return pushes.next_message().await;
+        };
+        tokio::select! {
+            message = pushes.next_message() => message,
+            Ok(()) = changes.changed() => {
+                tracing::info!("cluster topology changed; subscribing on the new masters");
+                None
+            }
+        }
     }
 
     async fn ping(&mut self) -> bool {
@@ -121,27 +102,43 @@ impl Link for Subscribed {
     }
 }
 
-/// Discovers the masters, connects and subscribes to the node's channel on
-/// each of them.
+/// Why a subscription round could not start.
+fn setup_error(what: impl std::fmt::Display) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "sharded subscribe", what.to_string()))
+}
+
+/// Takes the store's slot map, connects and subscribes to the node's
+/// channel on each master.
 async fn subscribe(node: &Node, seeds: &[String]) -> redis::RedisResult<Subscribed> {
+    // Taken before the topology is read: a change while subscribing ends
+    // the round at once.
+    let changes = node.store.topology_changes();
+    let topology = node
+        .store
+        .topology()
+        .await
+        .map_err(setup_error)?
+        .ok_or_else(|| setup_error("not a cluster"))?;
+    if topology.map.masters().is_empty() {
+        return Err(setup_error("no slot map yet"));
+    }
+    let seeds: Vec<ConnectionInfo> = if topology.seeds.is_empty() {
+        seeds
+            .iter()
+            .map(|url| url.as_str().into_connection_info())
+            .collect::<redis::RedisResult<_>>()?
+    } else {
+        topology.seeds
+    };
     let (tx, pushes) = inbox::inbox(inbox::BUDGET_BYTES);
-    let client = ClusterClient::builder(seeds.iter().map(String::as_str))
+    let client = ClusterClient::builder(seeds)
         .use_protocol(redis::ProtocolVersion::RESP3)
         .push_sender(tx)
         .connection_timeout(Duration::from_secs(1))
         .response_timeout(RESPONSE_TIMEOUT)
         .build()?;
     let mut conn = client.get_async_connection().await?;
-    let slots = conn
-        .route_command(
-            redis::cmd("CLUSTER").arg("SLOTS").clone(),
-            RoutingInfo::SingleNode(redis::cluster_routing::SingleNodeRoutingInfo::Random),
-        )
-        .await?;
-    let masters = parse_slots(slots).ok_or_else(|| {
-        redis::RedisError::from((redis::ErrorKind::Client, "unreadable CLUSTER SLOTS reply"))
-    })?;
-    let shards = channels_for(&node.id, &masters);
+    let shards = channels_for(&node.id, topology.map.masters());
     for shard in &shards {
         conn.ssubscribe(&shard.channel).await?;
     }
@@ -149,6 +146,7 @@ async fn subscribe(node: &Node, seeds: &[String]) -> redis::RedisResult<Subscrib
         conn,
         pushes,
         shards,
+        changes,
     })
 }
 
@@ -170,7 +168,9 @@ pub async fn receive(node: Arc<Node>, seeds: Vec<String>) {
                 // (No separate repair: this subscription repairs anyway.)
                 if let Err(err) = lease::renew(&node, false).await {
                     tracing::warn!(error = %err, "lease with sharded channels failed");
+                    node.store.check_topology();
                     sleep_or_shutdown(&mut shutdown, backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
                     continue;
                 }
                 backoff = Duration::from_millis(100);
@@ -183,6 +183,8 @@ pub async fn receive(node: Arc<Node>, seeds: Vec<String>) {
             Ok(Err(err)) => tracing::debug!(error = %err, "sharded subscribe failed"),
             Err(_) => tracing::debug!("sharded subscribe timed out"),
         }
+        // A link that dropped or failed may be a master that died.
+        node.store.check_topology();
         sleep_or_shutdown(&mut shutdown, backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));
     }
@@ -197,7 +199,10 @@ async fn sleep_or_shutdown(shutdown: &mut tokio::sync::watch::Receiver<bool>, wa
 
 #[cfg(test)]
 mod tests {
+    use redis::Value;
+
     use super::*;
+    use crate::store::SlotMap;
 
     fn int(n: i64) -> Value {
         Value::Int(n)
@@ -219,24 +224,15 @@ mod tests {
             Value::Array(vec![int(10923), int(16383), node("127.0.0.1", 7002)]),
             Value::Array(vec![int(100), int(200), node("127.0.0.1", 7002)]),
         ]);
-        let masters = parse_slots(reply).unwrap();
+        let (map, _) = SlotMap::parse(reply, "127.0.0.1").unwrap();
+        let masters = map.masters();
         assert_eq!(masters.len(), 3);
-        assert_eq!(masters[2].ranges, vec![(10923, 16383), (100, 200)]);
-        let shards = channels_for("gw-1", &masters);
+        let shards = channels_for("gw-1", masters);
         assert_eq!(shards.len(), 3);
-        for (shard, master) in shards.iter().zip(&masters) {
+        for (shard, master) in shards.iter().zip(masters) {
             assert!(names::is_node_channel("gw-1", &shard.channel));
             assert_eq!(shard.slot, names::key_slot(shard.channel.as_bytes()));
-            assert!(master
-                .ranges
-                .iter()
-                .any(|&(lo, hi)| lo <= shard.slot && shard.slot <= hi));
+            assert!(master.serves(shard.slot));
         }
-    }
-
-    #[test]
-    fn unreadable_slot_replies_are_refused() {
-        assert!(parse_slots(Value::Int(1)).is_none());
-        assert!(parse_slots(Value::Array(vec![Value::Array(vec![int(0)])])).is_none());
     }
 }

@@ -13,32 +13,38 @@
 //! cannot be reached in time — which the gateway reports to clients as
 //! `err unavailable` without closing them.
 //!
+//! On a cluster the store follows the topology (`topology.rs`): it reads
+//! the slot map from the nodes on a timer and after unavailable replies,
+//! and moves to a fresh cluster connection when a failover changed it.
+//!
 //! Here: the connection and the routing of commands (to the one server, to
 //! a slot's master, to every master). The calls themselves are
-//! `commands.rs`, reading their replies `reply.rs`, errors `error.rs`.
+//! `commands.rs`, reading their replies `reply.rs`, errors `error.rs`, the
+//! cluster's topology `topology.rs`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{
     MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
 };
 use redis::{Cmd, FromRedisValue, Value};
-use tokio::sync::OnceCell;
+use tokio::sync::watch;
 
 use crate::metrics::Metrics;
 
 mod commands;
 mod error;
 mod reply;
+mod topology;
 
 pub use commands::{HistoryPage, Joined, Readiness, ShardChannel};
 pub use error::{Rejection, StoreError, StoreResult};
 use reply::pairs;
+use topology::Cluster;
+pub use topology::{Master, SlotMap, Topology};
 
 /// How long Redis may take to answer one command.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -46,25 +52,12 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One Redis, or a cluster (connected on first use, so the gateway starts
-/// while the cluster is down).
+/// while the cluster is down, and connected again when its topology
+/// changes).
 #[derive(Clone)]
 enum Backend {
     Single(ConnectionManager),
     Cluster(Arc<Cluster>),
-}
-
-struct Cluster {
-    client: ClusterClient,
-    conn: OnceCell<ClusterConnection>,
-}
-
-impl Cluster {
-    async fn conn(&self) -> redis::RedisResult<ClusterConnection> {
-        self.conn
-            .get_or_try_init(|| self.client.get_async_connection())
-            .await
-            .cloned()
-    }
 }
 
 /// Typed access to the module.
@@ -96,15 +89,12 @@ impl Store {
                 Backend::Single(ConnectionManager::new_lazy_with_config(client, config)?)
             }
             seeds => {
-                let client = ClusterClient::builder(seeds.iter().map(String::as_str))
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(RESPONSE_TIMEOUT)
-                    .retries(3)
-                    .build()?;
-                Backend::Cluster(Arc::new(Cluster {
-                    client,
-                    conn: OnceCell::new(),
-                }))
+                let settings = topology::Settings {
+                    connect_timeout: CONNECT_TIMEOUT,
+                    response_timeout: RESPONSE_TIMEOUT,
+                    retries: 3,
+                };
+                Backend::Cluster(Arc::new(Cluster::new(seeds, settings)?))
             }
         };
         Ok(Store {
@@ -123,6 +113,39 @@ impl Store {
     /// True on a Redis Cluster.
     pub fn is_cluster(&self) -> bool {
         matches!(self.backend, Backend::Cluster(_))
+    }
+
+    /// On a cluster, the topology commands are routed by now (connecting
+    /// first when not connected); `None` on one Redis. The node's sharded
+    /// subscription picks its channels from it.
+    pub async fn topology(&self) -> StoreResult<Option<Topology>> {
+        match &self.backend {
+            Backend::Single(_) => Ok(None),
+            Backend::Cluster(cluster) => cluster
+                .topology()
+                .await
+                .map(Some)
+                .map_err(StoreError::from_redis),
+        }
+    }
+
+    /// On a cluster, a receiver whose value changes each time the store
+    /// moves to a new cluster connection (a failover changed the slot map);
+    /// `None` on one Redis. The sharded subscription follows it.
+    pub fn topology_changes(&self) -> Option<watch::Receiver<u64>> {
+        match &self.backend {
+            Backend::Single(_) => None,
+            Backend::Cluster(cluster) => Some(cluster.changes()),
+        }
+    }
+
+    /// Asks for a check of the cluster's slot map soon (at most one per
+    /// second), e.g. when a subscription to a master failed; does nothing
+    /// on one Redis.
+    pub fn check_topology(&self) {
+        if let Backend::Cluster(cluster) = &self.backend {
+            cluster.check_soon();
+        }
     }
 
     /// The key of a user's publish rate in a namespace. On a cluster it
@@ -212,13 +235,22 @@ impl Store {
         match result {
             Ok(v) => {
                 self.metrics.redis_up.set(1);
+                if let Backend::Cluster(cluster) = &self.backend {
+                    cluster.note(false);
+                }
                 Ok(v)
             }
             Err(err) => {
                 let err = StoreError::from_redis(err);
-                if matches!(err, StoreError::Unavailable(_)) {
+                let unavailable = matches!(err, StoreError::Unavailable(_));
+                if unavailable {
                     self.metrics.redis_up.set(0);
                     self.unavailable.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Backend::Cluster(cluster) = &self.backend {
+                    // A dead master answers nothing, not MOVED: look at the
+                    // slot map again.
+                    cluster.note(unavailable);
                 }
                 Err(err)
             }
