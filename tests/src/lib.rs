@@ -234,6 +234,16 @@ impl RedisServer {
         self.child.is_some()
     }
 
+    /// Whether the process exited by itself (a crash) since it was started;
+    /// it is then reaped, and [`RedisServer::start_again`] brings it back.
+    pub fn exited(&mut self) -> bool {
+        let gone = matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))));
+        if gone {
+            self.child = None;
+        }
+        gone
+    }
+
     /// Stops the server and waits for its process to exit.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -151,6 +151,8 @@ struct PhaseFigures {
     gaps: BTreeMap<String, (u64, u64)>,
     evidence: Vec<String>,
     panics: Vec<String>,
+    /// Servers that exited by themselves, by fault window.
+    crashes: Vec<String>,
 }
 
 fn main() {
@@ -167,9 +169,15 @@ fn main() {
 /// The phases: (name, cluster, aof, its fault kinds).
 fn phases(cfg: &Config) -> Vec<(&'static str, bool, bool, Vec<Fault>)> {
     let on = |f: Fault| cfg.faults.contains(&f);
-    let pick = |kinds: &[Fault]| -> Vec<Fault> { kinds.iter().copied().filter(|&f| on(f)).collect() };
+    let pick =
+        |kinds: &[Fault]| -> Vec<Fault> { kinds.iter().copied().filter(|&f| on(f)).collect() };
     let mut out = Vec::new();
-    let cluster = pick(&[Fault::GatewayKill, Fault::MasterKill, Fault::Pause, Fault::Sleep]);
+    let cluster = pick(&[
+        Fault::GatewayKill,
+        Fault::MasterKill,
+        Fault::Pause,
+        Fault::Sleep,
+    ]);
     if !cluster.is_empty() {
         out.push(("cluster", true, false, cluster));
     }
@@ -215,7 +223,10 @@ async fn run(cfg: Config) -> i32 {
     let _ = std::fs::create_dir_all(&cfg.out);
     let _ = std::fs::write(cfg.out.join("figures.txt"), &table);
     if failed {
-        println!("chaos: FAILED (details above; logs in {})", cfg.out.display());
+        println!(
+            "chaos: FAILED (details above; logs in {})",
+            cfg.out.display()
+        );
         1
     } else {
         println!("chaos: passed");
@@ -256,7 +267,7 @@ impl Phase {
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 snapshot(&ports, cluster, &self.users, &self.rooms)
             }))
-                .unwrap_or_else(|_| Err("unexpected reply".into()))
+            .unwrap_or_else(|_| Err("unexpected reply".into()))
         })?;
         // The clients must not have moved while the module was read.
         if !self.shared.unsettled().is_empty() || !same(&views, &self.shared.views()) {
@@ -302,7 +313,8 @@ impl Phase {
                 }
             }
             stuck = self.world.unready().await;
-            let done = publish_recovery.is_some() && presence_recovery.is_some() && stuck.is_empty();
+            let done =
+                publish_recovery.is_some() && presence_recovery.is_some() && stuck.is_empty();
             if done || Instant::now() > deadline {
                 break;
             }
@@ -353,7 +365,11 @@ fn describe(o: &Outcome) -> String {
         let _ = write!(s, "; NOT EXACT: {}", d.summary());
     }
     if o.presence_recovery.is_none() && o.diff.is_none() {
-        let _ = write!(s, "; {} clients could not reconnect and rejoin", o.unsettled);
+        let _ = write!(
+            s,
+            "; {} clients could not reconnect and rejoin",
+            o.unsettled
+        );
     }
     if !o.stuck.is_empty() {
         let _ = write!(s, "; UNREADY: {:?}", o.stuck);
@@ -372,10 +388,18 @@ async fn phase(
     secs: u64,
 ) -> (Vec<Outcome>, PhaseFigures) {
     let start = Instant::now();
-    log(start, &format!("phase {name}: starting ({secs} s of faults: {:?})", kinds.iter().map(|f| f.name()).collect::<Vec<_>>()));
+    log(
+        start,
+        &format!(
+            "phase {name}: starting ({secs} s of faults: {:?})",
+            kinds.iter().map(|f| f.name()).collect::<Vec<_>>()
+        ),
+    );
     let world = World::start(cluster, aof, cfg.lease_ms).await;
     let rooms: Vec<String> = (0..cfg.rooms).map(|i| format!("chaos:r{i}")).collect();
-    let users: Vec<String> = (0..cfg.clients.div_ceil(2)).map(|i| user_of(i * 2)).collect();
+    let users: Vec<String> = (0..cfg.clients.div_ceil(2))
+        .map(|i| user_of(i * 2))
+        .collect();
     // A probe room on every master (by slot).
     let topo = redis_view::topology(&world.ports(), cluster).expect("topology");
     let mut probe_rooms = BTreeMap::new();
@@ -393,7 +417,9 @@ async fn phase(
         rooms: rooms.clone(),
         freeze: AtomicBool::new(false),
         stop: AtomicBool::new(false),
-        views: (0..cfg.clients).map(|_| Mutex::new(View::default())).collect(),
+        views: (0..cfg.clients)
+            .map(|_| Mutex::new(View::default()))
+            .collect(),
         ledger: Ledger::default(),
         label: Mutex::new(format!("{name}:steady")),
         seed: cfg.seed ^ n,
@@ -428,14 +454,21 @@ async fn phase(
     shared.freeze.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
     let label = format!("{name}:baseline");
-    outcomes.push(p.settle(cfg, t0, t0, "baseline", &label, "all clients up".into()).await);
+    outcomes.push(
+        p.settle(cfg, t0, t0, "baseline", &label, "all clients up".into())
+            .await,
+    );
     shared.freeze.store(false, Ordering::Relaxed);
 
     let mut rng = Rng::new(cfg.seed ^ n, 0xfa17);
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut count = 0;
+    let mut crashes = Vec::new();
     while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_secs(cfg.quiet.0) + rng.ms(0, (cfg.quiet.1 - cfg.quiet.0) * 1000)).await;
+        tokio::time::sleep(
+            Duration::from_secs(cfg.quiet.0) + rng.ms(0, (cfg.quiet.1 - cfg.quiet.0) * 1000),
+        )
+        .await;
         if Instant::now() >= deadline {
             break;
         }
@@ -455,10 +488,19 @@ async fn phase(
             .await;
         match injected {
             Ok(i) => {
-                let o = p.settle(cfg, t0, i.ended, fault.name(), &label, i.what).await;
+                let o = p
+                    .settle(cfg, t0, i.ended, fault.name(), &label, i.what)
+                    .await;
                 outcomes.push(o);
             }
             Err(e) => log(start, &format!("{label}: not injected: {e}")),
+        }
+        for port in p.world.restart_crashed() {
+            log(
+                start,
+                &format!("{label}: redis {port} had exited by itself (crash); started again"),
+            );
+            crashes.push(format!("{label}: redis {port}"));
         }
         shared.freeze.store(false, Ordering::Relaxed);
     }
@@ -471,9 +513,12 @@ async fn phase(
     drain_publishes(&p.world.publish, Duration::from_secs(10)).await;
     let t0 = Instant::now();
     let label = format!("{name}:end");
-    let end = p.settle(cfg, t0, t0, "end", &label, "publishing stopped".into()).await;
+    let end = p
+        .settle(cfg, t0, t0, "end", &label, "publishing stopped".into())
+        .await;
     outcomes.push(end);
-    let figures = finish(&p).await;
+    let mut figures = finish(&p).await;
+    figures.crashes = crashes;
     (outcomes, figures)
 }
 
@@ -482,7 +527,8 @@ async fn phase(
 async fn finish(p: &Phase) -> PhaseFigures {
     let shared = &p.shared;
     let (ports, cluster) = p.ports();
-    let seqs = tokio::task::block_in_place(|| room_seqs(&ports, cluster, &p.rooms)).unwrap_or_default();
+    let seqs =
+        tokio::task::block_in_place(|| room_seqs(&ports, cluster, &p.rooms)).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let behind = shared
@@ -520,7 +566,9 @@ async fn finish(p: &Phase) -> PhaseFigures {
     }
     shared.stop.store(true, Ordering::Relaxed);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while shared.flushed.load(Ordering::Relaxed) < shared.views.len() as u64 && Instant::now() < deadline {
+    while shared.flushed.load(Ordering::Relaxed) < shared.views.len() as u64
+        && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let l = &shared.ledger;
@@ -531,8 +579,11 @@ async fn finish(p: &Phase) -> PhaseFigures {
     for s in p.world.servers() {
         for (i, line) in s.log().lines().chain(s.stderr().lines()).enumerate() {
             let lower = line.to_ascii_lowercase();
-            if lower.contains("panic") || lower.contains("crashed by signal") || lower.contains("bug report")
-                || lower.contains("assertion") {
+            if lower.contains("panic")
+                || lower.contains("crashed by signal")
+                || lower.contains("bug report")
+                || lower.contains("assertion")
+            {
                 if panics.len() < 20 {
                     panics.push(format!("redis {} line {i}: {line}", s.port()));
                 }
@@ -564,6 +615,7 @@ async fn finish(p: &Phase) -> PhaseFigures {
         gaps,
         evidence,
         panics,
+        crashes: Vec::new(),
     };
     save_logs(p);
     f
@@ -574,7 +626,10 @@ fn save_logs(p: &Phase) {
     let dir = p.out.join(p.name);
     let _ = std::fs::create_dir_all(&dir);
     for s in p.world.servers() {
-        let _ = std::fs::write(dir.join(format!("redis-{}.log", s.port())), s.log() + &s.stderr());
+        let _ = std::fs::write(
+            dir.join(format!("redis-{}.log", s.port())),
+            s.log() + &s.stderr(),
+        );
     }
     for g in &p.world.gateways {
         let _ = std::fs::write(dir.join(format!("{}.log", g.node)), g.log());
@@ -613,19 +668,27 @@ fn report(
         "| phase | fault | injected | publishing back p50 / max | presence exact p50 / max | not exact | ghosts | unready | lost | reported missed |"
     );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
-    let mut kinds: Vec<(&str, String)> = outcomes.iter().map(|o| (o.phase, o.kind.clone())).collect();
+    let mut kinds: Vec<(&str, String)> =
+        outcomes.iter().map(|o| (o.phase, o.kind.clone())).collect();
     kinds.dedup();
     let mut seen = std::collections::BTreeSet::new();
     kinds.retain(|k| seen.insert(k.clone()));
     let mut failed = false;
     let mut ghosts_total = 0;
     for (phase, kind) in &kinds {
-        let os: Vec<&Outcome> = outcomes.iter().filter(|o| o.phase == *phase && &o.kind == kind).collect();
+        let os: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| o.phase == *phase && &o.kind == kind)
+            .collect();
         let pubs: Vec<Duration> = os.iter().filter_map(|o| o.publish_recovery).collect();
         let pres: Vec<Duration> = os.iter().filter_map(|o| o.presence_recovery).collect();
         let never_pub = os.len() - pubs.len();
         let never_pres = os.len() - pres.len();
-        let ghosts: usize = os.iter().filter_map(|o| o.diff.as_ref()).map(|d| d.ghosts.len()).sum();
+        let ghosts: usize = os
+            .iter()
+            .filter_map(|o| o.diff.as_ref())
+            .map(|d| d.ghosts.len())
+            .sum();
         let unready = os.iter().filter(|o| !o.stuck.is_empty()).count();
         ghosts_total += ghosts;
         let (missed, lost) = figures
@@ -634,12 +697,15 @@ fn report(
             .flat_map(|(_, f)| f.gaps.iter())
             .filter(|(label, _)| {
                 let k = label.split(':').nth(1).unwrap_or("");
-                k.split('#').next() == Some(kind.as_str())
-                    || (kind == "baseline" && k == "steady")
+                k.split('#').next() == Some(kind.as_str()) || (kind == "baseline" && k == "steady")
             })
             .fold((0, 0), |a, (_, g)| (a.0 + g.0, a.1 + g.1));
         let fmt = |v: &[Duration], never: usize| {
-            let mut s = format!("{} / {}", ms(percentile(v.to_vec(), 0.5)), ms(v.iter().max().copied()));
+            let mut s = format!(
+                "{} / {}",
+                ms(percentile(v.to_vec(), 0.5)),
+                ms(v.iter().max().copied())
+            );
             if never > 0 {
                 let _ = write!(s, " ({never} never)");
             }
@@ -657,13 +723,22 @@ fn report(
         );
     }
     let _ = writeln!(t, "\n| phase | published (acked) | publish failed | room seqs at end | delivered | reported missed | lost | duplicated | out of order | seq went back | epoch changes | reconnects after a fault | churn sessions | connect failures | panics |");
-    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(
+        t,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    );
     let mut lost_total = 0;
     for (name, f) in figures {
         let missed: u64 = f.gaps.values().map(|g| g.0).sum();
         let lost: u64 = f.gaps.values().map(|g| g.1).sum();
         lost_total += lost;
-        if lost > 0 || f.duplicates > 0 || f.reordered > 0 || f.rewinds > 0 || !f.panics.is_empty() {
+        if lost > 0
+            || f.duplicates > 0
+            || f.reordered > 0
+            || f.rewinds > 0
+            || !f.panics.is_empty()
+            || !f.crashes.is_empty()
+        {
             failed = true;
         }
         let _ = writeln!(
@@ -683,15 +758,24 @@ fn report(
             f.panics.len()
         );
     }
-    let _ = writeln!(t, "\nghosts found: {ghosts_total}, messages lost: {lost_total}");
+    let _ = writeln!(
+        t,
+        "\nghosts found: {ghosts_total}, messages lost: {lost_total}"
+    );
     for (name, f) in figures {
         if !f.errors.is_empty() {
-            let _ = writeln!(t, "{name}: err answers to joins/leaves: {:?} ({} joins, {} leaves sent)", f.errors, f.joins, f.leaves);
+            let _ = writeln!(
+                t,
+                "{name}: err answers to joins/leaves: {:?} ({} joins, {} leaves sent)",
+                f.errors, f.joins, f.leaves
+            );
         }
     }
     let problems: Vec<&Outcome> = outcomes
         .iter()
-        .filter(|o| o.presence_recovery.is_none() || !o.stuck.is_empty() || o.publish_recovery.is_none())
+        .filter(|o| {
+            o.presence_recovery.is_none() || !o.stuck.is_empty() || o.publish_recovery.is_none()
+        })
         .collect();
     if !problems.is_empty() {
         let _ = writeln!(t, "\nfaults that did not recover:");
@@ -701,13 +785,20 @@ fn report(
     }
     for (name, f) in figures {
         if !f.evidence.is_empty() {
-            let _ = writeln!(t, "\n{name}: evidence (first {}):", f.evidence.len().min(30));
+            let _ = writeln!(
+                t,
+                "\n{name}: evidence (first {}):",
+                f.evidence.len().min(30)
+            );
             for e in f.evidence.iter().take(30) {
                 let _ = writeln!(t, "- {e}");
             }
         }
         for line in &f.panics {
             let _ = writeln!(t, "- PANIC {line}");
+        }
+        for line in &f.crashes {
+            let _ = writeln!(t, "- CRASHED {line}");
         }
     }
     (t, failed)

@@ -248,7 +248,11 @@ pub fn compare(snap: &Snapshot, views: &[View], rooms: &[String]) -> Diff {
     }
     for (user, conns) in &want {
         for conn in conns {
-            if !snap.presence.get(user).is_some_and(|p| p.contains_key(conn)) {
+            if !snap
+                .presence
+                .get(user)
+                .is_some_and(|p| p.contains_key(conn))
+            {
                 diff.missing.push(format!("{user} {conn}"));
             }
         }
@@ -278,9 +282,8 @@ pub fn compare(snap: &Snapshot, views: &[View], rooms: &[String]) -> Diff {
                 .map(|(u, n)| format!("{u}:{n}"))
                 .take(3)
                 .collect();
-            diff.counts.push(format!(
-                "{r} MEMBERS module {extra:?} clients {lack:?}"
-            ));
+            diff.counts
+                .push(format!("{r} MEMBERS module {extra:?} clients {lack:?}"));
         }
         let want_count = (w.len() as i64, w.values().sum::<i64>());
         let got_count = snap.counts.get(r).copied().unwrap_or((0, 0));

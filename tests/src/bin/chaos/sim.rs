@@ -251,9 +251,8 @@ enum End {
     Stop,
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// One simulated client.
 pub struct Sim {
@@ -301,7 +300,10 @@ impl Sim {
             match self.session(ws).await {
                 End::Stop => break,
                 End::Involuntary => {
-                    self.shared.ledger.involuntary.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .ledger
+                        .involuntary
+                        .fetch_add(1, Ordering::Relaxed);
                     for t in self.tracks.values_mut() {
                         t.joined = false;
                     }
@@ -387,9 +389,11 @@ impl Sim {
                 .fetch_add(1, Ordering::Relaxed);
             None
         };
-        let Ok(Ok((mut ws, _))) =
-            tokio::time::timeout(Duration::from_secs(5), tokio_tungstenite::connect_async(url))
-                .await
+        let Ok(Ok((mut ws, _))) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
         else {
             return fail(self);
         };
@@ -444,9 +448,8 @@ impl Sim {
         let mut next_action = Instant::now() + self.rng.ms(3000, 30_000);
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
-            let settled = pending.is_empty()
-                && retries.is_empty()
-                && self.tracks.values().all(|t| t.joined);
+            let settled =
+                pending.is_empty() && retries.is_empty() && self.tracks.values().all(|t| t.joined);
             tokio::select! {
                 frame = ws.next() => {
                     let bytes = match frame {

@@ -101,7 +101,9 @@ impl World {
             for node in NODES {
                 let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).await;
                 let url = format!("redis://{}", proxy.addr);
-                gws.push(Gateway::start(&server, gateway_options(lease_ms, node).redis_url(&url)).await);
+                gws.push(
+                    Gateway::start(&server, gateway_options(lease_ms, node).redis_url(&url)).await,
+                );
                 proxies.push(proxy);
             }
             (Backend::Single { server, proxies }, gws)
@@ -148,6 +150,24 @@ impl World {
         topology(&self.ports(), self.is_cluster())
             .map(|t| masters(&t))
             .unwrap_or_default()
+    }
+
+    /// Servers whose process exited by itself (a crash): each is started
+    /// again on its port and directory, as a service manager would; their
+    /// ports are returned.
+    pub fn restart_crashed(&mut self) -> Vec<u16> {
+        let servers: Vec<&mut RedisServer> = match &mut self.backend {
+            Backend::Cluster(c) => c.servers.iter_mut().collect(),
+            Backend::Single { server, .. } => vec![server],
+        };
+        let mut out = Vec::new();
+        for s in servers {
+            if s.exited() {
+                out.push(s.port());
+                tokio::task::block_in_place(|| s.start_again());
+            }
+        }
+        out
     }
 
     /// The gateways that are not ready now (by node id).
@@ -349,11 +369,13 @@ fn replicas_online(masters: &[u16]) -> bool {
 }
 
 fn redis_cmd(port: u16, args: &[&str], timeout: Duration) -> Result<(), String> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
+    let client =
+        redis::Client::open(format!("redis://127.0.0.1:{port}/")).map_err(|e| e.to_string())?;
     let mut con = client
         .get_connection_with_timeout(Duration::from_secs(1))
         .map_err(|e| e.to_string())?;
-    con.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    con.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut cmd = redis::cmd(args[0]);
     for a in &args[1..] {
         cmd.arg(*a);
@@ -423,12 +445,15 @@ impl World {
                 freeze();
                 let t = Instant::now();
                 c.servers[idx].kill();
-                let failed_over =
-                    tokio::task::block_in_place(|| cluster_settled(&ports, Some(port), Duration::from_secs(30)));
+                let failed_over = tokio::task::block_in_place(|| {
+                    cluster_settled(&ports, Some(port), Duration::from_secs(30))
+                });
                 let took = t.elapsed();
                 tokio::task::block_in_place(|| c.servers[idx].start_again());
                 let ended = Instant::now();
-                tokio::task::block_in_place(|| cluster_settled(&ports, None, Duration::from_secs(30)));
+                tokio::task::block_in_place(|| {
+                    cluster_settled(&ports, None, Duration::from_secs(30))
+                });
                 if !failed_over {
                     return Err(format!("no failover within 30 s of killing master {port}"));
                 }
@@ -447,7 +472,11 @@ impl World {
                 let what = if fault == Fault::Pause {
                     let mode = if rng.chance(0.5) { "WRITE" } else { "ALL" };
                     tokio::task::block_in_place(|| {
-                        redis_cmd(port, &["CLIENT", "PAUSE", "3500", mode], Duration::from_secs(5))
+                        redis_cmd(
+                            port,
+                            &["CLIENT", "PAUSE", "3500", mode],
+                            Duration::from_secs(5),
+                        )
                     })?;
                     tokio::time::sleep(Duration::from_millis(3500)).await;
                     format!("CLIENT PAUSE 3500 {mode} on {port}")
@@ -460,7 +489,9 @@ impl World {
                 let ended = Instant::now();
                 if self.is_cluster() {
                     let ports = self.ports();
-                    tokio::task::block_in_place(|| cluster_settled(&ports, None, Duration::from_secs(30)));
+                    tokio::task::block_in_place(|| {
+                        cluster_settled(&ports, None, Duration::from_secs(30))
+                    });
                 }
                 Ok(Injected { ended, what })
             }
