@@ -758,9 +758,10 @@ fn report(
             f.panics.len()
         );
     }
+    let crashes: usize = figures.iter().map(|(_, f)| f.crashes.len()).sum();
     let _ = writeln!(
         t,
-        "\nghosts found: {ghosts_total}, messages lost: {lost_total}"
+        "\nghosts found: {ghosts_total}, messages lost: {lost_total}, Redis crashes: {crashes}"
     );
     for (name, f) in figures {
         if !f.errors.is_empty() {
