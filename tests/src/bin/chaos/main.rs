@@ -579,14 +579,13 @@ async fn finish(p: &Phase) -> PhaseFigures {
     for s in p.world.servers() {
         for (i, line) in s.log().lines().chain(s.stderr().lines()).enumerate() {
             let lower = line.to_ascii_lowercase();
-            if lower.contains("panic")
+            if (lower.contains("panic")
                 || lower.contains("crashed by signal")
                 || lower.contains("bug report")
-                || lower.contains("assertion")
+                || lower.contains("assertion"))
+                && panics.len() < 20
             {
-                if panics.len() < 20 {
-                    panics.push(format!("redis {} line {i}: {line}", s.port()));
-                }
+                panics.push(format!("redis {} line {i}: {line}", s.port()));
             }
         }
     }
