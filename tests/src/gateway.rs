@@ -323,24 +323,7 @@ impl Gateway {
                 .open(&log_path)
                 .expect("open gateway.log");
             let log_start = log.metadata().map(|m| m.len()).unwrap_or(0);
-            let mut cmd = Command::new(gateway_path());
-            cmd.arg("--config").arg(&config);
-            // The test's environment must not change the gateway's config.
-            for (key, _) in std::env::vars_os() {
-                if key
-                    .to_string_lossy()
-                    .to_ascii_uppercase()
-                    .starts_with("BROKER_")
-                {
-                    cmd.env_remove(&key);
-                }
-            }
-            cmd.env("RUST_LOG", "info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::from(log.try_clone().expect("clone log file")))
-                .stderr(Stdio::from(log));
-            let child = cmd.spawn().expect("spawn broker-gateway");
+            let child = spawn_gateway(&config, log);
             let mut gw = Gateway {
                 child: Some(child),
                 addr,
@@ -537,6 +520,61 @@ impl Gateway {
         resp.json()["seq"]
             .as_u64()
             .unwrap_or_else(|| panic!("POST /api/publish answers {{seq}}: {resp:?}"))
+    }
+}
+
+/// Spawns `broker-gateway --config <config>` with its output appended to
+/// `log` and none of the caller's `BROKER_*` variables.
+fn spawn_gateway(config: &Path, log: fs::File) -> Child {
+    let mut cmd = Command::new(gateway_path());
+    cmd.arg("--config").arg(config);
+    // The test's environment must not change the gateway's config.
+    for (key, _) in std::env::vars_os() {
+        if key
+            .to_string_lossy()
+            .to_ascii_uppercase()
+            .starts_with("BROKER_")
+        {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log.try_clone().expect("clone log file")))
+        .stderr(Stdio::from(log));
+    cmd.spawn().expect("spawn broker-gateway")
+}
+
+impl Gateway {
+    /// Starts the process again with the same config (node id, ports,
+    /// Redis URL), as a service manager restarts a unit, without waiting
+    /// for it to be ready ([`Gateway::is_ready`] tells). A running process
+    /// is killed (SIGKILL) first.
+    pub fn respawn(&mut self) {
+        self.kill();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open gateway.log");
+        self.child = Some(spawn_gateway(&self.dir.path().join("gateway.toml"), log));
+    }
+
+    /// Whether the process runs (it was not killed, and has not exited).
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+        }
+    }
+
+    /// Whether `GET /readyz` answers 200 now.
+    pub async fn is_ready(&self) -> bool {
+        matches!(
+            try_http(self.addr, "GET", "/readyz", None, None).await,
+            Ok(resp) if resp.status == 200
+        )
     }
 }
 

@@ -197,6 +197,16 @@ impl RedisServer {
     /// `PING`, which it does only once loading is done.
     pub fn restart(&mut self) {
         self.stop();
+        self.start_again();
+    }
+
+    /// Starts a stopped or killed server again on its port and directory
+    /// (it loads its RDB, AOF or cluster `nodes.conf`), and waits until it
+    /// answers `PING`. Does nothing while it runs.
+    pub fn start_again(&mut self) {
+        if self.child.is_some() {
+            return;
+        }
         let port = self.port;
         // The port was just released; another process taking it meanwhile is
         // unlikely, but then move elsewhere rather than fail.
@@ -208,6 +218,30 @@ impl RedisServer {
             }
         }
         self.spawn_anywhere();
+    }
+
+    /// Kills the server outright (SIGKILL: no save, no goodbye to clients or
+    /// the cluster) and reaps it. [`RedisServer::start_again`] brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the server process is running (not stopped or killed).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Whether the process exited by itself (a crash) since it was started;
+    /// it is then reaped, and [`RedisServer::start_again`] brings it back.
+    pub fn exited(&mut self) -> bool {
+        let gone = matches!(self.child.as_mut().map(Child::try_wait), Some(Ok(Some(_))));
+        if gone {
+            self.child = None;
+        }
+        gone
     }
 
     /// Stops the server and waits for its process to exit.
