@@ -157,27 +157,34 @@ pub async fn run(node: Arc<Node>) {
     let periodic = Duration::from_millis(node.lease_ms.saturating_mul(PERIODIC_LEASES));
     let mut shutdown = node.shutdown.clone();
     let mut checked_at: Option<(u64, Instant)> = None;
+    // Asked for (after a re-registration): kept until a check succeeded,
+    // since the lease may not be held yet when the request comes.
+    let mut wanted = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
-            _ = node.reconcile_now.notified() => {}
+            _ = node.reconcile_now.notified() => wanted = true,
             _ = shutdown.changed() => return,
         }
         if node.shutting_down() {
             return;
         }
         let errors = node.store.unavailable_count();
-        let due = match checked_at {
-            None => node.served.load(std::sync::atomic::Ordering::Relaxed),
-            Some((seen, at)) => seen != errors || at.elapsed() >= periodic,
-        };
+        let due = wanted
+            || match checked_at {
+                None => node.served.load(std::sync::atomic::Ordering::Relaxed),
+                Some((seen, at)) => seen != errors || at.elapsed() >= periodic,
+            };
         // Not while the node registers again: that is a fix of its own, and
         // the check comes right after it.
         if !due || node.registering() || !node.lease_held() {
             continue;
         }
         match reconcile(&node).await {
-            Ok(_) => checked_at = Some((errors, Instant::now())),
+            Ok(_) => {
+                checked_at = Some((errors, Instant::now()));
+                wanted = false;
+            }
             Err(err) => tracing::debug!(node = %node.id, error = %err, "reconciliation postponed"),
         }
     }
