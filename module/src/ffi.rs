@@ -115,3 +115,56 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
         Some(Err(_)) | None => raw::Status::Err as c_int,
     }
 }
+
+/// Watches client commands for `CLIENT PAUSE` / `CLIENT UNPAUSE` /
+/// `FAILOVER` (a command filter, the one way a module sees them): Redis 7.0
+/// aborts when a timer propagates writes while clients are paused, so the
+/// sweep must know ([`crate::sweep::note_pause`]). Returns false when the
+/// server offers no command filters.
+pub fn watch_client_pause(ctx: &Context) -> bool {
+    // SAFETY: reading a function pointer filled in by `RedisModule_Init`.
+    let Some(register) = (unsafe { raw::RedisModule_RegisterCommandFilter }) else {
+        return false;
+    };
+    // SAFETY: `ctx` is the module's load context; the callback is a plain
+    // `extern "C"` function that lives as long as the module.
+    let filter = unsafe {
+        register(
+            ctx.get_raw(),
+            Some(pause_filter),
+            raw::REDISMODULE_CMDFILTER_NOSELF as c_int,
+        )
+    };
+    !filter.is_null()
+}
+
+/// Argument `pos` of the filtered command, lower-cased (`None` past the end).
+unsafe fn filter_arg(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) -> Option<String> {
+    let get = raw::RedisModule_CommandFilterArgGet?;
+    let ptr_len = raw::RedisModule_StringPtrLen?;
+    // SAFETY: `fctx` is the filter context Redis passed; the string it
+    // returns stays valid during the callback, and is only read here.
+    let arg = get(fctx, pos);
+    if arg.is_null() {
+        return None;
+    }
+    let mut len = 0usize;
+    let ptr = ptr_len(arg, &mut len);
+    if ptr.is_null() {
+        return None;
+    }
+    let bytes = std::slice::from_raw_parts(ptr.cast::<u8>(), len);
+    Some(String::from_utf8_lossy(bytes).to_ascii_lowercase())
+}
+
+unsafe extern "C" fn pause_filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
+    // SAFETY: `fctx` is valid for this callback; `filter_arg` only reads.
+    let count = match raw::RedisModule_CommandFilterArgsCount {
+        Some(args_count) => args_count(fctx),
+        None => return,
+    };
+    let args: Vec<String> = (0..count.min(8))
+        .filter_map(|i| filter_arg(fctx, i))
+        .collect();
+    let _ = guard::quietly(|| crate::sweep::note_command(&args));
+}

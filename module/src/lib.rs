@@ -104,6 +104,9 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         return Status::Err;
     }
     check_aof_preamble(ctx);
+    if !ffi::watch_client_pause(ctx) {
+        ctx.log_warning("broker: no command filters: CLIENT PAUSE is not seen by the lease timer");
+    }
     sweep::start(ctx);
     Status::Ok
 }
