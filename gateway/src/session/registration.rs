@@ -60,7 +60,7 @@ impl Drop for Registration {
                         ..Leave::new(&room, &shared.user, &shared.id)
                     };
                     if let Err(err) = app.node.store.leave(&leave).await {
-                        tracing::warn!(conn = %shared.id, room, error = %err, "could not leave; the node lease will clean it up");
+                        tracing::warn!(conn = %shared.id, room, error = %err, "could not leave; the reconciliation will clean it up");
                     }
                 }
                 let close = ConnClose {
@@ -68,7 +68,7 @@ impl Drop for Registration {
                     ..ConnClose::new(&shared.user, &shared.id)
                 };
                 if let Err(err) = app.node.store.close(&close).await {
-                    tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the node lease will clean it up");
+                    tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the reconciliation will clean it up");
                 }
             });
         }
