@@ -87,6 +87,32 @@ impl RedisCluster {
         }
     }
 
+    /// Waits until the master of `key` streams its writes to a replica and
+    /// that replica has acknowledged all of them (`WAIT 1`), so a failover
+    /// that follows loses nothing. The replica's first sync can take the
+    /// diskless-sync delay (5 s) after the cluster formed.
+    ///
+    /// # Panics
+    /// When no replica is online and acknowledging within 30 s.
+    pub fn wait_replicated(&self, key: &str) {
+        let mut master = self.master_of(key).client();
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let info = text(&ok(&mut master, &["INFO", "replication"]));
+            let online = info
+                .lines()
+                .any(|l| l.starts_with("slave") && l.contains("state=online"));
+            if online && int(&ok(&mut master, &["WAIT", "1", "1000"])) >= 1 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica of {key}'s master acknowledges within {SETTLE:?}: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Stops the master of `key` and waits until its replica has taken over
     /// and the cluster is ok again; returns the stopped server's index.
     ///

@@ -169,11 +169,7 @@ async fn a_master_failover_keeps_sequence_and_history() {
     }
     // Let the replica catch up (WAIT), then take its master away.
     let master = cluster.master_index(&room);
-    let acked = int(&broker_tests::ok(
-        &mut cluster.servers[master].client(),
-        &["WAIT", "1", "5000"],
-    ));
-    assert_eq!(acked, 1, "the replica acknowledged every write");
+    cluster.wait_replicated(&room);
     assert_eq!(cluster.fail_master_of(&room), master);
     assert_ne!(cluster.master_index(&room), master, "a replica took over");
 

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use broker::protocol::ServerFrame;
 use broker_tests::cluster::RedisCluster;
 use broker_tests::gateway::{msg_fields, publish, Client, Gateway, Options};
-use broker_tests::int;
 use serde_json::json;
 
 /// How long after `cluster_state:ok` publishing must work again.
@@ -107,11 +106,7 @@ async fn a_killed_master_is_followed_to_its_promoted_replica() {
     }
     // Let the replica catch up (WAIT), then kill its master.
     let master = cluster.master_index(&room);
-    let acked = int(&broker_tests::ok(
-        &mut cluster.servers[master].client(),
-        &["WAIT", "1", "5000"],
-    ));
-    assert_eq!(acked, 1, "the replica acknowledged every write");
+    cluster.wait_replicated(&room);
     let killed = Instant::now();
     let (dead, ok_at) = cluster.kill_master_of(&room);
     assert_eq!(dead, master);
