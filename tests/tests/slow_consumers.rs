@@ -378,3 +378,57 @@ async fn a_member_that_stops_reading_is_closed_and_costs_the_others_nothing() {
     }
     drop(publisher);
 }
+
+/// A client that stops reading but keeps asking for big answers (`history`
+/// of large messages) is bounded by the bytes queued for it
+/// (`limits.send_queue_bytes`, 1 MiB by default), not by the frame count:
+/// 60 answers of ~320 KiB are far below 1024 frames.
+#[tokio::test]
+async fn a_client_asking_for_big_answers_without_reading_is_closed_by_bytes() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let room = "feed:big";
+    let pad = "x".repeat(PAD);
+    for i in 0..20 {
+        gw.publish(room, "m", json!({ "i": i, "pad": pad })).await;
+    }
+    let mut hoarder =
+        RawWs::connect_with_window(gw.addr, &token("hoarder", 3600, &[], &[]), Some(4096)).await;
+    let mut join_frame = join(room);
+    join_frame.set_id(1);
+    hoarder
+        .binary(&protocol::encode_client_frame(&join_frame))
+        .await;
+    for id in 2..62 {
+        let mut frame = broker_tests::gateway::history(room, None, None);
+        frame.set_id(id);
+        hoarder.binary(&protocol::encode_client_frame(&frame)).await;
+    }
+    wait_for_disconnects(&gw, 1.0, Duration::from_secs(10)).await;
+    // A close frame with 4008, or a reset: the requests still unread when
+    // the gateway closed make the kernel answer with RST, which may discard
+    // the close frame before it is read.
+    let (_, ending) = hoarder.until_close(Duration::from_secs(10)).await;
+    assert!(
+        matches!(ending, Ending::Close(4008) | Ending::Dropped),
+        "closed: {ending:?}"
+    );
+    assert_eq!(
+        gw.metric("broker_slow_consumer_disconnects_total").await,
+        1.0
+    );
+    broker_tests::gateway::eventually_async(
+        Duration::from_secs(5),
+        "hoarder unregistered",
+        || async {
+            presence(&redis, "hoarder")
+                .is_empty()
+                .then_some(())
+                .ok_or_else(|| "still registered".to_string())
+        },
+    )
+    .await;
+    // Everyone else carries on.
+    let mut other = gw.connect("other").await;
+    other.join(room).await;
+}

@@ -44,6 +44,7 @@ fn defaults_match_the_contract() {
     assert_eq!(c.limits.max_frame_bytes, 65536);
     assert_eq!(c.limits.max_rooms_per_conn, 100);
     assert_eq!(c.limits.send_queue, 1024);
+    assert_eq!(c.limits.send_queue_bytes, 1_048_576);
     assert_eq!(c.limits.ping_interval_s, 25);
     assert_eq!(c.limits.idle_timeout_s, 60);
     assert_eq!(c.limits.max_conns_per_user, 5);
@@ -139,6 +140,7 @@ fn full_file_is_read() {
             max_frame_bytes: 1000,
             max_rooms_per_conn: 3,
             send_queue: 16,
+            send_queue_bytes: 1_048_576,
             ping_interval_s: 10,
             idle_timeout_s: 30,
             max_conns_per_user: 2,

@@ -150,6 +150,9 @@ pub struct Limits {
     /// Frames queued for one connection before it counts as a slow consumer
     /// and is closed with 4008.
     pub send_queue: usize,
+    /// Bytes queued for one connection before it counts as a slow consumer
+    /// and is closed with 4008, whatever the frame count.
+    pub send_queue_bytes: usize,
     /// Seconds between server pings.
     pub ping_interval_s: u64,
     /// Seconds without any frame from the client before it is closed.
@@ -166,6 +169,7 @@ impl Default for Limits {
             max_frame_bytes: 65_536,
             max_rooms_per_conn: 100,
             send_queue: 1024,
+            send_queue_bytes: 1_048_576,
             ping_interval_s: 25,
             idle_timeout_s: 60,
             max_conns_per_user: 5,

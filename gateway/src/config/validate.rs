@@ -152,10 +152,11 @@ impl Config {
     /// Limits and the node lease.
     fn check_limits(&self, problems: &mut Vec<String>) {
         let l = &self.limits;
-        let positive: [(&str, u64); 7] = [
+        let positive: [(&str, u64); 8] = [
             ("max_frame_bytes", l.max_frame_bytes as u64),
             ("max_rooms_per_conn", u64::from(l.max_rooms_per_conn)),
             ("send_queue", l.send_queue as u64),
+            ("send_queue_bytes", l.send_queue_bytes as u64),
             ("ping_interval_s", l.ping_interval_s),
             ("idle_timeout_s", l.idle_timeout_s),
             ("max_conns_per_user", u64::from(l.max_conns_per_user)),

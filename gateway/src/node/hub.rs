@@ -500,12 +500,15 @@ fn remove_member(all: &mut HashMap<String, Room>, room: &str, id: &Arc<str>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ws::outbox::Outbox;
+    use crate::ws::outbox::{Outbox, QueueLimits};
     use crate::ws::Outlet;
     use broker::protocol::ServerFrame;
 
     fn member(hub: &Hub, id: &str) -> (Arc<ConnShared>, Arc<Outbox>) {
-        let (outlet, queue) = Outlet::new(64);
+        let (outlet, queue) = Outlet::new(QueueLimits {
+            frames: 64,
+            bytes: usize::MAX,
+        });
         let conn = ConnShared::new(id.into(), "u".into(), "127.0.0.1".into(), outlet, u64::MAX);
         hub.register(conn.clone());
         (conn, queue)

@@ -28,6 +28,7 @@ use hyper_util::rt::TokioIo;
 use crate::app::App;
 use crate::node::ConnShared;
 use crate::ws::message::MessageReader;
+use crate::ws::outbox::QueueLimits;
 use crate::ws::socket::ClientSocket;
 use crate::ws::{writer, CloseReason, Outlet};
 pub use admission::{Admission, Admitted};
@@ -66,7 +67,10 @@ pub fn start(
     let (read, write) = socket.into_split();
     // Frames are read by `ws::reader` (small buffer, strict checks) and
     // written by `ws::writer` (one buffer per batch, none while idle).
-    let (outlet, queue) = Outlet::new(app.config.limits.send_queue);
+    let (outlet, queue) = Outlet::new(QueueLimits {
+        frames: app.config.limits.send_queue,
+        bytes: app.config.limits.send_queue_bytes,
+    });
     let frames = MessageReader::new(read, outlet.clone(), app.config.limits.max_frame_bytes);
     let writer_task = tokio::spawn(writer::run(write, queue));
     let session = Box::new(Session {

@@ -32,24 +32,43 @@ pub struct CloseReason {
     pub reason: String,
 }
 
+/// How much one connection's queue may hold: frames and bytes, whichever
+/// is reached first (`limits.send_queue`, `limits.send_queue_bytes`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// Frames queued at most.
+    pub frames: usize,
+    /// Bytes queued at most. A frame larger than this still goes into an
+    /// empty queue (it was allowed to be built; the writer takes it next),
+    /// never behind another one.
+    pub bytes: usize,
+}
+
 /// Why a frame was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PushError {
-    /// The queue holds its capacity already.
+    /// The queue holds its frame or byte capacity already.
     Full,
     /// The consumer is gone.
     Closed,
 }
 
+/// The queued frames and their total size.
+#[derive(Debug, Default)]
+struct Queued {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+}
+
 /// A bounded multi-producer, single-consumer queue of frames.
 #[derive(Debug)]
 pub struct Outbox {
-    frames: Mutex<VecDeque<Bytes>>,
+    frames: Mutex<Queued>,
     /// The payload of the latest ping, until its pong is written.
     pong: Mutex<Option<Vec<u8>>>,
     /// Wakes the writer: a frame or a pong is waiting.
     ready: Notify,
-    capacity: usize,
+    limits: QueueLimits,
     closed: AtomicBool,
     /// The first close request.
     closing: Mutex<Option<CloseReason>>,
@@ -62,13 +81,16 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// An empty queue of at most `capacity` frames.
-    pub fn new(capacity: usize) -> Outbox {
+    /// An empty queue that holds at most `limits`.
+    pub fn new(limits: QueueLimits) -> Outbox {
         Outbox {
-            frames: Mutex::new(VecDeque::new()),
+            frames: Mutex::new(Queued::default()),
             pong: Mutex::new(None),
             ready: Notify::new(),
-            capacity: capacity.max(1),
+            limits: QueueLimits {
+                frames: limits.frames.max(1),
+                bytes: limits.bytes.max(1),
+            },
             closed: AtomicBool::new(false),
             closing: Mutex::new(None),
             close_notify: Notify::new(),
@@ -80,20 +102,24 @@ impl Outbox {
     /// Queues `frame` without waiting.
     ///
     /// # Errors
-    /// [`PushError::Full`] at capacity, [`PushError::Closed`] after
-    /// [`Outbox::close`].
+    /// [`PushError::Full`] when `frame` would pass the frame or byte
+    /// capacity, [`PushError::Closed`] after [`Outbox::close`].
     pub fn push(&self, frame: Bytes) -> Result<(), PushError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PushError::Closed);
         }
         {
-            let Ok(mut frames) = self.frames.lock() else {
+            let Ok(mut queued) = self.frames.lock() else {
                 return Err(PushError::Closed);
             };
-            if frames.len() >= self.capacity {
+            let too_many = queued.frames.len() >= self.limits.frames;
+            let too_big = !queued.frames.is_empty()
+                && queued.bytes.saturating_add(frame.len()) > self.limits.bytes;
+            if too_many || too_big {
                 return Err(PushError::Full);
             }
-            frames.push_back(frame);
+            queued.bytes += frame.len();
+            queued.frames.push_back(frame);
         }
         self.ready.notify_one();
         Ok(())
@@ -101,13 +127,16 @@ impl Outbox {
 
     /// Moves up to `max` queued frames into `into`, oldest first.
     pub fn drain_into(&self, into: &mut Vec<Bytes>, max: usize) {
-        let Ok(mut frames) = self.frames.lock() else {
+        let Ok(mut queued) = self.frames.lock() else {
             return;
         };
-        let n = frames.len().min(max);
-        into.extend(frames.drain(..n));
-        if frames.is_empty() && frames.capacity() > KEEP {
-            *frames = VecDeque::new();
+        let n = queued.frames.len().min(max);
+        let start = into.len();
+        into.extend(queued.frames.drain(..n));
+        let drained: usize = into[start..].iter().map(Bytes::len).sum();
+        queued.bytes = queued.bytes.saturating_sub(drained);
+        if queued.frames.is_empty() && queued.frames.capacity() > KEEP {
+            queued.frames = VecDeque::new();
         }
     }
 
@@ -116,7 +145,11 @@ impl Outbox {
     pub async fn ready(&self) {
         loop {
             let notified = self.ready.notified();
-            let frames = self.frames.lock().map(|f| !f.is_empty()).unwrap_or(false);
+            let frames = self
+                .frames
+                .lock()
+                .map(|q| !q.frames.is_empty())
+                .unwrap_or(false);
             if frames
                 || self.ping_due.load(Ordering::Acquire)
                 || self.pong.lock().map(|p| p.is_some()).unwrap_or(false)
@@ -204,7 +237,12 @@ impl Outbox {
 
     /// Frames queued now.
     pub fn len(&self) -> usize {
-        self.frames.lock().map(|f| f.len()).unwrap_or(0)
+        self.frames.lock().map(|q| q.frames.len()).unwrap_or(0)
+    }
+
+    /// Bytes queued now.
+    pub fn queued_bytes(&self) -> usize {
+        self.frames.lock().map(|q| q.bytes).unwrap_or(0)
     }
 
     /// True when nothing is queued.
@@ -219,9 +257,35 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
+    fn frames(n: usize) -> QueueLimits {
+        QueueLimits {
+            frames: n,
+            bytes: usize::MAX,
+        }
+    }
+
+    #[test]
+    fn bounded_by_bytes_whatever_the_frame_count() {
+        let q = Outbox::new(QueueLimits {
+            frames: 1000,
+            bytes: 10,
+        });
+        q.push(Bytes::from_static(b"123456")).unwrap();
+        q.push(Bytes::from_static(b"7890")).unwrap();
+        assert_eq!(q.queued_bytes(), 10);
+        assert_eq!(q.push(Bytes::from_static(b"x")), Err(PushError::Full));
+        let mut out = Vec::new();
+        q.drain_into(&mut out, 1);
+        assert_eq!(q.queued_bytes(), 4);
+        q.drain_into(&mut out, 1);
+        // An empty queue takes one frame larger than the bound, alone.
+        q.push(Bytes::from(vec![0; 64])).unwrap();
+        assert_eq!(q.push(Bytes::from_static(b"x")), Err(PushError::Full));
+    }
+
     #[test]
     fn bounded_ordered_and_frees_after_a_burst() {
-        let q = Outbox::new(100);
+        let q = Outbox::new(frames(100));
         for i in 0..100u8 {
             q.push(Bytes::from(vec![i])).unwrap();
         }
@@ -233,14 +297,19 @@ mod tests {
         q.drain_into(&mut out, 64);
         assert_eq!(out.len(), 100);
         assert_eq!(out[99][0], 99);
-        assert_eq!(q.frames.lock().unwrap().capacity(), 0, "burst memory freed");
+        assert_eq!(
+            q.frames.lock().unwrap().frames.capacity(),
+            0,
+            "burst memory freed"
+        );
+        assert_eq!(q.queued_bytes(), 0);
         q.close();
         assert_eq!(q.push(Bytes::new()), Err(PushError::Closed));
     }
 
     #[tokio::test]
     async fn pongs_and_close_requests_wake_their_waiters() {
-        let q = Arc::new(Outbox::new(4));
+        let q = Arc::new(Outbox::new(frames(4)));
         let (a, b) = (q.clone(), q.clone());
         let waiters = [
             tokio::spawn(async move { a.close_requested().await }),
@@ -272,7 +341,7 @@ mod tests {
 
     #[tokio::test]
     async fn ready_wakes_on_a_push_from_another_task() {
-        let q = Arc::new(Outbox::new(4));
+        let q = Arc::new(Outbox::new(frames(4)));
         let producer = q.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -10,7 +10,7 @@ use broker::protocol::CloseCode;
 use bytes::Bytes;
 
 use super::close::SLOW_CONSUMER;
-use super::outbox::{CloseReason, Outbox, PushError};
+use super::outbox::{CloseReason, Outbox, PushError, QueueLimits};
 use crate::metrics::Metrics;
 
 /// The sending side of one WebSocket: its bounded frame queue and its close
@@ -21,10 +21,10 @@ pub struct Outlet {
 }
 
 impl Outlet {
-    /// An outlet with a queue of `capacity` frames; returns the queue, which
+    /// An outlet with a queue bounded by `limits`; returns the queue, which
     /// the writer task drains.
-    pub fn new(capacity: usize) -> (Outlet, Arc<Outbox>) {
-        let queue = Arc::new(Outbox::new(capacity));
+    pub fn new(limits: QueueLimits) -> (Outlet, Arc<Outbox>) {
+        let queue = Arc::new(Outbox::new(limits));
         (
             Outlet {
                 queue: queue.clone(),
@@ -33,7 +33,7 @@ impl Outlet {
         )
     }
 
-    /// Queues a frame. A full queue closes the connection as a slow consumer
+    /// Queues a frame. A full queue (frames or bytes) closes the connection as a slow consumer
     /// (and returns false).
     pub fn send(&self, frame: Bytes, metrics: &Metrics) -> bool {
         match self.queue.push(frame) {
