@@ -122,22 +122,32 @@ impl Link for ClassicLink {
 
 /// Why [`serve`] returned.
 pub(crate) enum Served {
-    /// The link dropped, stalled, or a re-subscription was asked for.
+    /// The link dropped or stalled.
     Ended,
     /// The node is shutting down.
     Shutdown,
 }
 
+/// Repairs the rooms' gaps once no rejoin runs ([`Node::begin_rejoin`]),
+/// waiting at most one lease (then the repair runs again after the last
+/// rejoin).
+async fn repair_when_rejoined(node: &Node) {
+    node.wait_rejoined(Duration::from_millis(node.lease_ms))
+        .await;
+    repair(node).await;
+}
+
 /// Delivers what `link` receives until it drops, misses a `PING` (sent
-/// every third of the lease), a re-subscription is asked for, or the node
-/// shuts down. Unless this is the `first` subscription, the rooms' gaps are
-/// repaired first, while what arrives meanwhile waits in the link, unread.
+/// every third of the lease), or the node shuts down. Unless this is the
+/// `first` subscription, the rooms' gaps are repaired first, and again
+/// whenever [`Node::repair_gaps`] asks, while what arrives meanwhile waits
+/// in the link, unread.
 pub(crate) async fn serve(node: &Node, link: &mut impl Link, first: bool) -> Served {
     let ping_every = Duration::from_millis((node.lease_ms / 3).max(100));
     let ping_timeout = ping_every.min(CHANNEL_PING_TIMEOUT);
     let mut shutdown = node.shutdown.clone();
     if !first {
-        repair(node).await;
+        repair_when_rejoined(node).await;
     }
     node.subscribed.store(true, Ordering::Relaxed);
     let mut ping = tokio::time::interval(ping_every);
@@ -158,9 +168,9 @@ pub(crate) async fn serve(node: &Node, link: &mut impl Link, first: bool) -> Ser
                     break Served::Ended;
                 }
             },
-            _ = node.resubscribe.notified() => {
-                tracing::info!(node = %node.id, "subscribing again to repair gaps");
-                break Served::Ended;
+            _ = node.repair_gaps.notified() => {
+                // What arrives meanwhile waits in the link, unread.
+                repair_when_rejoined(node).await;
             }
             _ = ping.tick() => {
                 if !tokio::time::timeout(ping_timeout, link.ping()).await.unwrap_or(false) {

@@ -88,21 +88,22 @@ fn start_reregistration(node: Arc<Node>, repair: bool) {
     if node.registering.swap(true, Ordering::Relaxed) {
         return;
     }
+    // While unregistered the node was sent nothing: the channel stops
+    // delivering now and repairs from history once the rooms are joined
+    // again. Taken before the task starts, so that a subscription starting
+    // right after this call waits for it too.
+    let rejoin = node.begin_rejoin(repair);
     tokio::spawn(async move {
         while node.reregister_again.swap(false, Ordering::Relaxed) {
             reregister(&node).await;
         }
+        drop(rejoin);
         node.registering.store(false, Ordering::Relaxed);
         // A lease without REGISTERING now: the module drops what was not
         // registered again, and the node reports ready.
         node.lease_now.notify_one();
         // Registrations that failed are the reconciliation's to fix.
         node.reconcile_now.notify_one();
-        if repair {
-            // While unregistered the node was sent nothing: fetch what its
-            // rooms missed, with the channel paused.
-            node.resubscribe.notify_one();
-        }
     });
 }
 

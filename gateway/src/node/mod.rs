@@ -25,8 +25,9 @@ pub mod reconcile;
 pub mod repair;
 pub mod shards;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::{watch, Notify};
 
@@ -66,13 +67,22 @@ pub struct Node {
     pub registering: AtomicBool,
     /// Set when a loss of the lease asks for one more re-registration.
     pub reregister_again: AtomicBool,
+    /// Re-registrations and reconciliations joining rooms again now (see
+    /// [`Node::begin_rejoin`]).
+    rejoining: AtomicUsize,
+    /// Wakes whoever waits for the rejoins to end.
+    rejoined: Notify,
+    /// Set when gaps were repaired while rooms were still being joined
+    /// again: another repair follows the last rejoin.
+    repair_after_rejoin: AtomicBool,
     /// Connections with a module call in flight (see [`busy`]).
     pub busy: Arc<Busy>,
     /// Wakes the reconciliation early.
     pub reconcile_now: Notify,
-    /// Asks the channel task to subscribe again and repair gaps (after the
-    /// node's connections were registered again).
-    pub resubscribe: Notify,
+    /// Asks the channel task to repair gaps: it stops delivering, waits
+    /// until no rejoin runs, fetches what the rooms missed from history,
+    /// and goes on with the live messages its link kept meanwhile.
+    pub repair_gaps: Notify,
     /// Flips to true when the node shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// On a cluster, the node's sharded channel on each master (named in
@@ -105,9 +115,12 @@ impl Node {
             lease_now: Notify::new(),
             registering: AtomicBool::new(false),
             reregister_again: AtomicBool::new(false),
+            rejoining: AtomicUsize::new(0),
+            rejoined: Notify::new(),
+            repair_after_rejoin: AtomicBool::new(false),
             busy: Arc::new(Busy::default()),
             reconcile_now: Notify::new(),
-            resubscribe: Notify::new(),
+            repair_gaps: Notify::new(),
             shutdown,
             shards: Mutex::new(Vec::new()),
         }
@@ -139,9 +152,60 @@ impl Node {
         self.registering.load(Ordering::Relaxed)
     }
 
+    /// Starts joining rooms again that Redis lost for this node (a
+    /// re-registration, a reconciliation's joins), and asks the channel
+    /// for a gap repair, which waits until the returned guard is dropped.
+    ///
+    /// Why: a room is sent nothing between losing the membership and
+    /// joining again, and history holds what it missed only up to the join;
+    /// were live messages after the join delivered first, the repair would
+    /// start after them and skip the hole.
+    /// `ask_repair` false: the caller's own subscription is about to
+    /// start and repairs anyway (after waiting for this).
+    pub fn begin_rejoin(self: &Arc<Self>, ask_repair: bool) -> RejoinGuard {
+        self.rejoining.fetch_add(1, Ordering::AcqRel);
+        if ask_repair {
+            self.repair_gaps.notify_one();
+        }
+        RejoinGuard { node: self.clone() }
+    }
+
+    /// Waits (up to `limit`) until no rejoin runs. When one still runs, the
+    /// repair that follows is repeated after the last rejoin.
+    pub async fn wait_rejoined(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let ended = self.rejoined.notified();
+            if self.rejoining.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                self.repair_after_rejoin.store(true, Ordering::Release);
+                return;
+            }
+        }
+    }
+
     /// True while the node holds its lease (and is not re-registering).
     pub fn lease_held(&self) -> bool {
         self.lease_held.load(Ordering::Relaxed)
+    }
+}
+
+/// Held while rooms are joined again ([`Node::begin_rejoin`]).
+pub struct RejoinGuard {
+    node: Arc<Node>,
+}
+
+impl Drop for RejoinGuard {
+    fn drop(&mut self) {
+        let node = &self.node;
+        if node.rejoining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            node.rejoined.notify_waiters();
+            if node.repair_after_rejoin.swap(false, Ordering::AcqRel) {
+                node.repair_gaps.notify_one();
+            }
+        }
     }
 }
 

@@ -7,8 +7,9 @@
 //! failed for want of Redis, and every [`PERIODIC_LEASES`] lease periods
 //! anyway, and fixes the difference: what Redis holds that the node does
 //! not serve is closed or left (with leave events), what the node serves
-//! that Redis lacks is registered or joined again. A ghost thus outlives
-//! the stall that made it by at most one check, half a lease.
+//! that Redis lacks is registered or joined again (and then the channel
+//! repairs the gaps of the rooms joined again from history). A ghost thus
+//! outlives the stall that made it by at most one check, half a lease.
 //!
 //! Connections with a module call in flight ([`super::busy`]) are left for
 //! the next round: Redis may not have run that call yet.
@@ -192,7 +193,7 @@ pub async fn run(node: Arc<Node>) {
 
 /// One check: reads what Redis holds, fixes the difference. Returns the
 /// number of fixes applied.
-pub async fn reconcile(node: &Node) -> StoreResult<u64> {
+pub async fn reconcile(node: &Arc<Node>) -> StoreResult<u64> {
     let started = Instant::now();
     let held = node.store.node_conns(&NodeConns::new(&node.id)).await?;
     // Taken after the reply: a call that began before the listing ran and
@@ -213,14 +214,21 @@ pub async fn reconcile(node: &Node) -> StoreResult<u64> {
     if plans.is_empty() {
         return Ok(0);
     }
-    let results: Vec<(u64, u64)> = futures_util::stream::iter(plans)
+    // A room joined again was sent nothing while Redis lacked the
+    // membership: the channel repairs it from history once joined.
+    let rejoins = plans
+        .iter()
+        .flatten()
+        .any(|f| matches!(f, Fix::Open { .. } | Fix::Join { .. }));
+    let rejoin = rejoins.then(|| node.begin_rejoin(true));
+    let results: Vec<Applied> = futures_util::stream::iter(plans)
         .map(|fixes| apply(node, fixes))
         .buffer_unordered(CONCURRENCY)
         .collect()
         .await;
-    let (applied, failed) = results
-        .iter()
-        .fold((0, 0), |(a, f), (ok, err)| (a + ok, f + err));
+    drop(rejoin);
+    let applied: u64 = results.iter().map(|r| r.applied).sum();
+    let failed: u64 = results.iter().map(|r| r.failed).sum();
     tracing::warn!(
         node = %node.id,
         held = held.len(),
@@ -233,9 +241,15 @@ pub async fn reconcile(node: &Node) -> StoreResult<u64> {
     Ok(applied)
 }
 
+/// What applying one connection's fixes did.
+struct Applied {
+    applied: u64,
+    failed: u64,
+}
+
 /// Applies one connection's fixes in order; stops at its first failure
-/// (the next round retries). Returns (applied, failed).
-async fn apply(node: &Node, fixes: Vec<Fix>) -> (u64, u64) {
+/// (the next round retries).
+async fn apply(node: &Node, fixes: Vec<Fix>) -> Applied {
     let mut applied = 0;
     for fix in fixes {
         let kind = fix.kind();
@@ -274,11 +288,11 @@ async fn apply(node: &Node, fixes: Vec<Fix>) -> (u64, u64) {
             }
             Err(err) => {
                 tracing::debug!(node = %node.id, kind, error = %err, "reconciliation fix failed");
-                return (applied, 1);
+                return Applied { applied, failed: 1 };
             }
         }
     }
-    (applied, 0)
+    Applied { applied, failed: 0 }
 }
 
 #[cfg(test)]
