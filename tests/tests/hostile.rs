@@ -319,6 +319,36 @@ async fn wrong_types_in_every_field_are_bad_frames() {
 }
 
 #[tokio::test]
+async fn an_event_name_the_module_would_refuse_is_the_clients_bad_frame() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let mut c = gw.connect("mallory").await;
+    c.join("feed:x").await;
+    for ev in ["", &"e".repeat(257)] {
+        let (code, _) = c
+            .err(broker_tests::gateway::publish("feed:x", ev, &json!(1)))
+            .await;
+        assert_eq!(code, "bad_frame", "ev of {} bytes", ev.len());
+    }
+    // 256 bytes is still an event name.
+    c.publish("feed:x", &"e".repeat(256), json!(1)).await;
+    for path in ["/api/publish", "/api/broadcast"] {
+        let body = json!({"room": "feed:x", "ev": "e".repeat(257), "data": 1});
+        let resp = gw.admin_post(path, &body).await;
+        assert_eq!(resp.status, 400, "{path}: {resp:?}");
+    }
+    // Not the server's fault: no `internal` error was counted.
+    assert_eq!(
+        gw.metric("broker_errors_total{code=\"internal\"}").await,
+        0.0
+    );
+    assert_eq!(
+        gw.metric("broker_errors_total{code=\"bad_frame\"}").await,
+        2.0
+    );
+}
+
+#[tokio::test]
 async fn slowloris_and_connection_floods_do_not_starve_others() {
     let redis = RedisServer::start();
     let gw = Gateway::start(&redis, Options::default()).await;

@@ -46,7 +46,7 @@ pub mod throttle;
 pub use args::{quoted, Arg, ParseError};
 pub use connections::{ConnClose, ConnOpen, Kick, Online, Presence, UserRooms};
 pub use nodes::{NodeConns, NodeLease, NodeRelease, Nodes};
-pub use publish::{ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};
+pub use publish::{validate_event, ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};
 pub use refusal::{LimitKind, Refusal};
 pub use rooms::{ApplyLeave, History, Join, Leave, RoomCount, RoomMembers};
 pub use throttle::{SetArrival, Throttle};

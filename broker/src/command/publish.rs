@@ -201,14 +201,23 @@ fn format_option<A: AsRef<[u8]>>(args: &mut Args<'_, A>) -> Result<Format, Parse
     Format::parse(name).ok_or_else(|| ParseError::Syntax(format!("unknown format '{name}'")))
 }
 
+/// Checks an event name (`ev`): 1 to [`MAX_EVENT_LEN`] bytes. The gateway
+/// checks it too, so that a client's over-long `ev` is its own error
+/// (`bad_frame`), not a refusal by the module.
+///
+/// # Errors
+/// The reason, for the error reply.
+pub fn validate_event(event: &str) -> Result<(), String> {
+    if event.is_empty() || event.len() > MAX_EVENT_LEN {
+        return Err(format!("event must be 1 to {MAX_EVENT_LEN} bytes"));
+    }
+    Ok(())
+}
+
 /// Reads an event name.
 fn event<A: AsRef<[u8]>>(args: &mut Args<'_, A>) -> Result<String, ParseError> {
     let event = args.str("event")?;
-    if event.is_empty() || event.len() > MAX_EVENT_LEN {
-        return Err(ParseError::Syntax(format!(
-            "event must be 1 to {MAX_EVENT_LEN} bytes"
-        )));
-    }
+    validate_event(event).map_err(ParseError::Syntax)?;
     Ok(event.to_string())
 }
 

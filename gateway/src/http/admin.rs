@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use broker::command::{Broadcast, Kick, Publish, RoomMembers};
+use broker::command::{validate_event, Broadcast, Kick, Publish, RoomMembers};
 use broker::names;
 use broker::payload::Format;
 use broker::registry::HistoryConfig;
@@ -111,6 +111,9 @@ async fn broadcast(app: &App, req: Request<Incoming>) -> Response<Body> {
     let Some(ev) = body["ev"].as_str() else {
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "ev is required"}));
     };
+    if let Err(reason) = validate_event(ev) {
+        return json_reply(StatusCode::BAD_REQUEST, json!({ "error": reason }));
+    }
     let ns = match &body["ns"] {
         serde_json::Value::Null => None,
         serde_json::Value::String(ns) => Some(ns.as_str()),
@@ -206,6 +209,9 @@ async fn room_presence(app: &App, room: &str) -> Response<Body> {
 
 /// A server publish of JSON `data` to `room`, with the namespace's history.
 async fn publish(app: &App, room: &str, ev: &str, data: &serde_json::Value) -> Response<Body> {
+    if let Err(reason) = validate_event(ev) {
+        return json_reply(StatusCode::BAD_REQUEST, json!({ "error": reason }));
+    }
     let Ok((ns_name, _)) = names::split_room(room) else {
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid room"}));
     };

@@ -266,6 +266,9 @@ impl Connection {
             data,
             others,
         } = publish;
+        if let Err(reason) = command::validate_event(&ev) {
+            return self.send_err(Some(id), ErrorCode::BadFrame, &reason, None);
+        }
         let (ns_name, ns) = match policy::may_publish(&self.app.config, claims, &room, data.len()) {
             Ok(allowed) => allowed,
             Err(denied) => return self.deny(id, denied),
