@@ -1,0 +1,125 @@
+//! The Redis ACL that `config/redis.conf` ships for the gateways (the
+//! commented `user broker-gateway ...` line) is enough for everything a
+//! gateway does, on one Redis and on a cluster: readiness, connections,
+//! rooms, publishing, presence, history, the admin API, leases and the
+//! node's (sharded) channel. Read from the file, so the two cannot drift.
+
+use std::time::Duration;
+
+use broker::protocol::ServerFrame;
+use broker_tests::cluster::RedisCluster;
+use broker_tests::gateway::{http_get, msg_fields, Gateway, Options};
+use broker_tests::RedisServer;
+use serde_json::json;
+
+const PASSWORD: &str = "acl-test-password";
+
+/// The `ACL SETUSER` arguments of the shipped `broker-gateway` user, with
+/// the test's password.
+fn shipped_gateway_user() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/redis.conf");
+    let conf = std::fs::read_to_string(path).expect("read config/redis.conf");
+    let line = conf
+        .lines()
+        .find_map(|l| {
+            l.trim_start_matches('#')
+                .trim()
+                .strip_prefix("user broker-gateway ")
+        })
+        .expect("config/redis.conf names a broker-gateway user");
+    std::iter::once("broker-gateway".to_string())
+        .chain(line.split_whitespace().map(|rule| match rule {
+            r if r.starts_with('>') => format!(">{PASSWORD}"),
+            r => r.to_string(),
+        }))
+        .collect()
+}
+
+/// Creates the shipped user on `server` (the default user stays on: the
+/// fixtures inspect Redis with it).
+fn add_user(server: &RedisServer) {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER");
+    for arg in shipped_gateway_user() {
+        cmd.arg(arg);
+    }
+    let reply: redis::Value = cmd.query(&mut server.client()).expect("ACL SETUSER");
+    assert_eq!(reply, redis::Value::Okay);
+}
+
+/// `url` with the shipped user's credentials.
+fn with_user(url: &str) -> String {
+    url.replacen(
+        "redis://",
+        &format!("redis://broker-gateway:{PASSWORD}@"),
+        1,
+    )
+}
+
+/// What a gateway does for its clients and its backends, through `gw`.
+async fn everything_works(gw: &Gateway, room: &str) {
+    assert_eq!(http_get(gw.addr, "/readyz", None).await.status, 200);
+    let mut alice = gw.connect("alice").await;
+    alice.join(room).await;
+    let mut bob = gw.connect("bob").await;
+    bob.join(room).await;
+    assert_eq!(alice.recv_presence(room).await.1, "join");
+    let seq = alice.publish(room, "m", json!("hi")).await;
+    let frame = bob
+        .recv_matching(Duration::from_secs(5), "alice's message", |f| {
+            matches!(f, ServerFrame::Msg { .. })
+        })
+        .await;
+    assert_eq!(msg_fields(&frame).3, seq);
+    let http_seq = gw.publish(room, "m", json!("from a backend")).await;
+    assert_eq!(http_seq, seq + 1);
+    let presence = alice.ack(broker_tests::gateway::presence_req(room)).await;
+    assert_eq!(presence["count"], 2, "{presence}");
+    let history = alice
+        .ack(broker_tests::gateway::history(room, None, None))
+        .await;
+    assert_eq!(history["seq"], http_seq, "{history}");
+    for path in [
+        "/api/online".to_string(),
+        "/api/users/alice/presence".to_string(),
+        format!("/api/rooms/{room}/presence"),
+    ] {
+        let resp = gw.admin_get(&path).await;
+        assert_eq!(resp.status, 200, "{path}: {resp:?}");
+    }
+    let resp = gw
+        .admin_post("/api/broadcast", &json!({"ev": "notice", "data": 1}))
+        .await;
+    assert_eq!(resp.status, 200, "broadcast: {resp:?}");
+    let resp = gw.admin_post("/api/users/bob/disconnect", &json!({})).await;
+    assert_eq!(resp.status, 200, "disconnect: {resp:?}");
+    bob.expect_close().await;
+    let log = gw.log();
+    assert!(!log.contains("NOPERM"), "a command the ACL refuses:\n{log}");
+}
+
+#[tokio::test]
+async fn the_shipped_acl_serves_a_gateway_on_one_redis() {
+    let redis = RedisServer::start();
+    add_user(&redis);
+    let url = with_user(&redis.url());
+    let gw = Gateway::start(&redis, Options::default().lease_ms(1000).redis_url(&url)).await;
+    everything_works(&gw, "chat:acl").await;
+}
+
+#[tokio::test]
+async fn the_shipped_acl_serves_a_gateway_on_a_cluster() {
+    let cluster = RedisCluster::start(3);
+    for server in &cluster.servers {
+        add_user(server);
+    }
+    let urls: Vec<String> = cluster.urls().iter().map(|u| with_user(u)).collect();
+    let gw = Gateway::start(
+        &cluster.servers[0],
+        Options::default().lease_ms(1000).redis_cluster(&urls),
+    )
+    .await;
+    for room in cluster.room_per_shard("chat") {
+        everything_works(&gw, &room).await;
+    }
+}
