@@ -349,6 +349,50 @@ async fn an_event_name_the_module_would_refuse_is_the_clients_bad_frame() {
 }
 
 #[tokio::test]
+async fn requests_past_the_connections_budget_are_rate_limited() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let mut bystander = Bystander::join(&gw).await;
+    let mut c = gw.connect("mallory").await;
+    c.join("feed:x").await;
+    // Join/leave cycling, back to back: the default budget (burst 50, 200
+    // per 10 s) holds the join above and 49 more requests.
+    let mut limited = None;
+    for i in 0..40 {
+        let room = "feed:cycle";
+        for frame in [
+            broker_tests::gateway::join(room),
+            broker_tests::gateway::leave(room),
+        ] {
+            match c.request(frame).await {
+                ServerFrame::Ack { .. } => {}
+                ServerFrame::Err { code, retry_ms, .. } => {
+                    assert_eq!(code, "rate_limited");
+                    limited.get_or_insert((i, retry_ms));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let (at, retry_ms) = limited.expect("the cycling was limited");
+    assert!((24..=25).contains(&at), "limited at cycle {at}");
+    let retry_ms = retry_ms.expect("retry_ms comes with rate_limited");
+    assert!((1..=50).contains(&retry_ms), "retry_ms {retry_ms}");
+    // Every other request kind takes from the same budget...
+    let (code, _) = c.err(broker_tests::gateway::presence_req("feed:x")).await;
+    assert_eq!(code, "rate_limited");
+    // ...but `pub` has its own (the namespace's rate), and the budget
+    // comes back at its rate.
+    c.publish("feed:x", "m", json!(1)).await;
+    tokio::time::sleep(Duration::from_millis(u64::from(retry_ms.max(50)) + 60)).await;
+    c.ack(broker_tests::gateway::presence_req("feed:x")).await;
+    // Nobody else was limited.
+    let mut other = gw.connect("other").await;
+    other.join("feed:cycle").await;
+    bystander.still_fine(&gw, &redis, "request flood").await;
+}
+
+#[tokio::test]
 async fn slowloris_and_connection_floods_do_not_starve_others() {
     let redis = RedisServer::start();
     let gw = Gateway::start(&redis, Options::default()).await;

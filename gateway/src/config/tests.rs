@@ -141,6 +141,11 @@ fn full_file_is_read() {
             max_rooms_per_conn: 3,
             send_queue: 16,
             send_queue_bytes: 1_048_576,
+            requests: RateConfig {
+                count: 200,
+                period_s: 10,
+                burst: 50,
+            },
             ping_interval_s: 10,
             idle_timeout_s: 30,
             max_conns_per_user: 2,

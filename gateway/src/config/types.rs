@@ -161,6 +161,10 @@ pub struct Limits {
     pub max_conns_per_user: u32,
     /// Connections one IP may hold at once (all nodes).
     pub max_conns_per_ip: u32,
+    /// Every request of a connection but `pub` (which its namespace's
+    /// `rate` limits): `count` per `period_s`, `burst` back to back; over
+    /// it `err` `rate_limited` with `retry_ms`.
+    pub requests: RateConfig,
 }
 
 impl Default for Limits {
@@ -174,6 +178,11 @@ impl Default for Limits {
             idle_timeout_s: 60,
             max_conns_per_user: 5,
             max_conns_per_ip: 20,
+            requests: RateConfig {
+                count: 200,
+                period_s: 10,
+                burst: 50,
+            },
         }
     }
 }

@@ -167,6 +167,12 @@ impl Config {
                 problems.push(format!("limits.{key} must be greater than 0"));
             }
         }
+        let r = &l.requests;
+        if r.count == 0 || r.period_s == 0 || r.burst == 0 {
+            problems.push(
+                "limits.requests: count, period_s and burst must be greater than 0".to_owned(),
+            );
+        }
         if l.ping_interval_s > 0 && l.idle_timeout_s > 0 && l.idle_timeout_s <= l.ping_interval_s {
             problems.push(
                 "limits.idle_timeout_s must be greater than limits.ping_interval_s".to_owned(),

@@ -11,6 +11,7 @@ use bytes::Bytes;
 
 use super::admission::{self, Admitted};
 use super::errors::{self, ErrReply};
+use super::request_limit::RequestLimit;
 use crate::app::App;
 use crate::auth::Claims;
 use crate::node::ConnShared;
@@ -36,6 +37,8 @@ pub(super) struct Connection {
     bad_total: u32,
     /// The id of an `auth` request to ack after `welcome`.
     auth_ack: Option<i64>,
+    /// What is left of `limits.requests`.
+    pub(super) requests: RequestLimit,
 }
 
 impl Connection {
@@ -48,6 +51,7 @@ impl Connection {
             bad_streak: 0,
             bad_total: 0,
             auth_ack: None,
+            requests: RequestLimit::default(),
         }
     }
 

@@ -42,6 +42,17 @@ impl Connection {
         claims: &mut Claims,
         frame: ClientFrame,
     ) {
+        if !matches!(frame, ClientFrame::Pub { .. }) {
+            if let Err(retry_ms) = self.requests.take(&self.app.config.limits.requests) {
+                let msg = "too many requests";
+                return self.send_err(
+                    Some(frame.id()),
+                    ErrorCode::RateLimited,
+                    msg,
+                    Some(retry_ms),
+                );
+            }
+        }
         match frame {
             ClientFrame::Auth { id, .. } => {
                 self.send_err(Some(id), ErrorCode::BadFrame, "already authenticated", None);

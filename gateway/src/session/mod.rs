@@ -17,6 +17,7 @@ mod dispatch;
 pub mod errors;
 pub mod policy;
 mod registration;
+mod request_limit;
 
 use std::sync::Arc;
 use std::time::Instant;

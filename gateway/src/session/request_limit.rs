@@ -1,0 +1,86 @@
+//! The per-connection request budget (`limits.requests`): every request
+//! but `pub` (which its namespace's `rate` limits per user, in Redis) takes
+//! one unit of a GCRA bucket kept in the connection itself — a connection
+//! lives on one node, so no Redis round trip is needed. Over it the
+//! request is answered `rate_limited` with `retry_ms` and not run.
+//!
+//! Why: join/leave cycling sends presence events to every member of the
+//! room, and `presence`, `history` and `refresh` (a signature check each)
+//! cost the node and Redis; without a budget one connection could make
+//! them as fast as it can send.
+
+use broker::gcra::{self, Rate};
+
+use crate::clock::mono_ms;
+use crate::config::RateConfig;
+
+/// One connection's bucket: only the theoretical arrival time (8 bytes),
+/// the rate comes from the config on each request.
+#[derive(Debug, Default)]
+pub(super) struct RequestLimit {
+    tat_ns: Option<i64>,
+}
+
+impl RequestLimit {
+    /// Takes one request out of the budget `limit` now; `Err(retry_ms)`
+    /// when over it.
+    pub(super) fn take(&mut self, limit: &RateConfig) -> Result<(), u64> {
+        let now_ns = i64::try_from(mono_ms()).unwrap_or(i64::MAX / 2) * 1_000_000;
+        self.take_at(limit, now_ns)
+    }
+
+    fn take_at(&mut self, limit: &RateConfig, now_ns: i64) -> Result<(), u64> {
+        let rate = Rate {
+            max_burst: i64::from(limit.burst).saturating_sub(1),
+            count: i64::from(limit.count),
+            period_s: i64::try_from(limit.period_s).unwrap_or(i64::MAX),
+        };
+        // A rate the config validation let through is valid; should it not
+        // be, the request is not limited rather than refused.
+        let Ok(decision) = gcra::throttle(self.tat_ns, now_ns, &rate, 1) else {
+            return Ok(());
+        };
+        if decision.limited {
+            return Err(u64::try_from(decision.retry_after_ms.max(1)).unwrap_or(1));
+        }
+        if let Some((tat, _)) = decision.store {
+            self.tat_ns = Some(tat);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i64 = 1_000_000;
+
+    #[test]
+    fn a_burst_then_the_rate() {
+        // 10 per second, 5 back to back.
+        let limit = RateConfig {
+            count: 10,
+            period_s: 1,
+            burst: 5,
+        };
+        let mut bucket = RequestLimit::default();
+        let t0 = 1_000 * MS;
+        for i in 0..5 {
+            assert_eq!(
+                bucket.take_at(&limit, t0),
+                Ok(()),
+                "request {i} of the burst"
+            );
+        }
+        let retry = bucket.take_at(&limit, t0).expect_err("the 6th is limited");
+        assert!((1..=100).contains(&retry), "retry {retry} ms");
+        // One emission interval (100 ms) later there is room for one more.
+        assert_eq!(bucket.take_at(&limit, t0 + 100 * MS), Ok(()));
+        assert!(bucket.take_at(&limit, t0 + 100 * MS).is_err());
+        // After a quiet second the whole burst is back.
+        for _ in 0..5 {
+            assert_eq!(bucket.take_at(&limit, t0 + 1_200 * MS), Ok(()));
+        }
+    }
+}
