@@ -9,6 +9,7 @@ use crate::auth::Authenticator;
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::node::Node;
+use crate::session::preauth::Preauth;
 
 /// The state of one gateway process above the node.
 pub struct App {
@@ -20,6 +21,8 @@ pub struct App {
     pub trusted_proxies: TrustedProxies,
     /// The node: its id, the module, the hub, metrics and lease state.
     pub node: Arc<Node>,
+    /// Connections waiting for their `auth` frame, per client address.
+    pub preauth: Arc<Preauth>,
     conn_counter: AtomicU64,
 }
 
@@ -33,6 +36,7 @@ impl App {
             config,
             auth,
             node,
+            preauth: Arc::default(),
             conn_counter: AtomicU64::new(0),
         }
     }

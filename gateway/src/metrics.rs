@@ -97,7 +97,27 @@ pub struct Metrics {
     /// `broker_reregistration_seconds`: how long registering every live
     /// connection again took, after the module answered a lease as new.
     pub reregistration_seconds: Histogram,
+    /// `broker_connections_refused_total{reason}`: WebSocket upgrades
+    /// refused, by [`REFUSAL_REASONS`].
+    pub connections_refused: IntCounterVec,
 }
+
+/// Why an upgrade of `/ws` was refused (the `reason` label).
+pub const REFUSAL_REASONS: [&str; 6] = [
+    // `limits.max_preauth_per_ip`: too many sockets of the address are
+    // waiting for their `auth` frame.
+    "preauth_per_ip",
+    // `limits.max_conns_per_user` / `max_conns_per_ip` (the module's LIMIT).
+    "conn_limit",
+    // The token was refused.
+    "token",
+    // The node is not serving (no lease, not subscribed) or Redis failed.
+    "unavailable",
+    // The node is shutting down.
+    "shutting_down",
+    // The `Origin` is not allowed.
+    "origin",
+];
 
 impl Metrics {
     /// Creates every metric, registers it (plus the process collector, which
@@ -223,6 +243,17 @@ impl Metrics {
             .buckets(vec![0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0]),
         )?;
         registry.register(Box::new(reregistration_seconds.clone()))?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "broker_connections_refused_total",
+                "WebSocket upgrades refused, by reason.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        for reason in REFUSAL_REASONS {
+            connections_refused.with_label_values(&[reason]);
+        }
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -261,6 +292,7 @@ impl Metrics {
             inbox_overflows,
             reconcile_fixes,
             reregistration_seconds,
+            connections_refused,
         })
     }
 }

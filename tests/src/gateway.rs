@@ -109,6 +109,11 @@ pub struct Options {
     pub max_conns_per_user: u32,
     /// `limits.max_conns_per_ip` (default: 20).
     pub max_conns_per_ip: u32,
+    /// `limits.requests` as `(count, period_s, burst)`. The fixture's
+    /// default is far above what any test sends (1,000,000 per second),
+    /// so only the tests of the budget meet it; [`Options::requests`]
+    /// sets the shipped one back.
+    pub requests: (u32, u64, u32),
     /// `auth.leeway_s` (default: 30).
     pub leeway_s: u64,
     /// `admin.api_key` (default: unset).
@@ -136,6 +141,7 @@ impl Default for Options {
             max_frame_bytes: 65_536,
             max_conns_per_user: 5,
             max_conns_per_ip: 20,
+            requests: (1_000_000, 1, 1_000_000),
             leeway_s: 30,
             api_key: None,
             echo: false,
@@ -168,6 +174,12 @@ impl Options {
     /// Sets `limits.max_conns_per_ip`.
     pub fn max_conns_per_ip(mut self, n: u32) -> Self {
         self.max_conns_per_ip = n;
+        self
+    }
+
+    /// Sets `limits.requests` (`count` per `period_s`, `burst` back to back).
+    pub fn requests(mut self, count: u32, period_s: u64, burst: u32) -> Self {
+        self.requests = (count, period_s, burst);
         self
     }
 
@@ -632,6 +644,7 @@ max_conns_per_ip = {max_ip}
 send_queue = {send_queue}
 ping_interval_s = {ping}
 idle_timeout_s = {idle}
+requests = {{ count = {req_count}, period_s = {req_period}, burst = {req_burst} }}
 
 [node]
 lease_ms = {lease}
@@ -653,6 +666,9 @@ echo = {echo}
         send_queue = opts.send_queue,
         ping = opts.ping_interval_s,
         idle = opts.idle_timeout_s,
+        req_count = opts.requests.0,
+        req_period = opts.requests.1,
+        req_burst = opts.requests.2,
         echo = opts.echo,
         extra = opts.extra_toml,
     )

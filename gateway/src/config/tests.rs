@@ -141,6 +141,7 @@ fn full_file_is_read() {
             max_rooms_per_conn: 3,
             send_queue: 16,
             send_queue_bytes: 1_048_576,
+            max_preauth_per_ip: 20,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,

@@ -161,6 +161,9 @@ pub struct Limits {
     pub max_conns_per_user: u32,
     /// Connections one IP may hold at once (all nodes).
     pub max_conns_per_ip: u32,
+    /// Connections one client address may hold on this node while they
+    /// have not sent their `auth` frame yet.
+    pub max_preauth_per_ip: u32,
     /// Every request of a connection but `pub` (which its namespace's
     /// `rate` limits): `count` per `period_s`, `burst` back to back; over
     /// it `err` `rate_limited` with `retry_ms`.
@@ -178,6 +181,7 @@ impl Default for Limits {
             idle_timeout_s: 60,
             max_conns_per_user: 5,
             max_conns_per_ip: 20,
+            max_preauth_per_ip: 20,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,

@@ -152,7 +152,7 @@ impl Config {
     /// Limits and the node lease.
     fn check_limits(&self, problems: &mut Vec<String>) {
         let l = &self.limits;
-        let positive: [(&str, u64); 8] = [
+        let positive: [(&str, u64); 9] = [
             ("max_frame_bytes", l.max_frame_bytes as u64),
             ("max_rooms_per_conn", u64::from(l.max_rooms_per_conn)),
             ("send_queue", l.send_queue as u64),
@@ -161,6 +161,7 @@ impl Config {
             ("idle_timeout_s", l.idle_timeout_s),
             ("max_conns_per_user", u64::from(l.max_conns_per_user)),
             ("max_conns_per_ip", u64::from(l.max_conns_per_ip)),
+            ("max_preauth_per_ip", u64::from(l.max_preauth_per_ip)),
         ];
         for (key, value) in positive {
             if value == 0 {

@@ -176,7 +176,15 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
             "expected a WebSocket upgrade\n",
         );
     }
+    let refused = |reason: &str| {
+        app.node
+            .metrics
+            .connections_refused
+            .with_label_values(&[reason])
+            .inc();
+    };
     if app.shutting_down() {
+        refused("shutting_down");
         return reply(
             StatusCode::SERVICE_UNAVAILABLE,
             "text/plain",
@@ -184,9 +192,11 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
         );
     }
     if let Some(refusal) = not_serving(&app) {
+        refused("unavailable");
         return refusal;
     }
     if !origin_allowed(&app, &req) {
+        refused("origin");
         return reply(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");
     }
     let forwarded = req.headers().get_all("x-forwarded-for");
@@ -206,14 +216,32 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
     };
     let admission = match admitted {
         Some(Ok(admitted)) => Admission::Authed(admitted),
-        Some(Err(refused)) => {
-            if let admission::Refused::Unavailable(err) = &refused {
-                tracing::warn!(error = %err, "could not register a connection");
-            }
-            let (status, body) = upgrade_refusal(&refused);
+        Some(Err(refusal)) => {
+            refused(match &refusal {
+                admission::Refused::Token(_) => "token",
+                admission::Refused::Limit => "conn_limit",
+                admission::Refused::Unavailable(err) => {
+                    tracing::warn!(error = %err, "could not register a connection");
+                    "unavailable"
+                }
+            });
+            let (status, body) = upgrade_refusal(&refusal);
             return reply(status, "text/plain", body);
         }
-        None => Admission::AwaitAuth,
+        None => match app
+            .preauth
+            .try_acquire(&ip, app.config.limits.max_preauth_per_ip)
+        {
+            Some(slot) => Admission::AwaitAuth(slot),
+            None => {
+                refused("preauth_per_ip");
+                return reply(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "text/plain",
+                    "too many connections waiting to authenticate from this address\n",
+                );
+            }
+        },
     };
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,

@@ -14,6 +14,7 @@ use crate::auth::{AuthError, Claims};
 use crate::clock::now_ms;
 use broker::command::{ConnClose, ConnOpen, Refusal};
 
+use super::preauth::PreauthSlot;
 use crate::node::BusyGuard;
 use crate::store::StoreError;
 
@@ -36,8 +37,9 @@ pub struct Admitted {
 pub enum Admission {
     /// The token was verified and the module registered the connection.
     Authed(Admitted),
-    /// No token yet: an `auth` frame must come within 5 s.
-    AwaitAuth,
+    /// No token yet: an `auth` frame must come within 5 s; meanwhile the
+    /// connection holds a place of its address's `max_preauth_per_ip`.
+    AwaitAuth(PreauthSlot),
 }
 
 /// Why a connection was not admitted.

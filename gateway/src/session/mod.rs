@@ -16,6 +16,7 @@ mod connection;
 mod dispatch;
 pub mod errors;
 pub mod policy;
+pub mod preauth;
 mod registration;
 mod request_limit;
 
@@ -97,7 +98,11 @@ async fn live(mut session: Box<Session>, admission: Admission) {
         Admission::Authed(admitted) => Some(admitted),
         // Boxed: the connection's future then keeps only what is live
         // across the request loop, not the state of the authentication.
-        Admission::AwaitAuth => Box::pin(conn.await_auth(frames)).await,
+        Admission::AwaitAuth(slot) => {
+            let admitted = Box::pin(conn.await_auth(frames)).await;
+            drop(slot);
+            admitted
+        }
     };
     if let Some(Admitted {
         conn: id,
