@@ -271,12 +271,30 @@ impl Client {
         types::field_u64(&ack, "seq")
     }
 
-    /// Who is in `room` (when its namespace allows presence requests).
+    /// Who is in `room` (when its namespace allows presence requests):
+    /// every user, read page by page when the room is big.
     pub async fn presence(&self, room: &str) -> Result<Presence, Error> {
+        let mut all = self.presence_page(room, None).await?;
+        while let Some(after) = all.next.take() {
+            let mut page = self.presence_page(room, Some(after)).await?;
+            all.users.append(&mut page.users);
+            all.next = page.next;
+        }
+        Ok(all)
+    }
+
+    /// One page of `room`'s users: the first, or those after `after` (the
+    /// `next` of the page before).
+    pub async fn presence_page(
+        &self,
+        room: &str,
+        after: Option<String>,
+    ) -> Result<Presence, Error> {
         let ack = self
             .request(ClientFrame::Presence {
                 id: 0,
                 room: room.to_owned(),
+                after,
             })
             .await?;
         Presence::from_ack(&ack)

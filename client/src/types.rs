@@ -275,6 +275,9 @@ pub struct Presence {
     pub users: Vec<(String, u64)>,
     /// Number of users.
     pub count: u64,
+    /// Set when this is one page of a bigger room: the `after` of the
+    /// next page ([`crate::Client::presence`] reads every page).
+    pub next: Option<String>,
 }
 
 impl Presence {
@@ -292,6 +295,7 @@ impl Presence {
         Ok(Presence {
             users,
             count: field_u64(v, "count")?,
+            next: v.get("next").and_then(Value::as_str).map(str::to_owned),
         })
     }
 }
@@ -305,6 +309,9 @@ pub struct History {
     pub seq: u64,
     /// The room's epoch.
     pub epoch: String,
+    /// True when retained messages follow the last one given (the answer
+    /// was capped by size): ask again with `since` = its `seq`.
+    pub more: bool,
 }
 
 impl History {
@@ -317,6 +324,7 @@ impl History {
             messages,
             seq: field_u64(v, "seq")?,
             epoch: field_str(v, "epoch"),
+            more: v.get("more").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 }

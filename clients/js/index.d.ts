@@ -64,14 +64,25 @@ export interface PresenceEvent {
 }
 
 export interface PresenceResult {
+  /** At most 1000 users, in name order. */
   users: Array<{ user: string; conns: number }>;
+  /** Users in the room, all pages together. */
   count: number;
+  /** Present when more users follow: the `after` of the next page. */
+  next?: string;
+}
+
+export interface PresenceOptions extends RequestOptions {
+  /** Users whose names sort after this one (a page's `next`). */
+  after?: string;
 }
 
 export interface HistoryResult {
   messages: Array<Message & { t: 'msg' }>;
   seq: number;
   epoch: string;
+  /** True when the answer was cut by size: ask again with `since` = the last `seq`. */
+  more?: boolean;
 }
 
 export interface JoinedInfo extends Position {
@@ -251,7 +262,7 @@ export declare class BrokerClient extends Emitter<ClientEvents> {
   join(room: string, opts?: JoinOptions): Promise<Subscription>;
   leave(room: string): Promise<{}>;
   publish(room: string, ev: string, data: unknown, opts?: PublishOptions): Promise<{ seq: number }>;
-  presence(room: string, opts?: RequestOptions): Promise<PresenceResult>;
+  presence(room: string, opts?: PresenceOptions): Promise<PresenceResult>;
   history(room: string, opts?: HistoryOptions): Promise<HistoryResult>;
   ping(opts?: RequestOptions): Promise<{ ts: number }>;
   refresh(token?: string): Promise<{ exp: number }>;

@@ -778,6 +778,7 @@ pub fn presence_req(room: &str) -> ClientFrame {
     ClientFrame::Presence {
         id: 0,
         room: room.to_string(),
+        after: None,
     }
 }
 

@@ -90,6 +90,7 @@ fn write_seed_corpus() {
         ClientFrame::Presence {
             id: 6,
             room: "chat:lobby".into(),
+            after: None,
         },
         ClientFrame::History {
             id: 7,

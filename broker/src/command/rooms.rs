@@ -262,19 +262,56 @@ fn room_only<A: AsRef<[u8]>>(args: &[A]) -> Result<String, ParseError> {
     Ok(room)
 }
 
-/// `BROKER.ROOM.MEMBERS room`: distinct users with their connection counts.
+/// `BROKER.ROOM.MEMBERS room [AFTER user] [LIMIT n]`: distinct users with
+/// their connection counts, in name order, one page of at most `LIMIT`
+/// ([`RoomMembers::DEFAULT_LIMIT`] without it, at most
+/// [`RoomMembers::MAX_LIMIT`]) after `AFTER`. A full page may have more
+/// behind it: ask again with `AFTER` = its last user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomMembers {
     /// The room.
     pub room: String,
+    /// Only users whose names sort after this one.
+    pub after: Option<String>,
+    /// At most this many users.
+    pub limit: Option<u64>,
 }
 
 impl RoomMembers {
-    /// The members of `room`.
+    /// Users one reply lists when `LIMIT` is not given.
+    pub const DEFAULT_LIMIT: u64 = 1000;
+    /// The largest `LIMIT`: a reply never holds Redis longer than this
+    /// many users take.
+    pub const MAX_LIMIT: u64 = 10_000;
+
+    /// The first page of the members of `room`.
     pub fn new(room: &str) -> RoomMembers {
         RoomMembers {
             room: room.to_string(),
+            after: None,
+            limit: None,
         }
+    }
+
+    /// The same read, users after `user` only (`AFTER user`).
+    pub fn after(self, user: &str) -> RoomMembers {
+        RoomMembers {
+            after: Some(user.to_string()),
+            ..self
+        }
+    }
+
+    /// The same read, at most `n` users (`LIMIT n`).
+    pub fn limit(self, n: u64) -> RoomMembers {
+        RoomMembers {
+            limit: Some(n),
+            ..self
+        }
+    }
+
+    /// The page size this read asks for.
+    pub fn page_size(&self) -> usize {
+        self.limit.unwrap_or(Self::DEFAULT_LIMIT) as usize
     }
 }
 
@@ -283,13 +320,36 @@ impl Command for RoomMembers {
     const KEYS: Keys = Keys::FIRST;
 
     fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<RoomMembers, ParseError> {
-        Ok(RoomMembers {
-            room: room_only(args)?,
-        })
+        let mut args = Args::new(args);
+        let mut read = RoomMembers::new(&args.name("room", names::validate_room)?);
+        while !args.is_empty() {
+            match args.keyword()?.as_str() {
+                "AFTER" => read.after = Some(args.name("AFTER", names::validate_user)?),
+                "LIMIT" => {
+                    let n = args.u64("LIMIT")?;
+                    if !(1..=Self::MAX_LIMIT).contains(&n) {
+                        return Err(ParseError::Invalid(format!(
+                            "LIMIT: must be 1 to {}",
+                            Self::MAX_LIMIT
+                        )));
+                    }
+                    read.limit = Some(n);
+                }
+                other => return Err(unknown(other)),
+            }
+        }
+        Ok(read)
     }
 
     fn to_args(&self) -> Vec<Arg<'_>> {
-        vec![text(&self.room)]
+        let mut out = vec![text(&self.room)];
+        if let Some(after) = &self.after {
+            out.extend([text("AFTER"), text(after)]);
+        }
+        if let Some(limit) = self.limit {
+            out.extend([text("LIMIT"), number(limit)]);
+        }
+        out
     }
 }
 
@@ -333,6 +393,9 @@ pub struct History {
     pub since: Option<u64>,
     /// At most this many messages.
     pub limit: Option<u64>,
+    /// Stop before the messages' total size passes this many bytes (the
+    /// first message is always given).
+    pub max_bytes: Option<u64>,
 }
 
 impl History {
@@ -342,6 +405,7 @@ impl History {
             room: room.to_string(),
             since: None,
             limit: None,
+            max_bytes: None,
         }
     }
 
@@ -360,6 +424,14 @@ impl History {
             ..self
         }
     }
+
+    /// The same read, stopped before `n` bytes of messages (`MAXBYTES n`).
+    pub fn max_bytes(self, n: u64) -> History {
+        History {
+            max_bytes: Some(n),
+            ..self
+        }
+    }
 }
 
 impl Command for History {
@@ -369,15 +441,21 @@ impl Command for History {
     fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<History, ParseError> {
         let mut args = Args::new(args);
         let room = args.name("room", names::validate_room)?;
-        let (mut since, mut limit) = (None, None);
+        let (mut since, mut limit, mut max_bytes) = (None, None, None);
         while !args.is_empty() {
             match args.keyword()?.as_str() {
                 "SINCE" => since = Some(args.u64("SINCE")?),
                 "LIMIT" => limit = Some(args.u64("LIMIT")?),
+                "MAXBYTES" => max_bytes = Some(args.u64("MAXBYTES")?),
                 other => return Err(unknown(other)),
             }
         }
-        Ok(History { room, since, limit })
+        Ok(History {
+            room,
+            since,
+            limit,
+            max_bytes,
+        })
     }
 
     fn to_args(&self) -> Vec<Arg<'_>> {
@@ -387,6 +465,9 @@ impl Command for History {
         }
         if let Some(limit) = self.limit {
             out.extend([text("LIMIT"), number(limit)]);
+        }
+        if let Some(max_bytes) = self.max_bytes {
+            out.extend([text("MAXBYTES"), number(max_bytes)]);
         }
         out
     }
@@ -471,9 +552,15 @@ mod tests {
             room: "chat:x".into(),
             user: "alice".into(),
         });
-        round_trip(&RoomMembers {
-            room: "chat:x".into(),
-        });
+        round_trip(&RoomMembers::new("chat:x"));
+        round_trip(&RoomMembers::new("chat:x").after("bob").limit(2));
+        assert_eq!(
+            RoomMembers::parse(&["chat:x", "LIMIT", "0"])
+                .unwrap_err()
+                .to_string(),
+            "ERR invalid LIMIT: must be 1 to 10000"
+        );
+        assert_eq!(RoomMembers::new("chat:x").page_size(), 1000);
         round_trip(&RoomCount {
             room: "chat:x".into(),
         });
@@ -481,7 +568,9 @@ mod tests {
             room: "chat:x".into(),
             since: Some(3),
             limit: Some(10),
+            max_bytes: None,
         });
+        round_trip(&History::new("chat:x").since(1).max_bytes(4096));
         assert_eq!(
             History::parse(&["chat:x", "LIMIT", "-1"])
                 .unwrap_err()

@@ -57,12 +57,15 @@ pub enum ClientFrame {
         /// Skip the publishing connection.
         others: bool,
     },
-    /// `presence`: who is in a room.
+    /// `presence`: who is in a room, one page of users at a time.
     Presence {
         /// Request id.
         id: i64,
         /// The room.
         room: String,
+        /// Only users whose names sort after this one (the `next` of the
+        /// previous page).
+        after: Option<String>,
     },
     /// `history`: retained messages of a room.
     History {
@@ -150,8 +153,8 @@ fn as_since(raw: &[u8]) -> Option<Since> {
 }
 
 /// Keys of client frames.
-const CLIENT_KEYS: [&str; 9] = [
-    "t", "id", "token", "room", "ev", "data", "others", "since", "limit",
+const CLIENT_KEYS: [&str; 10] = [
+    "t", "id", "token", "room", "ev", "data", "others", "since", "limit", "after",
 ];
 
 /// `t` of every client frame.
@@ -183,7 +186,7 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, FrameError> {
         .map_err(|reason| FrameError { id, reason })
 }
 
-fn client_frame(f: &Fields<'_, 9>) -> Result<ClientFrame, String> {
+fn client_frame(f: &Fields<'_, 10>) -> Result<ClientFrame, String> {
     let t = f.str("t")?;
     if !CLIENT_KINDS.contains(&t) {
         return Err(format!("unknown frame type {}", quote(t)));
@@ -213,6 +216,7 @@ fn client_frame(f: &Fields<'_, 9>) -> Result<ClientFrame, String> {
         "presence" => ClientFrame::Presence {
             id,
             room: f.string("room")?,
+            after: f.optional("after", "a string", as_str)?.map(str::to_owned),
         },
         "history" => ClientFrame::History {
             id,
@@ -240,9 +244,10 @@ pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
             room.len() + since.as_ref().map_or(0, |s| 24 + s.epoch.len())
         }
         ClientFrame::Pub { room, ev, data, .. } => room.len() + ev.len() + data.len(),
-        ClientFrame::Leave { room, .. }
-        | ClientFrame::Presence { room, .. }
-        | ClientFrame::History { room, .. } => room.len(),
+        ClientFrame::Presence { room, after, .. } => {
+            room.len() + after.as_ref().map_or(0, |a| 8 + a.len())
+        }
+        ClientFrame::Leave { room, .. } | ClientFrame::History { room, .. } => room.len(),
         ClientFrame::Ping { .. } => 0,
     };
     let mut out = Writer::with_capacity(48 + text_len);
@@ -269,12 +274,22 @@ pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
                     .str(&since.epoch);
             }
         }
-        ClientFrame::Leave { id, room } | ClientFrame::Presence { id, room } => {
+        ClientFrame::Leave { id, room } => {
             frame_header(&mut out, 3, kind)
                 .str("id")
                 .int(*id)
                 .str("room")
                 .str(room);
+        }
+        ClientFrame::Presence { id, room, after } => {
+            frame_header(&mut out, 3 + usize::from(after.is_some()), kind)
+                .str("id")
+                .int(*id)
+                .str("room")
+                .str(room);
+            if let Some(after) = after {
+                out.str("after").str(after);
+            }
         }
         ClientFrame::Pub {
             id,

@@ -366,26 +366,50 @@ pub fn ack_pub(seq: u64) -> Vec<u8> {
 
 /// `ack` data of `presence`: `{users: [{user, conns}], count}`.
 pub fn ack_presence(users: &[(String, u64)], count: u64) -> Vec<u8> {
+    ack_presence_page(users, count, None)
+}
+
+/// `ack` data of `presence` for one page of a big room: `{users, count,
+/// next}`, `next` (present only when more users follow) being the `after`
+/// of the request for the next page.
+pub fn ack_presence_page(users: &[(String, u64)], count: u64, next: Option<&str>) -> Vec<u8> {
     let users_len: usize = users.iter().map(|(user, _)| user.len() + 24).sum();
-    let mut out = Writer::with_capacity(32 + users_len);
-    out.map(2).str("users").array(users.len());
+    let mut out = Writer::with_capacity(40 + users_len + next.map_or(0, str::len));
+    out.map(2 + usize::from(next.is_some()))
+        .str("users")
+        .array(users.len());
     for (user, conns) in users {
         out.map(2).str("user").str(user).str("conns").uint(*conns);
     }
     out.str("count").uint(count);
+    if let Some(next) = next {
+        out.str("next").str(next);
+    }
     out.into_vec()
 }
 
 /// `ack` data of `history`: `{messages: [msg...], seq, epoch}`, each message
 /// an encoded `msg` frame spliced in raw (a map, not a `bin`).
 pub fn ack_history(messages: &[&[u8]], seq: u64, epoch: &str) -> Vec<u8> {
+    ack_history_page(messages, seq, epoch, false)
+}
+
+/// `ack` data of `history` that may be one page of several: with `more`,
+/// the map also holds `more: true` (retained messages follow the last one
+/// given; ask again with `since` = its `seq`).
+pub fn ack_history_page(messages: &[&[u8]], seq: u64, epoch: &str, more: bool) -> Vec<u8> {
     let messages_len: usize = messages.iter().map(|m| m.len()).sum();
-    let mut out = Writer::with_capacity(48 + messages_len + epoch.len());
-    out.map(3).str("messages").array(messages.len());
+    let mut out = Writer::with_capacity(56 + messages_len + epoch.len());
+    out.map(3 + usize::from(more))
+        .str("messages")
+        .array(messages.len());
     for message in messages {
         out.raw(message);
     }
     out.str("seq").uint(seq).str("epoch").str(epoch);
+    if more {
+        out.str("more").bool(true);
+    }
     out.into_vec()
 }
 

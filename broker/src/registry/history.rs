@@ -104,6 +104,9 @@ pub struct HistoryRead<'a> {
     pub epoch: &'a str,
     /// Retained frames after the requested position, oldest first.
     pub frames: Vec<&'a [u8]>,
+    /// True when retained messages after the last frame were left out (by
+    /// the count or byte limit): read on with `since` = its `seq`.
+    pub more: bool,
 }
 
 /// What a publish needs to know before it builds the frame.
@@ -193,24 +196,50 @@ impl Registry {
         limit: Option<usize>,
         now_ms: u64,
     ) -> HistoryRead<'_> {
+        self.history_page(room, since, limit, None, now_ms)
+    }
+
+    /// [`Registry::history`], also stopped before the frames' total size
+    /// would pass `max_bytes` (the first frame is always given, so a reader
+    /// paging with `since` = the last `seq` it got always moves on).
+    /// `more` tells whether retained messages were left out.
+    pub fn history_page(
+        &self,
+        room: &str,
+        since: u64,
+        limit: Option<usize>,
+        max_bytes: Option<usize>,
+        now_ms: u64,
+    ) -> HistoryRead<'_> {
         let Some(r) = self.rooms.get(room) else {
             return HistoryRead {
                 seq: 0,
                 epoch: "",
                 frames: Vec::new(),
+                more: false,
             };
         };
-        let frames = r
+        let (limit, max_bytes) = (limit.unwrap_or(usize::MAX), max_bytes.unwrap_or(usize::MAX));
+        let mut frames: Vec<&[u8]> = Vec::new();
+        let mut bytes = 0usize;
+        let mut more = false;
+        for stored in r
             .history
             .iter()
             .filter(|s| s.seq > since && r.is_live(s, now_ms))
-            .take(limit.unwrap_or(usize::MAX))
-            .map(|s| s.frame.as_slice())
-            .collect();
+        {
+            bytes = bytes.saturating_add(stored.frame.len());
+            if frames.len() == limit || (!frames.is_empty() && bytes > max_bytes) {
+                more = true;
+                break;
+            }
+            frames.push(stored.frame.as_slice());
+        }
         HistoryRead {
             seq: r.seq,
             epoch: &r.epoch,
             frames,
+            more,
         }
     }
 
@@ -278,6 +307,18 @@ mod tests {
             r.history("chat:x", 0, None, 1350).frames,
             vec![&[4u8][..], &[5]]
         );
+        // Paged by bytes: the first frame always, then as many as fit.
+        let page = r.history_page("chat:x", 0, None, Some(2), 500);
+        assert_eq!(
+            (page.frames.clone(), page.more),
+            (vec![&[3u8][..], &[4]], true)
+        );
+        let page = r.history_page("chat:x", 0, None, Some(0), 500);
+        assert_eq!((page.frames.clone(), page.more), (vec![&[3u8][..]], true));
+        let last = r.history_page("chat:x", 4, None, Some(1), 500);
+        assert_eq!((last.frames.clone(), last.more), (vec![&[5u8][..]], false));
+        assert!(r.history_page("chat:x", 0, Some(2), None, 500).more);
+        assert!(!r.history_page("chat:x", 0, Some(3), None, 500).more);
         let ok = r.recover("chat:x", 3, "e1", 500);
         assert!(ok.recovered);
         assert_eq!(ok.frames.len(), 2);

@@ -70,7 +70,7 @@ pub use history::{HistoryConfig, HistoryRead, PublishPlan, Recovery, Stored};
 use nodes::Node;
 pub use nodes::{LeaseOutcome, NodeConn, NodeInfo};
 use rooms::Room;
-pub use rooms::{JoinOutcome, PresenceChange, PresenceEvent};
+pub use rooms::{JoinOutcome, MembersPage, PresenceChange, PresenceEvent};
 pub use snapshot::Snapshot;
 
 /// The broker's whole state on one Redis (one shard of a cluster).

@@ -1,7 +1,8 @@
 //! Rooms and their members: joins and leaves with per-user and per-node
 //! counts, presence events, lingering users, and dropping idle rooms.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::ops::Bound;
 
 use super::{HistoryConfig, Registry, Stored};
 use crate::command::{Join, Refusal};
@@ -14,6 +15,15 @@ pub enum PresenceChange {
     Join,
     /// The user's last connection left the room.
     Leave,
+}
+
+/// One page of a room's users, from [`Registry::room_members_page`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MembersPage {
+    /// Users and their connection counts (0: lingering), in name order.
+    pub users: Vec<(String, u32)>,
+    /// True when more users sort after the last one listed.
+    pub more: bool,
 }
 
 /// A presence event to deliver to the room's members on `nodes`.
@@ -39,10 +49,12 @@ pub(super) struct Room {
     pub(super) config: HistoryConfig,
     pub(super) presence_events: bool,
     pub(super) members: HashSet<String>,
-    pub(super) users: HashMap<String, u32>,
+    /// Users → their connections in the room; ordered, so a page of
+    /// members after a given user is a range read, not a scan.
+    pub(super) users: BTreeMap<String, u32>,
     pub(super) nodes: HashMap<String, u32>,
     /// Users whose last connection went away within a grace: user → until (ms).
-    pub(super) lingering: HashMap<String, u64>,
+    pub(super) lingering: BTreeMap<String, u64>,
 }
 
 impl Room {
@@ -54,9 +66,9 @@ impl Room {
             config,
             presence_events: false,
             members: HashSet::new(),
-            users: HashMap::new(),
+            users: BTreeMap::new(),
             nodes: HashMap::new(),
-            lingering: HashMap::new(),
+            lingering: BTreeMap::new(),
         }
     }
 
@@ -293,19 +305,41 @@ impl Registry {
     /// Distinct users in `room` with their connection counts, sorted; a
     /// lingering user is listed with 0 connections.
     pub fn room_members(&self, room: &str) -> Vec<(String, u32)> {
-        let mut out: Vec<(String, u32)> = self
-            .rooms
-            .get(room)
-            .map(|r| {
-                r.users
-                    .iter()
-                    .map(|(u, n)| (u.clone(), *n))
-                    .chain(r.lingering.keys().map(|u| (u.clone(), 0)))
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.sort();
-        out
+        self.room_members_page(room, None, usize::MAX).users
+    }
+
+    /// At most `limit` users of `room` whose names sort after `after`
+    /// (from the first without it), with their connection counts, in name
+    /// order; lingering users are listed with 0 connections. Costs
+    /// O(log n + limit), whatever the room's size, so a huge room never
+    /// holds Redis for long.
+    pub fn room_members_page(&self, room: &str, after: Option<&str>, limit: usize) -> MembersPage {
+        let Some(r) = self.rooms.get(room) else {
+            return MembersPage::default();
+        };
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        let mut live = r.users.range::<str, _>((from, Bound::Unbounded)).peekable();
+        let mut gone = r
+            .lingering
+            .range::<str, _>((from, Bound::Unbounded))
+            .peekable();
+        let mut users = Vec::new();
+        loop {
+            // Merge the two ordered ranges (a user is never in both).
+            let next = match (live.peek(), gone.peek()) {
+                (Some((a, _)), Some((b, _))) if b < a => gone.next().map(|(u, _)| (u, 0)),
+                (Some(_), _) => live.next().map(|(u, n)| (u, *n)),
+                (None, Some(_)) => gone.next().map(|(u, _)| (u, 0)),
+                (None, None) => None,
+            };
+            let Some((user, conns)) = next else {
+                return MembersPage { users, more: false };
+            };
+            if users.len() == limit {
+                return MembersPage { users, more: true };
+            }
+            users.push((user.clone(), conns));
+        }
     }
 
     /// Users and connections in `room`, O(1).
@@ -491,6 +525,59 @@ mod tests {
             )
             .unwrap();
         assert!(plain.leave("chat:y", "carol", "c1", None).1.is_some());
+    }
+
+    #[test]
+    fn members_come_in_pages_in_name_order_with_lingering_users() {
+        let mut r = leased();
+        for (i, user) in ["dave", "bob", "erin", "alice"].iter().enumerate() {
+            let conn = format!("c{i}");
+            r.join(
+                &Join::new("chat:p", user, &conn, "n1").with_presence(),
+                "e1",
+            )
+            .unwrap();
+        }
+        r.join(
+            &Join::new("chat:p", "bob", "c9", "n1").with_presence(),
+            "e1",
+        )
+        .unwrap();
+        // carol lingers (0 connections) between bob and dave.
+        r.open(&ConnOpen::new("carol", "c5", "n1", "ip"), 1)
+            .unwrap();
+        r.join(
+            &Join::new("chat:p", "carol", "c5", "n1").with_presence(),
+            "e1",
+        )
+        .unwrap();
+        r.leave("chat:p", "carol", "c5", Some(10_000));
+        let names = |p: &MembersPage| {
+            p.users
+                .iter()
+                .map(|(u, n)| format!("{u}:{n}"))
+                .collect::<Vec<_>>()
+        };
+        let first = r.room_members_page("chat:p", None, 2);
+        assert_eq!(
+            (names(&first), first.more),
+            (vec!["alice:1".to_string(), "bob:2".into()], true)
+        );
+        let second = r.room_members_page("chat:p", Some("bob"), 2);
+        assert_eq!(
+            (names(&second), second.more),
+            (vec!["carol:0".to_string(), "dave:1".into()], true)
+        );
+        let last = r.room_members_page("chat:p", Some("dave"), 2);
+        assert_eq!(
+            (names(&last), last.more),
+            (vec!["erin:1".to_string()], false)
+        );
+        assert_eq!(r.room_members("chat:p").len(), 5);
+        assert_eq!(
+            r.room_members_page("chat:none", None, 2),
+            MembersPage::default()
+        );
     }
 
     #[test]

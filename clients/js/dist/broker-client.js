@@ -1741,9 +1741,15 @@ var BrokerClient = class extends Emitter {
     if (opts.others) frame.others = true;
     return this._request(frame, opts);
   }
-  /** `presence` request: `{users: [{user, conns}], count}`. */
+  /**
+   * `presence` request: `{users: [{user, conns}], count, next?}`. A room of
+   * more than 1000 users comes in pages: pass the `next` of one page as
+   * `opts.after` to get the following one.
+   */
   presence(room, opts = {}) {
-    return this._request({ t: "presence", room }, opts);
+    const frame = { t: "presence", room };
+    if (opts.after != null) frame.after = opts.after;
+    return this._request(frame, opts);
   }
   /** `history` request: `{messages, seq, epoch}`, oldest first. */
   history(room, opts = {}) {

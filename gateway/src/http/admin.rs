@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use broker::command::{validate_event, Broadcast, Kick, Publish, RoomMembers};
+use broker::command::{validate_event, Broadcast, Kick, Publish};
 use broker::names;
 use broker::payload::Format;
 use broker::registry::HistoryConfig;
@@ -19,6 +19,7 @@ use serde_json::json;
 
 use super::{bearer, json_reply, percent_decode, reply, Body};
 use crate::app::App;
+use crate::session::dispatch::presence_page;
 use crate::session::errors::http_error;
 use crate::store::StoreError;
 
@@ -56,7 +57,9 @@ pub(super) async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Bod
         (&Method::GET, ["api", "online"]) => online(&app).await,
         (&Method::POST, ["api", "users", user, "disconnect"]) => disconnect(&app, user).await,
         (&Method::GET, ["api", "users", user, "presence"]) => user_presence(&app, user).await,
-        (&Method::GET, ["api", "rooms", room, "presence"]) => room_presence(&app, room).await,
+        (&Method::GET, ["api", "rooms", room, "presence"]) => {
+            room_presence(&app, room, super::query_param(&req, "after")).await
+        }
         _ => json_reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
 }
@@ -186,23 +189,26 @@ async fn user_presence(app: &App, user: &str) -> Response<Body> {
     }
 }
 
-/// `GET /api/rooms/<room>/presence`.
-async fn room_presence(app: &App, room: &str) -> Response<Body> {
+/// `GET /api/rooms/<room>/presence[?after=user]`: one page of the room's
+/// users (`next` names the `after` of the next page when more follow).
+async fn room_presence(app: &App, room: &str, after: Option<String>) -> Response<Body> {
     if names::validate_room(room).is_err() {
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid room"}));
     }
-    let members = RoomMembers {
-        room: room.to_string(),
-    };
-    match app.node.store.members(&members).await {
-        Ok(users) => {
-            let count = users.len();
-            let users: Vec<_> = users
-                .into_iter()
-                .map(|(user, conns)| json!({"user": user, "conns": conns}))
-                .collect();
-            json_reply(StatusCode::OK, json!({"users": users, "count": count}))
-        }
+    if after
+        .as_deref()
+        .is_some_and(|a| names::validate_user(a).is_err())
+    {
+        return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid after"}));
+    }
+    match presence_page(&app.node.store, room, after).await {
+        Ok(ack) => match broker::msgpack::to_json(&ack) {
+            Ok(body) => json_reply(StatusCode::OK, body),
+            Err(err) => json_reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": err.to_string()}),
+            ),
+        },
         Err(err) => store_error(&err),
     }
 }

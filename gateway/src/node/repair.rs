@@ -112,6 +112,7 @@ async fn fetch_missed(node: &Node, p: &Position) -> StoreResult<Missed> {
         room: p.room.clone(),
         since,
         limit: None,
+        max_bytes: None,
     };
     let mut history = node.store.history(&since(Some(p.seq))).await?;
     let mut after = p.seq;

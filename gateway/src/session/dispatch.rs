@@ -20,6 +20,16 @@ use crate::node::ConnShared;
 /// Most retained messages one `history` request returns.
 const MAX_HISTORY: u32 = 1000;
 
+/// Most bytes of messages one `history` ack holds (further capped to a
+/// quarter of `limits.send_queue_bytes`): a bigger read is answered in
+/// pages (`more: true`), so a client that asks and never reads cannot make
+/// the node hold 1000 × `max_payload` per request.
+const MAX_HISTORY_BYTES: usize = 256 * 1024;
+
+/// Most users one `presence` ack lists; a bigger room is read in pages
+/// (`next`, then `after`).
+pub const PRESENCE_PAGE: u64 = 1000;
+
 /// A client `pub`, as dispatch hands it on.
 struct Publish {
     id: i64,
@@ -85,7 +95,9 @@ impl Connection {
                 };
                 self.publish(shared, claims, publish).await
             }
-            ClientFrame::Presence { id, room } => self.presence(shared, claims, id, &room).await,
+            ClientFrame::Presence { id, room, after } => {
+                self.presence(shared, claims, id, &room, after).await
+            }
             ClientFrame::History {
                 id,
                 room,
@@ -148,23 +160,28 @@ impl Connection {
         }
     }
 
-    /// `presence`: the room's users and their connection counts.
-    async fn presence(&self, shared: &ConnShared, claims: &Claims, id: i64, room: &str) {
+    /// `presence`: the room's users and their connection counts, at most
+    /// [`PRESENCE_PAGE`] of them after `after`.
+    async fn presence(
+        &self,
+        shared: &ConnShared,
+        claims: &Claims,
+        id: i64,
+        room: &str,
+        after: Option<String>,
+    ) {
         let allowed = policy::may_read_presence(&self.app.config, &shared.user, claims, room);
         if let Err(denied) = allowed {
             return self.deny(id, denied);
         }
-        let members = command::RoomMembers {
-            room: room.to_string(),
-        };
-        match self.app.node.store.members(&members).await {
-            Ok(users) => {
-                let count = users.len() as u64;
-                self.send(protocol::encode_ack_raw(
-                    id,
-                    &protocol::ack_presence(&users, count),
-                ));
-            }
+        if after
+            .as_deref()
+            .is_some_and(|a| broker::names::validate_user(a).is_err())
+        {
+            return self.send_err(Some(id), ErrorCode::BadFrame, "after: not a user id", None);
+        }
+        match presence_page(&self.app.node.store, room, after).await {
+            Ok(page) => self.send(protocol::encode_ack_raw(id, &page)),
             Err(err) => self.store_err(id, &err),
         }
     }
@@ -183,17 +200,19 @@ impl Connection {
         if let Err(denied) = allowed {
             return self.deny(id, denied);
         }
+        let max_bytes = MAX_HISTORY_BYTES.min(self.app.config.limits.send_queue_bytes / 4);
         let history = command::History {
             room: room.to_string(),
             since,
             limit: Some(u64::from(limit.unwrap_or(MAX_HISTORY).min(MAX_HISTORY))),
+            max_bytes: Some(max_bytes as u64),
         };
         match self.app.node.store.history(&history).await {
             Ok(h) => {
                 let frames: Vec<&[u8]> = h.messages.iter().map(Vec::as_slice).collect();
                 self.send(protocol::encode_ack_raw(
                     id,
-                    &protocol::ack_history(&frames, h.seq, &h.epoch),
+                    &protocol::ack_history_page(&frames, h.seq, &h.epoch, h.more),
                 ));
             }
             Err(err) => self.store_err(id, &err),
@@ -329,4 +348,29 @@ fn is_member(shared: &ConnShared, room: &str) -> bool {
         .lock()
         .map(|r| r.contains_key(room))
         .unwrap_or(false)
+}
+
+/// One page of `room`'s users as `presence` ack data: at most
+/// [`PRESENCE_PAGE`] after `after`, `count` the room's total, `next` set
+/// when more follow. One module call; a second (`ROOM.COUNT`, O(1)) only
+/// when the page is full, for the total.
+pub async fn presence_page(
+    store: &crate::store::Store,
+    room: &str,
+    after: Option<String>,
+) -> crate::store::StoreResult<Vec<u8>> {
+    let mut read = command::RoomMembers::new(room).limit(PRESENCE_PAGE + 1);
+    read.after = after.clone();
+    let mut users = store.members(&read).await?;
+    let more = users.len() as u64 > PRESENCE_PAGE;
+    users.truncate(PRESENCE_PAGE as usize);
+    let count = if more || after.is_some() {
+        store.room_count(&command::RoomCount::new(room)).await?.0
+    } else {
+        users.len() as u64
+    };
+    let next = more
+        .then(|| users.last().map(|(u, _)| u.as_str()))
+        .flatten();
+    Ok(protocol::ack_presence_page(&users, count, next))
 }

@@ -13,7 +13,7 @@
 
 pub mod admission;
 mod connection;
-mod dispatch;
+pub mod dispatch;
 pub mod errors;
 pub mod policy;
 pub mod preauth;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use broker::command::{
     Broadcast, Command, ConnClose, ConnOpen, History, Join, Kick, Leave, NodeConns, NodeLease,
-    NodeRelease, Nodes, Online, Presence, Publish, RoomMembers, UserRooms,
+    NodeRelease, Nodes, Online, Presence, Publish, RoomCount, RoomMembers, UserRooms,
 };
 use broker::registry::NodeConn;
 use redis::{Cmd, FromRedisValue, Value};
@@ -62,6 +62,9 @@ pub struct HistoryPage {
     pub epoch: String,
     /// Retained `msg` frames, oldest first.
     pub messages: Vec<Vec<u8>>,
+    /// True when retained messages after the last one were left out (the
+    /// read's `LIMIT` or `MAXBYTES`).
+    pub more: bool,
 }
 
 /// One master's channel for this node on a Redis Cluster (see
@@ -193,10 +196,13 @@ impl Store {
             seq: fields.int("seq")?,
             epoch: fields.text("epoch")?,
             messages: fields.frames("messages")?,
+            // Absent from a module older than `MAXBYTES`.
+            more: fields.get("more").is_ok_and(|v| as_int(v.clone()) == Ok(1)),
         })
     }
 
-    /// Distinct users of a room with their connection counts.
+    /// One page of a room's distinct users with their connection counts, in
+    /// name order (see [`RoomMembers`] for the page's size and start).
     pub async fn members(&self, members: &RoomMembers) -> StoreResult<Vec<(String, u64)>> {
         let (label, cmd) = request(members);
         let reply: Value = self.run(&label, cmd).await?;
@@ -205,6 +211,13 @@ impl Store {
             out.push((as_text(k)?, as_int(v)?));
         }
         Ok(out)
+    }
+
+    /// Users and connections of a room, `(users, connections)`.
+    pub async fn room_count(&self, count: &RoomCount) -> StoreResult<(u64, u64)> {
+        let (label, cmd) = request(count);
+        let fields = Fields::new(self.run(&label, cmd).await?)?;
+        Ok((fields.int("users")?, fields.int("connections")?))
     }
 
     /// A user's presence as the module reports it, converted to JSON.

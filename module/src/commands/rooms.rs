@@ -95,15 +95,20 @@ pub fn end_lingering(ctx: &Context, cmd: &ApplyLeave) -> bool {
     ended
 }
 
-/// `BROKER.ROOM.MEMBERS room`: distinct users with their connection counts.
+/// `BROKER.ROOM.MEMBERS room [AFTER user] [LIMIT n]`: one page of the
+/// room's distinct users with their connection counts, in name order.
 pub fn room_members(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, members)
 }
 
 fn members(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let cmd: RoomMembers = parse(argv)?;
-    let members = state::with(|s| s.registry.room_members(&cmd.room));
-    let map = members
+    let page = state::with(|s| {
+        s.registry
+            .room_members_page(&cmd.room, cmd.after.as_deref(), cmd.page_size())
+    });
+    let map = page
+        .users
         .into_iter()
         .map(|(user, n)| (RedisValueKey::String(user), reply::int(u64::from(n))))
         .collect();
@@ -124,7 +129,8 @@ fn count(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     ]))
 }
 
-/// `BROKER.HISTORY room [SINCE seq] [LIMIT n]`: retained messages.
+/// `BROKER.HISTORY room [SINCE seq] [LIMIT n] [MAXBYTES n]`: retained
+/// messages, and whether more are retained after the last one given.
 pub fn history(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     guard::run(ctx, args, read_history)
 }
@@ -132,15 +138,19 @@ pub fn history(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 fn read_history(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let cmd: History = parse(argv)?;
     let limit = cmd.limit.map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let max_bytes = cmd
+        .max_bytes
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let now = state::now_ms();
     Ok(state::with(|s| {
-        let read = s
-            .registry
-            .history(&cmd.room, cmd.since.unwrap_or(0), limit, now);
+        let read =
+            s.registry
+                .history_page(&cmd.room, cmd.since.unwrap_or(0), limit, max_bytes, now);
         reply::map([
             ("seq", reply::int(read.seq)),
             ("epoch", reply::text(read.epoch)),
             ("messages", reply::frames(&read.frames)),
+            ("more", reply::int(u64::from(read.more))),
         ])
     }))
 }

@@ -80,6 +80,12 @@ pub(super) fn all_frames() -> Vec<ClientFrame> {
         ClientFrame::Presence {
             id: 300,
             room: "chat:lobby".into(),
+            after: None,
+        },
+        ClientFrame::Presence {
+            id: 301,
+            room: "chat:lobby".into(),
+            after: Some("bob".into()),
         },
         ClientFrame::History {
             id: 70_000,

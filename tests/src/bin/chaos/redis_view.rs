@@ -129,7 +129,7 @@ pub fn snapshot(
             pipe.add_command(Presence::new(u).to_cmd());
         }
         for r in &my_rooms {
-            pipe.add_command(RoomMembers::new(r).to_cmd());
+            pipe.add_command(RoomMembers::new(r).limit(RoomMembers::MAX_LIMIT).to_cmd());
             pipe.add_command(RoomCount::new(r).to_cmd());
         }
         let replies: Vec<Value> = pipe.query(&mut con).map_err(|e| format!("{port}: {e}"))?;
