@@ -66,7 +66,6 @@ fn wrong_number_of_arguments() {
             &["BROKER.USER.ROOMS"],
             &["BROKER.USER.ROOMS", "alice", "bob"],
             &["BROKER.ROOM.MEMBERS"],
-            &["BROKER.ROOM.MEMBERS", "chat:a", "chat:b"],
             &["BROKER.ROOM.COUNT"],
             &["BROKER.ROOM.COUNT", "chat:a", "chat:b"],
             &["BROKER.ONLINE", "x"],
@@ -487,4 +486,47 @@ fn bad_module_arguments_stop_the_server_from_starting() {
         };
         assert!(!status.success(), "{args:?}: {status}");
     }
+}
+
+#[test]
+fn apply_publish_cannot_freeze_or_rewind_a_room() {
+    let mut w = world::World::start();
+    w.node("n1");
+    let alice = w.open("alice", "c1", "n1");
+    w.join(&alice, "feed:x");
+    w.publish("feed:x", "1");
+    w.publish("feed:x", "2");
+    let epoch = text(&w.history("feed:x")["epoch"]);
+    assert!(!epoch.is_empty());
+    let frame: &[u8] = b"\x81\xa1t\xa3msg"; // {"t": "msg"}
+    let apply = |con: &mut redis::Connection, seq: u64, epoch: &str| {
+        redis::cmd("BROKER.APPLY.PUBLISH")
+            .arg("feed:x")
+            .arg(seq)
+            .arg(epoch)
+            .arg(1)
+            .arg(10)
+            .arg(0)
+            .arg(frame)
+            .query::<redis::Value>(con)
+    };
+    for (seq, ep, says) in [
+        (u64::MAX, epoch.as_str(), "seq"),
+        (0, epoch.as_str(), "seq"),
+        (2, epoch.as_str(), "the room is at 2"),
+        (1, epoch.as_str(), "the room is at 2"),
+        (3, "", "epoch"),
+    ] {
+        let line = err_line(&apply(&mut w.con, seq, ep).expect_err("refused"));
+        assert!(
+            line.starts_with("ERR invalid") && line.contains(says),
+            "{seq} {ep:?}: {line}"
+        );
+    }
+    // Nothing moved: the room is still at 2 and publishes go on.
+    assert_eq!(w.seq("feed:x"), 2);
+    assert_eq!(w.publish("feed:x", "3"), 3);
+    // What a master really sends still applies.
+    assert_eq!(int(&apply(&mut w.con, 4, &epoch).expect("applied")), 4);
+    assert_eq!(w.seq("feed:x"), 4);
 }

@@ -580,3 +580,27 @@ async fn behind_a_trusted_proxy_the_per_ip_limit_counts_clients() {
     );
     drop(held);
 }
+
+#[tokio::test]
+async fn refreshing_with_bad_tokens_closes_the_connection() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let mut bystander = Bystander::join(&gw).await;
+    let mut c = gw.connect("mallory").await;
+    let forged = broker_tests::gateway::token_with(
+        &json!({"sub": "mallory", "exp": broker_tests::gateway::now_s() + 3600}),
+        "wrong-secret",
+    );
+    // Four rejected refreshes are answered and the connection lives on...
+    for _ in 0..4 {
+        let (code, _) = c.err(broker_tests::gateway::refresh(&forged)).await;
+        assert_eq!(code, "unauthorized");
+    }
+    c.ping().await;
+    // ...the fifth is answered, then the connection is closed with 4001.
+    let (code, _) = c.err(broker_tests::gateway::refresh(&forged)).await;
+    assert_eq!(code, "unauthorized");
+    assert_eq!(c.expect_close().await, 4001);
+    assert!(gw.metric("broker_auth_failures_total").await >= 5.0);
+    bystander.still_fine(&gw, &redis, "bad refreshes").await;
+}

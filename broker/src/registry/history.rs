@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, Room};
-use crate::command::{ApplyPublish, Refusal};
+use crate::command::{ApplyPublish, ParseError, Refusal};
 
 /// History settings of a room: keep the last `size` messages for `ttl_ms`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +153,34 @@ impl Registry {
             config,
             sender_user,
         })
+    }
+
+    /// Checks a replicated publish (`BROKER.APPLY.PUBLISH`) before it is
+    /// applied: its `seq` must be a real sequence number (1 to
+    /// `u64::MAX - 1`, so the room's next publish still has one) and, in
+    /// the room's current epoch, move the room forward. Replicas and AOF
+    /// replays always pass; a caller that is not the master gets an error
+    /// instead of freezing a room or rewinding it.
+    ///
+    /// # Errors
+    /// [`ParseError::Invalid`] naming what is wrong.
+    pub fn check_apply(&self, apply: &ApplyPublish) -> Result<(), ParseError> {
+        if apply.seq == 0 || apply.seq == u64::MAX {
+            return Err(ParseError::Invalid(format!(
+                "seq {}: must be 1 to {}",
+                apply.seq,
+                u64::MAX - 1
+            )));
+        }
+        if apply.epoch.is_empty() {
+            return Err(ParseError::Invalid("epoch: must not be empty".into()));
+        }
+        match self.rooms.get(&apply.room) {
+            Some(r) if r.epoch == apply.epoch && apply.seq <= r.seq => Err(ParseError::Invalid(
+                format!("seq {}: the room is at {} in this epoch", apply.seq, r.seq),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Records a published message: sets the room's sequence and epoch
@@ -319,6 +347,22 @@ mod tests {
         assert_eq!((last.frames.clone(), last.more), (vec![&[5u8][..]], false));
         assert!(r.history_page("chat:x", 0, Some(2), None, 500).more);
         assert!(!r.history_page("chat:x", 0, Some(3), None, 500).more);
+        // A replicated publish must move the room forward.
+        let at = |seq: u64, epoch: &str| applied("chat:x", seq, epoch, 600, cfg, &[9]);
+        assert!(r.check_apply(&at(6, "e1")).is_ok());
+        assert!(
+            r.check_apply(&at(1, "e2")).is_ok(),
+            "a new epoch starts over"
+        );
+        for bad in [
+            at(5, "e1"),
+            at(2, "e1"),
+            at(0, "e1"),
+            at(u64::MAX, "e2"),
+            at(7, ""),
+        ] {
+            assert!(r.check_apply(&bad).is_err(), "{bad:?}");
+        }
         let ok = r.recover("chat:x", 3, "e1", 500);
         assert!(ok.recovered);
         assert_eq!(ok.frames.len(), 2);

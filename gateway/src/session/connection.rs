@@ -27,6 +27,10 @@ const AUTH_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BAD_STREAK: u32 = 8;
 /// Bad frames in total that close the connection with 4008.
 const MAX_BAD_TOTAL: u32 = 64;
+/// `refresh` frames with a rejected token (or another user's) that close
+/// the connection with 4001: each one costs a signature check, and a
+/// client that keeps failing has no token worth waiting for.
+pub(super) const MAX_REFRESH_FAILURES: u32 = 5;
 
 /// The request side of one connection.
 pub(super) struct Connection {
@@ -35,6 +39,8 @@ pub(super) struct Connection {
     pub(super) ip: String,
     bad_streak: u32,
     bad_total: u32,
+    /// Rejected `refresh` tokens so far ([`MAX_REFRESH_FAILURES`]).
+    pub(super) refresh_failures: u32,
     /// The id of an `auth` request to ack after `welcome`.
     auth_ack: Option<i64>,
     /// What is left of `limits.requests`.
@@ -50,6 +56,7 @@ impl Connection {
             ip,
             bad_streak: 0,
             bad_total: 0,
+            refresh_failures: 0,
             auth_ack: None,
             requests: RequestLimit::default(),
         }

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use broker::command::{self, RateLimit};
 use broker::gcra::Rate;
-use broker::protocol::{self, ClientFrame, ErrorCode, Since};
+use broker::protocol::{self, ClientFrame, CloseCode, ErrorCode, Since};
 use broker::registry::HistoryConfig;
 
 use super::admission;
-use super::connection::Connection;
+use super::connection::{Connection, MAX_REFRESH_FAILURES};
 use super::policy::{self, Denied};
 use crate::auth::Claims;
 use crate::clock::now_ms;
@@ -107,29 +107,33 @@ impl Connection {
         }
     }
 
-    /// `refresh`: a new token for the same user moves the expiry.
-    fn refresh(&self, shared: &ConnShared, claims: &mut Claims, id: i64, token: &str) {
-        match admission::verify(&self.app, token) {
+    /// `refresh`: a new token for the same user moves the expiry. The
+    /// [`MAX_REFRESH_FAILURES`]th rejected token closes the connection
+    /// with 4001.
+    fn refresh(&mut self, shared: &ConnShared, claims: &mut Claims, id: i64, token: &str) {
+        let (code, msg) = match admission::verify(&self.app, token) {
             Ok(fresh) if fresh.sub == claims.sub => {
                 *claims = fresh;
                 shared
                     .exp_ms
                     .store(claims.exp.saturating_mul(1000), Ordering::Relaxed);
                 shared.expiring_sent.store(false, Ordering::Relaxed);
-                self.send(protocol::encode_ack_raw(
+                return self.send(protocol::encode_ack_raw(
                     id,
                     &protocol::ack_refresh(claims.exp),
                 ));
             }
-            Ok(_) => self.send_err(
-                Some(id),
+            Ok(_) => (
                 ErrorCode::Forbidden,
-                "token is for another user",
-                None,
+                "token is for another user".to_string(),
             ),
-            Err(err) => {
-                self.send_err(Some(id), ErrorCode::Unauthorized, &err.to_string(), None);
-            }
+            Err(err) => (ErrorCode::Unauthorized, err.to_string()),
+        };
+        self.send_err(Some(id), code, &msg, None);
+        self.refresh_failures += 1;
+        if self.refresh_failures >= MAX_REFRESH_FAILURES {
+            self.outlet
+                .close(CloseCode::Token, "too many rejected refresh tokens");
         }
     }
 

@@ -114,9 +114,11 @@ fn run_apply(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let cmd: ApplyPublish = parse(argv)?;
     msgpack::check(&cmd.frame)?;
     state::with(|s| {
+        s.registry.check_apply(&cmd)?;
         s.registry.apply_publish(&cmd);
         s.stats.publishes += 1;
-    });
+        Ok::<(), error::Error>(())
+    })?;
     replicate(ctx, &cmd);
     Ok(reply::int(cmd.seq))
 }

@@ -594,3 +594,15 @@ fn random_input_never_panics() {
     }
     assert!(decoded > 100, "{decoded}");
 }
+
+#[test]
+fn presence_after_round_trips() {
+    let frame = ClientFrame::Presence {
+        id: 301,
+        room: "chat:lobby".into(),
+        after: Some("bob".into()),
+    };
+    let bytes = encode_client_frame(&frame);
+    assert_eq!(map_keys(&bytes), ["t", "id", "room", "after"]);
+    assert_eq!(decode_client_frame(&bytes).unwrap(), frame);
+}

@@ -82,11 +82,6 @@ pub(super) fn all_frames() -> Vec<ClientFrame> {
             room: "chat:lobby".into(),
             after: None,
         },
-        ClientFrame::Presence {
-            id: 301,
-            room: "chat:lobby".into(),
-            after: Some("bob".into()),
-        },
         ClientFrame::History {
             id: 70_000,
             room: "chat:lobby".into(),
