@@ -10,7 +10,7 @@
 //! used as an HS256 secret).
 //!
 //! With `auth.jwks_file` the token header's `kid` chooses the key
-//! ([`jwks`]); a token without `kid`, or with a `kid` the set does not
+//! (`jwks.rs`); a token without `kid`, or with a `kid` the set does not
 //! hold, is refused — also when the set holds a single key, so that adding
 //! a second key during a rotation never starts refusing tokens that were
 //! accepted before. The set sits behind an [`ArcSwap`]: a reload swaps it
