@@ -16,7 +16,8 @@
 //! Shared by all of them:
 //!
 //! - [`config`]: TOML + `BROKER_*` environment configuration.
-//! - [`auth`]: JWT verification (keys and validation built once).
+//! - [`auth`]: JWT verification (keys and validation built once per load;
+//!   `auth.jwks_file` re-read on SIGHUP).
 //! - [`client_ip`]: the client's address behind trusted proxies.
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`clock`]: wall-clock and monotonic milliseconds.
@@ -88,6 +89,10 @@ pub async fn run(
         ping_every_ms: config.limits.ping_interval_s.max(1).saturating_mul(1000),
     };
     let app = Arc::new(App::new(config, auth, node.clone()));
+    let jwks_reload = tokio::spawn(auth::reload::on_sighup(
+        app.auth.clone(),
+        node.metrics.clone(),
+    ));
     tracing::info!(
         node = %node.id,
         public = %public.local_addr()?,
@@ -130,6 +135,7 @@ pub async fn run(
     admin_task.abort();
     keepalive.abort();
     reconcile.abort();
+    jwks_reload.abort();
     tracing::info!(node = %node.id, "stopped");
     Ok(())
 }

@@ -100,7 +100,19 @@ pub struct Metrics {
     /// `broker_connections_refused_total{reason}`: WebSocket upgrades
     /// refused, by [`REFUSAL_REASONS`].
     pub connections_refused: IntCounterVec,
+    /// `broker_jwks_reloads_total{result}`: re-reads of `auth.jwks_file`
+    /// (on SIGHUP), by [`JWKS_RELOAD_RESULTS`]; on `error` the keys in use
+    /// stayed.
+    pub jwks_reloads: IntCounterVec,
+    /// `broker_auth_keys`: keys in use (the JWKS's, 1 for `auth.secret` /
+    /// `auth.public_key_file`, 0 without any key).
+    pub auth_keys: IntGauge,
 }
+
+/// How a re-read of `auth.jwks_file` ended (the `result` label): `ok` (the
+/// new keys are in use) or `error` (the file was refused, the old keys
+/// stay).
+pub const JWKS_RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// Why an upgrade of `/ws` was refused (the `reason` label).
 pub const REFUSAL_REASONS: [&str; 6] = [
@@ -254,6 +266,21 @@ impl Metrics {
         for reason in REFUSAL_REASONS {
             connections_refused.with_label_values(&[reason]);
         }
+        let jwks_reloads = IntCounterVec::new(
+            Opts::new(
+                "broker_jwks_reloads_total",
+                "Re-reads of auth.jwks_file (SIGHUP), by result; on error the old keys stay.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(jwks_reloads.clone()))?;
+        for result in JWKS_RELOAD_RESULTS {
+            jwks_reloads.with_label_values(&[result]);
+        }
+        let auth_keys = int_gauge(
+            "broker_auth_keys",
+            "JWT verification keys in use (the JWKS's, 1 for auth.secret or auth.public_key_file).",
+        )?;
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -293,6 +320,8 @@ impl Metrics {
             reconcile_fixes,
             reregistration_seconds,
             connections_refused,
+            jwks_reloads,
+            auth_keys,
         })
     }
 }
@@ -318,7 +347,9 @@ impl std::fmt::Debug for Metrics {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 16] = [
+        "broker_jwks_reloads_total",
+        "broker_auth_keys",
         "broker_connections",
         "broker_messages_delivered_total",
         "broker_messages_published_total",
@@ -369,6 +400,10 @@ mod tests {
         let text = Metrics::new().render();
         for code in ERROR_CODES {
             let series = format!("broker_errors_total{{code=\"{code}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for result in JWKS_RELOAD_RESULTS {
+            let series = format!("broker_jwks_reloads_total{{result=\"{result}\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
         }
         assert_eq!(

@@ -16,7 +16,9 @@
 //! - [`join`], [`publish`], [`ping`] and friends build requests; the client
 //!   gives each its id.
 //! - [`token`] and [`token_with`] mint HS256 tokens with the fixture's
-//!   secret, [`unsigned_token`] an `alg: none` one.
+//!   secret, [`unsigned_token`] an `alg: none` one; [`token_kid`] one that
+//!   names its key, for a gateway started with [`Options::jwks_file`] on a
+//!   set written by [`jwks`] ([`Gateway::sighup`] makes it re-read it).
 //! - [`http_get`] and [`http_post`] are a tiny HTTP/1.1 client for the
 //!   admin API and the health endpoints.
 //! - [`presence`] and [`online`] read `BROKER.PRESENCE` and `BROKER.ONLINE`.
@@ -125,6 +127,10 @@ pub struct Options {
     /// `redis.url` as TOML [the server's own]: e.g. a
     /// [`crate::proxy::Proxy`] in front of it, or a cluster's seeds.
     pub redis_url: Option<String>,
+    /// `auth.jwks_file`, written in place of `auth.secret` (default:
+    /// unset: the gateway verifies with [`SECRET`]). See [`jwks`] and
+    /// [`token_kid`].
+    pub jwks_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -147,6 +153,7 @@ impl Default for Options {
             echo: false,
             extra_toml: String::new(),
             redis_url: None,
+            jwks_file: None,
         }
     }
 }
@@ -241,6 +248,12 @@ impl Options {
     /// Turns on `testing.echo` (`GET /echo`).
     pub fn echo(mut self) -> Self {
         self.echo = true;
+        self
+    }
+
+    /// Sets `auth.jwks_file` (in place of `auth.secret`).
+    pub fn jwks_file(mut self, path: &Path) -> Self {
+        self.jwks_file = Some(path.to_path_buf());
         self
     }
 }
@@ -462,6 +475,20 @@ impl Gateway {
         }
     }
 
+    /// Sends SIGHUP (the gateway re-reads `auth.jwks_file`); does not wait
+    /// for the reload (poll `broker_jwks_reloads_total` for that).
+    ///
+    /// # Panics
+    /// When the process is not running or `kill` fails.
+    pub fn sighup(&self) {
+        let pid = self.pid().expect("the gateway is running");
+        let status = Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -HUP {pid} failed");
+    }
+
     /// Kills the process (SIGKILL) and reaps it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -617,6 +644,10 @@ fn config_toml(
         .iter()
         .map(|p| format!("{p:?}"))
         .collect();
+    let key = match &opts.jwks_file {
+        Some(path) => format!("jwks_file = {:?}", path.display().to_string()),
+        None => format!("secret = {SECRET:?}"),
+    };
     let api_key = opts
         .api_key
         .as_ref()
@@ -633,7 +664,7 @@ trusted_proxies = [{proxies}]
 url = {redis_url}
 
 [auth]
-secret = "{SECRET}"
+{key}
 leeway_s = {leeway}
 
 {api_key}
@@ -699,6 +730,32 @@ pub fn token_with(claims: &J, secret: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .expect("sign a token")
+}
+
+/// An HS256 token with exactly these claims, signed with `secret`, whose
+/// header names key `kid` (for gateways with `auth.jwks_file`).
+pub fn token_kid(claims: &J, kid: &str, secret: &str) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_string());
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign a token")
+}
+
+/// A JWK Set (RFC 7517) of HS256 `oct` keys, `(kid, secret)` each, as
+/// JSON text for `auth.jwks_file`.
+pub fn jwks(keys: &[(&str, &str)]) -> String {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let keys: Vec<J> = keys
+        .iter()
+        .map(|(kid, secret)| {
+            json!({"kty": "oct", "kid": kid, "alg": "HS256", "use": "sig", "k": b64.encode(secret)})
+        })
+        .collect();
+    json!({ "keys": keys }).to_string()
 }
 
 /// A token with header `{"alg": "none"}` and an empty signature.

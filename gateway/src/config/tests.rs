@@ -382,6 +382,8 @@ fn auth_validation() {
         "[auth]\ndev_tokens = true\n",
         "[auth]\nalgorithm = \"RS256\"\npublic_key_file = \"k.pem\"\n",
         "[auth]\nalgorithm = \"ES256\"\npublic_key_file = \"k.pem\"\n",
+        "[auth]\njwks_file = \"jwks.json\"\n",
+        "[auth]\nalgorithm = \"HS256\"\njwks_file = \"jwks.json\"\nissuer = \"i\"\n",
     ];
     for toml in ok {
         assert!(load(toml).is_ok(), "{toml:?}: {:?}", load(toml));
@@ -427,6 +429,26 @@ fn auth_validation() {
         (
             "[auth]\nsecret = \"s\"\nleeway_s = 100000\n",
             "auth.leeway_s",
+        ),
+        (
+            "[auth]\njwks_file = \"jwks.json\"\nsecret = \"s\"\n",
+            "auth.jwks_file cannot be combined with auth.secret or auth.public_key_file",
+        ),
+        (
+            "[auth]\njwks_file = \"jwks.json\"\npublic_key_file = \"k.pem\"\n",
+            "auth.jwks_file cannot be combined",
+        ),
+        (
+            "[auth]\njwks_file = \"jwks.json\"\nalgorithm = \"RS256\"\n",
+            "auth.algorithm is not used with auth.jwks_file",
+        ),
+        (
+            "[auth]\njwks_file = \"jwks.json\"\ndev_tokens = true\n",
+            "auth.dev_tokens is refused when a real secret is configured",
+        ),
+        (
+            "[auth]\njwks_file = \"\"\n",
+            "auth.jwks_file must not be empty",
         ),
     ];
     for (toml, needle) in bad {

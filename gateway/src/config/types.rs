@@ -95,13 +95,18 @@ impl Default for RedisConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// One of [`super::ALGORITHMS`]; the only algorithm accepted (never taken from
-    /// the token, which is what prevents algorithm-confusion attacks).
+    /// the token, which is what prevents algorithm-confusion attacks). Not
+    /// used with `jwks_file` (left at its default there).
     pub algorithm: String,
     /// Shared secret for HS256/HS384/HS512.
     pub secret: Option<String>,
     /// PEM public key for RS256/ES256 (relative paths are relative to the
     /// working directory).
     pub public_key_file: Option<PathBuf>,
+    /// A JWK Set (RFC 7517 JSON, `{"keys": [...]}`) instead of `secret` /
+    /// `public_key_file`: each token's `kid` chooses its key, each key has
+    /// its own algorithm; re-read on SIGHUP (see `crate::auth`).
+    pub jwks_file: Option<PathBuf>,
     /// Expected `iss`; when set, tokens must carry it.
     pub issuer: Option<String>,
     /// Expected `aud`; when set, tokens must carry it.
@@ -121,6 +126,7 @@ impl Default for AuthConfig {
             algorithm: "HS256".to_owned(),
             secret: None,
             public_key_file: None,
+            jwks_file: None,
             issuer: None,
             audience: None,
             leeway_s: 30,

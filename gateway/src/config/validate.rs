@@ -22,8 +22,11 @@ pub const MAX_PRESENCE_GRACE_MS: u64 = 3_600_000;
 
 impl Config {
     /// Checks the values together: the JWT algorithm and its key (HS* need
-    /// `secret` unless `dev_tokens` or `allow_anonymous`; RS256/ES256 need
-    /// `public_key_file`; `dev_tokens` is refused with a real secret or key),
+    /// `secret` unless `jwks_file`, `dev_tokens` or `allow_anonymous`;
+    /// RS256/ES256 need `public_key_file` unless `jwks_file`; `jwks_file` is
+    /// refused with `secret`, `public_key_file` or a non-default
+    /// `algorithm`; `dev_tokens` is refused with a real secret or key; the
+    /// JWKS file itself is read when the authenticator is built),
     /// positive limits, valid namespace names and policies, positive rate
     /// parameters, `lease_ms >= 300`.
     ///
@@ -100,13 +103,34 @@ impl Config {
         let hmac = auth.algorithm.starts_with("HS");
         let secret = auth.secret.is_some();
         let key = auth.public_key_file.is_some();
+        let jwks = auth.jwks_file.is_some();
         if auth.secret.as_deref() == Some("") {
             problems.push("auth.secret must not be empty".to_owned());
         }
-        if hmac {
+        if jwks {
+            if auth
+                .jwks_file
+                .as_deref()
+                .is_some_and(|p| p.as_os_str().is_empty())
+            {
+                problems.push("auth.jwks_file must not be empty (omit it instead)".to_owned());
+            }
+            if secret || key {
+                problems.push(
+                    "auth.jwks_file cannot be combined with auth.secret or auth.public_key_file: put every key in the JWKS"
+                        .to_owned(),
+                );
+            }
+            if auth.algorithm != "HS256" {
+                problems.push(
+                    "auth.algorithm is not used with auth.jwks_file (each key's algorithm comes from its alg, or its kty/crv): remove it"
+                        .to_owned(),
+                );
+            }
+        } else if hmac {
             if !secret && !auth.dev_tokens && !auth.allow_anonymous {
                 problems.push(format!(
-                    "auth.algorithm {} needs auth.secret (or auth.dev_tokens / auth.allow_anonymous)",
+                    "auth.algorithm {} needs auth.secret, or auth.jwks_file (or auth.dev_tokens / auth.allow_anonymous)",
                     auth.algorithm
                 ));
             }
@@ -119,7 +143,7 @@ impl Config {
         } else if ALGORITHMS.contains(&auth.algorithm.as_str()) {
             if !key {
                 problems.push(format!(
-                    "auth.algorithm {} needs auth.public_key_file",
+                    "auth.algorithm {} needs auth.public_key_file, or auth.jwks_file",
                     auth.algorithm
                 ));
             }
@@ -131,7 +155,7 @@ impl Config {
             }
         }
         if auth.dev_tokens {
-            if secret || key {
+            if secret || key || jwks {
                 problems
                     .push("auth.dev_tokens is refused when a real secret is configured".to_owned());
             } else if auth.algorithm != "HS256" {
