@@ -100,10 +100,19 @@ pub struct Metrics {
     /// `broker_connections_refused_total{reason}`: WebSocket upgrades
     /// refused, by [`REFUSAL_REASONS`].
     pub connections_refused: IntCounterVec,
+    /// `broker_connections_max`: the node's cap on WebSocket connections
+    /// (`limits.max_conns`, or what the open-file limit allows).
+    pub connections_max: IntGauge,
+    /// `broker_accept_errors_total`: `accept` calls on a listener that
+    /// failed, e.g. out of file descriptors (the listener then backs off).
+    pub accept_errors: IntCounter,
 }
 
 /// Why an upgrade of `/ws` was refused (the `reason` label).
-pub const REFUSAL_REASONS: [&str; 6] = [
+pub const REFUSAL_REASONS: [&str; 7] = [
+    // `limits.max_conns`: the node holds as many WebSocket connections as
+    // it may (HTTP 503).
+    "max_conns",
     // `limits.max_preauth_per_ip`: too many sockets of the address are
     // waiting for their `auth` frame.
     "preauth_per_ip",
@@ -254,6 +263,14 @@ impl Metrics {
         for reason in REFUSAL_REASONS {
             connections_refused.with_label_values(&[reason]);
         }
+        let connections_max = int_gauge(
+            "broker_connections_max",
+            "Most WebSocket connections this node accepts (limits.max_conns, or from the open-file limit).",
+        )?;
+        let accept_errors = counter(
+            "broker_accept_errors_total",
+            "Failed accepts on the listeners (e.g. out of file descriptors).",
+        )?;
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -293,6 +310,8 @@ impl Metrics {
             reconcile_fixes,
             reregistration_seconds,
             connections_refused,
+            connections_max,
+            accept_errors,
         })
     }
 }
@@ -318,7 +337,7 @@ impl std::fmt::Debug for Metrics {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 14] = [
+    const NAMES: [&str; 17] = [
         "broker_connections",
         "broker_messages_delivered_total",
         "broker_messages_published_total",
@@ -332,6 +351,9 @@ mod tests {
         "broker_frames_received_total",
         "broker_redis_up",
         "broker_node_lease_held",
+        "broker_connections_refused_total",
+        "broker_connections_max",
+        "broker_accept_errors_total",
         "process_resident_memory_bytes",
     ];
 
@@ -378,6 +400,10 @@ mod tests {
             ),
             Some(0.0)
         );
+        for reason in REFUSAL_REASONS {
+            let series = format!("broker_connections_refused_total{{reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
     }
 
     #[test]
