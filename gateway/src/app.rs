@@ -1,6 +1,7 @@
 //! What the sessions and the HTTP listeners share: configuration, the JWT
-//! verifier, the trusted proxies, the node, and the counter of connection
-//! ids. (The node's own tasks get only the [`Node`].)
+//! verifier, the trusted proxies, the node, the node's connection cap and
+//! per-address count of unauthenticated connections, and the counter of
+//! connection ids. (The node's own tasks get only the [`Node`].)
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use crate::auth::Authenticator;
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
 use crate::node::Node;
+use crate::session::capacity::Capacity;
 use crate::session::preauth::Preauth;
 
 /// The state of one gateway process above the node.
@@ -23,15 +25,24 @@ pub struct App {
     pub node: Arc<Node>,
     /// Connections waiting for their `auth` frame, per client address.
     pub preauth: Arc<Preauth>,
+    /// Places of this node's WebSocket connections (`limits.max_conns`).
+    pub capacity: Arc<Capacity>,
     conn_counter: AtomicU64,
 }
 
 impl App {
-    /// Builds the shared state.
+    /// Builds the shared state. The connection cap is `limits.max_conns`,
+    /// or with 0 what the open-file limit allows now
+    /// ([`crate::fd_limit::max_conns`]).
     pub fn new(config: Config, auth: Authenticator, node: Arc<Node>) -> App {
         // Checked by `Config::validate` already.
         let trusted_proxies = TrustedProxies::parse(&config.trusted_proxies).unwrap_or_default();
+        let capacity = Arc::new(Capacity::new(crate::fd_limit::max_conns(
+            config.limits.max_conns,
+        )));
+        node.metrics.connections_max.set(i64::from(capacity.max()));
         App {
+            capacity,
             trusted_proxies,
             config,
             auth,

@@ -21,6 +21,7 @@
 //! - [`client_ip`]: the client's address behind trusted proxies.
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`clock`]: wall-clock and monotonic milliseconds.
+//! - [`fd_limit`]: the open-file limit and the connection cap it allows.
 //!
 //! [`run`] starts a node on already-bound listeners, so tests start nodes
 //! in-process on port 0 and `main.rs` stays a few lines.
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod client_ip;
 pub mod clock;
 pub mod config;
+pub mod fd_limit;
 pub mod http;
 pub mod metrics;
 pub mod node;
@@ -93,12 +95,27 @@ pub async fn run(
         app.auth.clone(),
         node.metrics.clone(),
     ));
+    let nofile = fd_limit::nofile().ok().and_then(|limit| limit.soft);
     tracing::info!(
         node = %node.id,
         public = %public.local_addr()?,
         admin = %admin.local_addr()?,
+        max_conns = app.capacity.max(),
+        open_file_limit = nofile,
         "gateway starting"
     );
+    if let Some(limit) = nofile {
+        let allowed = fd_limit::cap_for(Some(limit));
+        if app.capacity.max() > allowed {
+            tracing::warn!(
+                max_conns = app.capacity.max(),
+                open_file_limit = limit,
+                allowed,
+                "limits.max_conns is above what the open-file limit allows: descriptors may run \
+                 out first (accept and Redis reconnects then fail); raise LimitNOFILE or lower it"
+            );
+        }
+    }
 
     let lease = tokio::spawn(lease::hold_lease(node.clone()));
     let receiver = tokio::spawn(node::channel::receive(node.clone(), urls));

@@ -59,10 +59,27 @@ async fn main() -> anyhow::Result<()> {
             .init();
     }
     let config = Config::load(args.config.as_deref()).context("configuration")?;
+    raise_open_file_limit();
     let public = bind(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let admin =
         bind(config.admin_listen).with_context(|| format!("binding {}", config.admin_listen))?;
     broker_gateway::run(public, admin, config, shutdown_signal()).await
+}
+
+/// Raises the soft open-file limit to the hard one (what `ulimit -n`
+/// and many service managers leave at 1024): each connection holds a
+/// descriptor, and with `limits.max_conns = 0` the node's cap is taken from
+/// this limit.
+fn raise_open_file_limit() {
+    match broker_gateway::fd_limit::raise_to_hard() {
+        Ok((before, after)) if before != after => tracing::info!(
+            from = before.soft,
+            to = after.soft,
+            "raised the open-file limit"
+        ),
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not raise the open-file limit"),
+    }
 }
 
 /// Binds with a deep accept queue: `TcpListener::bind` uses a backlog of

@@ -107,6 +107,12 @@ pub struct Metrics {
     /// `broker_auth_keys`: keys in use (the JWKS's, 1 for `auth.secret` /
     /// `auth.public_key_file`, 0 without any key).
     pub auth_keys: IntGauge,
+    /// `broker_connections_max`: the node's cap on WebSocket connections
+    /// (`limits.max_conns`, or what the open-file limit allows).
+    pub connections_max: IntGauge,
+    /// `broker_accept_errors_total`: `accept` calls on a listener that
+    /// failed, e.g. out of file descriptors (the listener then backs off).
+    pub accept_errors: IntCounter,
 }
 
 /// How a re-read of `auth.jwks_file` ended (the `result` label): `ok` (the
@@ -115,7 +121,10 @@ pub struct Metrics {
 pub const JWKS_RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// Why an upgrade of `/ws` was refused (the `reason` label).
-pub const REFUSAL_REASONS: [&str; 6] = [
+pub const REFUSAL_REASONS: [&str; 7] = [
+    // `limits.max_conns`: the node holds as many WebSocket connections as
+    // it may (HTTP 503).
+    "max_conns",
     // `limits.max_preauth_per_ip`: too many sockets of the address are
     // waiting for their `auth` frame.
     "preauth_per_ip",
@@ -281,6 +290,14 @@ impl Metrics {
             "broker_auth_keys",
             "JWT verification keys in use (the JWKS's, 1 for auth.secret or auth.public_key_file).",
         )?;
+        let connections_max = int_gauge(
+            "broker_connections_max",
+            "Most WebSocket connections this node accepts (limits.max_conns, or from the open-file limit).",
+        )?;
+        let accept_errors = counter(
+            "broker_accept_errors_total",
+            "Failed accepts on the listeners (e.g. out of file descriptors).",
+        )?;
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -322,6 +339,8 @@ impl Metrics {
             connections_refused,
             jwks_reloads,
             auth_keys,
+            connections_max,
+            accept_errors,
         })
     }
 }
@@ -347,7 +366,7 @@ impl std::fmt::Debug for Metrics {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 16] = [
+    const NAMES: [&str; 19] = [
         "broker_jwks_reloads_total",
         "broker_auth_keys",
         "broker_connections",
@@ -363,6 +382,9 @@ mod tests {
         "broker_frames_received_total",
         "broker_redis_up",
         "broker_node_lease_held",
+        "broker_connections_refused_total",
+        "broker_connections_max",
+        "broker_accept_errors_total",
         "process_resident_memory_bytes",
     ];
 
@@ -413,6 +435,10 @@ mod tests {
             ),
             Some(0.0)
         );
+        for reason in REFUSAL_REASONS {
+            let series = format!("broker_connections_refused_total{{reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
     }
 
     #[test]

@@ -111,6 +111,10 @@ pub struct Options {
     pub max_conns_per_user: u32,
     /// `limits.max_conns_per_ip` (default: 20).
     pub max_conns_per_ip: u32,
+    /// `limits.max_preauth_per_ip` (default: 20).
+    pub max_preauth_per_ip: u32,
+    /// `limits.max_conns` (default: 0, from the open-file limit).
+    pub max_conns: u32,
     /// `limits.requests` as `(count, period_s, burst)`. The fixture's
     /// default is far above what any test sends (1,000,000 per second),
     /// so only the tests of the budget meet it; [`Options::requests`]
@@ -147,6 +151,8 @@ impl Default for Options {
             max_frame_bytes: 65_536,
             max_conns_per_user: 5,
             max_conns_per_ip: 20,
+            max_preauth_per_ip: 20,
+            max_conns: 0,
             requests: (1_000_000, 1, 1_000_000),
             leeway_s: 30,
             api_key: None,
@@ -181,6 +187,18 @@ impl Options {
     /// Sets `limits.max_conns_per_ip`.
     pub fn max_conns_per_ip(mut self, n: u32) -> Self {
         self.max_conns_per_ip = n;
+        self
+    }
+
+    /// Sets `limits.max_preauth_per_ip`.
+    pub fn max_preauth_per_ip(mut self, n: u32) -> Self {
+        self.max_preauth_per_ip = n;
+        self
+    }
+
+    /// Sets `limits.max_conns`.
+    pub fn max_conns(mut self, n: u32) -> Self {
+        self.max_conns = n;
         self
     }
 
@@ -672,6 +690,8 @@ leeway_s = {leeway}
 max_frame_bytes = {max_frame}
 max_conns_per_user = {max_user}
 max_conns_per_ip = {max_ip}
+max_preauth_per_ip = {max_preauth}
+max_conns = {max_conns}
 send_queue = {send_queue}
 ping_interval_s = {ping}
 idle_timeout_s = {idle}
@@ -692,6 +712,8 @@ echo = {echo}
         max_frame = opts.max_frame_bytes,
         max_user = opts.max_conns_per_user,
         max_ip = opts.max_conns_per_ip,
+        max_preauth = opts.max_preauth_per_ip,
+        max_conns = opts.max_conns,
         lease = opts.lease_ms,
         grace = opts.presence_grace_ms,
         send_queue = opts.send_queue,

@@ -49,6 +49,8 @@ fn defaults_match_the_contract() {
     assert_eq!(c.limits.idle_timeout_s, 60);
     assert_eq!(c.limits.max_conns_per_user, 5);
     assert_eq!(c.limits.max_conns_per_ip, 20);
+    assert_eq!(c.limits.max_preauth_per_ip, 20);
+    assert_eq!(c.limits.max_conns, 0, "0: from the open-file limit");
     assert_eq!(c.node.lease_ms, 5000);
     assert!(c.namespaces.is_empty());
 }
@@ -103,6 +105,7 @@ fn full_file_is_read() {
         idle_timeout_s = 30
         max_conns_per_user = 2
         max_conns_per_ip = 4
+        max_conns = 1000
         [node]
         lease_ms = 300
         presence_grace_ms = 15000
@@ -142,6 +145,7 @@ fn full_file_is_read() {
             send_queue: 16,
             send_queue_bytes: 1_048_576,
             max_preauth_per_ip: 20,
+            max_conns: 1000,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,
@@ -467,6 +471,7 @@ fn limits_and_lease_validation() {
         "idle_timeout_s",
         "max_conns_per_user",
         "max_conns_per_ip",
+        "max_preauth_per_ip",
     ] {
         let msg = invalid(&format!("{SECRET}[limits]\n{key} = 0\n"));
         assert!(
@@ -548,6 +553,49 @@ fn other_validation() {
     assert!(msg.contains("admin.api_key"), "{msg}");
     let msg = invalid(&format!("{SECRET}trusted_proxies = [\"lb.internal\"]\n"));
     assert!(msg.contains("trusted_proxies"), "{msg}");
+}
+
+#[test]
+fn an_admin_listener_off_loopback_needs_an_api_key() {
+    // Loopback: 127.0.0.0/8 and ::1 (also written IPv4-mapped).
+    for addr in [
+        "127.0.0.1:9091",
+        "127.3.2.1:9091",
+        "[::1]:9091",
+        "[::ffff:127.0.0.1]:9091",
+    ] {
+        let c = load(&format!("{SECRET}admin_listen = \"{addr}\"\n"));
+        assert!(c.is_ok(), "{addr}: {c:?}");
+    }
+    // Anything else, the wildcards included, is refused without a key...
+    for addr in [
+        "0.0.0.0:9091",
+        "[::]:9091",
+        "10.0.0.7:9091",
+        "[2001:db8::1]:9091",
+    ] {
+        let msg = invalid(&format!("{SECRET}admin_listen = \"{addr}\"\n"));
+        assert!(
+            msg.contains(&format!(
+                "admin_listen {} is not a loopback address: set admin.api_key",
+                addr.parse::<std::net::SocketAddr>().unwrap()
+            )),
+            "{addr}: {msg}"
+        );
+        // ...and accepted with one, from the file or the environment.
+        let c = load(&format!(
+            "{SECRET}admin_listen = \"{addr}\"\n[admin]\napi_key = \"k\"\n"
+        ));
+        assert!(c.is_ok(), "{addr} with a key: {c:?}");
+        let c = Config::from_sources(
+            Some(SECRET),
+            &env(&[
+                ("BROKER_ADMIN_LISTEN", addr),
+                ("BROKER_ADMIN__API_KEY", "k"),
+            ]),
+        );
+        assert!(c.is_ok(), "{addr} with a key from the environment: {c:?}");
+    }
 }
 
 #[test]

@@ -141,6 +141,7 @@ impl Default for AuthConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     /// When set, admin requests need `Authorization: Bearer <api_key>`.
+    /// Required when `admin_listen` is not a loopback address.
     pub api_key: Option<String>,
 }
 
@@ -170,6 +171,12 @@ pub struct Limits {
     /// Connections one client address may hold on this node while they
     /// have not sent their `auth` frame yet.
     pub max_preauth_per_ip: u32,
+    /// WebSocket connections this node holds at once, authenticated or
+    /// not (from before the upgrade until the socket is closed); over it
+    /// an upgrade is answered HTTP 503. 0: as many as the open-file limit
+    /// allows, minus a reserve for Redis, the admin listener and files
+    /// ([`crate::fd_limit`]).
+    pub max_conns: u32,
     /// Every request of a connection but `pub` (which its namespace's
     /// `rate` limits): `count` per `period_s`, `burst` back to back; over
     /// it `err` `rate_limited` with `retry_ms`.
@@ -188,6 +195,7 @@ impl Default for Limits {
             max_conns_per_user: 5,
             max_conns_per_ip: 20,
             max_preauth_per_ip: 20,
+            max_conns: 0,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,

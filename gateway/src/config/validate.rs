@@ -28,7 +28,8 @@ impl Config {
     /// `algorithm`; `dev_tokens` is refused with a real secret or key; the
     /// JWKS file itself is read when the authenticator is built),
     /// positive limits, valid namespace names and policies, positive rate
-    /// parameters, `lease_ms >= 300`.
+    /// parameters, `lease_ms >= 300`, and an `admin.api_key` when
+    /// `admin_listen` is not a loopback address.
     ///
     /// # Errors
     ///
@@ -87,6 +88,14 @@ impl Config {
         }
         if self.admin.api_key.as_deref() == Some("") {
             problems.push("admin.api_key must not be empty (omit it to disable)".to_owned());
+        } else if self.admin.api_key.is_none() && !is_loopback(self.admin_listen.ip()) {
+            // Like Redis' protected mode: the admin API publishes to any
+            // room and disconnects any user.
+            problems.push(format!(
+                "admin_listen {} is not a loopback address: set admin.api_key (the admin API \
+                 can publish to any room and disconnect any user), or listen on 127.0.0.1 / [::1]",
+                self.admin_listen
+            ));
         }
     }
 
@@ -212,6 +221,12 @@ impl Config {
             ));
         }
     }
+}
+
+/// True for 127.0.0.0/8 and `::1` (also IPv4-mapped, `::ffff:127.x.y.z`);
+/// not for the wildcards `0.0.0.0` and `::`, which listen everywhere.
+fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
 }
 
 /// One `[namespaces.<name>]` table.

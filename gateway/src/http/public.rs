@@ -163,8 +163,27 @@ fn not_serving(app: &App) -> Option<Response<Body>> {
     Some(resp)
 }
 
+/// Seconds a client refused by [`node_full`] is told to wait.
+const NODE_FULL_RETRY_S: &str = "5";
+
+/// The 503 (with `Retry-After`) that answers an upgrade while the node
+/// holds `limits.max_conns` WebSocket connections.
+fn node_full() -> Response<Body> {
+    let mut resp = reply(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain",
+        "node at its connection limit, retry (another node)\n",
+    );
+    resp.headers_mut().insert(
+        header::RETRY_AFTER,
+        header::HeaderValue::from_static(NODE_FULL_RETRY_S),
+    );
+    resp
+}
+
 /// `GET /ws`: the WebSocket upgrade. A node that is not serving (no lease,
-/// or its subscription not live) answers 503 with `Retry-After`. Admission
+/// or its subscription not live) answers 503 with `Retry-After`, and so
+/// does a node holding `limits.max_conns` connections. Admission
 /// happens here when the request carries a token (or anonymous users are
 /// allowed), so refusals are HTTP statuses; otherwise the `auth` frame must
 /// follow.
@@ -199,6 +218,12 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
         refused("origin");
         return reply(StatusCode::FORBIDDEN, "text/plain", "origin not allowed\n");
     }
+    // The node's place for this connection, before anything costs a Redis
+    // call; held until its socket is closed.
+    let Some(place) = app.capacity.try_acquire() else {
+        refused("max_conns");
+        return node_full();
+    };
     let forwarded = req.headers().get_all("x-forwarded-for");
     let forwarded = forwarded.iter().filter_map(|v| v.to_str().ok());
     let ip = app
@@ -257,13 +282,14 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
             // The connection gets a task of its own, sized for what it keeps
             // (this one, with the upgrade's state, ends here).
             Ok(ws) => {
-                if let Some(serve) = session::start(app, ws, ip, admission) {
+                if let Some(serve) = session::start(app, ws, ip, admission, place) {
                     tokio::spawn(serve);
                 }
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed");
                 admission::release(&app, &admission);
+                drop(place);
             }
         }
     });

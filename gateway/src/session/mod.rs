@@ -12,6 +12,7 @@
 //! connection's bounded queue into the socket.
 
 pub mod admission;
+pub mod capacity;
 mod connection;
 pub mod dispatch;
 pub mod errors;
@@ -35,6 +36,7 @@ use crate::ws::socket::ClientSocket;
 use crate::ws::{writer, CloseReason, Outlet};
 pub use admission::{Admission, Admitted};
 use broker::protocol::CloseCode;
+use capacity::ConnPlace;
 use connection::Connection;
 use registration::Registration;
 
@@ -45,17 +47,21 @@ struct Session {
     conn: Connection,
     outlet: Outlet,
     writer_task: tokio::task::JoinHandle<()>,
+    /// Held until the socket is closed (both halves dropped).
+    place: ConnPlace,
 }
 
 /// Takes over one upgraded WebSocket: sets the connection up (its writer
 /// task included) and returns the future that serves it until it closes
-/// (spawn it as the connection's task). `None` when the socket could not
-/// be taken over.
+/// (spawn it as the connection's task); `place`, its place in the node's
+/// connection cap, is freed once the socket is closed. `None` when the
+/// socket could not be taken over.
 pub fn start(
     app: Arc<App>,
     ws: WebSocket<TokioIo<Upgraded>>,
     ip: String,
     admission: Admission,
+    place: ConnPlace,
 ) -> Option<impl std::future::Future<Output = ()> + Send> {
     // The bare socket, split into owned halves; hyper's buffers are freed.
     let socket = match ClientSocket::from_upgraded(ws.into_inner().into_inner()) {
@@ -80,6 +86,7 @@ pub fn start(
         conn: Connection::new(app, outlet.clone(), ip),
         outlet,
         writer_task,
+        place,
     });
     Some(live(session, admission))
 }
@@ -149,8 +156,11 @@ async fn live(mut session: Box<Session>, admission: Admission) {
         conn,
         outlet,
         writer_task,
+        place,
     } = *session;
     outlet.finish();
     drop((frames, conn, outlet));
     let _ = writer_task.await;
+    // Both halves of the socket are gone: the descriptor is closed.
+    drop(place);
 }
