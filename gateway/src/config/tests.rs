@@ -142,6 +142,7 @@ fn full_file_is_read() {
             send_queue: 16,
             send_queue_bytes: 1_048_576,
             max_preauth_per_ip: 20,
+            ipv6_prefix_len: 64,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,

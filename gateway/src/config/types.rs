@@ -164,6 +164,10 @@ pub struct Limits {
     /// Connections one client address may hold on this node while they
     /// have not sent their `auth` frame yet.
     pub max_preauth_per_ip: u32,
+    /// IPv6 clients count by network, not by address, for the per-IP
+    /// limits: the first this many bits of the address (0..=128; 128 counts
+    /// each address alone). IPv4 counts per address.
+    pub ipv6_prefix_len: u8,
     /// Every request of a connection but `pub` (which its namespace's
     /// `rate` limits): `count` per `period_s`, `burst` back to back; over
     /// it `err` `rate_limited` with `retry_ms`.
@@ -182,6 +186,7 @@ impl Default for Limits {
             max_conns_per_user: 5,
             max_conns_per_ip: 20,
             max_preauth_per_ip: 20,
+            ipv6_prefix_len: 64,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,
