@@ -63,7 +63,10 @@ async fn ipv6_clients_of_one_64_share_the_limit() {
     let _second = admitted(&gw, "v6b", "2001:db8:1:2:aaaa:bbbb:cccc:dddd").await;
     refused(&gw, "v6c", "2001:db8:1:2::ffff").await;
     // The module counts the network, and shows it as the connection's ip.
-    let p = map(&broker_tests::run(&mut redis.client(), Presence::new("v6a")));
+    let p = map(&broker_tests::run(
+        &mut redis.client(),
+        Presence::new("v6a"),
+    ));
     let conn = map(&array(&p["conns"])[0]);
     assert_eq!(text(&conn["ip"]), "2001:db8:1:2::/64");
     // The next /64 is another client; IPv4 (also mapped) counts alone.
@@ -146,7 +149,13 @@ async fn one_address_is_limited_across_shards_and_nodes_of_a_cluster() {
     // A close gives the place back.
     let closed = c1.conn.clone();
     c1.close().await;
-    let c4 = admitted_eventually(&b, &user(other[0], 2), IP, "the place of a closed connection").await;
+    let c4 = admitted_eventually(
+        &b,
+        &user(other[0], 2),
+        IP,
+        "the place of a closed connection",
+    )
+    .await;
     assert!(!listed("ip-a").contains(&closed));
     refused(&b, &user(other[1], 2), IP).await;
 
@@ -162,13 +171,17 @@ async fn one_address_is_limited_across_shards_and_nodes_of_a_cluster() {
     let stray = IpOpen::new(IP, "ghost", "ghost-1", &b.node);
     cluster.run(stray);
     assert!(listed("ip-b").contains(&"ghost-1".to_string()));
-    eventually_async(WAIT, "the reconciliation gives back a stray place", || async {
-        if listed("ip-b").contains(&"ghost-1".to_string()) {
-            Err("still held".to_string())
-        } else {
-            Ok(())
-        }
-    })
+    eventually_async(
+        WAIT,
+        "the reconciliation gives back a stray place",
+        || async {
+            if listed("ip-b").contains(&"ghost-1".to_string()) {
+                Err("still held".to_string())
+            } else {
+                Ok(())
+            }
+        },
+    )
     .await;
     drop(c4);
 }

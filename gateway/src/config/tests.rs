@@ -453,6 +453,11 @@ fn limits_and_lease_validation() {
             "{msg}"
         );
     }
+    let msg = invalid(&format!("{SECRET}[limits]\nipv6_prefix_len = 129\n"));
+    assert!(
+        msg.contains("limits.ipv6_prefix_len must be at most 128"),
+        "{msg}"
+    );
     let msg = invalid(&format!(
         "{SECRET}[limits]\nping_interval_s = 60\nidle_timeout_s = 60\n"
     ));
