@@ -385,7 +385,7 @@ async fn requests_past_the_connections_budget_are_rate_limited() {
     // ...but `pub` has its own (the namespace's rate), and the budget
     // comes back at its rate.
     c.publish("feed:x", "m", json!(1)).await;
-    tokio::time::sleep(Duration::from_millis(u64::from(retry_ms.max(50)) + 60)).await;
+    tokio::time::sleep(Duration::from_millis(retry_ms.max(50) + 60)).await;
     c.ack(broker_tests::gateway::presence_req("feed:x")).await;
     // Nobody else was limited.
     let mut other = gw.connect("other").await;
