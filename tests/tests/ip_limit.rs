@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use broker_tests::cluster::RedisCluster;
 use broker_tests::gateway::{eventually_async, token, Client, ConnectError, Gateway, Options};
-use broker_tests::{array, map, text, IpOpen, Presence, RedisServer};
+use broker_tests::{array, map, text, IpClose, IpOpen, Presence, RedisServer};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -184,4 +184,77 @@ async fn one_address_is_limited_across_shards_and_nodes_of_a_cluster() {
     )
     .await;
     drop(c4);
+}
+
+/// The places `BROKER.IP.OPEN` holds on one server, with `MAXIP 2`.
+fn place(conn: &str) -> IpOpen {
+    IpOpen::new("203.0.113.5", "someone", conn, "n1").max_ip(2)
+}
+
+/// `NODE.CONNS n1` as `(conn, ip_hold)` pairs.
+fn places(con: &mut broker_tests::redis::Connection) -> Vec<(String, String)> {
+    array(&broker_tests::ok(con, &["BROKER.NODE.CONNS", "n1"]))
+        .iter()
+        .map(|c| {
+            let c = map(c);
+            (text(&c["conn"]), text(&c["ip_hold"]))
+        })
+        .collect()
+}
+
+#[test]
+fn places_survive_an_aof_restart_and_a_debug_reload_and_reach_a_replica() {
+    let master = RedisServer::builder()
+        .server_args(["--repl-diskless-sync-delay", "0"])
+        .appendonly()
+        .start();
+    let mut con = master.client();
+    broker_tests::lease(&mut con, "n1", 60_000);
+    broker_tests::run(&mut con, place("p1"));
+    broker_tests::run(&mut con, place("p2"));
+    assert_eq!(
+        broker_tests::run_err(&mut con, place("p3")),
+        "LIMIT ip",
+        "two places fill MAXIP 2"
+    );
+    let held = vec![
+        ("p1".to_string(), "203.0.113.5".to_string()),
+        ("p2".to_string(), "203.0.113.5".to_string()),
+    ];
+    assert_eq!(places(&mut con), held);
+
+    // A replica: full sync, then the stream (a place given back).
+    let replica = RedisServer::builder().replica_of(&master).start();
+    broker_tests::wait_for_sync(&replica);
+    let mut rcon = replica.client();
+    assert_eq!(places(&mut rcon), held, "the full sync carries the places");
+    assert_eq!(
+        broker_tests::run(&mut con, IpClose::new("203.0.113.5", "p2")),
+        broker_tests::redis::Value::Int(1)
+    );
+    broker_tests::eventually("the replica gives the place back too", || {
+        let got = places(&mut rcon);
+        if got == held[..1] {
+            Ok(())
+        } else {
+            Err(format!("{got:?}"))
+        }
+    });
+    broker_tests::run(&mut con, place("p2"));
+
+    // The AOF (the replicated commands) and the RDB (DEBUG RELOAD) keep them.
+    drop(rcon);
+    drop(replica);
+    let mut master = master;
+    master.restart();
+    let mut con = master.client();
+    assert_eq!(places(&mut con), held, "after an AOF restart");
+    assert_eq!(broker_tests::run_err(&mut con, place("p3")), "LIMIT ip");
+    broker_tests::ok(&mut con, &["DEBUG", "RELOAD"]);
+    assert_eq!(places(&mut con), held, "after DEBUG RELOAD");
+    assert_eq!(broker_tests::run_err(&mut con, place("p3")), "LIMIT ip");
+    // The node's release gives every place back.
+    broker_tests::ok(&mut con, &["BROKER.NODE.RELEASE", "n1"]);
+    broker_tests::lease(&mut con, "n1", 60_000);
+    broker_tests::run(&mut con, place("p3"));
 }
