@@ -27,8 +27,9 @@
 /// gateway relies on, so that a gateway built with a newer one reports not
 /// ready (`/readyz`) against an older module rather than failing requests.
 /// 2: `BROKER.USER.ROOMS`. 3: `NODE.LEASE … INCARNATION … REGISTERING`,
-/// `BROKER.NODE.CONNS`.
-pub const MODULE_API: u32 = 3;
+/// `BROKER.NODE.CONNS`. 4: `BROKER.IP.OPEN`, `BROKER.IP.CLOSE` (the
+/// per-IP limit across a cluster's shards), `ip_hold` in `NODE.CONNS`.
+pub const MODULE_API: u32 = 4;
 
 pub mod command;
 pub mod envelope;

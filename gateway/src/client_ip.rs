@@ -68,6 +68,27 @@ impl TrustedProxies {
     }
 }
 
+/// The name a client address counts under for the per-IP limits
+/// (`limits.max_conns_per_ip` in the module, `limits.max_preauth_per_ip`
+/// on the node) and that `BROKER.PRESENCE` shows as `ip`: an IPv4 address
+/// (also one mapped into IPv6) as itself; an IPv6 address as its network
+/// of `ipv6_prefix_len` bits (`2001:db8:1:2::/64`), so that one host, which
+/// usually holds a whole /64, cannot walk around the limit by changing its
+/// interface identifier. 128 (or more) names each IPv6 address alone.
+pub fn limit_key(ip: IpAddr, ipv6_prefix_len: u8) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) if ipv6_prefix_len >= 128 => v6.to_string(),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix_len);
+            // `checked_shl` is `None` for a shift by 128 (prefix 0): no bits kept.
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            let network = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+            format!("{network}/{bits}")
+        }
+    }
+}
+
 /// An IPv4 address mapped into IPv6 (`::ffff:10.0.0.7`, from a dual-stack
 /// listener) as the IPv4 address it is.
 fn canonical(ip: IpAddr) -> IpAddr {
@@ -88,6 +109,38 @@ mod tests {
     fn proxies(entries: &[&str]) -> TrustedProxies {
         let entries: Vec<String> = entries.iter().map(|s| s.to_string()).collect();
         TrustedProxies::parse(&entries).expect("valid entries")
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_network() {
+        let key = |s: &str, len: u8| limit_key(ip(s), len);
+        // One /64: one name, whatever the interface identifier.
+        assert_eq!(key("2001:db8:1:2::5", 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            key("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64),
+            "2001:db8:1:2::/64"
+        );
+        // The next /64 is another name.
+        assert_eq!(key("2001:db8:1:3::5", 64), "2001:db8:1:3::/64");
+        // Other lengths, bits that are not on a group boundary.
+        assert_eq!(key("2001:db8:1:2::5", 48), "2001:db8:1::/48");
+        assert_eq!(key("2001:db8:1:ffff::5", 49), "2001:db8:1:8000::/49");
+        assert_eq!(key("2001:db8::1", 127), "2001:db8::/127");
+        assert_eq!(key("2001:db8::1", 0), "::/0");
+        // 128: each address alone, as the address.
+        assert_eq!(key("2001:db8::1", 128), "2001:db8::1");
+        assert_eq!(key("::1", 128), "::1");
+        // IPv4, and IPv4 mapped into IPv6, count per address.
+        assert_eq!(key("198.51.100.7", 64), "198.51.100.7");
+        assert_eq!(key("::ffff:198.51.100.7", 64), "198.51.100.7");
+        assert_eq!(key("::ffff:198.51.100.7", 0), "198.51.100.7");
+        // Every name is a valid module `ip` argument.
+        for name in [
+            key("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 127),
+            key("::1", 64),
+        ] {
+            assert!(broker::names::validate_ip(&name).is_ok(), "{name}");
+        }
     }
 
     #[test]

@@ -132,6 +132,8 @@ redis_module! {
         ["broker.room.count", commands::rooms::room_count, "readonly fast", cmd::RoomCount::KEYS.first, cmd::RoomCount::KEYS.last, cmd::RoomCount::KEYS.step, ""],
         ["broker.conn.open", commands::connections::conn_open, "write deny-oom fast", cmd::ConnOpen::KEYS.first, cmd::ConnOpen::KEYS.last, cmd::ConnOpen::KEYS.step, ""],
         ["broker.conn.close", commands::connections::conn_close, "write fast", cmd::ConnClose::KEYS.first, cmd::ConnClose::KEYS.last, cmd::ConnClose::KEYS.step, ""],
+        ["broker.ip.open", commands::connections::ip_open, "write deny-oom fast", cmd::IpOpen::KEYS.first, cmd::IpOpen::KEYS.last, cmd::IpOpen::KEYS.step, ""],
+        ["broker.ip.close", commands::connections::ip_close, "write fast", cmd::IpClose::KEYS.first, cmd::IpClose::KEYS.last, cmd::IpClose::KEYS.step, ""],
         ["broker.presence", commands::connections::presence, "readonly fast", cmd::Presence::KEYS.first, cmd::Presence::KEYS.last, cmd::Presence::KEYS.step, ""],
         ["broker.user.rooms", commands::connections::user_rooms, "readonly", cmd::UserRooms::KEYS.first, cmd::UserRooms::KEYS.last, cmd::UserRooms::KEYS.step, ""],
         ["broker.kick", commands::connections::kick, "pubsub fast", cmd::Kick::KEYS.first, cmd::Kick::KEYS.last, cmd::Kick::KEYS.step, ""],

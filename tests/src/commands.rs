@@ -17,8 +17,9 @@
 use redis::{Connection, RedisResult, Value};
 
 pub use broker::command::{
-    ApplyLeave, Broadcast, ConnClose, ConnOpen, History, Join, Kick, Leave, NodeLease, NodeRelease,
-    Nodes, Online, Presence, Publish, RoomCount, RoomMembers, Throttle, UserRooms,
+    ApplyLeave, Broadcast, ConnClose, ConnOpen, History, IpClose, IpOpen, Join, Kick, Leave,
+    NodeConns, NodeLease, NodeRelease, Nodes, Online, Presence, Publish, RoomCount, RoomMembers,
+    Throttle, UserRooms,
 };
 pub use broker::payload::Format;
 

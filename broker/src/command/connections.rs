@@ -1,5 +1,5 @@
-//! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `PRESENCE`,
-//! `USER.ROOMS`, `KICK`, `ONLINE`.
+//! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `IP.OPEN`,
+//! `IP.CLOSE`, `PRESENCE`, `USER.ROOMS`, `KICK`, `ONLINE`.
 
 use super::args::{number, text, unknown, Arg, Args, ParseError};
 use super::{no_args, Command, Keys, Linger};
@@ -185,6 +185,130 @@ impl Command for ConnClose {
         let mut out = vec![text(&self.user), text(&self.conn)];
         Linger::write(self.linger, &mut out);
         out
+    }
+}
+
+/// `BROKER.IP.OPEN ip user conn node [MAXIP n]`: takes a place of the
+/// client address `ip` for a connection opened on another shard of a
+/// cluster (where `CONN.OPEN` routes by the user, not by the address).
+/// Routed by `ip`, so every connection of one address is counted on one
+/// shard: the place counts like a connection opened here with that
+/// address, and `MAXIP n` refuses (`LIMIT ip`) when the address already
+/// has `n`. The place belongs to the connection's node: it goes with the
+/// node's lease, `IP.CLOSE` or `CONN.CLOSE` of the connection here.
+/// Replicated without the limit ([`IpOpen::replicated`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpOpen {
+    /// The client address (the routing key).
+    pub ip: String,
+    /// The connection's user.
+    pub user: String,
+    /// The connection.
+    pub conn: String,
+    /// The gateway node holding it.
+    pub node: String,
+    /// Refuse when the address has this many connections (`MAXIP`).
+    pub max_ip: Option<u32>,
+}
+
+impl IpOpen {
+    /// A place of `ip` for `conn`, with no limit.
+    pub fn new(ip: &str, user: &str, conn: &str, node: &str) -> IpOpen {
+        IpOpen {
+            ip: ip.to_string(),
+            user: user.to_string(),
+            conn: conn.to_string(),
+            node: node.to_string(),
+            max_ip: None,
+        }
+    }
+
+    /// The same place refused when the address has `n` connections (`MAXIP n`).
+    pub fn max_ip(self, n: u32) -> IpOpen {
+        IpOpen {
+            max_ip: Some(n),
+            ..self
+        }
+    }
+
+    /// What replicas receive: the same place without the limit (the master
+    /// checked it).
+    pub fn replicated(&self) -> IpOpen {
+        IpOpen {
+            max_ip: None,
+            ..self.clone()
+        }
+    }
+}
+
+impl Command for IpOpen {
+    const NAME: &'static str = "BROKER.IP.OPEN";
+    const KEYS: Keys = Keys::FIRST;
+
+    fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<IpOpen, ParseError> {
+        let mut args = Args::new(args);
+        let ip = args.name("ip", names::validate_ip)?;
+        let user = args.name("user", names::validate_user)?;
+        let conn = args.name("conn", names::validate_conn)?;
+        let node = args.name("node", names::validate_node)?;
+        let mut open = IpOpen::new(&ip, &user, &conn, &node);
+        while !args.is_empty() {
+            match args.keyword()?.as_str() {
+                "MAXIP" => open.max_ip = Some(args.u32("MAXIP")?),
+                other => return Err(unknown(other)),
+            }
+        }
+        Ok(open)
+    }
+
+    fn to_args(&self) -> Vec<Arg<'_>> {
+        let mut out = vec![
+            text(&self.ip),
+            text(&self.user),
+            text(&self.conn),
+            text(&self.node),
+        ];
+        if let Some(max) = self.max_ip {
+            out.extend([text("MAXIP"), number(max)]);
+        }
+        out
+    }
+}
+
+/// `BROKER.IP.CLOSE ip conn`: gives back the place `IP.OPEN` took for
+/// `conn`. Routed by `ip`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpClose {
+    /// The client address (the routing key).
+    pub ip: String,
+    /// The connection.
+    pub conn: String,
+}
+
+impl IpClose {
+    /// Gives back `conn`'s place of `ip`.
+    pub fn new(ip: &str, conn: &str) -> IpClose {
+        IpClose {
+            ip: ip.to_string(),
+            conn: conn.to_string(),
+        }
+    }
+}
+
+impl Command for IpClose {
+    const NAME: &'static str = "BROKER.IP.CLOSE";
+    const KEYS: Keys = Keys::FIRST;
+
+    fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<IpClose, ParseError> {
+        let mut args = Args::new(args);
+        let ip = args.name("ip", names::validate_ip)?;
+        let conn = args.name("conn", names::validate_conn)?;
+        args.done()?;
+        Ok(IpClose { ip, conn })
+    }
+
+    fn to_args(&self) -> Vec<Arg<'_>> {
+        vec![text(&self.ip), text(&self.conn)]
     }
 }
 
@@ -399,6 +523,41 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "ERR invalid user: not UTF-8"
+        );
+    }
+
+    #[test]
+    fn ip_open_and_close_round_trip_and_replicate_without_the_limit() {
+        let open = IpOpen::parse(&["2001:db8::/64", "alice", "c1", "n1", "maxip", "3"]).unwrap();
+        assert_eq!(
+            open,
+            IpOpen::new("2001:db8::/64", "alice", "c1", "n1").max_ip(3)
+        );
+        round_trip(&open);
+        assert_eq!(
+            open.replicated(),
+            IpOpen::new("2001:db8::/64", "alice", "c1", "n1")
+        );
+        round_trip(&open.replicated());
+        assert_eq!(
+            IpOpen::parse(&["1.2.3.4", "alice", "c1"])
+                .unwrap_err()
+                .to_string(),
+            "ERR wrong number of arguments: missing node"
+        );
+        assert_eq!(
+            IpOpen::parse(&["1.2.3.4", "alice", "c1", "n1", "MAX", "3"])
+                .unwrap_err()
+                .to_string(),
+            "ERR syntax error: unknown option 'MAX'"
+        );
+        let close = IpClose::parse(&["1.2.3.4", "c1"]).unwrap();
+        assert_eq!(close, IpClose::new("1.2.3.4", "c1"));
+        round_trip(&close);
+        assert!(IpClose::parse(&["1.2.3.4", "c1", "x"]).is_err());
+        assert_eq!(
+            IpClose::parse(&["bad ip", "c1"]).unwrap_err().to_string(),
+            "ERR invalid ip"
         );
     }
 

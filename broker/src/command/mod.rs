@@ -25,6 +25,8 @@
 //! | `BROKER.ROOM.COUNT` | [`RoomCount`] | [`rooms`] |
 //! | `BROKER.CONN.OPEN` | [`ConnOpen`] | [`connections`] |
 //! | `BROKER.CONN.CLOSE` | [`ConnClose`] | [`connections`] |
+//! | `BROKER.IP.OPEN` | [`IpOpen`] | [`connections`] |
+//! | `BROKER.IP.CLOSE` | [`IpClose`] | [`connections`] |
 //! | `BROKER.PRESENCE` | [`Presence`] | [`connections`] |
 //! | `BROKER.USER.ROOMS` | [`UserRooms`] | [`connections`] |
 //! | `BROKER.KICK` | [`Kick`] | [`connections`] |
@@ -44,7 +46,7 @@ pub mod rooms;
 pub mod throttle;
 
 pub use args::{quoted, Arg, ParseError};
-pub use connections::{ConnClose, ConnOpen, Kick, Online, Presence, UserRooms};
+pub use connections::{ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserRooms};
 pub use nodes::{NodeConns, NodeLease, NodeRelease, Nodes};
 pub use publish::{validate_event, ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};
 pub use refusal::{LimitKind, Refusal};

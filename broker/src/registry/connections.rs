@@ -1,12 +1,19 @@
 //! Connections: opening and closing them within the per-user and per-IP
-//! limits, dropping them everywhere, and the presence reads by user.
+//! limits, the places of client addresses held for connections opened on
+//! another shard (`IP.OPEN`), dropping them everywhere, and the presence
+//! reads by user.
+//!
+//! The count of an address (`ips`) is the number of connections here that
+//! are opened with it or hold a place of it (`ip_hold`); a connection
+//! opened here with the address it holds a place of (the user's and the
+//! address's slots differ but are on one shard) counts once.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use super::{PresenceEvent, Registry};
-use crate::command::{ConnOpen, LimitKind, Refusal};
+use crate::command::{ConnOpen, IpOpen, LimitKind, Refusal};
 
 #[derive(Debug, Clone)]
 pub(super) struct Conn {
@@ -14,6 +21,10 @@ pub(super) struct Conn {
     pub(super) node: String,
     pub(super) opened: Option<Opened>,
     pub(super) rooms: BTreeSet<String>,
+    /// The client address this connection holds a place of here
+    /// (`IP.OPEN`); when it is also opened here with that address, it
+    /// counts once.
+    pub(super) ip_hold: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +63,7 @@ impl Registry {
         if !self.nodes.contains_key(node) {
             return Err(Refusal::NoLease);
         }
+        let mut holds_place = false;
         if let Some(existing) = self.conns.get(conn) {
             if existing.user != user || existing.node != node {
                 return Err(Refusal::Conflict);
@@ -60,13 +72,14 @@ impl Registry {
                 self.confirm(node, conn);
                 return Ok(());
             }
+            holds_place = existing.ip_hold.as_deref() == Some(ip);
         }
         let user_count = self.users.get(user).map_or(0, |c| c.len() as u32);
         if max_per_user.is_some_and(|max| user_count >= max) {
             return Err(Refusal::Limit(LimitKind::User));
         }
         let ip_count = self.ips.get(ip).copied().unwrap_or(0);
-        if max_per_ip.is_some_and(|max| ip_count >= max) {
+        if !holds_place && max_per_ip.is_some_and(|max| ip_count >= max) {
             return Err(Refusal::Limit(LimitKind::Ip));
         }
         let entry = self.attach_conn(user, conn, node);
@@ -74,13 +87,99 @@ impl Registry {
             ip: ip.to_string(),
             at_ms,
         });
+        // A place `IP.OPEN` took here counts for the opened connection.
+        if !holds_place {
+            *self.ips.entry(ip.to_string()).or_insert(0) += 1;
+        }
         self.users
             .entry(user.to_string())
             .or_default()
             .insert(conn.to_string());
-        *self.ips.entry(ip.to_string()).or_insert(0) += 1;
         self.opened += 1;
+        self.confirm(node, conn);
         Ok(())
+    }
+
+    /// Takes a place of `hold.ip` for a connection opened on another shard
+    /// (`BROKER.IP.OPEN`), within `MAXIP` in the same step. Taking it again
+    /// for the same connection and address changes nothing (and counts as
+    /// registered again after a load); so does taking it for a connection
+    /// opened here with that address, which counts already.
+    ///
+    /// # Errors
+    /// [`Refusal::NoLease`]; [`Refusal::Conflict`] when the connection is
+    /// another user's or node's, or holds or was opened with another
+    /// address; [`Refusal::Limit`] (ip).
+    pub fn hold_ip(&mut self, hold: &IpOpen) -> Result<(), Refusal> {
+        let (ip, user, conn, node) = (&*hold.ip, &*hold.user, &*hold.conn, &*hold.node);
+        if !self.nodes.contains_key(node) {
+            return Err(Refusal::NoLease);
+        }
+        if let Some(existing) = self.conns.get(conn) {
+            if existing.user != user || existing.node != node {
+                return Err(Refusal::Conflict);
+            }
+            let opened_ip = existing.opened.as_ref().map(|o| o.ip.as_str());
+            match (existing.ip_hold.as_deref(), opened_ip) {
+                (Some(held), _) if held == ip => {
+                    self.confirm(node, conn);
+                    return Ok(());
+                }
+                (Some(_), _) => return Err(Refusal::Conflict),
+                (None, Some(opened)) if opened != ip => return Err(Refusal::Conflict),
+                (None, _) => {}
+            }
+        }
+        // Opened here with this address: it counts already.
+        let counted = self
+            .conns
+            .get(conn)
+            .and_then(|c| c.opened.as_ref())
+            .is_some();
+        let ip_count = self.ips.get(ip).copied().unwrap_or(0);
+        if !counted && hold.max_ip.is_some_and(|max| ip_count >= max) {
+            return Err(Refusal::Limit(LimitKind::Ip));
+        }
+        let entry = self.attach_conn(user, conn, node);
+        entry.ip_hold = Some(ip.to_string());
+        if !counted {
+            *self.ips.entry(ip.to_string()).or_insert(0) += 1;
+        }
+        self.confirm(node, conn);
+        Ok(())
+    }
+
+    /// Gives back the place of `ip` that `conn` holds here
+    /// (`BROKER.IP.CLOSE`); true when it held one. A connection opened here
+    /// with that address keeps counting (`CONN.CLOSE` ends it).
+    pub fn release_ip(&mut self, ip: &str, conn: &str) -> bool {
+        let Some(entry) = self.conns.get_mut(conn) else {
+            return false;
+        };
+        if entry.ip_hold.as_deref() != Some(ip) {
+            return false;
+        }
+        entry.ip_hold = None;
+        if entry.opened.is_none() {
+            self.uncount_ip(ip);
+        }
+        self.drop_if_unused(conn);
+        true
+    }
+
+    /// The number of connections here counted for `ip` (opened with it or
+    /// holding a place of it).
+    pub fn ip_count(&self, ip: &str) -> u32 {
+        self.ips.get(ip).copied().unwrap_or(0)
+    }
+
+    fn uncount_ip(&mut self, ip: &str) {
+        if let Some(count) = self.ips.get_mut(ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.ips.remove(ip);
+            }
+        }
     }
 
     /// Closes a connection of `user`: leaves all its rooms. Returns the
@@ -114,6 +213,7 @@ impl Registry {
             node: node.to_string(),
             opened: None,
             rooms: BTreeSet::new(),
+            ip_hold: None,
         })
     }
 
@@ -136,6 +236,11 @@ impl Registry {
         let Some(entry) = self.conns.remove(conn) else {
             return;
         };
+        if let Some(ip) = &entry.ip_hold {
+            if entry.opened.as_ref().is_none_or(|o| &o.ip != ip) {
+                self.uncount_ip(ip);
+            }
+        }
         if let Some(opened) = entry.opened {
             self.unopen(&entry.user, conn, &opened.ip);
         }
@@ -151,21 +256,17 @@ impl Registry {
                 self.users.remove(user);
             }
         }
-        if let Some(count) = self.ips.get_mut(ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.ips.remove(ip);
-            }
-        }
+        self.uncount_ip(ip);
         self.opened = self.opened.saturating_sub(1);
     }
 
-    /// Drops a connection that is neither opened nor in a room.
+    /// Drops a connection that is neither opened, nor in a room, nor holding
+    /// a place of an address.
     pub(super) fn drop_if_unused(&mut self, conn: &str) {
         let unused = self
             .conns
             .get(conn)
-            .is_some_and(|c| c.opened.is_none() && c.rooms.is_empty());
+            .is_some_and(|c| c.opened.is_none() && c.rooms.is_empty() && c.ip_hold.is_none());
         if unused {
             if let Some(entry) = self.conns.remove(conn) {
                 if let Some(node) = self.nodes.get_mut(&entry.node) {
@@ -294,6 +395,82 @@ mod tests {
             ),
             Err(Refusal::Limit(LimitKind::Ip))
         );
+    }
+
+    #[test]
+    fn ip_places_count_with_opened_connections_and_are_given_back() {
+        let mut r = leased();
+        let ip = "2001:db8:1:2::/64";
+        let hold = |conn: &str, user: &str| IpOpen::new(ip, user, conn, "n1").max_ip(3);
+        assert_eq!(
+            r.hold_ip(&IpOpen::new(ip, "a", "x", "nx")),
+            Err(Refusal::NoLease)
+        );
+        // One connection opened here, two places for connections opened on
+        // other shards: the address is full.
+        r.open(&ConnOpen::new("alice", "a1", "n1", ip).max_ip(3), 1)
+            .unwrap();
+        r.hold_ip(&hold("b1", "bob")).unwrap();
+        r.hold_ip(&hold("c1", "carol")).unwrap();
+        assert_eq!(r.ip_count(ip), 3);
+        assert_eq!(
+            r.hold_ip(&hold("d1", "dave")),
+            Err(Refusal::Limit(LimitKind::Ip))
+        );
+        assert_eq!(
+            r.open(&ConnOpen::new("dave", "d1", "n1", ip).max_ip(3), 1),
+            Err(Refusal::Limit(LimitKind::Ip))
+        );
+        // Again for the same connection: nothing changes, even when full.
+        r.hold_ip(&hold("b1", "bob")).unwrap();
+        assert_eq!(r.ip_count(ip), 3);
+        // For a connection opened here with the address: it counts once.
+        r.hold_ip(&hold("a1", "alice")).unwrap();
+        assert_eq!(r.ip_count(ip), 3);
+        assert!(r.release_ip(ip, "a1"), "the place is given back");
+        assert_eq!(r.ip_count(ip), 3, "the open still counts");
+        // Another user, node or address for a known connection: refused.
+        assert_eq!(r.hold_ip(&hold("b1", "eve")), Err(Refusal::Conflict));
+        assert_eq!(
+            r.hold_ip(&IpOpen::new("1.2.3.4", "bob", "b1", "n1")),
+            Err(Refusal::Conflict)
+        );
+        // Places are not presence.
+        assert!(r.presence("bob").is_empty());
+        assert_eq!(r.online(), (1, 1));
+        assert_eq!(r.nodes()[0].connections, 1);
+        // Given back: the place is free, the entry gone.
+        assert!(r.release_ip(ip, "b1"));
+        assert!(!r.release_ip(ip, "b1"));
+        assert!(!r.release_ip(ip, "a1"), "opened, not a place");
+        assert_eq!(r.ip_count(ip), 2);
+        assert!(r.node_conns("n1").iter().all(|c| c.conn != "b1"));
+        // The user and the address on one shard: the connection holds a
+        // place and is opened, and counts once, even when full.
+        r.hold_ip(&hold("b2", "bob")).unwrap();
+        assert_eq!(r.ip_count(ip), 3);
+        r.open(&ConnOpen::new("bob", "b2", "n1", ip).max_ip(3), 1)
+            .unwrap();
+        assert_eq!(r.ip_count(ip), 3);
+        let listed = r.node_conns("n1");
+        let b2 = listed.iter().find(|c| c.conn == "b2").expect("b2");
+        assert!(b2.opened && b2.ip_hold.as_deref() == Some(ip));
+        r.close("bob", "b2", None);
+        assert_eq!(r.ip_count(ip), 2);
+        r.hold_ip(&hold("b3", "bob")).unwrap();
+        r.open(&ConnOpen::new("bob", "b3", "n1", ip), 1).unwrap();
+        assert!(r.release_ip(ip, "b3"));
+        assert_eq!(r.ip_count(ip), 3, "b3 still counts as opened");
+        r.close("bob", "b3", None);
+        assert_eq!(r.ip_count(ip), 2);
+        // A node's end gives its places back.
+        r.hold_ip(&IpOpen::new(ip, "erin", "e1", "n2")).unwrap();
+        assert_eq!(r.ip_count(ip), 3);
+        r.release_node("n2", None);
+        assert_eq!(r.ip_count(ip), 2);
+        // CONN.CLOSE of a connection that holds a place here ends it too.
+        assert!(r.close("carol", "c1", None).0 == 0);
+        assert_eq!(r.ip_count(ip), 1);
     }
 
     #[test]

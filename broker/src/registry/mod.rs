@@ -12,7 +12,14 @@
 //! - a **connection** belongs to one user and one node. It is *opened* when
 //!   `CONN.OPEN` registered it (presence, limits); it may also exist only as a
 //!   room member (on a Redis Cluster shard that holds the room but not the
-//!   user). It is dropped when it is neither opened nor in any room;
+//!   user). It is dropped when it is neither opened, nor in any room, nor
+//!   holding a place of an address;
+//! - a connection may also hold a **place of a client address** here
+//!   (`IP.OPEN`: on a cluster, the address's count lives in the address's
+//!   slot while the connection is opened on its user's shard). The count of
+//!   an address is the number of connections opened here with it or
+//!   holding a place of it, each counted once; a connection that is only a
+//!   place is no presence;
 //! - a **user** is online while it has at least one opened connection;
 //! - a **room** holds its members, the per-user and per-node member counts
 //!   (O(1) counts; fan-out goes to nodes, not members), its sequence, epoch

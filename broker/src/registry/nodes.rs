@@ -78,6 +78,8 @@ pub struct NodeConn {
     pub opened: bool,
     /// Its rooms here, sorted.
     pub rooms: Vec<String>,
+    /// The client address it holds a place of here (`IP.OPEN`), if any.
+    pub ip_hold: Option<String>,
 }
 
 impl Registry {
@@ -260,6 +262,7 @@ impl Registry {
                     user: c.user.clone(),
                     opened: c.opened.is_some(),
                     rooms: c.rooms.iter().cloned().collect(),
+                    ip_hold: c.ip_hold.clone(),
                 })
             })
             .collect();
@@ -483,12 +486,14 @@ mod tests {
                     user: "alice".into(),
                     opened: true,
                     rooms: vec!["chat:x".into()],
+                    ip_hold: None,
                 },
                 NodeConn {
                     conn: "b1".into(),
                     user: "bob".into(),
                     opened: false,
                     rooms: vec!["chat:y".into()],
+                    ip_hold: None,
                 },
             ]
         );

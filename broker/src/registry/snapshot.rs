@@ -33,6 +33,7 @@ impl Registry {
                 user: c.user.clone(),
                 node: c.node.clone(),
                 opened: c.opened.clone(),
+                ip_hold: c.ip_hold.clone(),
             })
             .collect();
         conns.sort_by(|a, b| a.id.cmp(&b.id));
@@ -92,6 +93,14 @@ impl Registry {
                 *self.ips.entry(opened.ip.clone()).or_insert(0) += 1;
                 self.opened += 1;
             }
+            // A place of an address, unless the connection counts for it
+            // as opened already.
+            let ip_hold = c.ip_hold;
+            if let Some(ip) = &ip_hold {
+                if c.opened.as_ref().is_none_or(|o| &o.ip != ip) {
+                    *self.ips.entry(ip.clone()).or_insert(0) += 1;
+                }
+            }
             self.conns.insert(
                 c.id,
                 Conn {
@@ -99,6 +108,7 @@ impl Registry {
                     node: c.node,
                     opened: c.opened,
                     rooms: BTreeSet::new(),
+                    ip_hold,
                 },
             );
         }
@@ -123,7 +133,7 @@ impl Registry {
         let unused: Vec<String> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.opened.is_none() && c.rooms.is_empty())
+            .filter(|(_, c)| c.opened.is_none() && c.rooms.is_empty() && c.ip_hold.is_none())
             .map(|(id, _)| id.clone())
             .collect();
         for id in unused {
@@ -159,6 +169,10 @@ struct SavedConn {
     user: String,
     node: String,
     opened: Option<Opened>,
+    /// The address the connection holds a place of (`IP.OPEN`); absent in
+    /// snapshots saved before places.
+    #[serde(default)]
+    ip_hold: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +210,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::ConnOpen;
+    use crate::command::{ConnOpen, IpOpen};
     use crate::registry::test_support::{applied, join_present, leased};
 
     #[test]
@@ -226,6 +240,43 @@ mod tests {
         );
         assert_eq!(back.node_channel("n2"), Some("broker:node:n2:{7}"));
         assert_eq!(back.node_channel("n1"), None);
+    }
+
+    #[test]
+    fn places_of_addresses_are_saved() {
+        let mut r = leased();
+        r.hold_ip(&IpOpen::new("1.2.3.4", "bob", "b1", "n2").max_ip(2))
+            .unwrap();
+        r.open(&ConnOpen::new("alice", "a1", "n1", "1.2.3.4"), 7)
+            .unwrap();
+        let mut back = Registry::new();
+        back.restore(Snapshot::from_bytes(&r.snapshot().to_bytes().unwrap()).unwrap());
+        assert_eq!(back.snapshot(), r.snapshot());
+        assert_eq!(back.ip_count("1.2.3.4"), 2);
+        assert_eq!(
+            back.hold_ip(&IpOpen::new("1.2.3.4", "carol", "c1", "n1").max_ip(2)),
+            Err(crate::command::Refusal::Limit(
+                crate::command::LimitKind::Ip
+            ))
+        );
+        assert!(back.release_ip("1.2.3.4", "b1"));
+        assert_eq!(back.ip_count("1.2.3.4"), 1);
+        // A snapshot written before places (connections without the field).
+        let old = rmp_serde::to_vec(&(
+            vec![("n1".to_string(), 10_000u64, 5000u64)],
+            vec![(
+                "a1".to_string(),
+                "alice".to_string(),
+                "n1".to_string(),
+                Some(("1.2.3.4".to_string(), 7u64)),
+            )],
+            Vec::<()>::new(),
+        ))
+        .unwrap();
+        let mut back = Registry::new();
+        back.restore(Snapshot::from_bytes(&old).unwrap());
+        assert_eq!(back.ip_count("1.2.3.4"), 1);
+        assert_eq!(back.online(), (1, 1));
     }
 
     #[test]

@@ -146,6 +146,7 @@ fn full_file_is_read() {
             send_queue_bytes: 1_048_576,
             max_preauth_per_ip: 20,
             max_conns: 1000,
+            ipv6_prefix_len: 64,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,
@@ -479,6 +480,11 @@ fn limits_and_lease_validation() {
             "{msg}"
         );
     }
+    let msg = invalid(&format!("{SECRET}[limits]\nipv6_prefix_len = 129\n"));
+    assert!(
+        msg.contains("limits.ipv6_prefix_len must be at most 128"),
+        "{msg}"
+    );
     let msg = invalid(&format!(
         "{SECRET}[limits]\nping_interval_s = 60\nidle_timeout_s = 60\n"
     ));

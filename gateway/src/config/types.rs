@@ -177,6 +177,10 @@ pub struct Limits {
     /// allows, minus a reserve for Redis, the admin listener and files
     /// ([`crate::fd_limit`]).
     pub max_conns: u32,
+    /// IPv6 clients count by network, not by address, for the per-IP
+    /// limits: the first this many bits of the address (0..=128; 128 counts
+    /// each address alone). IPv4 counts per address.
+    pub ipv6_prefix_len: u8,
     /// Every request of a connection but `pub` (which its namespace's
     /// `rate` limits): `count` per `period_s`, `burst` back to back; over
     /// it `err` `rate_limited` with `retry_ms`.
@@ -196,6 +200,7 @@ impl Default for Limits {
             max_conns_per_ip: 20,
             max_preauth_per_ip: 20,
             max_conns: 0,
+            ipv6_prefix_len: 64,
             requests: RateConfig {
                 count: 200,
                 period_s: 10,

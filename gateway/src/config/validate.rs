@@ -201,6 +201,9 @@ impl Config {
                 problems.push(format!("limits.{key} must be greater than 0"));
             }
         }
+        if l.ipv6_prefix_len > 128 {
+            problems.push("limits.ipv6_prefix_len must be at most 128".to_owned());
+        }
         let r = &l.requests;
         if r.count == 0 || r.period_s == 0 || r.burst == 0 {
             problems.push(

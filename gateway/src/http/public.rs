@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::{bearer, json_reply, query_param, reply, Body};
 use crate::app::App;
+use crate::client_ip;
 use crate::session;
 use crate::session::admission::{self, Admission};
 use crate::session::errors::upgrade_refusal;
@@ -226,10 +227,11 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
     };
     let forwarded = req.headers().get_all("x-forwarded-for");
     let forwarded = forwarded.iter().filter_map(|v| v.to_str().ok());
-    let ip = app
-        .trusted_proxies
-        .client_ip(peer.ip(), forwarded)
-        .to_string();
+    // The name the address counts under (an IPv6 client by its network).
+    let ip = client_ip::limit_key(
+        app.trusted_proxies.client_ip(peer.ip(), forwarded),
+        app.config.limits.ipv6_prefix_len,
+    );
     let token = bearer(&req).or_else(|| query_param(&req, "token"));
     let admitted = match token {
         Some(token) => Some(admission::admit(&app, &token, &ip).await),
@@ -271,7 +273,7 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
     let (response, fut) = match fastwebsockets::upgrade::upgrade(&mut req) {
         Ok(pair) => pair,
         Err(err) => {
-            admission::release(&app, &admission);
+            admission::release(&app, &admission, &ip);
             return reply(StatusCode::BAD_REQUEST, "text/plain", format!("{err}\n"));
         }
     };
@@ -288,7 +290,7 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
             }
             Err(err) => {
                 tracing::debug!(error = %err, "upgrade failed");
-                admission::release(&app, &admission);
+                admission::release(&app, &admission, &ip);
                 drop(place);
             }
         }

@@ -11,6 +11,11 @@
 //! repairs the gaps of the rooms joined again from history). A ghost thus
 //! outlives the stall that made it by at most one check, half a lease.
 //!
+//! On a cluster a connection whose address's slot is not its user's also
+//! holds a place of its address there (`BROKER.IP.OPEN`, the per-IP
+//! limit): a place held for a connection the node does not serve is given
+//! back, a served connection lacking its place takes it again.
+//!
 //! Connections with a module call in flight ([`super::busy`]) are left for
 //! the next round: Redis may not have run that call yet.
 
@@ -18,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::command::{ConnClose, ConnOpen, Join, Leave, NodeConns};
+use broker::command::{ConnClose, ConnOpen, IpClose, IpOpen, Join, Leave, NodeConns};
 use broker::registry::NodeConn;
 use futures_util::StreamExt;
 
@@ -67,6 +72,16 @@ pub enum Fix {
     },
     /// Unregister a connection the node does not serve.
     Close { conn: String, user: String },
+    /// Take the place of its address a served connection lacks
+    /// (`IP.OPEN`, no limit).
+    HoldIp {
+        conn: Arc<str>,
+        user: Arc<str>,
+        ip: String,
+    },
+    /// Give back a place of an address the node does not need
+    /// (`IP.CLOSE`).
+    ReleaseIp { conn: String, ip: String },
 }
 
 impl Fix {
@@ -77,16 +92,21 @@ impl Fix {
             Fix::Join { .. } => "join",
             Fix::Leave { .. } => "leave",
             Fix::Close { .. } => "close",
+            Fix::HoldIp { .. } => "hold_ip",
+            Fix::ReleaseIp { .. } => "release_ip",
         }
     }
 }
 
 /// The fixes that make `held` (Redis's view) agree with `served`, one list
-/// per connection, skipping the `busy` ones.
+/// per connection, skipping the `busy` ones. `ip_apart(user, ip)` says
+/// whether a connection holds a place of its address apart from its
+/// `CONN.OPEN` ([`crate::store::Store::ip_apart`]).
 pub fn plan(
     served: &[Served],
     held: &BTreeMap<String, NodeConn>,
     busy: &HashSet<Arc<str>>,
+    ip_apart: impl Fn(&str, &str) -> bool,
 ) -> Vec<Vec<Fix>> {
     let mut out = Vec::new();
     let mut seen: HashSet<&str> = HashSet::new();
@@ -97,8 +117,23 @@ pub fn plan(
         }
         let mut fixes = Vec::new();
         let h = held.get(&*s.conn);
+        let wanted_hold = ip_apart(&s.user, &s.ip).then_some(s.ip.as_str());
+        let held_hold = h.and_then(|h| h.ip_hold.as_deref());
+        if let Some(other) = held_hold.filter(|&ip| Some(ip) != wanted_hold) {
+            fixes.push(Fix::ReleaseIp {
+                conn: s.conn.to_string(),
+                ip: other.to_string(),
+            });
+        }
         if !h.is_some_and(|h| h.opened) {
+            // `Store::open` takes the address's place too.
             fixes.push(Fix::Open {
+                conn: s.conn.clone(),
+                user: s.user.clone(),
+                ip: s.ip.clone(),
+            });
+        } else if wanted_hold.is_some() && held_hold != wanted_hold {
+            fixes.push(Fix::HoldIp {
                 conn: s.conn.clone(),
                 user: s.user.clone(),
                 ip: s.ip.clone(),
@@ -145,6 +180,12 @@ pub fn plan(
             fixes.push(Fix::Close {
                 conn: conn.clone(),
                 user: h.user.clone(),
+            });
+        }
+        if let Some(ip) = &h.ip_hold {
+            fixes.push(Fix::ReleaseIp {
+                conn: conn.clone(),
+                ip: ip.clone(),
             });
         }
         out.push(fixes);
@@ -210,7 +251,9 @@ pub async fn reconcile(node: &Arc<Node>) -> StoreResult<u64> {
             rooms: c.rooms_snapshot(),
         })
         .collect();
-    let plans = plan(&served, &held, &busy);
+    let plans = plan(&served, &held, &busy, |user, ip| {
+        node.store.ip_apart(user, ip)
+    });
     if plans.is_empty() {
         return Ok(0);
     }
@@ -277,6 +320,17 @@ async fn apply(node: &Node, fixes: Vec<Fix>) -> Applied {
                 node.store.leave(&Leave::new(room, user, conn)).await
             }
             Fix::Close { conn, user } => node.store.close(&ConnClose::new(user, conn)).await,
+            Fix::HoldIp { conn, user, ip } => {
+                let _busy = node.busy.hold(conn);
+                node.store
+                    .hold_ip(&IpOpen::new(ip, user, conn, &node.id))
+                    .await
+            }
+            Fix::ReleaseIp { conn, ip } => node
+                .store
+                .release_ip(&IpClose::new(ip, conn))
+                .await
+                .map(|_| ()),
         };
         match done {
             Ok(()) => {
@@ -307,8 +361,13 @@ mod tests {
                 user: user.to_string(),
                 opened,
                 rooms: rooms.iter().map(|r| r.to_string()).collect(),
+                ip_hold: None,
             },
         )
+    }
+
+    fn never_apart(_: &str, _: &str) -> bool {
+        false
     }
 
     fn served(conn: &str, user: &str, rooms: &[&str]) -> Served {
@@ -324,7 +383,7 @@ mod tests {
     fn agreeing_views_need_nothing() {
         let held = BTreeMap::from([held("a1", "alice", true, &["chat:x", "user:alice"])]);
         let served = [served("a1", "alice", &["chat:x", "user:alice"])];
-        assert!(plan(&served, &held, &HashSet::new()).is_empty());
+        assert!(plan(&served, &held, &HashSet::new(), never_apart).is_empty());
     }
 
     #[test]
@@ -333,7 +392,7 @@ mod tests {
             held("g1", "ghost", true, &["chat:x"]),
             held("g2", "ghost", false, &["chat:y"]),
         ]);
-        let plans = plan(&[], &held, &HashSet::new());
+        let plans = plan(&[], &held, &HashSet::new(), never_apart);
         assert_eq!(
             plans,
             vec![
@@ -364,7 +423,7 @@ mod tests {
             served("a1", "alice", &["chat:x"]),
             served("b1", "bob", &["user:bob"]),
         ];
-        let plans = plan(&served, &held, &HashSet::new());
+        let plans = plan(&served, &held, &HashSet::new(), never_apart);
         let kinds: Vec<Vec<&str>> = plans
             .iter()
             .map(|p| p.iter().map(Fix::kind).collect())
@@ -377,6 +436,82 @@ mod tests {
         let held = BTreeMap::from([held("g1", "ghost", true, &[])]);
         let served = [served("b1", "bob", &["user:bob"])];
         let busy = HashSet::from([Arc::from("g1"), Arc::from("b1")]);
-        assert!(plan(&served, &held, &busy).is_empty());
+        assert!(plan(&served, &held, &busy, never_apart).is_empty());
+    }
+
+    #[test]
+    fn places_of_addresses_are_taken_and_given_back() {
+        // Apart: bob's address ("ip") has another slot than bob.
+        let apart = |user: &str, _: &str| user == "bob";
+        let mut with_place = held("b1", "bob", true, &[]);
+        with_place.1.ip_hold = Some("ip".into());
+        // Served and in place: nothing to do.
+        let agree = BTreeMap::from([with_place.clone()]);
+        assert!(plan(&[served("b1", "bob", &[])], &agree, &HashSet::new(), apart).is_empty());
+        // Opened but without its place: taken again.
+        let lacking = BTreeMap::from([held("b1", "bob", true, &[])]);
+        assert_eq!(
+            plan(
+                &[served("b1", "bob", &[])],
+                &lacking,
+                &HashSet::new(),
+                apart
+            ),
+            vec![vec![Fix::HoldIp {
+                conn: Arc::from("b1"),
+                user: Arc::from("bob"),
+                ip: "ip".into()
+            }]]
+        );
+        // Not registered at all: the open takes the place too.
+        let kinds: Vec<Vec<&str>> = plan(
+            &[served("b1", "bob", &[])],
+            &BTreeMap::new(),
+            &HashSet::new(),
+            apart,
+        )
+        .iter()
+        .map(|p| p.iter().map(Fix::kind).collect())
+        .collect();
+        assert_eq!(kinds, vec![vec!["open"]]);
+        // A place of a connection the node does not serve (a stray one, or
+        // one whose open was refused) is given back, with its close.
+        assert_eq!(
+            plan(&[], &agree, &HashSet::new(), apart),
+            vec![vec![
+                Fix::Close {
+                    conn: "b1".into(),
+                    user: "bob".into()
+                },
+                Fix::ReleaseIp {
+                    conn: "b1".into(),
+                    ip: "ip".into()
+                },
+            ]]
+        );
+        let mut only_place = held("g1", "ghost", false, &[]);
+        only_place.1.ip_hold = Some("ip".into());
+        assert_eq!(
+            plan(&[], &BTreeMap::from([only_place]), &HashSet::new(), apart),
+            vec![vec![Fix::ReleaseIp {
+                conn: "g1".into(),
+                ip: "ip".into()
+            }]]
+        );
+        // A place the served connection does not need: given back.
+        let mut alice = held("a1", "alice", true, &[]);
+        alice.1.ip_hold = Some("other".into());
+        assert_eq!(
+            plan(
+                &[served("a1", "alice", &[])],
+                &BTreeMap::from([alice]),
+                &HashSet::new(),
+                apart
+            ),
+            vec![vec![Fix::ReleaseIp {
+                conn: "a1".into(),
+                ip: "other".into()
+            }]]
+        );
     }
 }

@@ -3,7 +3,9 @@
 //! with an HTTP status before the upgrade) or in the first `auth` frame.
 //!
 //! The sequence: verify the token → take a connection id → register it in
-//! the module (`BROKER.CONN.OPEN` within the per-user and per-IP limits) →
+//! the module (`BROKER.CONN.OPEN` within the per-user and per-IP limits; on
+//! a cluster, `BROKER.IP.OPEN` first where the address's slot is not the
+//! user's: `Store::open`) →
 //! a `LIMIT` refusal is the client's, anything else (Redis down, a
 //! `NOLEASE` that also wakes the lease task) is the server's.
 
@@ -113,14 +115,20 @@ pub fn anonymous(app: &App) -> Claims {
     }
 }
 
-/// Unregisters a connection admitted before an upgrade that did not
-/// complete.
-pub fn release(app: &Arc<App>, admission: &Admission) {
+/// Unregisters a connection from `ip` admitted before an upgrade that did
+/// not complete (with the place of its address, where that is counted
+/// apart).
+pub fn release(app: &Arc<App>, admission: &Admission, ip: &str) {
     if let Admission::Authed(Admitted { conn, claims, .. }) = admission {
         let (app, conn, user) = (app.clone(), conn.clone(), claims.sub.clone());
+        let ip = ip.to_string();
         let busy = app.node.busy.hold(&conn);
         tokio::spawn(async move {
-            let _ = app.node.store.close(&ConnClose::new(&user, &conn)).await;
+            let _ = app
+                .node
+                .store
+                .close_from(&ConnClose::new(&user, &conn), &ip)
+                .await;
             drop(busy);
         });
     }

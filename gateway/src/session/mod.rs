@@ -68,7 +68,7 @@ pub fn start(
         Ok(socket) => socket,
         Err(err) => {
             tracing::warn!(error = %err, "cannot take over the upgraded connection");
-            admission::release(&app, &admission);
+            admission::release(&app, &admission, &ip);
             return None;
         }
     };

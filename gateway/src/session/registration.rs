@@ -67,7 +67,8 @@ impl Drop for Registration {
                     linger,
                     ..ConnClose::new(&shared.user, &shared.id)
                 };
-                if let Err(err) = app.node.store.close(&close).await {
+                // With the place of its address, where that is counted apart.
+                if let Err(err) = app.node.store.close_from(&close, &shared.ip).await {
                     tracing::warn!(conn = %shared.id, error = %err, "could not unregister the connection; the reconciliation will clean it up");
                 }
             });

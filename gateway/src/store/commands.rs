@@ -6,8 +6,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use broker::command::{
-    Broadcast, Command, ConnClose, ConnOpen, History, Join, Kick, Leave, NodeConns, NodeLease,
-    NodeRelease, Nodes, Online, Presence, Publish, RoomCount, RoomMembers, UserRooms,
+    Broadcast, Command, ConnClose, ConnOpen, History, IpClose, IpOpen, Join, Kick, Leave,
+    NodeConns, NodeLease, NodeRelease, Nodes, Online, Presence, Publish, RoomCount, RoomMembers,
+    UserRooms,
 };
 use broker::registry::NodeConn;
 use redis::{Cmd, FromRedisValue, Value};
@@ -137,20 +138,81 @@ impl Store {
         Ok(dropped)
     }
 
+    /// True when the connections of `user` from `ip` are counted for the
+    /// address apart from `CONN.OPEN`: on a cluster whose hash slot of the
+    /// address differs from the user's. `CONN.OPEN` routes by the user, so
+    /// its count of an address is per shard; the address's own slot holds
+    /// the count for every shard instead (`BROKER.IP.OPEN`).
+    pub fn ip_apart(&self, user: &str, ip: &str) -> bool {
+        self.is_cluster()
+            && broker::names::key_slot(user.as_bytes()) != broker::names::key_slot(ip.as_bytes())
+    }
+
     /// Registers a connection within its per-user and per-IP limits
-    /// (none: re-registration after a lost lease).
+    /// (none: re-registration after a lost lease). One `CONN.OPEN` on one
+    /// Redis, or when the address's slot is the user's. Otherwise the
+    /// connection first takes a place of its address in the address's slot
+    /// (`IP.OPEN`, with the per-IP limit), then `CONN.OPEN` (the per-user
+    /// limit); when that refuses or fails, the place is given back.
     pub async fn open(&self, open: &ConnOpen) -> StoreResult<()> {
-        let (label, cmd) = request(open);
-        let _: Value = self.run(&label, cmd).await?;
+        if !self.ip_apart(&open.user, &open.ip) {
+            let (label, cmd) = request(open);
+            let _: Value = self.run(&label, cmd).await?;
+            return Ok(());
+        }
+        self.hold_ip(&IpOpen {
+            max_ip: open.max_ip,
+            ..IpOpen::new(&open.ip, &open.user, &open.conn, &open.node)
+        })
+        .await?;
+        let (label, cmd) = request(&ConnOpen {
+            max_ip: None,
+            ..open.clone()
+        });
+        let opened = self.run::<Value>(&label, cmd).await;
+        if let Err(err) = opened {
+            if let Err(release) = self.release_ip(&IpClose::new(&open.ip, &open.conn)).await {
+                tracing::warn!(conn = %open.conn, error = %release, "could not give back the address's place; the reconciliation will");
+            }
+            return Err(err);
+        }
         Ok(())
     }
 
     /// Removes a connection and its memberships; with a `GRACE`, its user
-    /// lingers in rooms where this was its last connection.
+    /// lingers in rooms where this was its last connection. Does not give
+    /// back a place of its address: [`Store::close_from`] does both.
     pub async fn close(&self, close: &ConnClose) -> StoreResult<()> {
         let (label, cmd) = request(close);
         let _: Value = self.run(&label, cmd).await?;
         Ok(())
+    }
+
+    /// Removes a connection from `ip` ([`Store::close`]) and, when its
+    /// address is counted apart ([`Store::ip_apart`]), gives back its
+    /// place (`IP.CLOSE`) at the same time. Both are tried; the first
+    /// error is returned.
+    pub async fn close_from(&self, close: &ConnClose, ip: &str) -> StoreResult<()> {
+        if !self.ip_apart(&close.user, ip) {
+            return self.close(close).await;
+        }
+        let release = IpClose::new(ip, &close.conn);
+        let (closed, released) = futures_util::join!(self.close(close), self.release_ip(&release));
+        closed.and(released.map(|_| ()))
+    }
+
+    /// Takes a place of a client address for a connection (`IP.OPEN`).
+    pub async fn hold_ip(&self, hold: &IpOpen) -> StoreResult<()> {
+        let (label, cmd) = request(hold);
+        let _: Value = self.run(&label, cmd).await?;
+        Ok(())
+    }
+
+    /// Gives back a connection's place of a client address (`IP.CLOSE`);
+    /// true when it held one.
+    pub async fn release_ip(&self, release: &IpClose) -> StoreResult<bool> {
+        let (label, cmd) = request(release);
+        Ok(as_int(self.run(&label, cmd).await?)? == 1)
     }
 
     /// Joins a room; with `SINCE`, also returns what was missed.
@@ -262,8 +324,9 @@ impl Store {
     }
 
     /// What Redis holds for a node, over every master of a cluster: per
-    /// connection its user, whether it is opened (on some master) and its
-    /// rooms (on every master), by connection id.
+    /// connection its user, whether it is opened (on some master), its
+    /// rooms (on every master) and the address it holds a place of (on
+    /// some master), by connection id.
     pub async fn node_conns(&self, list: &NodeConns) -> StoreResult<BTreeMap<String, NodeConn>> {
         let (label, cmd) = request(list);
         let mut out: BTreeMap<String, NodeConn> = BTreeMap::new();
@@ -279,10 +342,17 @@ impl Store {
                     user: String::new(),
                     opened: false,
                     rooms: Vec::new(),
+                    ip_hold: None,
                 });
                 entry.user = fields.text("user")?;
                 entry.opened |= fields.int("opened")? == 1;
                 entry.rooms.extend(fields.texts("rooms")?);
+                // Absent from a module older than api 4.
+                if let Ok(ip) = fields.text("ip_hold") {
+                    if !ip.is_empty() {
+                        entry.ip_hold = Some(ip);
+                    }
+                }
             }
         }
         for entry in out.values_mut() {

@@ -1,7 +1,7 @@
-//! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `PRESENCE`,
-//! `USER.ROOMS`, `KICK`, `ONLINE`.
+//! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `IP.OPEN`,
+//! `IP.CLOSE`, `PRESENCE`, `USER.ROOMS`, `KICK`, `ONLINE`.
 
-use broker::command::{ConnClose, ConnOpen, Kick, Online, Presence, UserRooms};
+use broker::command::{ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserRooms};
 use broker::envelope;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
@@ -40,6 +40,33 @@ fn close(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     });
     replicate(ctx, &cmd.replicated(now));
     Ok(reply::int(rooms))
+}
+
+/// `BROKER.IP.OPEN ip user conn node [MAXIP n]`: takes a place of a client
+/// address for a connection opened on another shard, within the limit.
+pub fn ip_open(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, hold_ip)
+}
+
+fn hold_ip(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    let cmd: IpOpen = parse(argv)?;
+    state::with(|s| s.registry.hold_ip(&cmd))?;
+    replicate(ctx, &cmd.replicated());
+    Ok(RedisValue::SimpleStringStatic("OK"))
+}
+
+/// `BROKER.IP.CLOSE ip conn`: gives back the place `IP.OPEN` took.
+pub fn ip_close(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, release_ip)
+}
+
+fn release_ip(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    let cmd: IpClose = parse(argv)?;
+    let released = state::with(|s| s.registry.release_ip(&cmd.ip, &cmd.conn));
+    if released {
+        replicate(ctx, &cmd);
+    }
+    Ok(reply::int(u64::from(released)))
 }
 
 /// `BROKER.USER.ROOMS user`: the rooms on this shard of each of the user's

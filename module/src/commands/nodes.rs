@@ -98,6 +98,7 @@ fn conns(_ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
                     ("user", reply::text(&c.user)),
                     ("opened", reply::int(u64::from(c.opened))),
                     ("rooms", reply::texts(&c.rooms)),
+                    ("ip_hold", reply::text(c.ip_hold.as_deref().unwrap_or(""))),
                 ])
             })
             .collect(),
