@@ -19,9 +19,17 @@ CHAOS_FAULTS ?= gateway-kill,master-kill,pause,sleep,cut,restart-rdb,restart-aof
 # A short run (`make chaos-short`); not yet part of `make test`: it still
 # finds rare losses (see docs/OPERATIONS.md, "Fault harness").
 CHAOS_SHORT = --seconds 60 --clients 300 --rate 60 --rooms 30 --quiet-s 2-4
+# `make attack`: seconds of the quiet window and of each attack, and a factor
+# on every count (1,000 well-behaved clients, 5,000 unauthenticated sockets...).
+ATTACK_SECONDS ?= 20
+ATTACK_SCALE ?= 1.0
+# The short attack run inside `make test` (about 35 s): only the attacks whose
+# goals hold on a 2-core machine, with a 2 ms floor for the quiet p99 (see
+# docs/OPERATIONS.md, "Attack bench").
+ATTACK_SHORT = --attacks joinleave,refresh,garbage --floor-ms 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test chaos chaos-short run stop bench bench-module bench-gateway bench-peer browser-test check-ops fuzz clean
+.PHONY: help deps build test chaos chaos-short run stop bench bench-module bench-gateway bench-peer browser-test check-ops fuzz attack clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -35,12 +43,13 @@ deps: ## install what is missing on Debian (redis-server, redis-tools, libclang-
 build: deps ## build the module (target/release/libbroker_module.so) and the gateway (target/release/broker-gateway)
 	$(CARGO) build --release --workspace
 
-test: build ## run every test (Rust, browser, ops files, a short fuzz), then clippy and rustfmt checks
+test: build ## run every test (Rust, browser, ops files, a short fuzz, a short attack bench), then clippy and rustfmt checks
 	$(CARGO) test --workspace --release -- --test-threads=$(TEST_THREADS)
 	@scripts/autobahn.sh
 	scripts/browser-test.sh
 	scripts/check-ops.sh
 	FUZZ_OPTIONAL=1 scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
+	ATTACK_NO_BUILD=1 ATTACK_SECONDS=5 ATTACK_SCALE=0.2 ATTACK_ARGS="$(ATTACK_SHORT)" scripts/attack.sh --short
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) fmt --all -- --check
 
@@ -73,6 +82,9 @@ browser-test: build ## JS client unit tests and two browsers chatting through tw
 
 bench-gateway: build ## load-test two gateway nodes (connect storm, fan-out, chat, churn); writes docs/BENCHMARKS.md
 	@scripts/bench-gateway.sh
+
+attack: build ## well-behaved chat clients under six attacks in turn (ATTACK_SECONDS, ATTACK_SCALE); table into docs/OPERATIONS.md
+	@ATTACK_NO_BUILD=1 ATTACK_SECONDS=$(ATTACK_SECONDS) ATTACK_SCALE=$(ATTACK_SCALE) scripts/attack.sh
 
 bench-peer: ## the Socket.IO 4 + redis-adapter peer alone (npm ci from bench/socketio/package-lock.json)
 	@scripts/bench-peer.sh

@@ -136,14 +136,65 @@ pub async fn open(
     token: &str,
     timeout: Duration,
 ) -> Result<Ws, String> {
-    match tokio::time::timeout(timeout, open_inner(target, source, token)).await {
+    open_with(target, source, token, None, timeout).await
+}
+
+/// [`open`] with the socket's receive buffer set to `recv_buffer` bytes
+/// (`SO_RCVBUF`, before connecting), for clients that mean to fall behind
+/// quickly.
+///
+/// # Errors
+///
+/// As [`open`].
+pub async fn open_with(
+    target: &Target,
+    source: Option<Ipv4Addr>,
+    token: &str,
+    recv_buffer: Option<u32>,
+    timeout: Duration,
+) -> Result<Ws, String> {
+    let attempt = async {
+        let mut ws = upgrade_inner(target, source, Some(token), recv_buffer).await?;
+        wait_welcome(&mut ws).await?;
+        Ok(ws)
+    };
+    match tokio::time::timeout(timeout, attempt).await {
         Ok(result) => result,
         Err(_) => Err("timeout".to_owned()),
     }
 }
 
-async fn open_inner(target: &Target, source: Option<Ipv4Addr>, token: &str) -> Result<Ws, String> {
+/// The WebSocket upgrade alone, with the token in the query when there is
+/// one, without waiting for any frame: a connection without a token is
+/// left waiting for its `auth` frame (PROTOCOL.md §2).
+///
+/// # Errors
+///
+/// As [`open`].
+pub async fn upgrade(
+    target: &Target,
+    source: Option<Ipv4Addr>,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Ws, String> {
+    match tokio::time::timeout(timeout, upgrade_inner(target, source, token, None)).await {
+        Ok(result) => result,
+        Err(_) => Err("timeout".to_owned()),
+    }
+}
+
+async fn upgrade_inner(
+    target: &Target,
+    source: Option<Ipv4Addr>,
+    token: Option<&str>,
+    recv_buffer: Option<u32>,
+) -> Result<Ws, String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
+    if let Some(size) = recv_buffer {
+        socket
+            .set_recv_buffer_size(size)
+            .map_err(|e| format!("SO_RCVBUF: {e}"))?;
+    }
     if let Some(ip) = source {
         socket
             .bind(SocketAddr::new(IpAddr::V4(ip), 0))
@@ -154,10 +205,16 @@ async fn open_inner(target: &Target, source: Option<Ipv4Addr>, token: &str) -> R
         .await
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let sep = if target.path.contains('?') { '&' } else { '?' };
+    let uri = match token {
+        Some(token) => {
+            let sep = if target.path.contains('?') { '&' } else { '?' };
+            format!("{}{sep}token={token}", target.path)
+        }
+        None => target.path.clone(),
+    };
     let request = Request::builder()
         .method("GET")
-        .uri(format!("{}{sep}token={token}", target.path))
+        .uri(uri)
         .header(HOST, &target.authority)
         .header(UPGRADE, "websocket")
         .header(CONNECTION, "upgrade")
@@ -165,12 +222,17 @@ async fn open_inner(target: &Target, source: Option<Ipv4Addr>, token: &str) -> R
         .header("Sec-WebSocket-Version", "13")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
-    let (mut ws, _) = handshake::client(&SpawnExecutor, request, stream)
+    let (ws, _) = handshake::client(&SpawnExecutor, request, stream)
         .await
         .map_err(|e| match e {
             WebSocketError::InvalidStatusCode(code) => format!("HTTP {code}"),
             other => format!("handshake: {other}"),
         })?;
+    Ok(ws)
+}
+
+/// Reads frames until the `welcome`.
+async fn wait_welcome(ws: &mut Ws) -> Result<(), String> {
     loop {
         let frame = ws
             .read_frame()
@@ -179,7 +241,7 @@ async fn open_inner(target: &Target, source: Option<Ipv4Addr>, token: &str) -> R
         match frame.opcode {
             OpCode::Binary => {
                 return match frame::parse(&frame.payload) {
-                    Incoming::Welcome => Ok(ws),
+                    Incoming::Welcome => Ok(()),
                     other => Err(format!("expected welcome, got {other:?}")),
                 };
             }
@@ -195,7 +257,7 @@ async fn open_inner(target: &Target, source: Option<Ipv4Addr>, token: &str) -> R
 }
 
 /// `"4008 slow consumer"` from a close frame's payload.
-fn close_code(payload: &[u8]) -> String {
+pub fn close_code(payload: &[u8]) -> String {
     match payload {
         [a, b, reason @ ..] => format!(
             "{} {}",
@@ -358,6 +420,34 @@ impl Conn {
             self.pending.lock().expect("pending lock").remove(&id);
         }
         result
+    }
+
+    /// Sends `bytes` as one binary message, whatever they hold (garbage
+    /// included); any answer goes to the sink as a stray frame.
+    ///
+    /// # Errors
+    ///
+    /// The connection is closed.
+    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), WebSocketError> {
+        self.send(bytes).await
+    }
+
+    /// True once the reader has stopped: the server closed the connection,
+    /// it failed, or [`Conn::abort`] ran.
+    pub fn ended(&self) -> bool {
+        match self.reader.lock().expect("reader lock").as_ref() {
+            Some(task) => task.is_finished(),
+            None => true,
+        }
+    }
+
+    /// Drops the connection without a close frame: stops the reader, so the
+    /// socket closes when the last handle to the `Conn` goes.
+    pub fn abort(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        if let Some(task) = self.reader.lock().expect("reader lock").take() {
+            task.abort();
+        }
     }
 
     /// Closes with 1000 and waits (briefly) for the server's close.

@@ -10,7 +10,12 @@
 //! - `chat` — many small rooms where every member talks;
 //! - `churn` — connections joining and leaving rooms while others publish,
 //!   then a check of `BROKER.ROOM.COUNT` in Redis against what the tool
-//!   knows.
+//!   knows;
+//! - `attack` — well-behaved chat clients while abusive ones attack in turn
+//!   (unauthenticated sockets, non-reading `history` readers, join/leave
+//!   cycling, `presence` polling, bad `refresh` tokens, garbage frames);
+//!   checks that the well-behaved clients' p99 and connections hold, and
+//!   exits 1 when they do not.
 //!
 //! Map: [`client`] opens connections and runs their readers; [`frame`]
 //! scans the server frames on the hot path; [`stats`] counts, keeps the
@@ -64,6 +69,9 @@ enum Scenario {
     /// Connections joining and leaving rooms while others publish; checks
     /// BROKER.ROOM.COUNT.
     Churn(scenario::churn::Opts),
+    /// Well-behaved chat clients while six kinds of attackers take turns;
+    /// exits 1 when a goal is missed.
+    Attack(scenario::attack::Opts),
 }
 
 /// Options every scenario takes.
@@ -145,6 +153,7 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Fanout(opts) => scenario::fanout::run(opts, &out).await?,
         Scenario::Chat(opts) => scenario::chat::run(opts, &out).await?,
         Scenario::Churn(opts) => scenario::churn::run(opts, &out).await?,
+        Scenario::Attack(opts) => scenario::attack::run(opts, &out).await?,
     };
     if let Some(path) = &cli.save {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())? + "\n")
@@ -154,6 +163,12 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report.json())?);
     } else {
         print!("{}", report.table());
+    }
+    if !report.failures().is_empty() {
+        for why in report.failures() {
+            eprintln!("goal missed: {why}");
+        }
+        std::process::exit(1);
     }
     Ok(())
 }

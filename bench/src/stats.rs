@@ -312,6 +312,19 @@ pub struct Report {
     params: Map<String, Value>,
     /// (JSON key, title, rows).
     sections: Vec<(String, String, Vec<Row>)>,
+    /// Tables of several columns, after the sections.
+    grids: Vec<Grid>,
+    /// Goals the run missed; the tool exits non-zero when there is one.
+    failures: Vec<String>,
+}
+
+/// A table with a header row and any number of columns.
+struct Grid {
+    key: String,
+    title: String,
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+    value: Value,
 }
 
 struct Row {
@@ -331,7 +344,42 @@ impl Report {
                 _ => Map::new(),
             },
             sections: Vec::new(),
+            grids: Vec::new(),
+            failures: Vec::new(),
         }
+    }
+
+    /// A table of several columns titled `title` (`header`, then `rows`),
+    /// shown after the sections; `value` is its entry `key` in the JSON
+    /// results.
+    pub fn grid(
+        &mut self,
+        key: &str,
+        title: impl Into<String>,
+        header: &[&str],
+        rows: Vec<Vec<String>>,
+        value: Value,
+    ) -> &mut Self {
+        self.grids.push(Grid {
+            key: key.to_owned(),
+            title: title.into(),
+            header: header.iter().map(|h| (*h).to_owned()).collect(),
+            rows,
+            value,
+        });
+        self
+    }
+
+    /// Records a missed goal: shown under the tables, listed in the JSON
+    /// (`failures`), and the tool exits with status 1.
+    pub fn fail(&mut self, why: impl Into<String>) -> &mut Self {
+        self.failures.push(why.into());
+        self
+    }
+
+    /// The goals missed so far.
+    pub fn failures(&self) -> &[String] {
+        &self.failures
     }
 
     /// Starts a section: a table of its own titled `title`, the object
@@ -424,6 +472,23 @@ impl Report {
             }
             out.push('\n');
         }
+        for grid in &self.grids {
+            let _ = writeln!(out, "**{}**\n", grid.title);
+            let _ = writeln!(out, "| {} |", grid.header.join(" | "));
+            let _ = writeln!(out, "|{}", "---|".repeat(grid.header.len()));
+            for row in &grid.rows {
+                let cells: Vec<String> = row.iter().map(|c| c.replace('|', "/")).collect();
+                let _ = writeln!(out, "| {} |", cells.join(" | "));
+            }
+            out.push('\n');
+        }
+        if !self.failures.is_empty() {
+            let _ = writeln!(out, "Goals missed:\n");
+            for why in &self.failures {
+                let _ = writeln!(out, "- {why}");
+            }
+            out.push('\n');
+        }
         out
     }
 
@@ -437,7 +502,13 @@ impl Report {
                 .collect();
             results.insert(key.clone(), Value::Object(section));
         }
-        json!({ "scenario": self.scenario, "params": self.params, "results": results })
+        for grid in &self.grids {
+            results.insert(grid.key.clone(), grid.value.clone());
+        }
+        json!({
+            "scenario": self.scenario, "params": self.params, "results": results,
+            "failures": self.failures,
+        })
     }
 }
 
@@ -554,7 +625,7 @@ mod tests {
         );
         assert_eq!(
             r.json(),
-            json!({"scenario": "x", "params": {"n": 1}, "results": {"phase": {"sent": 1500, "rate": 2.5}}})
+            json!({"scenario": "x", "params": {"n": 1}, "results": {"phase": {"sent": 1500, "rate": 2.5}}, "failures": []})
         );
     }
 

@@ -152,3 +152,35 @@ async fn history_acks_are_bounded_in_bytes_and_page_with_since() {
         "every message once, in order"
     );
 }
+
+#[tokio::test]
+async fn a_full_presence_page_costs_more_of_the_request_budget() {
+    let redis = RedisServer::start();
+    crowd(&mut redis.client(), "chat:big", 1_500);
+    // The shipped budget: 200 per 10 s, 50 back to back.
+    let gw = Gateway::start(&redis, Options::default().requests(200, 10, 50)).await;
+    let mut c = gw.connect("zed").await;
+    // A full page costs 11: four of them and the fifth still fit in the
+    // burst of 50, the sixth does not.
+    let mut limited_at = None;
+    for i in 0..8 {
+        match c
+            .request(broker_tests::gateway::presence_req("chat:big"))
+            .await
+        {
+            broker::protocol::ServerFrame::Ack { .. } => {}
+            broker::protocol::ServerFrame::Err { code, retry_ms, .. } => {
+                assert_eq!(code, "rate_limited");
+                assert!(retry_ms.is_some_and(|ms| ms > 0));
+                limited_at = Some(i);
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        limited_at,
+        Some(5),
+        "a page of 1000 users costs 11 requests"
+    );
+}

@@ -2,6 +2,7 @@
 //! bounded number of handshakes in flight, joining rooms, pacing
 //! publishes, and the gateways' own counters around a run.
 
+pub mod attack;
 pub mod chat;
 pub mod churn;
 pub mod connect;

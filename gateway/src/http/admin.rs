@@ -202,7 +202,7 @@ async fn room_presence(app: &App, room: &str, after: Option<String>) -> Response
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid after"}));
     }
     match presence_page(&app.node.store, room, after).await {
-        Ok(ack) => match broker::msgpack::to_json(&ack) {
+        Ok((ack, _)) => match broker::msgpack::to_json(&ack) {
             Ok(body) => json_reply(StatusCode::OK, body),
             Err(err) => json_reply(
                 StatusCode::INTERNAL_SERVER_ERROR,

@@ -30,6 +30,15 @@ const MAX_HISTORY_BYTES: usize = 256 * 1024;
 /// (`next`, then `after`).
 pub const PRESENCE_PAGE: u64 = 1000;
 
+/// Users of a `presence` answer that cost one more request of
+/// `limits.requests`: a full page of 1000 costs 11, so polling a big room
+/// is not 10× cheaper than it is for Redis.
+const PRESENCE_USERS_PER_REQUEST: u64 = 100;
+
+/// Bytes of a `history` answer that cost one more request of
+/// `limits.requests`: a full 256 KiB page costs 17.
+const HISTORY_BYTES_PER_REQUEST: u64 = 16 * 1024;
+
 /// A client `pub`, as dispatch hands it on.
 struct Publish {
     id: i64,
@@ -167,7 +176,7 @@ impl Connection {
     /// `presence`: the room's users and their connection counts, at most
     /// [`PRESENCE_PAGE`] of them after `after`.
     async fn presence(
-        &self,
+        &mut self,
         shared: &ConnShared,
         claims: &Claims,
         id: i64,
@@ -185,14 +194,19 @@ impl Connection {
             return self.send_err(Some(id), ErrorCode::BadFrame, "after: not a user id", None);
         }
         match presence_page(&self.app.node.store, room, after).await {
-            Ok(page) => self.send(protocol::encode_ack_raw(id, &page)),
+            Ok((page, users)) => {
+                let units = users as u64 / PRESENCE_USERS_PER_REQUEST;
+                self.requests
+                    .charge(&self.app.config.limits.requests, units);
+                self.send(protocol::encode_ack_raw(id, &page));
+            }
             Err(err) => self.store_err(id, &err),
         }
     }
 
     /// `history`: retained messages, at most [`MAX_HISTORY`].
     async fn history(
-        &self,
+        &mut self,
         shared: &ConnShared,
         claims: &Claims,
         id: i64,
@@ -214,6 +228,10 @@ impl Connection {
         match self.app.node.store.history(&history).await {
             Ok(h) => {
                 let frames: Vec<&[u8]> = h.messages.iter().map(Vec::as_slice).collect();
+                let bytes: usize = frames.iter().map(|f| f.len()).sum();
+                let units = bytes as u64 / HISTORY_BYTES_PER_REQUEST;
+                self.requests
+                    .charge(&self.app.config.limits.requests, units);
                 self.send(protocol::encode_ack_raw(
                     id,
                     &protocol::ack_history_page(&frames, h.seq, &h.epoch, h.more),
@@ -354,15 +372,15 @@ fn is_member(shared: &ConnShared, room: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// One page of `room`'s users as `presence` ack data: at most
-/// [`PRESENCE_PAGE`] after `after`, `count` the room's total, `next` set
-/// when more follow. One module call; a second (`ROOM.COUNT`, O(1)) only
-/// when the page is full, for the total.
+/// One page of `room`'s users as `presence` ack data, and how many users
+/// it lists: at most [`PRESENCE_PAGE`] after `after`, `count` the room's
+/// total, `next` set when more follow. One module call; a second
+/// (`ROOM.COUNT`, O(1)) only when the page is full, for the total.
 pub async fn presence_page(
     store: &crate::store::Store,
     room: &str,
     after: Option<String>,
-) -> crate::store::StoreResult<Vec<u8>> {
+) -> crate::store::StoreResult<(Vec<u8>, usize)> {
     let mut read = command::RoomMembers::new(room).limit(PRESENCE_PAGE + 1);
     read.after = after.clone();
     let mut users = store.members(&read).await?;
@@ -376,5 +394,8 @@ pub async fn presence_page(
     let next = more
         .then(|| users.last().map(|(u, _)| u.as_str()))
         .flatten();
-    Ok(protocol::ack_presence_page(&users, count, next))
+    Ok((
+        protocol::ack_presence_page(&users, count, next),
+        users.len(),
+    ))
 }

@@ -29,6 +29,26 @@ impl RequestLimit {
         self.take_at(limit, now_ns)
     }
 
+    /// Charges `units` more requests' worth of the budget for an answer
+    /// that cost more than one request (a full `presence` page, a big
+    /// `history` page), without refusing anything now: the budget goes
+    /// into debt and the next requests wait for it.
+    pub(super) fn charge(&mut self, limit: &RateConfig, units: u64) {
+        let now_ns = i64::try_from(mono_ms()).unwrap_or(i64::MAX / 2) * 1_000_000;
+        self.charge_at(limit, units, now_ns);
+    }
+
+    fn charge_at(&mut self, limit: &RateConfig, units: u64, now_ns: i64) {
+        if units == 0 || limit.count == 0 {
+            return;
+        }
+        let period_ns = i128::from(limit.period_s.min(i64::MAX as u64)) * 1_000_000_000;
+        let interval_ns = period_ns / i128::from(limit.count);
+        let debt = interval_ns.saturating_mul(i128::from(units));
+        let from = i128::from(self.tat_ns.unwrap_or(now_ns).max(now_ns));
+        self.tat_ns = Some(i64::try_from(from + debt).unwrap_or(i64::MAX / 2));
+    }
+
     fn take_at(&mut self, limit: &RateConfig, now_ns: i64) -> Result<(), u64> {
         let rate = Rate {
             max_burst: i64::from(limit.burst).saturating_sub(1),
@@ -82,5 +102,25 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(bucket.take_at(&limit, t0 + 1_200 * MS), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_charge_puts_the_budget_in_debt() {
+        // 10 per second (100 ms each), 5 back to back.
+        let limit = RateConfig {
+            count: 10,
+            period_s: 1,
+            burst: 5,
+        };
+        let mut bucket = RequestLimit::default();
+        let t0 = 1_000 * MS;
+        assert_eq!(bucket.take_at(&limit, t0), Ok(()));
+        // An answer worth 9 more requests: the burst is spent and then
+        // some, so the next request waits about 0.5 s.
+        bucket.charge_at(&limit, 9, t0);
+        let retry = bucket.take_at(&limit, t0).expect_err("in debt");
+        assert!((500..=600).contains(&retry), "retry {retry} ms");
+        assert_eq!(bucket.take_at(&limit, t0 + 600 * MS), Ok(()));
+        bucket.charge_at(&limit, 0, t0 + 600 * MS);
     }
 }

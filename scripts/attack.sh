@@ -1,0 +1,206 @@
+#!/usr/bin/env bash
+# The attack bench (`make attack`): a Redis of our own with the module, two
+# gateway nodes with the default limits, 1,000 well-behaved chat clients
+# (100 rooms x 10 members, 1 msg/s each, reading everything) and six attacks
+# in turn, each for ATTACK_SECONDS: unauthenticated sockets, non-reading
+# `history` clients, join/leave cycling, `presence` polling of a
+# 10,000-member room, bad `refresh` tokens, garbage frames
+# (broker-bench attack, bench/src/scenario/attack.rs).
+#
+# Prints the table and, unless ATTACK_NO_DOC=1 or --short, writes it into
+# docs/OPERATIONS.md between the attack-bench markers. Exits non-zero when a
+# goal is missed (p99 during an attack >= 2 x max(quiet p99, 1 ms), or a
+# well-behaved client closed). Everything it starts is stopped on exit.
+#
+#   scripts/attack.sh            the full run (about 3-4 minutes)
+#   scripts/attack.sh --short    no doc; what `make test` runs, with
+#                                ATTACK_SECONDS=5 ATTACK_SCALE=0.2
+#
+# Environment:
+#   ATTACK_SECONDS=20   seconds of the quiet window and of each attack
+#   ATTACK_SCALE=1.0    multiplies every count (clients, attackers, room size)
+#   ATTACK_NO_BUILD=1   use the binaries in target/release as they are
+#   ATTACK_NO_DOC=1     do not touch docs/OPERATIONS.md
+#   ATTACK_KEEP=1       keep the temporary dir (logs, config, JSON results)
+#   ATTACK_ARGS="..."   more broker-bench attack options (e.g. --attacks preauth,garbage)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SHORT=""
+[ "${1:-}" = "--short" ] && SHORT=1
+BENCH="$ROOT/target/release/broker-bench"
+DOC="$ROOT/docs/OPERATIONS.md"
+SECS=${ATTACK_SECONDS:-20}
+SCALE=${ATTACK_SCALE:-1.0}
+SETTLE=3
+[ -n "$SHORT" ] && SETTLE=1.5
+SECRET=attack-bench-secret
+DIR=$(mktemp -d -t broker-attack.XXXXXX)
+REDIS_PORT=""
+GW_PIDS=()
+STARTED=$SECONDS
+
+cleanup() {
+    local pid i
+    for pid in "${GW_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${GW_PIDS[@]}"; do
+        for i in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
+    [ -n "$REDIS_PORT" ] && stop_redis "$DIR" "$REDIS_PORT"
+    if [ -n "${ATTACK_KEEP:-}" ]; then
+        echo "kept $DIR" >&2
+    else
+        rm -rf "$DIR"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${ATTACK_NO_BUILD:-}" ]; then
+    echo "building (release)..." >&2
+    (cd "$ROOT" && cargo build --release -p broker-module -p broker-gateway -p broker-bench)
+fi
+for bin in "$MODULE" "$GATEWAY" "$BENCH"; do
+    [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
+done
+
+# http_status PORT PATH: the status code of GET http://127.0.0.1:PORT/PATH.
+http_status() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+        head -n 1 <&3 | awk '{print $2}'
+    ) 2>/dev/null
+}
+
+REDIS_PORT=$(start_redis "$DIR" 6600 "" --save '' --appendonly no)
+REDIS_VERSION=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | awk -F: '/^redis_version:/ {print $2}')
+
+# Every limit at its default. Namespaces: `chat` for the well-behaved clients
+# (no join/leave events, no history), `big` keeps large messages for the
+# history attack, `crowd` is the presence attack's room; `atk` (join/leave
+# cycling) has no table, so every namespace default.
+cat >"$DIR/gateway.toml" <<'TOML'
+[namespaces.chat]
+join_leave = false
+history = 0
+
+[namespaces.big]
+history = 1000
+history_ttl_s = 3600
+
+[namespaces.crowd]
+join_leave = false
+presence = true
+TOML
+
+# start_gateway N: node gw-attack-N on free ports; sets WS_N and ADMIN_N.
+start_gateway() {
+    local n=$1 port admin pid i
+    port=$(free_port $((18180 + 10 * n)))
+    admin=$(free_port $((19190 + 10 * n)))
+    BROKER_AUTH__SECRET=$SECRET BROKER_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" \
+        BROKER_LISTEN="127.0.0.1:$port" BROKER_ADMIN_LISTEN="127.0.0.1:$admin" \
+        BROKER_NODE_ID="gw-attack-$n" RUST_LOG=${RUST_LOG:-info} \
+        "$GATEWAY" --config "$DIR/gateway.toml" >"$DIR/gateway-$n.log" 2>&1 </dev/null &
+    pid=$!
+    GW_PIDS+=("$pid")
+    for i in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "gateway $n exited:" >&2
+            tail -n 20 "$DIR/gateway-$n.log" >&2
+            exit 1
+        fi
+        [ "$(http_status "$port" /readyz)" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$(http_status "$port" /readyz)" = 200 ] || { echo "gateway $n not ready" >&2; exit 1; }
+    printf -v "WS_$n" 'ws://127.0.0.1:%s/ws' "$port"
+    printf -v "ADMIN_$n" '127.0.0.1:%s' "$admin"
+}
+start_gateway 1
+start_gateway 2
+echo "Redis $REDIS_VERSION on port $REDIS_PORT; gateways $WS_1 (admin $ADMIN_1), $WS_2 (admin $ADMIN_2)" >&2
+
+CMD="broker-bench attack --url \$WS1 --url \$WS2 --admin \$ADMIN1 --admin \$ADMIN2 --redis \$REDIS --seconds $SECS --scale $SCALE --settle $SETTLE ${ATTACK_ARGS:-}"
+echo "== ${CMD}" >&2
+STATUS=0
+# shellcheck disable=SC2086 # ATTACK_ARGS is a list of words on purpose
+BROKER_AUTH__SECRET=$SECRET timeout $((60 + 12 * (SECS + 4))) "$BENCH" attack \
+    --url "$WS_1" --url "$WS_2" --admin "$ADMIN_1" --admin "$ADMIN_2" \
+    --redis "redis://127.0.0.1:$REDIS_PORT" --seconds "$SECS" --scale "$SCALE" \
+    --settle "$SETTLE" ${ATTACK_ARGS:-} \
+    --save "$DIR/attack.json" >"$DIR/attack.md" || STATUS=$?
+cat "$DIR/attack.md"
+
+# What the gateways logged above INFO, by message.
+problems() {
+    local n
+    for n in 1 2; do
+        sed -E 's/\x1b\[[0-9;]*m//g' "$DIR/gateway-$n.log" 2>/dev/null |
+            grep -E '^[^ ]+ +(WARN|ERROR) ' | grep -v 'auth.secret is shorter' |
+            sed -E 's/^[^ ]+ +//; s/(conn|user|node|ip|peer)=[^ ]+/\1=…/g' |
+            sort | uniq -c | sort -rn | head -n 8 | sed "s/^/  node $n: /" || true
+    done
+}
+PROBLEMS=$(problems)
+for n in 1 2; do
+    kill -0 "${GW_PIDS[$((n - 1))]}" 2>/dev/null || {
+        PROBLEMS+=$'\n'"  node $n: the gateway process exited during the run"
+        STATUS=1
+    }
+done
+echo "gateway log lines above INFO: ${PROBLEMS:-none}" >&2
+ELAPSED=$((SECONDS - STARTED))
+echo "total ${ELAPSED}s, exit $STATUS" >&2
+
+if [ -n "$SHORT" ] || [ -n "${ATTACK_NO_DOC:-}" ]; then
+    exit "$STATUS"
+fi
+
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+git -C "$ROOT" diff --quiet HEAD 2>/dev/null || COMMIT+=" (with uncommitted changes)"
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
+MEM=$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
+SECTION="$DIR/section.md"
+{
+    echo "<!-- attack-bench:begin (written by scripts/attack.sh; edit the script, not this part) -->"
+    echo
+    echo "Run on $(date -u '+%Y-%m-%d %H:%M UTC') at commit \`$COMMIT\`:"
+    echo "$(nproc) cores ($CPU), $MEM memory, Linux $(uname -r), Redis $REDIS_VERSION;"
+    echo "Redis, both gateway nodes and broker-bench (well-behaved clients and attackers in"
+    echo "one process) share these cores. Whole run: ${ELAPSED} s, exit status $STATUS."
+    echo
+    echo '```sh'
+    echo "$CMD"
+    echo '```'
+    echo
+    cat "$DIR/attack.md"
+    if [ -n "$PROBLEMS" ]; then
+        echo "Gateway log lines above INFO, counted by message:"
+        echo
+        echo '```'
+        echo "$PROBLEMS"
+        echo '```'
+        echo
+    fi
+    echo "<!-- attack-bench:end -->"
+} >"$SECTION"
+if [ -f "$DOC" ] && grep -q '<!-- attack-bench:begin' "$DOC"; then
+    awk -v section="$SECTION" '
+        /<!-- attack-bench:begin/ { while ((getline line < section) > 0) print line; skip = 1; next }
+        /<!-- attack-bench:end -->/ { skip = 0; next }
+        !skip { print }
+    ' "$DOC" >"$DIR/doc.md"
+    cat "$DIR/doc.md" >"$DOC"
+    echo "results written to docs/OPERATIONS.md" >&2
+else
+    echo "docs/OPERATIONS.md has no attack-bench markers; not written" >&2
+fi
+exit "$STATUS"
