@@ -16,8 +16,8 @@ FUZZ_SHORT_SECONDS ?= 15
 CHAOS_SECONDS ?= 600
 CHAOS_CLIENTS ?= 3000
 CHAOS_FAULTS ?= gateway-kill,master-kill,pause,sleep,cut,restart-rdb,restart-aof
-# A short run (`make chaos-short`); not yet part of `make test`: it still
-# finds rare losses (see docs/OPERATIONS.md, "Fault harness").
+# A short run (`make chaos-short`, about 90 s); not part of `make test`: its
+# verdict depends on timing on a loaded machine (docs/OPERATIONS.md, "Fault harness").
 CHAOS_SHORT = --seconds 60 --clients 300 --rate 60 --rooms 30 --quiet-s 2-4
 # `make attack`: seconds of the quiet window and of each attack, and a factor
 # on every count (1,000 well-behaved clients, 5,000 unauthenticated sockets...).
