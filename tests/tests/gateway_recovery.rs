@@ -133,6 +133,63 @@ async fn rejoin_with_a_wrong_epoch_is_not_recovered() {
     assert_eq!(d.join(room).await["recovered"], false);
 }
 
+#[tokio::test]
+async fn a_recovery_too_big_for_the_send_queue_is_not_replayed_but_paged() {
+    let redis = RedisServer::start();
+    let gw = Gateway::start(&redis, Options::default()).await;
+    let room = "feed:big";
+    // bob stays in the room, so it keeps its epoch while alice is away.
+    let mut bob = gw.connect("bob").await;
+    bob.join(room).await;
+    let mut c = gw.connect("alice").await;
+    let ack = c.join(room).await;
+    let epoch = ack["epoch"].as_str().expect("epoch").to_string();
+    // 40 messages of 30 KB while alice is away: 1.2 MB, more than half of
+    // `send_queue_bytes` (1 MiB). Replayed at once they would close her
+    // 4008, and her reconnect would try the same again.
+    drop(c);
+    let blob = "x".repeat(30_000);
+    for i in 0..40 {
+        gw.publish(room, "m", json!({"i": i, "blob": blob})).await;
+    }
+    let mut again = gw.connect("alice").await;
+    let ack = again.ack(join_since(room, 0, &epoch)).await;
+    assert_eq!(ack["recovered"], false, "join ack: {ack}");
+    assert_eq!(
+        (&ack["seq"], &ack["epoch"]),
+        (&json!(40), &json!(epoch)),
+        "same epoch"
+    );
+    assert!(
+        again
+            .take_queued()
+            .iter()
+            .all(|f| !matches!(f, ServerFrame::Msg { .. })),
+        "nothing replayed before the ack"
+    );
+    // The connection is fine, and `history` gives everything in pages.
+    again.ping().await;
+    let mut seqs = Vec::new();
+    let mut since = None;
+    loop {
+        let page = again.ack(history(room, since, None)).await;
+        let messages = page["messages"].as_array().expect("messages");
+        seqs.extend(messages.iter().map(|m| m["seq"].as_u64().expect("seq")));
+        since = seqs.last().copied();
+        if page.get("more") != Some(&json!(true)) {
+            break;
+        }
+    }
+    assert_eq!(seqs, (1..=40).collect::<Vec<u64>>());
+    // A small recovery is still replayed.
+    gw.publish(room, "m", json!("small")).await;
+    let mut third = gw.connect("alice").await;
+    let ack = third.ack(join_since(room, 40, &epoch)).await;
+    assert_eq!(ack["recovered"], true, "join ack: {ack}");
+    assert_eq!(ack["epoch"], json!(epoch));
+    drop(bob);
+}
+
 /// A gateway that reaches Redis through a proxy. Its lease (9 s) outlives
 /// the stalls of these tests: the node stays registered, only its channel
 /// misses messages.

@@ -281,11 +281,20 @@ impl Connection {
                 if let Ok(mut rooms) = shared.rooms.lock() {
                     rooms.insert(room.to_string(), presence_events);
                 }
-                for message in joined.messages {
-                    self.send(message);
+                // A recovery bigger than half the send queue would close
+                // the connection 4008 before the client could read it, and
+                // the client would reconnect to try the same again: it is
+                // answered `recovered: false` instead, and the client pages
+                // `history` for what it missed.
+                let replay: usize = joined.messages.iter().map(Vec::len).sum();
+                let fits = replay <= app.config.limits.send_queue_bytes / 2;
+                if fits {
+                    for message in joined.messages {
+                        self.send(message);
+                    }
                 }
                 if let Some(id) = id {
-                    let recovered = recovering && joined.recovered;
+                    let recovered = recovering && joined.recovered && fits;
                     self.send(protocol::encode_ack_raw(
                         id,
                         &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
