@@ -31,21 +31,10 @@ DUR=${BENCH_DURATION:-10}
 SECRET=bench-secret
 DIR=$(mktemp -d -t broker-gw-bench.XXXXXX)
 REDIS_PORT=""
-GW_PIDS=()
 STARTED=$SECONDS
 
 cleanup() {
-    local pid i
-    for pid in "${GW_PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${GW_PIDS[@]}"; do
-        for i in $(seq 50); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
-    done
+    stop_bench_gateways
     [ -n "$REDIS_PORT" ] && stop_redis "$DIR" "$REDIS_PORT"
     if [ -n "${BENCH_KEEP:-}" ]; then
         echo "kept $DIR" >&2
@@ -63,15 +52,6 @@ fi
 for bin in "$MODULE" "$GATEWAY" "$BENCH"; do
     [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
 done
-
-# http_status PORT PATH: the status code of GET http://127.0.0.1:PORT/PATH.
-http_status() {
-    (
-        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
-        head -n 1 <&3 | awk '{print $2}'
-    ) 2>/dev/null
-}
 
 REDIS_PORT=$(start_redis "$DIR" 6500 "" --save '' --appendonly no)
 REDIS_VERSION=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | awk -F: '/^redis_version:/ {print $2}')
@@ -93,32 +73,8 @@ join_leave = false
 history = 0
 EOF
 
-# start_gateway N: node gw-bench-N on free ports; sets WS_N and ADMIN_N.
-start_gateway() {
-    local n=$1 port admin pid i
-    port=$(free_port $((18080 + 10 * n)))
-    admin=$(free_port $((19090 + 10 * n)))
-    BROKER_AUTH__SECRET=$SECRET BROKER_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" \
-        BROKER_LISTEN="127.0.0.1:$port" BROKER_ADMIN_LISTEN="127.0.0.1:$admin" \
-        BROKER_NODE_ID="gw-bench-$n" RUST_LOG=${RUST_LOG:-info} \
-        "$GATEWAY" --config "$DIR/gateway.toml" >"$DIR/gateway-$n.log" 2>&1 </dev/null &
-    pid=$!
-    GW_PIDS+=("$pid")
-    for i in $(seq 100); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "gateway $n exited:" >&2
-            tail -n 20 "$DIR/gateway-$n.log" >&2
-            exit 1
-        fi
-        [ "$(http_status "$port" /readyz)" = 200 ] && break
-        sleep 0.1
-    done
-    [ "$(http_status "$port" /readyz)" = 200 ] || { echo "gateway $n not ready" >&2; exit 1; }
-    printf -v "WS_$n" 'ws://127.0.0.1:%s/ws' "$port"
-    printf -v "ADMIN_$n" '127.0.0.1:%s' "$admin"
-}
-start_gateway 1
-start_gateway 2
+start_bench_gateway 1 gw-bench 18080 19090
+start_bench_gateway 2 gw-bench 18080 19090
 echo "Redis $REDIS_VERSION on port $REDIS_PORT; gateways $WS_1 (admin $ADMIN_1), $WS_2 (admin $ADMIN_2)" >&2
 
 # The commands, as they appear in the report (URLs and ports vary per run).

@@ -1,4 +1,4 @@
-# Shell helpers shared by scripts/run.sh and scripts/bench-module.sh (sourced).
+# Shell helpers shared by the scripts (sourced): Redis with the module, free ports, bench gateways.
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODULE="$ROOT/target/release/libbroker_module.so"
@@ -86,4 +86,62 @@ stop_redis() {
         sleep 0.1
     done
     kill -9 "$pid" 2>/dev/null || true
+}
+
+# http_status PORT PATH: the status code of GET http://127.0.0.1:PORT/PATH.
+http_status() {
+    (
+        exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+        printf 'GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n' "$2" >&3
+        head -n 1 <&3 | awk '{print $2}'
+    ) 2>/dev/null
+}
+
+# The bench scripts' gateways (scripts/bench-gateway.sh, scripts/attack.sh).
+# They set DIR (holds gateway.toml and the logs), SECRET and REDIS_PORT;
+# each started gateway's pid goes into GW_PIDS.
+GW_PIDS=()
+
+# start_bench_gateway N NAME PORT_BASE ADMIN_BASE: node NAME-N on free ports
+# near PORT_BASE + 10 N and ADMIN_BASE + 10 N, waits until /readyz says 200;
+# sets WS_N and ADMIN_N. Exits the script when the gateway dies or is not
+# ready within 10 s.
+start_bench_gateway() {
+    local n=$1 name=$2 port admin pid i
+    port=$(free_port $(($3 + 10 * n)))
+    admin=$(free_port $(($4 + 10 * n)))
+    BROKER_AUTH__SECRET=$SECRET BROKER_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" \
+        BROKER_LISTEN="127.0.0.1:$port" BROKER_ADMIN_LISTEN="127.0.0.1:$admin" \
+        BROKER_NODE_ID="$name-$n" RUST_LOG=${RUST_LOG:-info} \
+        "$GATEWAY" --config "$DIR/gateway.toml" >"$DIR/gateway-$n.log" 2>&1 </dev/null &
+    pid=$!
+    GW_PIDS+=("$pid")
+    for i in $(seq 100); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "gateway $n exited:" >&2
+            tail -n 20 "$DIR/gateway-$n.log" >&2
+            exit 1
+        fi
+        [ "$(http_status "$port" /readyz)" = 200 ] && break
+        sleep 0.1
+    done
+    [ "$(http_status "$port" /readyz)" = 200 ] || { echo "gateway $n not ready" >&2; exit 1; }
+    printf -v "WS_$n" 'ws://127.0.0.1:%s/ws' "$port"
+    printf -v "ADMIN_$n" '127.0.0.1:%s' "$admin"
+}
+
+# stop_bench_gateways: SIGTERM every gateway of GW_PIDS, SIGKILL what is
+# still there after 5 s.
+stop_bench_gateways() {
+    local pid i
+    for pid in "${GW_PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${GW_PIDS[@]}"; do
+        for i in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -9 "$pid" 2>/dev/null || true
+    done
 }
