@@ -591,7 +591,8 @@ pub fn group(n: u64) -> String {
     out
 }
 
-fn ms(x: f64) -> String {
+/// Milliseconds as a table cell: 2 decimals below 10, 1 below 100, else none.
+pub fn ms(x: f64) -> String {
     if x >= 100.0 {
         format!("{x:.0}")
     } else if x >= 10.0 {

@@ -62,7 +62,7 @@ use crate::client::{self, close_code, Conn, Reply, Sink, Sources};
 use crate::frame::{self, Incoming};
 use crate::jwt::Minter;
 use crate::metrics::Scrape;
-use crate::stats::{group, Progress, Recorder, Report};
+use crate::stats::{group, ms, Progress, Recorder, Report};
 use crate::{now_ns, Common};
 
 /// The kinds of attack, in the order they run by default.
@@ -612,9 +612,9 @@ fn goals(report: &mut Report, results: &[Window], opts: &Opts) {
         match (w.p99_ms, base) {
             (Some(p), Some(b)) if i > 0 && p >= opts.max_ratio * b => why.push(format!(
                 "p99 {} ms ≥ {} × {} ms",
-                fmt_ms(p),
+                ms(p),
                 opts.max_ratio,
-                fmt_ms(b)
+                ms(b)
             )),
             (None, _) => why.push("no well-behaved deliveries".to_owned()),
             _ => {}
@@ -643,7 +643,7 @@ fn goals(report: &mut Report, results: &[Window], opts: &Opts) {
             rss,
             w.redis_cpu_per_s
                 .map_or("-".to_owned(), |c| format!("{:.0}%", c * 100.0)),
-            w.p99_ms.map_or("-".to_owned(), fmt_ms),
+            w.p99_ms.map_or("-".to_owned(), ms),
             ratio.map_or("-".to_owned(), |r| format!("{r:.2}")),
             w.closed.to_string(),
             answered,
@@ -680,16 +680,6 @@ fn goals(report: &mut Report, results: &[Window], opts: &Opts) {
     );
     for why in missed {
         report.fail(why);
-    }
-}
-
-fn fmt_ms(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}")
-    } else if x >= 10.0 {
-        format!("{x:.1}")
-    } else {
-        format!("{x:.2}")
     }
 }
 

@@ -25,8 +25,7 @@ impl RequestLimit {
     /// Takes one request out of the budget `limit` now; `Err(retry_ms)`
     /// when over it.
     pub(super) fn take(&mut self, limit: &RateConfig) -> Result<(), u64> {
-        let now_ns = i64::try_from(mono_ms()).unwrap_or(i64::MAX / 2) * 1_000_000;
-        self.take_at(limit, now_ns)
+        self.take_at(limit, now_ns())
     }
 
     /// Charges `units` more requests' worth of the budget for an answer
@@ -34,8 +33,7 @@ impl RequestLimit {
     /// `history` page), without refusing anything now: the budget goes
     /// into debt and the next requests wait for it.
     pub(super) fn charge(&mut self, limit: &RateConfig, units: u64) {
-        let now_ns = i64::try_from(mono_ms()).unwrap_or(i64::MAX / 2) * 1_000_000;
-        self.charge_at(limit, units, now_ns);
+        self.charge_at(limit, units, now_ns());
     }
 
     fn charge_at(&mut self, limit: &RateConfig, units: u64, now_ns: i64) {
@@ -68,6 +66,11 @@ impl RequestLimit {
         }
         Ok(())
     }
+}
+
+/// The monotonic clock in nanoseconds, as the GCRA counts.
+fn now_ns() -> i64 {
+    i64::try_from(mono_ms()).unwrap_or(i64::MAX / 2) * 1_000_000
 }
 
 #[cfg(test)]
