@@ -1562,3 +1562,44 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A member of `feed:calm`, connected before an attack or a cap is
+/// reached, that checks afterwards that it still gets every message in
+/// order, still answers, and that Redis is still up.
+pub struct Bystander {
+    /// Its connection, for a test that reads it directly.
+    pub client: Client,
+    /// The `feed:calm` message it expects next (a test that publishes
+    /// there itself moves it on).
+    pub next: u64,
+}
+
+impl Bystander {
+    /// Connects user `bystander` to `gw` and joins `feed:calm`.
+    pub async fn join(gw: &Gateway) -> Bystander {
+        let mut client = gw.connect("bystander").await;
+        client.join("feed:calm").await;
+        Bystander { client, next: 1 }
+    }
+
+    /// Publishes the next message and checks it arrives in order, that a
+    /// `ping` is answered and Redis answers `PING`; `after` names what
+    /// happened, for the failure message.
+    pub async fn still_fine(&mut self, gw: &Gateway, redis: &RedisServer, after: &str) {
+        let seq = gw.publish("feed:calm", "m", json!(self.next)).await;
+        assert_eq!(seq, self.next, "after {after}");
+        let frame = self.client.recv_msg().await;
+        assert_eq!(
+            msg_fields(&frame).3,
+            self.next,
+            "after {after}: the bystander's stream"
+        );
+        self.next += 1;
+        self.client.ping().await;
+        assert_eq!(
+            crate::text(&crate::ok(&mut redis.client(), &["PING"])),
+            "PONG",
+            "Redis is up after {after}"
+        );
+    }
+}

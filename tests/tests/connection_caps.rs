@@ -11,39 +11,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use broker_tests::gateway::{
-    auth, gateway_path, msg_fields, token, Client, ConnectError, Gateway, Options, SECRET,
+    auth, gateway_path, msg_fields, token, Bystander, Client, ConnectError, Gateway, Options,
+    SECRET,
 };
 use broker_tests::RedisServer;
-use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A member of `feed:calm`, connected with a token before the caps are
-/// reached, that checks it still gets every message in order.
-struct Bystander {
-    client: Client,
-    next: u64,
-}
-
-impl Bystander {
-    async fn join(gw: &Gateway) -> Bystander {
-        let mut client = gw.connect("bystander").await;
-        client.join("feed:calm").await;
-        Bystander { client, next: 1 }
-    }
-
-    async fn still_fine(&mut self, gw: &Gateway, after: &str) {
-        let seq = gw.publish("feed:calm", "m", json!(self.next)).await;
-        assert_eq!(seq, self.next, "after {after}");
-        let frame = self.client.recv_msg().await;
-        assert_eq!(msg_fields(&frame).3, self.next, "after {after}");
-        self.next += 1;
-        self.client.ping().await;
-    }
-}
-
 /// `broker_connections_refused_total{reason="<reason>"}`.
 async fn refused(gw: &Gateway, reason: &str) -> f64 {
     gw.metric(&format!(
@@ -160,7 +137,7 @@ async fn sockets_waiting_for_auth_are_capped_per_address() {
     // The well-behaved ones were not disturbed.
     good.ping().await;
     bystander
-        .still_fine(&gw, "sockets waiting for auth at their cap")
+        .still_fine(&gw, &redis, "sockets waiting for auth at their cap")
         .await;
 }
 
@@ -188,7 +165,9 @@ async fn the_node_cap_answers_503_until_a_socket_is_gone() {
     assert_eq!(refused(&gw, "max_conns").await, 3.0);
     // Plain HTTP is not capped: the node stays ready, its admin API works.
     assert!(gw.is_ready().await, "/readyz while full");
-    bystander.still_fine(&gw, "the node at its cap").await;
+    bystander
+        .still_fine(&gw, &redis, "the node at its cap")
+        .await;
 
     // One closes: its place goes to a socket still waiting for `auth`
     // (unauthenticated connections hold places too)...
@@ -212,7 +191,9 @@ async fn the_node_cap_answers_503_until_a_socket_is_gone() {
         c.ping().await;
     }
     waiting.ping().await;
-    bystander.still_fine(&gw, "places freed and taken").await;
+    bystander
+        .still_fine(&gw, &redis, "places freed and taken")
+        .await;
 }
 
 /// `limits.max_conns = 0`: the binary raises its soft open-file limit to
@@ -385,7 +366,7 @@ async fn out_of_descriptors_the_listener_backs_off_and_recovers() {
     );
     gw.connect("after").await.ping().await;
     bystander
-        .still_fine(&gw, "running out of descriptors")
+        .still_fine(&gw, &redis, "running out of descriptors")
         .await;
 }
 

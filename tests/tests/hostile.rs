@@ -5,47 +5,15 @@
 use std::time::{Duration, Instant};
 
 use broker::protocol::{CloseCode, ServerFrame};
-use broker_tests::gateway::{msg_fields, token, Client, ConnectError, Gateway, Options};
+use broker_tests::gateway::{token, Bystander, Client, ConnectError, Gateway, Options};
 use broker_tests::raw::{header, op, Ending, RawWs};
-use broker_tests::{ok, run, Command, Presence, Publish, RedisServer};
+use broker_tests::{run, Command, Presence, Publish, RedisServer};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 const WAIT: Duration = Duration::from_secs(5);
 
 /// A member of `feed:calm` that checks, after each attack, that it still
-/// gets every message in order.
-struct Bystander {
-    client: Client,
-    next: u64,
-}
-
-impl Bystander {
-    async fn join(gw: &Gateway) -> Bystander {
-        let mut client = gw.connect("bystander").await;
-        client.join("feed:calm").await;
-        Bystander { client, next: 1 }
-    }
-
-    async fn still_fine(&mut self, gw: &Gateway, redis: &RedisServer, after: &str) {
-        let seq = gw.publish("feed:calm", "m", json!(self.next)).await;
-        assert_eq!(seq, self.next, "after {after}");
-        let frame = self.client.recv_msg().await;
-        assert_eq!(
-            msg_fields(&frame).3,
-            self.next,
-            "after {after}: the bystander's stream"
-        );
-        self.next += 1;
-        self.client.ping().await;
-        assert_eq!(
-            broker_tests::text(&ok(&mut redis.client(), &["PING"])),
-            "PONG",
-            "Redis is up after {after}"
-        );
-    }
-}
-
 /// `{"t": "pub", "id": 1, "room": "feed:x", "ev": "e", "data": <raw>}`.
 fn pub_with_data(raw_data: &[u8]) -> Vec<u8> {
     let mut out = vec![0x85];
