@@ -239,6 +239,43 @@ pub fn shard_channel(node: &str, owns: impl Fn(u16) -> bool) -> Option<String> {
         .map(|tag| format!("{NODE_CHANNEL_PREFIX}{node}:{{{tag}}}"))
 }
 
+/// The lifecycle stream the module writes on a single Redis (contract
+/// section 7): one entry per connect, disconnect, join, leave, online and
+/// offline.
+pub const EVENTS_STREAM: &str = "broker:events";
+
+/// The stream clients' `rpc` requests are appended to, for backends to read
+/// in a consumer group. One key on a cluster too (docs/BACKENDS.md says why).
+pub const RPC_STREAM: &str = "broker:rpc";
+
+/// The lifecycle stream of one master of a cluster:
+/// `broker:events:{<tag>}`, where `tag` is the smallest number whose slot
+/// `owns` accepts — the same rule as [`shard_channel`], so the module (from
+/// the slots it serves) and a gateway or backend (from the slot map) name
+/// the same key, and the key lives on the master that writes it.
+pub fn events_stream_in(owns: impl Fn(u16) -> bool) -> Option<String> {
+    (0..u32::from(CLUSTER_SLOTS) * 64)
+        .map(|n| n.to_string())
+        .find(|tag| owns(key_slot(tag.as_bytes())))
+        .map(|tag| format!("{EVENTS_STREAM}:{{{tag}}}"))
+}
+
+/// A connection id as gateways make them: `<node>.<incarnation>.<counter>`
+/// (the last two parts without dots). Unique across nodes and across the
+/// processes that held one node id, and it names its node, so a reply for
+/// a connection (`BROKER.RPC.REPLY`) can be routed without a lookup.
+pub fn conn_id(node: &str, incarnation: &str, counter: &str) -> String {
+    format!("{node}.{incarnation}.{counter}")
+}
+
+/// The node of a connection id made by [`conn_id`]: everything before its
+/// last two dot-separated parts. `None` when the id has fewer parts.
+pub fn conn_node(conn: &str) -> Option<&str> {
+    let (rest, _counter) = conn.rsplit_once('.')?;
+    let (node, _incarnation) = rest.rsplit_once('.')?;
+    (!node.is_empty()).then_some(node)
+}
+
 /// Whether `channel` may carry `node`'s messages: its own channel, or one of
 /// its sharded channels ([`shard_channel`]), at most 200 bytes.
 pub fn is_node_channel(node: &str, channel: &str) -> bool {
@@ -341,6 +378,27 @@ mod tests {
             validate_user(&"u".repeat(MAX_NAME_LEN + 1)),
             Err(NameError::User)
         );
+    }
+
+    #[test]
+    fn a_conn_id_names_its_node() {
+        let id = conn_id("gw.east-1", "a1b2", "z9");
+        assert_eq!(id, "gw.east-1.a1b2.z9");
+        assert_eq!(conn_node(&id), Some("gw.east-1"));
+        assert_eq!(conn_node("n1.abcd.1"), Some("n1"));
+        assert_eq!(conn_node("abcd.1"), None);
+        assert_eq!(conn_node(".abcd.1"), None);
+        assert_eq!(conn_node("plain"), None);
+    }
+
+    #[test]
+    fn an_events_stream_lives_in_a_slot_of_its_master() {
+        let single = events_stream_in(|_| true).unwrap();
+        assert_eq!(single, "broker:events:{0}");
+        let high = events_stream_in(|slot| slot >= 10_923).unwrap();
+        assert!(key_slot(high.as_bytes()) >= 10_923, "{high}");
+        assert!(high.starts_with("broker:events:{"));
+        assert_eq!(events_stream_in(|_| false), None);
     }
 
     #[test]

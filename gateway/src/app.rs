@@ -6,6 +6,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use broker::names;
+
 use crate::auth::Authenticator;
 use crate::client_ip::TrustedProxies;
 use crate::config::Config;
@@ -58,7 +60,7 @@ impl App {
     pub fn next_conn_id(&self) -> Arc<str> {
         let n = self.conn_counter.fetch_add(1, Ordering::Relaxed) + 1;
         let incarnation = self.node.incarnation.get(..4).unwrap_or_default();
-        Arc::from(format!("{}.{incarnation}.{}", self.node.id, base36(n)))
+        Arc::from(names::conn_id(&self.node.id, incarnation, &base36(n)))
     }
 
     /// True once shutdown began.
