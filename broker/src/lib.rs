@@ -18,6 +18,8 @@
 //! - [`command`]: every `BROKER.*` command as a type (parse, arguments,
 //!   replicated form, key positions) and [`command::Refusal`], the refusal
 //!   codes the module replies with.
+//! - [`lifecycle`]: the lifecycle events the module writes to the
+//!   `broker:events` stream.
 //! - [`registry`]: the state machine of nodes, connections, presence, rooms,
 //!   sequences and history that the module keeps in Redis, in one folder
 //!   part per thing it holds.
@@ -29,11 +31,14 @@
 /// 2: `BROKER.USER.ROOMS`. 3: `NODE.LEASE … INCARNATION … REGISTERING`,
 /// `BROKER.NODE.CONNS`. 4: `BROKER.IP.OPEN`, `BROKER.IP.CLOSE` (the
 /// per-IP limit across a cluster's shards), `ip_hold` in `NODE.CONNS`.
-pub const MODULE_API: u32 = 4;
+/// 5: the lifecycle stream and `REASON` on `CONN.CLOSE`, `LEAVE` and
+/// `NODE.RELEASE`; `BROKER.EVENTS.STREAM`.
+pub const MODULE_API: u32 = 5;
 
 pub mod command;
 pub mod envelope;
 pub mod gcra;
+pub mod lifecycle;
 pub mod msgpack;
 pub mod names;
 pub mod payload;

@@ -11,13 +11,21 @@ use redis_module::{Context, RedisResult, RedisString};
 
 use crate::error::Error;
 
-/// Runs a command body, turning its error or a panic into an error reply.
+/// Runs a command body, then appends the lifecycle events it caused
+/// ([`crate::events::flush`]), turning its error or a panic into an error
+/// reply.
 pub fn run(
     ctx: &Context,
     args: Vec<RedisString>,
     body: fn(&Context, &[RedisString]) -> crate::error::Result<redis_module::RedisValue>,
 ) -> RedisResult {
-    match catch_unwind(AssertUnwindSafe(|| body(ctx, &args))) {
+    let run = || {
+        let out = body(ctx, &args);
+        // The lifecycle events of what the command changed, in the same command.
+        crate::events::flush(ctx);
+        out
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(err)) => Err(err.into_redis()),
         Err(_) => Err(

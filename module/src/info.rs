@@ -39,5 +39,11 @@ fn fill(ctx: &InfoContext, _for_crash_report: bool) -> RedisResult<()> {
     ctx.add_info_field_long_long("deliveries", as_i64(stats.deliveries));
     ctx.add_info_field_long_long("throttled", as_i64(stats.throttled));
     ctx.add_info_field_long_long("leases_expired", as_i64(stats.leases_expired));
+    ctx.add_info_field_long_long(
+        "events_maxlen",
+        as_i64(crate::events::MAXLEN.load(std::sync::atomic::Ordering::Relaxed)),
+    );
+    ctx.add_info_field_long_long("events_written", as_i64(stats.events_written));
+    ctx.add_info_field_long_long("events_failed", as_i64(stats.events_failed));
     Ok(())
 }

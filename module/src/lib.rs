@@ -21,6 +21,7 @@
 pub mod commands;
 pub mod delivery;
 pub mod error;
+pub mod events;
 pub mod ffi;
 pub mod guard;
 pub mod info;
@@ -38,7 +39,8 @@ use redis_module::{redis_module, Context, RedisString, Status};
 
 use crate::ffi::REGISTRY_TYPE;
 
-/// Reads the module arguments (`HISTORY ns size ttl_s`, `SWEEP_MS ms`).
+/// Reads the module arguments (`HISTORY ns size ttl_s`, `SWEEP_MS ms`,
+/// `EVENTS maxlen`).
 fn configure(ctx: &Context, argv: &[RedisString]) -> Result<(), String> {
     let text: Vec<String> = argv.iter().map(|a| a.to_string_lossy()).collect();
     let mut it = text.iter();
@@ -74,9 +76,19 @@ fn configure(ctx: &Context, argv: &[RedisString]) -> Result<(), String> {
                     .ok_or("SWEEP_MS must be an integer from 10 to 60000")?;
                 sweep::SWEEP_MS.store(ms, Ordering::Relaxed);
             }
+            "EVENTS" => {
+                let maxlen: u64 = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n <= 100_000_000)
+                    .ok_or("EVENTS must be an integer from 0 (off) to 100000000")?;
+                events::MAXLEN.store(maxlen, Ordering::Relaxed);
+            }
             other => return Err(format!("unknown module argument '{other}'")),
         }
     }
+    let on = events::MAXLEN.load(Ordering::Relaxed) > 0;
+    state::with(|s| s.registry.record_lifecycle(on));
     let _ = ctx;
     Ok(())
 }
@@ -142,6 +154,7 @@ redis_module! {
         ["broker.node.lease", commands::nodes::node_lease, "write fast", cmd::NodeLease::KEYS.first, cmd::NodeLease::KEYS.last, cmd::NodeLease::KEYS.step, ""],
         ["broker.node.release", commands::nodes::node_release, "write fast", cmd::NodeRelease::KEYS.first, cmd::NodeRelease::KEYS.last, cmd::NodeRelease::KEYS.step, ""],
         ["broker.node.conns", commands::nodes::node_conns, "readonly", cmd::NodeConns::KEYS.first, cmd::NodeConns::KEYS.last, cmd::NodeConns::KEYS.step, ""],
+        ["broker.events.stream", commands::nodes::events_stream, "readonly fast", cmd::EventsStream::KEYS.first, cmd::EventsStream::KEYS.last, cmd::EventsStream::KEYS.step, ""],
         ["broker.nodes", commands::nodes::nodes, "readonly fast", cmd::Nodes::KEYS.first, cmd::Nodes::KEYS.last, cmd::Nodes::KEYS.step, ""],
     ],
 }

@@ -23,6 +23,11 @@ pub struct Stats {
     pub throttled: u64,
     /// Node leases that ran out and were cleaned up by the timer.
     pub leases_expired: u64,
+    /// Entries appended to the lifecycle stream.
+    pub events_written: u64,
+    /// Lifecycle events that could not be appended (an `XADD` error, or
+    /// no slot of this master to name a stream in).
+    pub events_failed: u64,
 }
 
 /// Everything the module keeps.

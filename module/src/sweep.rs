@@ -93,6 +93,7 @@ fn tick(ctx: &Context, _: ()) {
             end_lingering(ctx);
             drop_idle_rooms(ctx);
         }
+        crate::events::flush(ctx);
         // Memory only, not state: on replicas too.
         state::with(|s| s.registry.compact());
     });
@@ -104,7 +105,8 @@ fn expire_leases(ctx: &Context) {
     let now = state::now_ms();
     let expired = state::with(|s| s.registry.expired_nodes(now));
     for node in expired {
-        release_node(ctx, &NodeRelease::new(&node), now);
+        let release = NodeRelease::new(&node).reason(broker::lifecycle::reason::NODE_LOST);
+        release_node(ctx, &release, now);
         state::with(|s| s.stats.leases_expired += 1);
         ctx.log_notice(&format!(
             "broker: lease of node {node} ran out; its connections were removed"

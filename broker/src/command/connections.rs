@@ -2,7 +2,7 @@
 //! `IP.CLOSE`, `PRESENCE`, `USER.ROOMS`, `KICK`, `ONLINE`.
 
 use super::args::{number, text, unknown, Arg, Args, ParseError};
-use super::{no_args, Command, Keys, Linger};
+use super::{no_args, Command, Departure, Keys, Linger};
 use crate::names;
 
 /// `BROKER.CONN.OPEN user conn node ip [MAXUSER n] [MAXIP n] [AT ms]`:
@@ -137,6 +137,9 @@ pub struct ConnClose {
     pub conn: String,
     /// How long the user lingers, if it does.
     pub linger: Option<Linger>,
+    /// The reason of the lifecycle events it causes (`REASON r`); the
+    /// module's default when `None`.
+    pub reason: Option<String>,
 }
 
 impl ConnClose {
@@ -146,6 +149,7 @@ impl ConnClose {
             user: user.to_string(),
             conn: conn.to_string(),
             linger: None,
+            reason: None,
         }
     }
 
@@ -167,6 +171,15 @@ impl ConnClose {
             ..self
         }
     }
+
+    /// The same command with `reason` for the lifecycle events it causes
+    /// (`REASON r`, `[a-z_]{1,32}`).
+    pub fn reason(self, reason: &str) -> ConnClose {
+        ConnClose {
+            reason: Some(reason.to_string()),
+            ..self
+        }
+    }
 }
 
 impl Command for ConnClose {
@@ -177,13 +190,18 @@ impl Command for ConnClose {
         let mut args = Args::new(args);
         let user = args.name("user", names::validate_user)?;
         let conn = args.name("conn", names::validate_conn)?;
-        let linger = Linger::parse(&mut args)?;
-        Ok(ConnClose { user, conn, linger })
+        let Departure { linger, reason } = Departure::parse(&mut args)?;
+        Ok(ConnClose {
+            user,
+            conn,
+            linger,
+            reason,
+        })
     }
 
     fn to_args(&self) -> Vec<Arg<'_>> {
         let mut out = vec![text(&self.user), text(&self.conn)];
-        Linger::write(self.linger, &mut out);
+        Departure::write(self.linger, self.reason.as_deref(), &mut out);
         out
     }
 }

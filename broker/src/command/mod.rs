@@ -47,7 +47,7 @@ pub mod throttle;
 
 pub use args::{quoted, Arg, ParseError};
 pub use connections::{ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserRooms};
-pub use nodes::{NodeConns, NodeLease, NodeRelease, Nodes};
+pub use nodes::{EventsStream, NodeConns, NodeLease, NodeRelease, Nodes};
 pub use publish::{validate_event, ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};
 pub use refusal::{LimitKind, Refusal};
 pub use rooms::{ApplyLeave, History, Join, Leave, RoomCount, RoomMembers};
@@ -134,11 +134,24 @@ impl Linger {
     pub fn at(self, now_ms: u64) -> Linger {
         Linger::Until(self.until(now_ms))
     }
+}
 
-    /// Reads the trailing options: `None` without one or with `GRACE 0`;
-    /// the last one wins.
-    fn parse<A: AsRef<[u8]>>(args: &mut Args<'_, A>) -> Result<Option<Linger>, ParseError> {
-        let mut linger = None;
+/// The trailing options of a command that ends connections (`CONN.CLOSE`,
+/// `LEAVE`, `NODE.RELEASE`): `GRACE ms` / `UNTIL ms` (how long the users
+/// linger) and `REASON r` (the `reason` of the lifecycle events it causes,
+/// `[a-z_]{1,32}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Departure {
+    /// `None` without `GRACE`/`UNTIL` or with `GRACE 0`; the last one wins.
+    pub(crate) linger: Option<Linger>,
+    /// `None` without `REASON`.
+    pub(crate) reason: Option<String>,
+}
+
+impl Departure {
+    /// Reads the trailing options.
+    fn parse<A: AsRef<[u8]>>(args: &mut Args<'_, A>) -> Result<Departure, ParseError> {
+        let mut out = Departure::default();
         while !args.is_empty() {
             match args.keyword()?.as_str() {
                 "GRACE" => {
@@ -146,21 +159,31 @@ impl Linger {
                     if ms > MAX_GRACE_MS {
                         return Err(ParseError::Integer("GRACE ms"));
                     }
-                    linger = (ms > 0).then_some(Linger::Grace(ms));
+                    out.linger = (ms > 0).then_some(Linger::Grace(ms));
                 }
-                "UNTIL" => linger = Some(Linger::Until(args.u64("UNTIL ms")?)),
+                "UNTIL" => out.linger = Some(Linger::Until(args.u64("UNTIL ms")?)),
+                "REASON" => {
+                    let reason = args.string("REASON")?;
+                    if !crate::lifecycle::is_reason(&reason) {
+                        return Err(ParseError::Invalid("REASON: expected [a-z_]{1,32}".into()));
+                    }
+                    out.reason = Some(reason);
+                }
                 other => return Err(unknown(other)),
             }
         }
-        Ok(linger)
+        Ok(out)
     }
 
-    /// Writes the option back.
-    fn write(linger: Option<Linger>, out: &mut Vec<Arg<'_>>) {
+    /// Writes the options back.
+    fn write<'a>(linger: Option<Linger>, reason: Option<&'a str>, out: &mut Vec<Arg<'a>>) {
         match linger {
             Some(Linger::Grace(ms)) => out.extend([text("GRACE"), number(ms)]),
             Some(Linger::Until(until)) => out.extend([text("UNTIL"), number(until)]),
             None => {}
+        }
+        if let Some(reason) = reason {
+            out.extend([text("REASON"), text(reason)]);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! node reads back to reconcile: `NODE.CONNS`.
 
 use super::args::{number, text, unknown, Arg, Args, ParseError};
-use super::{no_args, Command, Keys, Linger};
+use super::{no_args, Command, Departure, Keys, Linger};
 use crate::names;
 
 /// Longest lease a node may ask for (one day): a typo must not keep a dead
@@ -165,6 +165,9 @@ pub struct NodeRelease {
     pub node: String,
     /// How long its users linger, if they do.
     pub linger: Option<Linger>,
+    /// The reason of the lifecycle events it causes (`REASON r`); the
+    /// module's default when `None`.
+    pub reason: Option<String>,
 }
 
 impl NodeRelease {
@@ -173,6 +176,7 @@ impl NodeRelease {
         NodeRelease {
             node: node.to_string(),
             linger: None,
+            reason: None,
         }
     }
 
@@ -194,6 +198,15 @@ impl NodeRelease {
             ..self
         }
     }
+
+    /// The same command with `reason` for the lifecycle events it causes
+    /// (`REASON r`, `[a-z_]{1,32}`).
+    pub fn reason(self, reason: &str) -> NodeRelease {
+        NodeRelease {
+            reason: Some(reason.to_string()),
+            ..self
+        }
+    }
 }
 
 impl Command for NodeRelease {
@@ -203,13 +216,17 @@ impl Command for NodeRelease {
     fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<NodeRelease, ParseError> {
         let mut args = Args::new(args);
         let node = args.name("node", names::validate_node)?;
-        let linger = Linger::parse(&mut args)?;
-        Ok(NodeRelease { node, linger })
+        let Departure { linger, reason } = Departure::parse(&mut args)?;
+        Ok(NodeRelease {
+            node,
+            linger,
+            reason,
+        })
     }
 
     fn to_args(&self) -> Vec<Arg<'_>> {
         let mut out = vec![text(&self.node)];
-        Linger::write(self.linger, &mut out);
+        Departure::write(self.linger, self.reason.as_deref(), &mut out);
         out
     }
 }
@@ -258,6 +275,26 @@ impl Command for Nodes {
 
     fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<Nodes, ParseError> {
         no_args(args).map(|()| Nodes)
+    }
+
+    fn to_args(&self) -> Vec<Arg<'_>> {
+        Vec::new()
+    }
+}
+
+/// `BROKER.EVENTS.STREAM`: the name of the lifecycle stream this server
+/// writes (`broker:events`, or on a cluster this master's
+/// `broker:events:{<tag>}`); nil while it writes none. Keyless: send it to
+/// each master to find every stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventsStream;
+
+impl Command for EventsStream {
+    const NAME: &'static str = "BROKER.EVENTS.STREAM";
+    const KEYS: Keys = Keys::NONE;
+
+    fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<EventsStream, ParseError> {
+        no_args(args).map(|()| EventsStream)
     }
 
     fn to_args(&self) -> Vec<Arg<'_>> {

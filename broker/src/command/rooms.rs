@@ -2,7 +2,7 @@
 //! `HISTORY`.
 
 use super::args::{number, text, unknown, Arg, Args, ParseError};
-use super::{Command, Keys, Linger};
+use super::{Command, Departure, Keys, Linger};
 use crate::names;
 use crate::protocol::Since;
 
@@ -160,6 +160,9 @@ pub struct Leave {
     pub conn: String,
     /// How long the user lingers, if it does.
     pub linger: Option<Linger>,
+    /// The reason of the lifecycle events it causes (`REASON r`); the
+    /// module's default when `None`.
+    pub reason: Option<String>,
 }
 
 impl Leave {
@@ -170,6 +173,7 @@ impl Leave {
             user: user.to_string(),
             conn: conn.to_string(),
             linger: None,
+            reason: None,
         }
     }
 
@@ -191,6 +195,15 @@ impl Leave {
             ..self
         }
     }
+
+    /// The same command with `reason` for the lifecycle events it causes
+    /// (`REASON r`, `[a-z_]{1,32}`).
+    pub fn reason(self, reason: &str) -> Leave {
+        Leave {
+            reason: Some(reason.to_string()),
+            ..self
+        }
+    }
 }
 
 impl Command for Leave {
@@ -200,18 +213,19 @@ impl Command for Leave {
     fn parse<A: AsRef<[u8]>>(args: &[A]) -> Result<Leave, ParseError> {
         let mut args = Args::new(args);
         let [room, user, conn] = member(&mut args)?;
-        let linger = Linger::parse(&mut args)?;
+        let Departure { linger, reason } = Departure::parse(&mut args)?;
         Ok(Leave {
             room,
             user,
             conn,
             linger,
+            reason,
         })
     }
 
     fn to_args(&self) -> Vec<Arg<'_>> {
         let mut out = vec![text(&self.room), text(&self.user), text(&self.conn)];
-        Linger::write(self.linger, &mut out);
+        Departure::write(self.linger, self.reason.as_deref(), &mut out);
         out
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{PresenceEvent, Registry};
 use crate::command::{ConnOpen, IpOpen, LimitKind, Refusal};
+use crate::lifecycle::EventType;
 
 #[derive(Debug, Clone)]
 pub(super) struct Conn {
@@ -97,6 +98,10 @@ impl Registry {
             .insert(conn.to_string());
         self.opened += 1;
         self.confirm(node, conn);
+        self.note(EventType::Connect, (user, conn, node), None, None);
+        if user_count == 0 {
+            self.note(EventType::Online, (user, conn, node), None, None);
+        }
         Ok(())
     }
 
@@ -243,6 +248,11 @@ impl Registry {
         }
         if let Some(opened) = entry.opened {
             self.unopen(&entry.user, conn, &opened.ip);
+            let who = (&*entry.user, conn, &*entry.node);
+            self.note(EventType::Disconnect, who, None, Some(opened.at_ms));
+            if !self.users.contains_key(&entry.user) {
+                self.note(EventType::Offline, who, None, None);
+            }
         }
         if let Some(node) = self.nodes.get_mut(&entry.node) {
             node.conns.remove(conn);

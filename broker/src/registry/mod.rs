@@ -63,6 +63,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
+use crate::lifecycle::{self, EventType};
 use crate::names;
 
 mod connections;
@@ -92,6 +93,10 @@ pub struct Registry {
     /// Lingering presences over all rooms (the timer skips its scan at 0).
     lingering: u64,
     namespace_history: HashMap<String, HistoryConfig>,
+    /// Lifecycle events recorded since the last take; `None` when off.
+    lifecycle: Option<Vec<lifecycle::Event>>,
+    /// The reason given to the departures being made (see [`Registry::departing`]).
+    departure: Option<String>,
 }
 
 impl Registry {
@@ -153,13 +158,67 @@ impl Registry {
         }
     }
 
-    /// Clears everything but the namespace settings (FLUSHALL).
+    /// Clears everything but the namespace settings and whether lifecycle
+    /// events are recorded (FLUSHALL).
     pub fn clear(&mut self) {
         let namespace_history = std::mem::take(&mut self.namespace_history);
+        let lifecycle = self.lifecycle.as_ref().map(|_| Vec::new());
         *self = Registry {
             namespace_history,
+            lifecycle,
             ..Registry::default()
         };
+    }
+
+    /// Turns the recording of lifecycle events on or off (the module's
+    /// `EVENTS` argument; off drops what was recorded).
+    pub fn record_lifecycle(&mut self, on: bool) {
+        self.lifecycle = on.then(Vec::new);
+    }
+
+    /// The lifecycle events recorded since the last call, oldest first.
+    pub fn take_lifecycle(&mut self) -> Vec<lifecycle::Event> {
+        self.lifecycle
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    /// Runs `f` with `reason` as the reason of every disconnect and leave
+    /// it makes (they are `client` otherwise).
+    pub fn departing<R>(&mut self, reason: &str, f: impl FnOnce(&mut Registry) -> R) -> R {
+        let before = self.departure.replace(reason.to_string());
+        let out = f(self);
+        self.departure = before;
+        out
+    }
+
+    /// Records one lifecycle event when recording is on.
+    fn note(
+        &mut self,
+        kind: EventType,
+        (user, conn, node): (&str, &str, &str),
+        room: Option<&str>,
+        connected_at_ms: Option<u64>,
+    ) {
+        let Some(journal) = self.lifecycle.as_mut() else {
+            return;
+        };
+        let departs = matches!(kind, EventType::Disconnect | EventType::Leave);
+        let reason = departs.then(|| {
+            self.departure
+                .clone()
+                .unwrap_or_else(|| lifecycle::reason::CLIENT.to_string())
+        });
+        journal.push(lifecycle::Event {
+            kind,
+            user: user.to_string(),
+            conn: conn.to_string(),
+            node: node.to_string(),
+            room: room.map(str::to_string),
+            reason,
+            connected_at_ms,
+        });
     }
 }
 
@@ -216,8 +275,97 @@ mod test_support {
 
 #[cfg(test)]
 mod tests {
-    use crate::command::ConnOpen;
-    use crate::registry::test_support::leased;
+    use crate::command::{ConnOpen, NodeLease};
+    use crate::lifecycle::{reason, EventType};
+    use crate::registry::test_support::{join_present, leased};
+
+    use super::Registry;
+
+    /// The recorded events as `type user conn room reason`.
+    fn journal(r: &mut Registry) -> Vec<String> {
+        r.take_lifecycle()
+            .into_iter()
+            .map(|e| {
+                format!(
+                    "{} {} {} {} {}",
+                    e.kind,
+                    e.user,
+                    e.conn,
+                    e.room.as_deref().unwrap_or("-"),
+                    e.reason.as_deref().unwrap_or("-")
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lifecycle_events_follow_every_change_and_only_changes() {
+        let mut r = leased();
+        assert!(r.take_lifecycle().is_empty());
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
+            .unwrap();
+        assert!(r.take_lifecycle().is_empty(), "off by default");
+        r.record_lifecycle(true);
+        r.open(&ConnOpen::new("alice", "a2", "n1", "ip"), 10)
+            .unwrap();
+        r.open(&ConnOpen::new("bob", "b1", "n2", "ip"), 10).unwrap();
+        r.open(&ConnOpen::new("bob", "b1", "n2", "ip"), 10).unwrap();
+        join_present(&mut r, "chat:x", "alice", "a2", "n1", "e");
+        join_present(&mut r, "chat:x", "alice", "a2", "n1", "e");
+        join_present(&mut r, "user:alice", "alice", "a2", "n1", "e");
+        assert_eq!(
+            journal(&mut r),
+            [
+                "connect alice a2 - -",
+                "connect bob b1 - -",
+                "online bob b1 - -",
+                "join alice a2 chat:x -",
+            ],
+            "a second open or join of the same connection is no event; personal rooms are left out"
+        );
+        r.departing(reason::KICKED, |r| r.close("alice", "a2", None));
+        r.leave("chat:x", "alice", "a2", None);
+        let events = r.take_lifecycle();
+        assert_eq!(events[1].kind, EventType::Disconnect);
+        assert_eq!(events[1].connected_at_ms, Some(10));
+        let lines: Vec<String> = events
+            .iter()
+            .map(|e| format!("{} {}", e.kind, e.reason.as_deref().unwrap_or("-")))
+            .collect();
+        assert_eq!(lines, ["leave kicked", "disconnect kicked"], "alice has a1");
+        r.close("alice", "a1", None);
+        assert_eq!(
+            journal(&mut r),
+            ["disconnect alice a1 - client", "offline alice a1 - -"]
+        );
+    }
+
+    #[test]
+    fn a_lost_node_reports_every_connection_as_node_lost() {
+        let mut r = leased();
+        r.record_lifecycle(true);
+        r.lease_node(&NodeLease::new("n1", 5000).incarnation("i1"), 0, true);
+        r.open(&ConnOpen::new("alice", "a1", "n1", "ip"), 1)
+            .unwrap();
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e");
+        r.take_lifecycle();
+        r.lease_node(&NodeLease::new("n1", 5000).incarnation("i2"), 0, true);
+        assert_eq!(
+            journal(&mut r),
+            [
+                "leave alice a1 chat:x node_lost",
+                "disconnect alice a1 - node_lost",
+                "offline alice a1 - -",
+            ]
+        );
+        r.open(&ConnOpen::new("bob", "b1", "n2", "ip"), 1).unwrap();
+        r.take_lifecycle();
+        r.departing(reason::NODE_LOST, |r| r.release_node("n2", None));
+        assert_eq!(
+            journal(&mut r),
+            ["disconnect bob b1 - node_lost", "offline bob b1 - -"]
+        );
+    }
 
     #[test]
     fn compact_gives_back_what_a_crowd_left() {

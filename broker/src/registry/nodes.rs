@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use super::{PresenceEvent, Registry};
 use crate::command::{ConnClose, NodeLease};
+use crate::lifecycle::reason;
 
 /// What a node's lease must do after a load ([`Registry::after_load_step`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,7 +100,8 @@ impl Registry {
             matches!((&n.incarnation, &lease.incarnation), (Some(old), Some(new)) if old != new)
         });
         if other_incarnation {
-            let (ended, leaves) = self.release_node(&lease.node, None);
+            let (ended, leaves) =
+                self.departing(reason::NODE_LOST, |r| r.release_node(&lease.node, None));
             events.extend(leaves);
             replaced = Some(ended);
         }
@@ -121,7 +123,9 @@ impl Registry {
             AfterLoad::Reregister => renewed = false,
             AfterLoad::Drop(stale) => {
                 for (user, conn) in stale {
-                    events.extend(self.close(&user, &conn, None).1);
+                    let (_, leaves) =
+                        self.departing(reason::NODE_LOST, |r| r.close(&user, &conn, None));
+                    events.extend(leaves);
                     dropped.push(ConnClose::new(&user, &conn));
                 }
             }

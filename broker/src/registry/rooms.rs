@@ -6,6 +6,7 @@ use std::ops::Bound;
 
 use super::{HistoryConfig, Registry, Stored};
 use crate::command::{Join, Refusal};
+use crate::lifecycle::EventType;
 use crate::names;
 
 /// Whether a presence event announces a join or a leave.
@@ -174,6 +175,9 @@ impl Registry {
             .rooms
             .insert(room.to_string());
         self.confirm(node, conn);
+        if names::personal_room_owner(room).is_none() {
+            self.note(EventType::Join, (user, conn, node), Some(room), None);
+        }
         Ok(JoinOutcome {
             first,
             already: false,
@@ -258,6 +262,14 @@ impl Registry {
         };
         if r.is_empty() {
             self.rooms.remove(room);
+        }
+        if names::personal_room_owner(room).is_none() {
+            let user = self
+                .conns
+                .get(conn)
+                .map(|c| c.user.clone())
+                .unwrap_or_default();
+            self.note(EventType::Leave, (&user, conn, &node), Some(room), None);
         }
         event
     }

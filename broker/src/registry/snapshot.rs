@@ -139,6 +139,8 @@ impl Registry {
         for id in unused {
             self.drop_if_unused(&id);
         }
+        // A load is no event: what was saved happened before.
+        self.take_lifecycle();
     }
 }
 

@@ -18,6 +18,7 @@ use broker::protocol::{self, CloseCode};
 use super::connection::ConnShared;
 use super::Node;
 use crate::clock::{mono_ms, now_ms};
+use crate::ws::close::{IDLE_TIMEOUT, TOKEN_EXPIRED};
 
 /// How often the connections are looked at.
 const TICK: Duration = Duration::from_millis(500);
@@ -60,12 +61,12 @@ pub async fn run(node: Arc<Node>, limits: Limits) {
 /// One connection's turn.
 fn check(node: &Node, conn: &ConnShared, limits: Limits, now: u64, mono: u64, ping: bool) {
     if mono.saturating_sub(conn.outlet.last_seen_ms()) > limits.idle_ms {
-        conn.close(CloseCode::Policy, "idle timeout");
+        conn.close(CloseCode::Policy, IDLE_TIMEOUT);
         return;
     }
     let exp_ms = conn.exp_ms.load(Ordering::Relaxed);
     if now >= exp_ms.saturating_add(limits.leeway_ms) {
-        conn.close(CloseCode::Token, "token expired");
+        conn.close(CloseCode::Token, TOKEN_EXPIRED);
         return;
     }
     if now.saturating_add(EXPIRING_AHEAD_MS) >= exp_ms

@@ -6,10 +6,12 @@
 use std::sync::Arc;
 
 use broker::command::{ConnClose, Leave, Linger};
+use broker::lifecycle;
 use broker::protocol::CloseCode;
 
 use crate::app::App;
 use crate::node::ConnShared;
+use crate::ws::close::{IDLE_TIMEOUT, SLOW_CONSUMER, TOKEN_EXPIRED};
 use crate::ws::CloseReason;
 
 /// Unregisters a connection from the hub and the module when dropped — on a
@@ -54,10 +56,11 @@ impl Drop for Registration {
                 } else {
                     None
                 };
+                let reason = departure_reason(shared.outlet.close_reason().as_ref());
                 for room in rooms {
                     let leave = Leave {
                         linger,
-                        ..Leave::new(&room, &shared.user, &shared.id)
+                        ..Leave::new(&room, &shared.user, &shared.id).reason(reason)
                     };
                     if let Err(err) = app.node.store.leave(&leave).await {
                         tracing::warn!(conn = %shared.id, room, error = %err, "could not leave; the reconciliation will clean it up");
@@ -65,7 +68,7 @@ impl Drop for Registration {
                 }
                 let close = ConnClose {
                     linger,
-                    ..ConnClose::new(&shared.user, &shared.id)
+                    ..ConnClose::new(&shared.user, &shared.id).reason(reason)
                 };
                 // With the place of its address, where that is counted apart.
                 if let Err(err) = app.node.store.close_from(&close, &shared.ip).await {
@@ -90,9 +93,51 @@ fn lingers(reason: Option<&CloseReason>) -> bool {
     })
 }
 
+/// The `reason` of the lifecycle events of a connection that ended for
+/// `close` (contract section 7): what the close code and reason say.
+fn departure_reason(close: Option<&CloseReason>) -> &'static str {
+    let Some(close) = close else {
+        return lifecycle::reason::CLIENT;
+    };
+    match close.code {
+        CloseCode::Forbidden => lifecycle::reason::KICKED,
+        CloseCode::Restart => lifecycle::reason::SHUTDOWN,
+        CloseCode::Token if close.reason == TOKEN_EXPIRED => lifecycle::reason::TOKEN_EXPIRED,
+        CloseCode::Policy if close.reason == IDLE_TIMEOUT => lifecycle::reason::IDLE,
+        CloseCode::Policy if close.reason == SLOW_CONSUMER => lifecycle::reason::SLOW_CONSUMER,
+        CloseCode::Normal | CloseCode::GoingAway | CloseCode::Abnormal => lifecycle::reason::CLIENT,
+        _ => lifecycle::reason::POLICY,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_close_names_its_lifecycle_reason() {
+        let close = |code: u16, reason: &str| CloseReason {
+            code: CloseCode::from(code),
+            reason: reason.into(),
+        };
+        let cases = [
+            (close(1000, ""), "client"),
+            (close(1001, ""), "client"),
+            (close(1006, "connection lost"), "client"),
+            (close(4003, "kicked"), "kicked"),
+            (close(1012, "server restarting"), "shutdown"),
+            (close(4001, TOKEN_EXPIRED), "token_expired"),
+            (close(4001, "too many rejected refresh tokens"), "policy"),
+            (close(4008, IDLE_TIMEOUT), "idle"),
+            (close(4008, SLOW_CONSUMER), "slow_consumer"),
+            (close(4008, "too many bad frames"), "policy"),
+            (close(1009, "message too large"), "policy"),
+        ];
+        for (c, want) in cases {
+            assert_eq!(departure_reason(Some(&c)), want, "{c:?}");
+        }
+        assert_eq!(departure_reason(None), "client");
+    }
 
     fn reason(code: u16) -> CloseReason {
         CloseReason {

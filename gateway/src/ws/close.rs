@@ -11,6 +11,13 @@ use broker::protocol::CloseCode;
 /// flushing it before the close frame.
 pub const SLOW_CONSUMER: &str = "slow consumer";
 
+/// Close reason (4008) of a connection that sent nothing within
+/// `limits.idle_timeout_s`.
+pub const IDLE_TIMEOUT: &str = "idle timeout";
+
+/// Close reason (4001) of a connection whose token expired unrefreshed.
+pub const TOKEN_EXPIRED: &str = "token expired";
+
 /// The code to answer a client's close frame with (RFC 6455 §5.5.1, §7.4):
 /// its own code when that is one a peer may send, 1000 for an empty close,
 /// 1002 for a malformed payload or a reserved code, 1007 for a reason that

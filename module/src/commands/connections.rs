@@ -3,6 +3,7 @@
 
 use broker::command::{ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserRooms};
 use broker::envelope;
+use broker::lifecycle;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use super::{parse, replicate};
@@ -34,7 +35,10 @@ fn close(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let now = state::now_ms();
     let until = cmd.linger.map(|l| l.until(now));
     let rooms = state::with(|s| {
-        let (rooms, events) = s.registry.close(&cmd.user, &cmd.conn, until);
+        let reason = cmd.reason.as_deref().unwrap_or(lifecycle::reason::CLIENT);
+        let (rooms, events) = s
+            .registry
+            .departing(reason, |r| r.close(&cmd.user, &cmd.conn, until));
         delivery::presence(ctx, &s.registry, &mut s.stats, &events);
         rooms
     });

@@ -1,7 +1,8 @@
 //! Gateway node leases: `NODE.LEASE`, `NODE.RELEASE`, `NODES`,
 //! `NODE.CONNS`.
 
-use broker::command::{NodeConns, NodeLease, NodeRelease, Nodes};
+use broker::command::{EventsStream, NodeConns, NodeLease, NodeRelease, Nodes};
+use broker::lifecycle;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
 use super::{parse, replicate};
@@ -72,12 +73,32 @@ fn release(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
 pub fn release_node(ctx: &Context, cmd: &NodeRelease, now_ms: u64) -> u64 {
     let until = cmd.linger.map(|l| l.until(now_ms));
     let dropped = state::with(|s| {
-        let (dropped, events) = s.registry.release_node(&cmd.node, until);
+        let reason = cmd.reason.as_deref().unwrap_or(lifecycle::reason::SHUTDOWN);
+        let (dropped, events) = s
+            .registry
+            .departing(reason, |r| r.release_node(&cmd.node, until));
         delivery::presence(ctx, &s.registry, &mut s.stats, &events);
         dropped
     });
     replicate(ctx, &cmd.replicated(now_ms));
     dropped
+}
+
+/// `BROKER.EVENTS.STREAM`: the lifecycle stream this server writes, or
+/// nil (`EVENTS 0`, or a cluster node that serves no slot).
+pub fn events_stream(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, name_events_stream)
+}
+
+fn name_events_stream(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
+    let EventsStream = parse(argv)?;
+    let on = crate::events::MAXLEN.load(std::sync::atomic::Ordering::Relaxed) > 0;
+    Ok(
+        match on.then(|| crate::events::stream_name(ctx)).flatten() {
+            Some(name) => reply::text(&name),
+            None => RedisValue::Null,
+        },
+    )
 }
 
 /// `BROKER.NODE.CONNS node`: what this Redis holds for a node — per

@@ -1,6 +1,7 @@
 //! Rooms: `JOIN`, `LEAVE`, `APPLY.LEAVE`, `ROOM.MEMBERS`, `ROOM.COUNT`, `HISTORY`.
 
 use broker::command::{ApplyLeave, History, Join, Leave, RoomCount, RoomMembers};
+use broker::lifecycle;
 use redis_module::redisvalue::RedisValueKey;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
 
@@ -55,7 +56,10 @@ fn leave_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> 
     let now = state::now_ms();
     let until = cmd.linger.map(|l| l.until(now));
     let was_member = state::with(|s| {
-        let (was_member, event) = s.registry.leave(&cmd.room, &cmd.user, &cmd.conn, until);
+        let reason = cmd.reason.as_deref().unwrap_or(lifecycle::reason::CLIENT);
+        let (was_member, event) = s
+            .registry
+            .departing(reason, |r| r.leave(&cmd.room, &cmd.user, &cmd.conn, until));
         if let Some(event) = &event {
             delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
         }
