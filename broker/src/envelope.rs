@@ -59,6 +59,18 @@ pub enum Envelope<'a> {
         /// Close reason for the client.
         reason: &'a str,
     },
+    /// Put these local connections of `user` into `room` (`join`), or take
+    /// them out: `BROKER.USER.JOIN` / `USER.LEAVE`.
+    Membership {
+        /// The user.
+        user: &'a str,
+        /// The user's connections on this node.
+        conns: Vec<&'a str>,
+        /// The room.
+        room: &'a str,
+        /// True to join, false to leave.
+        join: bool,
+    },
 }
 
 /// Wraps a `msg` frame for a node channel: `["msg", room, seq, epoch,
@@ -121,6 +133,34 @@ pub fn encode_kick_envelope(user: &str, conns: &[&str], reason: &str) -> Vec<u8>
     }
     out.str(reason);
     out.into_vec()
+}
+
+/// Tells a node to put connections of a user into a room, or take them out
+/// (`BROKER.USER.JOIN` / `USER.LEAVE`): `["membership", user, [conn...],
+/// room, "join" | "leave"]`.
+pub fn encode_membership_envelope(user: &str, conns: &[&str], room: &str, join: bool) -> Vec<u8> {
+    let conns_len: usize = conns.iter().map(|c| c.len() + 5).sum();
+    let mut out = Writer::with_capacity(40 + user.len() + conns_len + room.len());
+    out.array(5).str("membership").str(user).array(conns.len());
+    for conn in conns {
+        out.str(conn);
+    }
+    out.str(room).str(if join { "join" } else { "leave" });
+    out.into_vec()
+}
+
+/// The next element, which must be an array of `str`.
+fn texts<'a>(r: &mut Reader<'a>) -> Result<Vec<&'a str>, WireError> {
+    let count = match r.item()? {
+        Item::Array(n) => n,
+        _ => return Err(WireError::InvalidEnvelope),
+    };
+    // `item` bounded `count` by the input length.
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        out.push(text(r)?);
+    }
+    Ok(out)
 }
 
 /// The next element of an envelope, which must be a `str`.
@@ -200,20 +240,28 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope<'_>, WireError> {
         }
         ("kick", 4) => {
             let user = text(&mut r)?;
-            let count = match r.item()? {
-                Item::Array(n) => n,
-                _ => return Err(WireError::InvalidEnvelope),
-            };
-            // `item` bounded `count` by the input length.
-            let mut conns = Vec::with_capacity(count);
-            for _ in 0..count {
-                conns.push(text(&mut r)?);
-            }
+            let conns = texts(&mut r)?;
             let reason = text(&mut r)?;
             Envelope::Kick {
                 user,
                 conns,
                 reason,
+            }
+        }
+        ("membership", 5) => {
+            let user = text(&mut r)?;
+            let conns = texts(&mut r)?;
+            let room = text(&mut r)?;
+            let join = match text(&mut r)? {
+                "join" => true,
+                "leave" => false,
+                _ => return Err(WireError::InvalidEnvelope),
+            };
+            Envelope::Membership {
+                user,
+                conns,
+                room,
+                join,
             }
         }
         _ => return Err(WireError::InvalidEnvelope),
@@ -234,6 +282,27 @@ mod tests {
     fn is_subslice(part: &[u8], whole: &[u8]) -> bool {
         let range = whole.as_ptr_range();
         part.is_empty() || (range.contains(&part.as_ptr()) && part.as_ptr_range().end <= range.end)
+    }
+
+    #[test]
+    fn membership_envelope_round_trip() {
+        for join in [true, false] {
+            let bytes = encode_membership_envelope("alice", &["c1", "c2"], "support:t1", join);
+            assert_eq!(msgpack::check(&bytes), Ok(()));
+            assert_eq!(
+                decode_envelope(&bytes).unwrap(),
+                Envelope::Membership {
+                    user: "alice",
+                    conns: vec!["c1", "c2"],
+                    room: "support:t1",
+                    join,
+                }
+            );
+        }
+        let mut bad = encode_membership_envelope("alice", &["c1"], "support:t1", true);
+        let n = bad.len();
+        bad[n - 4..].copy_from_slice(b"jump");
+        assert_eq!(decode_envelope(&bad), Err(WireError::InvalidEnvelope));
     }
 
     #[test]

@@ -598,6 +598,12 @@ impl Driver {
                 seq,
                 count,
             } => self.on_missed(room, epoch, seq, count),
+            ServerFrame::Joined { room, seq, epoch } => {
+                let _ = self.events.send(Event::Joined { room, seq, epoch });
+            }
+            ServerFrame::Left { room } => {
+                let _ = self.events.send(Event::Left { room });
+            }
             ServerFrame::Welcome { .. } => {
                 tracing::warn!("a second welcome on one connection");
             }

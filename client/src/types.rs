@@ -224,6 +224,21 @@ pub enum Event {
         /// How many messages were lost, when known.
         count: Option<u64>,
     },
+    /// The backend put this connection into a room (`BROKER.USER.JOIN`);
+    /// its messages after `seq` arrive as [`Event::Message`].
+    Joined {
+        /// The room.
+        room: String,
+        /// The room's sequence number at the join.
+        seq: u64,
+        /// The room's epoch.
+        epoch: String,
+    },
+    /// The backend took this connection out of a room (`BROKER.USER.LEAVE`).
+    Left {
+        /// The room.
+        room: String,
+    },
     /// The server accepted a refreshed token (after `expiring`).
     Refreshed {
         /// The new token's expiry, Unix seconds.

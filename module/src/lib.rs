@@ -149,6 +149,8 @@ redis_module! {
         ["broker.presence", commands::connections::presence, "readonly fast", cmd::Presence::KEYS.first, cmd::Presence::KEYS.last, cmd::Presence::KEYS.step, ""],
         ["broker.user.rooms", commands::connections::user_rooms, "readonly", cmd::UserRooms::KEYS.first, cmd::UserRooms::KEYS.last, cmd::UserRooms::KEYS.step, ""],
         ["broker.kick", commands::connections::kick, "pubsub fast", cmd::Kick::KEYS.first, cmd::Kick::KEYS.last, cmd::Kick::KEYS.step, ""],
+        ["broker.user.join", commands::connections::user_join, "pubsub fast", cmd::UserJoin::KEYS.first, cmd::UserJoin::KEYS.last, cmd::UserJoin::KEYS.step, ""],
+        ["broker.user.leave", commands::connections::user_leave, "pubsub fast", cmd::UserLeave::KEYS.first, cmd::UserLeave::KEYS.last, cmd::UserLeave::KEYS.step, ""],
         ["broker.online", commands::connections::online, "readonly fast", cmd::Online::KEYS.first, cmd::Online::KEYS.last, cmd::Online::KEYS.step, ""],
         ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", cmd::Throttle::KEYS.first, cmd::Throttle::KEYS.last, cmd::Throttle::KEYS.step, ""],
         ["broker.node.lease", commands::nodes::node_lease, "write fast", cmd::NodeLease::KEYS.first, cmd::NodeLease::KEYS.last, cmd::NodeLease::KEYS.step, ""],

@@ -39,6 +39,7 @@
 
 mod args;
 pub mod connections;
+pub mod membership;
 pub mod nodes;
 pub mod publish;
 mod refusal;
@@ -47,6 +48,7 @@ pub mod throttle;
 
 pub use args::{quoted, Arg, ParseError};
 pub use connections::{ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserRooms};
+pub use membership::{UserJoin, UserLeave};
 pub use nodes::{EventsStream, NodeConns, NodeLease, NodeRelease, Nodes};
 pub use publish::{validate_event, ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};
 pub use refusal::{LimitKind, Refusal};

@@ -29,8 +29,8 @@ pub use fields::FrameError;
 pub use server::{
     ack_auth, ack_empty, ack_history, ack_history_page, ack_join, ack_ping, ack_presence,
     ack_presence_page, ack_pub, ack_refresh, decode_server_frame, encode_ack_raw, encode_err,
-    encode_expiring, encode_missed, encode_msg_frame, encode_presence_frame, encode_welcome,
-    PresenceAction, Sender, ServerFrame,
+    encode_expiring, encode_joined, encode_left, encode_missed, encode_msg_frame,
+    encode_presence_frame, encode_welcome, PresenceAction, Sender, ServerFrame,
 };
 
 use crate::msgpack::Writer;

@@ -119,6 +119,22 @@ pub enum ServerFrame {
         /// How many messages were not delivered, when known.
         count: Option<u64>,
     },
+    /// `joined`: the backend put this connection into a room
+    /// (`BROKER.USER.JOIN`); messages after `seq` follow.
+    Joined {
+        /// The room.
+        room: String,
+        /// The room's sequence number at the join.
+        seq: u64,
+        /// The room's epoch.
+        epoch: String,
+    },
+    /// `left`: the backend took this connection out of a room
+    /// (`BROKER.USER.LEAVE`).
+    Left {
+        /// The room.
+        room: String,
+    },
 }
 
 /// A `from` of a `msg`: the map `{user, conn}` as `(user, conn)`.
@@ -188,6 +204,14 @@ fn server_frame(f: &Fields<'_, 20>) -> Result<ServerFrame, String> {
         },
         "expiring" => ServerFrame::Expiring {
             in_ms: f.uint("in_ms")?,
+        },
+        "joined" => ServerFrame::Joined {
+            room: f.string("room")?,
+            seq: f.uint("seq")?,
+            epoch: f.string("epoch")?,
+        },
+        "left" => ServerFrame::Left {
+            room: f.string("room")?,
         },
         "missed" => ServerFrame::Missed {
             room: f.string("room")?,
@@ -293,6 +317,28 @@ pub fn encode_expiring(in_ms: u64) -> Vec<u8> {
     frame_header(&mut out, 2, "expiring")
         .str("in_ms")
         .uint(in_ms);
+    out.into_vec()
+}
+
+/// Encodes `joined`: `{t, room, seq, epoch}` — the backend put the
+/// connection into `room` (`BROKER.USER.JOIN`), which is at `seq`.
+pub fn encode_joined(room: &str, seq: u64, epoch: &str) -> Vec<u8> {
+    let mut out = Writer::with_capacity(40 + room.len() + epoch.len());
+    frame_header(&mut out, 4, "joined")
+        .str("room")
+        .str(room)
+        .str("seq")
+        .uint(seq)
+        .str("epoch")
+        .str(epoch);
+    out.into_vec()
+}
+
+/// Encodes `left`: `{t, room}` — the backend took the connection out of
+/// `room` (`BROKER.USER.LEAVE`).
+pub fn encode_left(room: &str) -> Vec<u8> {
+    let mut out = Writer::with_capacity(24 + room.len());
+    frame_header(&mut out, 2, "left").str("room").str(room);
     out.into_vec()
 }
 

@@ -2,13 +2,14 @@
 //! `admin.api_key` when it is set: `/metrics`, server publishes
 //! (`/api/publish`, `/api/users/<user>/emit`, `/api/broadcast`), presence
 //! (`/api/online`, `/api/users/<user>/presence`,
-//! `/api/rooms/<room>/presence`) and `/api/users/<user>/disconnect`. A
+//! `/api/rooms/<room>/presence`), `/api/users/<user>/disconnect` and the
+//! memberships the backend decides (`/api/users/<user>/join`, `/leave`). A
 //! failed module call is answered by [`http_error`], the one mapping to
 //! HTTP statuses.
 
 use std::sync::Arc;
 
-use broker::command::{validate_event, Broadcast, Kick, Publish};
+use broker::command::{validate_event, Broadcast, Kick, Publish, UserJoin, UserLeave};
 use broker::names;
 use broker::payload::Format;
 use broker::registry::HistoryConfig;
@@ -56,6 +57,10 @@ pub(super) async fn route(app: Arc<App>, req: Request<Incoming>) -> Response<Bod
         (&Method::POST, ["api", "broadcast"]) => broadcast(&app, req).await,
         (&Method::GET, ["api", "online"]) => online(&app).await,
         (&Method::POST, ["api", "users", user, "disconnect"]) => disconnect(&app, user).await,
+        (&Method::POST, ["api", "users", user, "join"]) => membership(&app, user, true, req).await,
+        (&Method::POST, ["api", "users", user, "leave"]) => {
+            membership(&app, user, false, req).await
+        }
         (&Method::GET, ["api", "users", user, "presence"]) => user_presence(&app, user).await,
         (&Method::GET, ["api", "rooms", room, "presence"]) => {
             room_presence(&app, room, super::query_param(&req, "after")).await
@@ -173,6 +178,37 @@ async fn disconnect(app: &App, user: &str) -> Response<Body> {
         reason: Some("disconnected by the server".to_string()),
     };
     match app.node.store.kick(&kick).await {
+        Ok(n) => json_reply(StatusCode::OK, json!({"connections": n})),
+        Err(err) => store_error(&err),
+    }
+}
+
+/// `POST /api/users/<user>/join` and `/leave` `{room}`: puts every live
+/// connection of the user into the room, or takes them out
+/// (`BROKER.USER.JOIN` / `USER.LEAVE`); `{connections}` told.
+async fn membership(app: &App, user: &str, join: bool, req: Request<Incoming>) -> Response<Body> {
+    if names::validate_user(user).is_err() {
+        return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid user"}));
+    }
+    let body = match read_json(req).await {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let Some(room) = body.get("room").and_then(|r| r.as_str()) else {
+        return json_reply(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "room is required"}),
+        );
+    };
+    if names::validate_room(room).is_err() || names::personal_room_owner(room).is_some() {
+        return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid room"}));
+    }
+    let told = if join {
+        app.node.store.user_join(&UserJoin::new(user, room)).await
+    } else {
+        app.node.store.user_leave(&UserLeave::new(user, room)).await
+    };
+    match told {
         Ok(n) => json_reply(StatusCode::OK, json!({"connections": n})),
         Err(err) => store_error(&err),
     }

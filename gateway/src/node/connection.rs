@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use broker::protocol::CloseCode;
 use bytes::Bytes;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::ws::Outlet;
@@ -29,6 +30,25 @@ pub struct ConnShared {
     pub exp_ms: AtomicU64,
     /// Whether `expiring` was sent for the current token.
     pub expiring_sent: AtomicBool,
+    /// Memberships the backend decided (`BROKER.USER.JOIN` / `USER.LEAVE`),
+    /// waiting for the session to carry them out; at most [`MAX_ORDERS`].
+    orders: Mutex<Vec<Order>>,
+    /// Wakes the session when an order arrives.
+    order_ready: Notify,
+}
+
+/// Backend-decided memberships queued for one connection at most; more
+/// are dropped (and logged): a backend that sends more joins at once than
+/// a session can carry out is out of step with it.
+pub const MAX_ORDERS: usize = 64;
+
+/// A membership change the backend decided for a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Order {
+    /// Join the room (`BROKER.USER.JOIN`).
+    Join(String),
+    /// Leave the room (`BROKER.USER.LEAVE`).
+    Leave(String),
 }
 
 impl ConnShared {
@@ -48,7 +68,40 @@ impl ConnShared {
             outlet,
             exp_ms: AtomicU64::new(exp_s.saturating_mul(1000)),
             expiring_sent: AtomicBool::new(false),
+            orders: Mutex::new(Vec::new()),
+            order_ready: Notify::new(),
         })
+    }
+
+    /// Queues a membership change for the session; false when the queue is
+    /// full and the order was dropped.
+    pub fn order(&self, order: Order) -> bool {
+        let queued = self.orders.lock().is_ok_and(|mut orders| {
+            let room = orders.len() < MAX_ORDERS;
+            if room {
+                orders.push(order);
+            }
+            room
+        });
+        if queued {
+            self.order_ready.notify_one();
+        }
+        queued
+    }
+
+    /// Waits until an order is queued, then takes every queued one.
+    pub async fn next_orders(&self) -> Vec<Order> {
+        loop {
+            let taken = self
+                .orders
+                .lock()
+                .map(|mut orders| std::mem::take(&mut *orders))
+                .unwrap_or_default();
+            if !taken.is_empty() {
+                return taken;
+            }
+            self.order_ready.notified().await;
+        }
     }
 
     /// Queues a frame (see [`Outlet::send`]).

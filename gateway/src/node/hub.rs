@@ -27,7 +27,7 @@ use broker::envelope::{self, Envelope};
 use broker::protocol::{self, CloseCode};
 use bytes::Bytes;
 
-use super::connection::ConnShared;
+use super::connection::{ConnShared, Order};
 use crate::clock::now_ms;
 use crate::metrics::Metrics;
 use crate::ws::close::SLOW_CONSUMER;
@@ -282,6 +282,26 @@ impl Hub {
                 let frame = payload.slice_ref(frame);
                 let delivered = self.broadcast(namespace, &frame);
                 self.metrics.messages_delivered.inc_by(delivered);
+            }
+            Envelope::Membership {
+                conns, room, join, ..
+            } => {
+                let Ok(all) = self.conns.read() else {
+                    return;
+                };
+                for id in conns {
+                    let Some(conn) = all.get(id) else {
+                        continue;
+                    };
+                    let order = if join {
+                        Order::Join(room.to_string())
+                    } else {
+                        Order::Leave(room.to_string())
+                    };
+                    if !conn.order(order) {
+                        tracing::warn!(conn = id, room, "too many memberships queued; one dropped");
+                    }
+                }
             }
             Envelope::Kick { conns, reason, .. } => {
                 let Ok(all) = self.conns.read() else {

@@ -10,6 +10,7 @@ use broker::protocol::{self, ClientFrame, CloseCode, ErrorCode};
 use bytes::Bytes;
 
 use super::admission::{self, Admitted};
+use super::dispatch::Joiner;
 use super::errors::{self, ErrReply};
 use super::request_limit::RequestLimit;
 use crate::app::App;
@@ -208,7 +209,7 @@ impl Connection {
             ));
         }
         let personal = names::personal_room(&shared.user);
-        Box::pin(self.join_room(shared, None, &personal, None)).await;
+        Box::pin(self.join_room(shared, Joiner::Start, &personal, None)).await;
 
         // Pings, the idle timeout and the token's expiry are the node's
         // keep-alive task's (one timer for all connections, `keepalive.rs`).
@@ -224,6 +225,12 @@ impl Connection {
                     _ = self.outlet.close_requested() => None,
                 },
                 _ = self.outlet.close_requested() => None,
+                orders = shared.next_orders() => {
+                    for order in orders {
+                        Box::pin(self.carry_out(shared, order)).await;
+                    }
+                    continue;
+                }
             };
             let Some(read) = read else {
                 return;

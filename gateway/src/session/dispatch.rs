@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use broker::command::{self, RateLimit};
 use broker::gcra::Rate;
+use broker::lifecycle;
 use broker::protocol::{self, ClientFrame, CloseCode, ErrorCode, Since};
 use broker::registry::HistoryConfig;
 
@@ -15,10 +16,22 @@ use super::connection::{Connection, MAX_REFRESH_FAILURES};
 use super::policy::{self, Denied};
 use crate::auth::Claims;
 use crate::clock::now_ms;
+use crate::node::connection::Order;
 use crate::node::ConnShared;
 
 /// Most retained messages one `history` request returns.
 const MAX_HISTORY: u32 = 1000;
+
+/// Who asked for a join, and so who hears how it went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Joiner {
+    /// The client's `join` request with this id: `ack` or `err`.
+    Client(i64),
+    /// The backend (`BROKER.USER.JOIN`): a `joined` frame, or a log line.
+    Backend,
+    /// The gateway itself, for the personal room at the start: silent.
+    Start,
+}
 
 /// Most bytes of messages one `history` ack holds (further capped to a
 /// quarter of `limits.send_queue_bytes`): a bigger read is answered in
@@ -85,7 +98,8 @@ impl Connection {
                 if let Err(denied) = allowed {
                     return self.deny(id, denied);
                 }
-                self.join_room(shared, Some(id), &room, since).await;
+                self.join_room(shared, Joiner::Client(id), &room, since)
+                    .await;
             }
             ClientFrame::Leave { id, room } => self.leave(shared, id, &room).await,
             ClientFrame::Pub {
@@ -173,6 +187,38 @@ impl Connection {
         }
     }
 
+    /// Carries out a membership the backend decided: joins with a `joined`
+    /// frame, leaves with a `left` frame (lifecycle reason `server`). Not
+    /// subject to the namespace's join policy: the backend decides.
+    pub(super) async fn carry_out(&mut self, shared: &Arc<ConnShared>, order: Order) {
+        match order {
+            Order::Join(room) => {
+                Box::pin(self.join_room(shared, Joiner::Backend, &room, None)).await
+            }
+            Order::Leave(room) => {
+                if !is_member(shared, &room) {
+                    return;
+                }
+                let node = &self.app.node;
+                let _busy = node.busy.hold(&shared.id);
+                let leave = command::Leave::new(&room, &shared.user, &shared.id)
+                    .reason(lifecycle::reason::SERVER);
+                match node.store.leave(&leave).await {
+                    Ok(()) => {
+                        node.hub.leave(&room, shared);
+                        if let Ok(mut rooms) = shared.rooms.lock() {
+                            rooms.remove(&room);
+                        }
+                        self.send(protocol::encode_left(&room));
+                    }
+                    Err(err) => {
+                        tracing::warn!(conn = %shared.id, room, error = %err, "could not carry out USER.LEAVE")
+                    }
+                }
+            }
+        }
+    }
+
     /// `presence`: the room's users and their connection counts, at most
     /// [`PRESENCE_PAGE`] of them after `after`.
     async fn presence(
@@ -242,12 +288,12 @@ impl Connection {
     }
 
     /// Joins `room` in the module and the hub; replays missed messages (when
-    /// `since` is given) before the ack, then releases live messages. With
-    /// no `id` this is the personal room's join at the start.
+    /// `since` is given) before the answer, then releases live messages.
+    /// `by` says who asked, and so who hears how it went.
     pub(super) async fn join_room(
         &mut self,
         shared: &Arc<ConnShared>,
-        id: Option<i64>,
+        by: Joiner,
         room: &str,
         since: Option<Since>,
     ) {
@@ -261,8 +307,14 @@ impl Connection {
             .unwrap_or((false, 0));
         let max_rooms = app.config.limits.max_rooms_per_conn.saturating_add(1);
         if !already && count as u32 >= max_rooms {
-            if let Some(id) = id {
-                self.send_err(Some(id), ErrorCode::TooManyRooms, "too many rooms", None);
+            match by {
+                Joiner::Client(id) => {
+                    self.send_err(Some(id), ErrorCode::TooManyRooms, "too many rooms", None)
+                }
+                Joiner::Backend => {
+                    tracing::warn!(conn = %shared.id, room, "USER.JOIN refused: too many rooms")
+                }
+                Joiner::Start => {}
             }
             return;
         }
@@ -293,12 +345,18 @@ impl Connection {
                         self.send(message);
                     }
                 }
-                if let Some(id) = id {
-                    let recovered = recovering && joined.recovered && fits;
-                    self.send(protocol::encode_ack_raw(
-                        id,
-                        &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
-                    ));
+                match by {
+                    Joiner::Client(id) => {
+                        let recovered = recovering && joined.recovered && fits;
+                        self.send(protocol::encode_ack_raw(
+                            id,
+                            &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
+                        ));
+                    }
+                    Joiner::Backend if !already => {
+                        self.send(protocol::encode_joined(room, joined.seq, &joined.epoch));
+                    }
+                    Joiner::Backend | Joiner::Start => {}
                 }
                 node.hub
                     .finish_join(room, shared, joined.seq, &joined.epoch);
@@ -307,9 +365,12 @@ impl Connection {
                 if began {
                     node.hub.leave(room, shared);
                 }
-                match id {
-                    Some(id) => self.store_err(id, &err),
-                    None => {
+                match by {
+                    Joiner::Client(id) => self.store_err(id, &err),
+                    Joiner::Backend => {
+                        tracing::warn!(conn = %shared.id, room, error = %err, "could not carry out USER.JOIN")
+                    }
+                    Joiner::Start => {
                         tracing::warn!(conn = %shared.id, room, error = %err, "could not join the personal room")
                     }
                 }

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use broker::command::{
     Broadcast, Command, ConnClose, ConnOpen, History, IpClose, IpOpen, Join, Kick, Leave,
     NodeConns, NodeLease, NodeRelease, Nodes, Online, Presence, Publish, RoomCount, RoomMembers,
-    UserRooms,
+    UserJoin, UserLeave, UserRooms,
 };
 use broker::registry::NodeConn;
 use redis::{Cmd, FromRedisValue, Value};
@@ -365,6 +365,18 @@ impl Store {
     /// Tells every node to close the user's connections.
     pub async fn kick(&self, kick: &Kick) -> StoreResult<u64> {
         let (label, cmd) = request(kick);
+        self.run(&label, cmd).await
+    }
+
+    /// `BROKER.USER.JOIN`: the number of connections told.
+    pub async fn user_join(&self, join: &UserJoin) -> StoreResult<u64> {
+        let (label, cmd) = request(join);
+        self.run(&label, cmd).await
+    }
+
+    /// `BROKER.USER.LEAVE`: the number of connections told.
+    pub async fn user_leave(&self, leave: &UserLeave) -> StoreResult<u64> {
+        let (label, cmd) = request(leave);
         self.run(&label, cmd).await
     }
 

@@ -1,7 +1,10 @@
 //! Connections and presence: `CONN.OPEN`, `CONN.CLOSE`, `IP.OPEN`,
-//! `IP.CLOSE`, `PRESENCE`, `USER.ROOMS`, `KICK`, `ONLINE`.
+//! `IP.CLOSE`, `PRESENCE`, `USER.ROOMS`, `KICK`, `USER.JOIN`, `USER.LEAVE`,
+//! `ONLINE`.
 
-use broker::command::{ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserRooms};
+use broker::command::{
+    ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserJoin, UserLeave, UserRooms,
+};
 use broker::envelope;
 use broker::lifecycle;
 use redis_module::{Context, RedisResult, RedisString, RedisValue};
@@ -147,6 +150,43 @@ fn kick_user(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
         told
     });
     Ok(reply::int(told))
+}
+
+/// `BROKER.USER.JOIN user room`: tells the nodes holding the user's
+/// connections to join them to the room.
+pub fn user_join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, |ctx, argv| {
+        let cmd: UserJoin = parse(argv)?;
+        Ok(reply::int(tell_membership(ctx, &cmd.user, &cmd.room, true)))
+    })
+}
+
+/// `BROKER.USER.LEAVE user room`: tells the nodes holding the user's
+/// connections to take them out of the room.
+pub fn user_leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
+    guard::run(ctx, args, |ctx, argv| {
+        let cmd: UserLeave = parse(argv)?;
+        Ok(reply::int(tell_membership(
+            ctx, &cmd.user, &cmd.room, false,
+        )))
+    })
+}
+
+/// Sends one membership envelope to each node with connections of `user`;
+/// the number of connections told. The nodes make the change themselves
+/// (a `JOIN` / `LEAVE` on the room's shard, as for a client's request), so
+/// this command changes no state here and is not replicated.
+fn tell_membership(ctx: &Context, user: &str, room: &str, join: bool) -> u64 {
+    state::with(|s| {
+        let mut told = 0;
+        for (node, conns) in s.registry.user_conns_by_node(user) {
+            let ids: Vec<&str> = conns.iter().map(String::as_str).collect();
+            let envelope = envelope::encode_membership_envelope(user, &ids, room, join);
+            delivery::to_nodes(ctx, &s.registry, &mut s.stats, &[node], &envelope);
+            told += conns.len() as u64;
+        }
+        told
+    })
 }
 
 /// `BROKER.ONLINE`: users and connections, O(1).
