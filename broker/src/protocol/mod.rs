@@ -32,7 +32,8 @@ pub use server::{
     ack_auth, ack_empty, ack_history, ack_history_page, ack_join, ack_ping, ack_presence,
     ack_presence_page, ack_pub, ack_refresh, ack_rpc, decode_server_frame, encode_ack_raw,
     encode_err, encode_expiring, encode_missed, encode_msg_frame, encode_presence_frame,
-    encode_rpc_err, encode_volatile_msg_frame, encode_welcome, PresenceAction, Sender, ServerFrame,
+    encode_rpc_err, encode_volatile_msg_frame, encode_welcome, frame_type, PresenceAction, Sender,
+    ServerFrame,
 };
 
 use crate::msgpack::Writer;

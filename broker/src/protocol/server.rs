@@ -11,7 +11,7 @@
 
 use super::fields::{quote, scan, Fields, FrameError};
 use super::{frame_header, ErrorCode};
-use crate::msgpack::{as_bool, as_i64, as_str, as_uint, Writer};
+use crate::msgpack::{as_bool, as_i64, as_str, as_uint, Item, Reader, Writer};
 
 /// Who published a client message: the `from` field of a `msg` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,6 +207,17 @@ fn server_frame(f: &Fields<'_, 22>) -> Result<ServerFrame, String> {
         },
         other => return Err(format!("unknown frame type {}", quote(other))),
     })
+}
+
+/// The `t` of a frame the broker encoded (its first key, as every encoder
+/// here writes it), read without decoding the rest: `"ack"`, `"err"`...
+/// `None` when the frame does not start with `t`.
+pub fn frame_type(frame: &[u8]) -> Option<&str> {
+    let mut r = Reader::new(frame);
+    match (r.item().ok()?, r.item().ok()?, r.item().ok()?) {
+        (Item::Map(_), Item::Str("t"), Item::Str(kind)) => Some(kind),
+        _ => None,
+    }
 }
 
 /// Encodes a `msg` frame: the map `{t: "msg", room, ev, data, seq, epoch, ts,

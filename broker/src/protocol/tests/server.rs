@@ -490,7 +490,11 @@ fn rpc_answers_and_volatile_msg() {
             data: json!({"data": {"ok": [1, 2]}})
         })
     );
+    assert_eq!(frame_type(&ack), Some("ack"));
+    assert_eq!(frame_type(&[0x81, 0xa1, b'x', 0xa1, b'y']), None);
+    assert_eq!(frame_type(&[]), None);
     let err = encode_rpc_err(-2, "not_found", "no such order");
+    assert_eq!(frame_type(&err), Some("err"));
     assert_eq!(map_keys(&err), ["t", "id", "code", "msg", "rpc_code"]);
     assert_eq!(
         decode_server_frame(&err),
