@@ -401,6 +401,7 @@ impl Conn {
     ) -> Result<(), WebSocketError> {
         let id = self.id();
         let frame = encode_client_frame(&ClientFrame::Pub {
+            volatile: false,
             id,
             room: room.to_string(),
             ev: "b".to_owned(),

@@ -50,6 +50,28 @@ pub enum Envelope<'a> {
         /// The encoded `presence` frame.
         frame: &'a [u8],
     },
+    /// An ephemeral room message (`pub` with `volatile`): send `frame` to
+    /// the local members of `room` except `except`, skipping those whose
+    /// send queue is over half full. It has no sequence number.
+    Volatile {
+        /// The room.
+        room: &'a str,
+        /// A connection that must not receive it (`others: true`).
+        except: Option<&'a str>,
+        /// The encoded `msg` frame (`seq` 0, `volatile: true`).
+        frame: &'a [u8],
+        /// Publish time (ms since the Unix epoch).
+        ts: u64,
+    },
+    /// A backend's answer to an `rpc` of the local connection `conn`.
+    RpcReply {
+        /// The connection that sent the `rpc`.
+        conn: &'a str,
+        /// The `rpc`'s request id.
+        id: i64,
+        /// The encoded `ack` or `err` frame for the client.
+        frame: &'a [u8],
+    },
     /// Close these local connections of `user` with `reason`.
     Kick {
         /// The user being kicked.
@@ -123,6 +145,33 @@ pub fn encode_presence_envelope(room: &str, epoch: &str, frame: &[u8]) -> Vec<u8
     out.into_vec()
 }
 
+/// Wraps an ephemeral `msg` frame for a node channel: `["volatile", room,
+/// except_conn | nil, frame (bin), ts]`.
+pub fn encode_volatile_envelope(
+    room: &str,
+    except: Option<&str>,
+    frame: &[u8],
+    ts: u64,
+) -> Vec<u8> {
+    let except_len = except.map_or(0, str::len);
+    let mut out = Writer::with_capacity(32 + room.len() + except_len + frame.len());
+    out.array(5)
+        .str("volatile")
+        .str(room)
+        .opt_str(except)
+        .bin(frame)
+        .uint(ts);
+    out.into_vec()
+}
+
+/// Wraps a backend's answer to an `rpc` for the node of `conn`:
+/// `["rpc", conn, id, frame (bin)]`.
+pub fn encode_rpc_reply_envelope(conn: &str, id: i64, frame: &[u8]) -> Vec<u8> {
+    let mut out = Writer::with_capacity(24 + conn.len() + frame.len());
+    out.array(4).str("rpc").str(conn).int(id).bin(frame);
+    out.into_vec()
+}
+
 /// Tells a node to close connections: `["kick", user, [conn...], reason]`.
 pub fn encode_kick_envelope(user: &str, conns: &[&str], reason: &str) -> Vec<u8> {
     let conns_len: usize = conns.iter().map(|c| c.len() + 5).sum();
@@ -189,6 +238,15 @@ fn number(r: &mut Reader<'_>) -> Result<u64, WireError> {
     }
 }
 
+/// The next element, which must be an integer in the i64 range.
+fn signed(r: &mut Reader<'_>) -> Result<i64, WireError> {
+    match r.item()? {
+        Item::Int(n) => Ok(n),
+        Item::Uint(n) => i64::try_from(n).map_err(|_| WireError::InvalidEnvelope),
+        _ => Err(WireError::InvalidEnvelope),
+    }
+}
+
 /// The next element, which must be a `bin`.
 fn binary<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], WireError> {
     match r.item()? {
@@ -238,6 +296,17 @@ pub fn decode_envelope(bytes: &[u8]) -> Result<Envelope<'_>, WireError> {
             let frame = binary(&mut r)?;
             Envelope::Presence { room, epoch, frame }
         }
+        ("volatile", 5) => Envelope::Volatile {
+            room: text(&mut r)?,
+            except: opt_text(&mut r)?,
+            frame: binary(&mut r)?,
+            ts: number(&mut r)?,
+        },
+        ("rpc", 4) => Envelope::RpcReply {
+            conn: text(&mut r)?,
+            id: signed(&mut r)?,
+            frame: binary(&mut r)?,
+        },
         ("kick", 4) => {
             let user = text(&mut r)?;
             let conns = texts(&mut r)?;
@@ -387,6 +456,70 @@ mod tests {
         assert_eq!(
             msgpack::to_json(&bytes),
             Ok(json!(["kick", "alice", ["c1"], ""]))
+        );
+    }
+
+    #[test]
+    fn volatile_envelope_round_trip() {
+        let frame =
+            crate::protocol::encode_volatile_msg_frame("chat:a", "typing", &[0xc3], "ep", 4, None);
+        for except in [None, Some("c-1")] {
+            let bytes = encode_volatile_envelope("chat:a", except, &frame, 4);
+            assert_eq!(msgpack::check(&bytes), Ok(()));
+            let env = decode_envelope(&bytes).unwrap();
+            assert_eq!(
+                env,
+                Envelope::Volatile {
+                    room: "chat:a",
+                    except,
+                    frame: &frame,
+                    ts: 4,
+                }
+            );
+            let Envelope::Volatile { frame: got, .. } = env else {
+                unreachable!()
+            };
+            assert!(is_subslice(got, &bytes));
+        }
+        let v = msgpack::to_json(&encode_volatile_envelope("a:b", None, &[1], 5)).unwrap();
+        assert_eq!(v, json!(["volatile", "a:b", null, [1], 5]));
+    }
+
+    #[test]
+    fn rpc_reply_envelope_round_trip() {
+        for id in [0, 7, -3, i64::MAX, i64::MIN] {
+            let frame = crate::protocol::encode_ack_raw(id, &crate::protocol::ack_rpc(&[0xc0]));
+            let bytes = encode_rpc_reply_envelope("n1.i.3", id, &frame);
+            let env = decode_envelope(&bytes).unwrap();
+            assert_eq!(
+                env,
+                Envelope::RpcReply {
+                    conn: "n1.i.3",
+                    id,
+                    frame: &frame
+                }
+            );
+            let Envelope::RpcReply { frame: got, .. } = env else {
+                unreachable!()
+            };
+            assert!(is_subslice(got, &bytes));
+        }
+        let bad = [
+            mp(&json!(["rpc", "c", "1", [1]])),
+            mp(&json!(["rpc", "c", 1])),
+            mp(&json!(["rpc", 5, 1, [1]])),
+            mp(&json!(["volatile", "a:b", null, [1]])),
+            mp(&json!(["volatile", "a:b", 3, [1], 1])),
+        ];
+        for bytes in &bad {
+            assert_eq!(decode_envelope(bytes), Err(WireError::InvalidEnvelope));
+        }
+        // An id beyond i64 is refused, not wrapped.
+        let mut out = Writer::with_capacity(32);
+        out.array(4).str("rpc").str("c").uint(u64::MAX).bin(&[0xc0]);
+        assert_eq!(
+            decode_envelope(&out.into_vec()),
+            Err(WireError::InvalidEnvelope)
         );
     }
 

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use broker::protocol::{self, ClientFrame, CloseCode, ServerFrame, Since};
+use broker::protocol::{self, ClientFrame, CloseCode, ErrorCode, ServerFrame, Since};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use tokio::net::TcpStream;
@@ -575,14 +575,21 @@ impl Driver {
                 code,
                 msg,
                 retry_ms,
-            } => self.on_answer(
-                id,
-                Err(Error::Server {
-                    code,
-                    msg,
-                    retry_ms,
-                }),
-            ),
+                rpc_code,
+            } => {
+                let err = match rpc_code {
+                    Some(rpc_code) if code == ErrorCode::RpcError.as_str() => Error::Rpc {
+                        code: rpc_code,
+                        msg,
+                    },
+                    _ => Error::Server {
+                        code,
+                        msg,
+                        retry_ms,
+                    },
+                };
+                self.on_answer(id, Err(err))
+            }
             ServerFrame::Err {
                 id: None,
                 code,

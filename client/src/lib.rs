@@ -266,9 +266,52 @@ impl Client {
                 ev: ev.to_owned(),
                 data,
                 others,
+                volatile: false,
             })
             .await?;
         types::field_u64(&ack, "seq")
+    }
+
+    /// Publishes an ephemeral message (`volatile`: typing indicators,
+    /// cursors): only the room's current members get it, with `seq` 0; it
+    /// is not kept in history, and members that lag behind skip it.
+    pub async fn publish_volatile<T: Serialize + ?Sized>(
+        &self,
+        room: &str,
+        ev: &str,
+        data: &T,
+    ) -> Result<(), Error> {
+        self.request(ClientFrame::Pub {
+            id: 0,
+            room: room.to_owned(),
+            ev: ev.to_owned(),
+            data: encode(data)?,
+            others: false,
+            volatile: true,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Asks the backends (`rpc`): `method` with `data` (any serde value,
+    /// sent as MessagePack); resolves to the backend's answer. A backend's
+    /// error is [`Error::Rpc`]; no answer within the gateway's
+    /// `rpc.timeout_ms` is [`Error::Server`] with code `timeout`.
+    pub async fn rpc<T: Serialize + ?Sized>(
+        &self,
+        method: &str,
+        data: &T,
+    ) -> Result<serde_json::Value, Error> {
+        let ack = self
+            .request(ClientFrame::Rpc {
+                id: 0,
+                method: method.to_owned(),
+                data: encode(data)?,
+            })
+            .await?;
+        ack.get("data")
+            .cloned()
+            .ok_or_else(|| Error::Protocol(format!("rpc ack without data: {ack}")))
     }
 
     /// Who is in `room` (when its namespace allows presence requests):

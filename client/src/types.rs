@@ -34,6 +34,15 @@ pub enum Error {
         /// When to retry, for `rate_limited`.
         retry_ms: Option<u64>,
     },
+    /// A backend answered the `rpc` with `BROKER.RPC.ERROR` (the server's
+    /// `err` `rpc_error`).
+    #[error("rpc_error {code}: {msg}")]
+    Rpc {
+        /// The backend's own code (the frame's `rpc_code`).
+        code: String,
+        /// The backend's message.
+        msg: String,
+    },
     /// No answer within the request timeout.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -63,6 +72,7 @@ impl Error {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             Error::Server { code, .. } => ErrorCode::parse(code),
+            Error::Rpc { .. } => Some(ErrorCode::RpcError),
             _ => None,
         }
     }
@@ -98,6 +108,8 @@ pub struct Message {
     pub ts: u64,
     /// `(user, conn)` of the publishing client, when a client published.
     pub from: Option<(String, String)>,
+    /// An ephemeral message (`seq` 0, never in history or a recovery).
+    pub volatile: bool,
 }
 
 impl Message {
@@ -117,6 +129,7 @@ impl Message {
                 epoch,
                 ts,
                 from,
+                volatile,
             } => Some(Message {
                 room,
                 ev,
@@ -125,6 +138,7 @@ impl Message {
                 epoch,
                 ts,
                 from,
+                volatile,
             }),
             _ => None,
         }
@@ -152,6 +166,7 @@ impl Message {
             epoch: s("epoch")?,
             ts: field_u64(v, "ts")?,
             from,
+            volatile: false,
         })
     }
 }

@@ -19,7 +19,8 @@ export declare const CloseCode: Readonly<{
 /** Protocol error codes (PROTOCOL.md §5). */
 export type ProtocolErrorCode =
   | 'bad_frame' | 'unauthorized' | 'forbidden' | 'invalid_room' | 'not_member'
-  | 'rate_limited' | 'too_many_rooms' | 'payload_too_large' | 'unavailable' | 'internal';
+  | 'rate_limited' | 'too_many_rooms' | 'payload_too_large' | 'unavailable' | 'internal'
+  | 'timeout' | 'rpc_error';
 
 /** The client's own error codes. */
 export type ClientErrorCode =
@@ -32,6 +33,8 @@ export declare class BrokerError extends Error {
   code: ProtocolErrorCode | ClientErrorCode | (string & {});
   /** With `rate_limited`: when a publish will be accepted again (ms). */
   retryMs?: number;
+  /** With `rpc_error`: the backend's own code. */
+  rpcCode?: string;
   /** When the error comes from a close: its close code. */
   closeCode?: number;
   cause?: unknown;
@@ -55,6 +58,8 @@ export interface Message<T = unknown> {
   ts: number;
   /** Present when a client published. */
   from?: { user: string; conn: string };
+  /** An ephemeral message (`seq` 0, never in history). */
+  volatile?: boolean;
 }
 
 export interface PresenceEvent {
@@ -177,6 +182,8 @@ export interface RequestOptions {
 export interface PublishOptions extends RequestOptions {
   /** Do not deliver to the sending connection. */
   others?: boolean;
+  /** An ephemeral message: seq 0, not kept, skipped by lagging members. */
+  volatile?: boolean;
 }
 
 export interface HistoryOptions extends RequestOptions {
@@ -262,6 +269,8 @@ export declare class BrokerClient extends Emitter<ClientEvents> {
   join(room: string, opts?: JoinOptions): Promise<Subscription>;
   leave(room: string): Promise<{}>;
   publish(room: string, ev: string, data: unknown, opts?: PublishOptions): Promise<{ seq: number }>;
+  /** `rpc`: resolves to the backend's answer. */
+  rpc<T = unknown>(method: string, data?: unknown, opts?: RequestOptions): Promise<T>;
   presence(room: string, opts?: PresenceOptions): Promise<PresenceResult>;
   history(room: string, opts?: HistoryOptions): Promise<HistoryResult>;
   ping(opts?: RequestOptions): Promise<{ ts: number }>;

@@ -14,7 +14,7 @@ use prometheus::{
 
 /// Error codes of the WebSocket protocol (`docs/PROTOCOL.md` §5); their
 /// `broker_errors_total` series exist from the start at 0.
-pub const ERROR_CODES: [&str; 10] = [
+pub const ERROR_CODES: [&str; 12] = [
     "bad_frame",
     "unauthorized",
     "forbidden",
@@ -25,6 +25,8 @@ pub const ERROR_CODES: [&str; 10] = [
     "payload_too_large",
     "unavailable",
     "internal",
+    "timeout",
+    "rpc_error",
 ];
 
 /// Redis command labels whose `broker_redis_command_duration_seconds`
@@ -113,7 +115,28 @@ pub struct Metrics {
     /// `broker_accept_errors_total`: `accept` calls on a listener that
     /// failed, e.g. out of file descriptors (the listener then backs off).
     pub accept_errors: IntCounter,
+    /// `broker_rpc_requests_total{result}`: client `rpc` requests that
+    /// ended, by [`RPC_RESULTS`].
+    pub rpc_requests: IntCounterVec,
+    /// `broker_rpc_duration_seconds`: `rpc` sent → answer (reply or error)
+    /// handed to the client.
+    pub rpc_duration: Histogram,
+    /// `broker_rpc_replies_dropped_total{reason}`: backend answers not
+    /// delivered, by [`RPC_DROP_REASONS`].
+    pub rpc_replies_dropped: IntCounterVec,
+    /// `broker_volatile_skipped_total`: ephemeral messages not queued for
+    /// a member whose send queue was over half full.
+    pub volatile_skipped: IntCounter,
 }
+
+/// How a client `rpc` ended (the `result` label): `replied`
+/// (`BROKER.RPC.REPLY`), `error` (`BROKER.RPC.ERROR`), `timeout`.
+pub const RPC_RESULTS: [&str; 3] = ["replied", "error", "timeout"];
+
+/// Why a backend's answer was dropped (the `reason` label): `gone` (the
+/// connection is not on this node any more), `late` (its `rpc` is not
+/// pending: timed out, answered already, or an unknown id).
+pub const RPC_DROP_REASONS: [&str; 2] = ["gone", "late"];
 
 /// How a re-read of `auth.jwks_file` ended (the `result` label): `ok` (the
 /// new keys are in use) or `error` (the file was refused, the old keys
@@ -299,6 +322,41 @@ impl Metrics {
             "Failed accepts on the listeners (e.g. out of file descriptors).",
         )?;
 
+        let rpc_requests = IntCounterVec::new(
+            Opts::new(
+                "broker_rpc_requests_total",
+                "Client rpc requests that ended, by result (replied, error, timeout).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(rpc_requests.clone()))?;
+        for result in RPC_RESULTS {
+            rpc_requests.with_label_values(&[result]);
+        }
+        let rpc_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "broker_rpc_duration_seconds",
+                "Time from a client's rpc to the backend's answer handed to the client.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        registry.register(Box::new(rpc_duration.clone()))?;
+        let rpc_replies_dropped = IntCounterVec::new(
+            Opts::new(
+                "broker_rpc_replies_dropped_total",
+                "Backend rpc answers not delivered, by reason (gone, late).",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(rpc_replies_dropped.clone()))?;
+        for reason in RPC_DROP_REASONS {
+            rpc_replies_dropped.with_label_values(&[reason]);
+        }
+        let volatile_skipped = counter(
+            "broker_volatile_skipped_total",
+            "Ephemeral messages skipped for members whose send queue was over half full.",
+        )?;
+
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -341,6 +399,10 @@ impl Metrics {
             auth_keys,
             connections_max,
             accept_errors,
+            rpc_requests,
+            rpc_duration,
+            rpc_replies_dropped,
+            volatile_skipped,
         })
     }
 }
@@ -366,7 +428,11 @@ impl std::fmt::Debug for Metrics {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 19] = [
+    const NAMES: [&str; 23] = [
+        "broker_rpc_requests_total",
+        "broker_rpc_duration_seconds",
+        "broker_rpc_replies_dropped_total",
+        "broker_volatile_skipped_total",
         "broker_jwks_reloads_total",
         "broker_auth_keys",
         "broker_connections",

@@ -157,6 +157,8 @@ redis_module! {
         ["broker.node.release", commands::nodes::node_release, "write fast", cmd::NodeRelease::KEYS.first, cmd::NodeRelease::KEYS.last, cmd::NodeRelease::KEYS.step, ""],
         ["broker.node.conns", commands::nodes::node_conns, "readonly", cmd::NodeConns::KEYS.first, cmd::NodeConns::KEYS.last, cmd::NodeConns::KEYS.step, ""],
         ["broker.events.stream", commands::nodes::events_stream, "readonly fast", cmd::EventsStream::KEYS.first, cmd::EventsStream::KEYS.last, cmd::EventsStream::KEYS.step, ""],
+        ["broker.rpc.reply", commands::rpc::rpc_reply, "pubsub fast", cmd::RpcReply::KEYS.first, cmd::RpcReply::KEYS.last, cmd::RpcReply::KEYS.step, ""],
+        ["broker.rpc.error", commands::rpc::rpc_error, "pubsub fast", cmd::RpcError::KEYS.first, cmd::RpcError::KEYS.last, cmd::RpcError::KEYS.step, ""],
         ["broker.nodes", commands::nodes::nodes, "readonly fast", cmd::Nodes::KEYS.first, cmd::Nodes::KEYS.last, cmd::Nodes::KEYS.step, ""],
     ],
 }

@@ -833,6 +833,7 @@ pub fn leave(room: &str) -> ClientFrame {
 /// `pub {room, ev, data}` with `data` sent as MessagePack.
 pub fn publish(room: &str, ev: &str, data: &J) -> ClientFrame {
     ClientFrame::Pub {
+        volatile: false,
         id: 0,
         room: room.to_string(),
         ev: ev.to_string(),
@@ -844,6 +845,7 @@ pub fn publish(room: &str, ev: &str, data: &J) -> ClientFrame {
 /// `pub {room, ev, data, others: true}`.
 pub fn publish_others(room: &str, ev: &str, data: &J) -> ClientFrame {
     ClientFrame::Pub {
+        volatile: false,
         id: 0,
         room: room.to_string(),
         ev: ev.to_string(),

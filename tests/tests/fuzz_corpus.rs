@@ -81,6 +81,7 @@ fn write_seed_corpus() {
             room: "chat:lobby".into(),
         },
         ClientFrame::Pub {
+            volatile: false,
             id: 5,
             room: "chat:lobby".into(),
             ev: "message".into(),

@@ -1108,6 +1108,7 @@ async fn fill_history(ctx: &Arc<Ctx>, opts: &Opts) -> anyhow::Result<()> {
     for _ in 0..opts.history_messages {
         let reply = conn
             .request(|id| ClientFrame::Pub {
+                volatile: false,
                 id,
                 room: HISTORY_ROOM.to_owned(),
                 ev: "big".to_owned(),

@@ -36,6 +36,8 @@
 //! | `BROKER.NODE.RELEASE` | [`NodeRelease`] | [`nodes`] |
 //! | `BROKER.NODE.CONNS` | [`NodeConns`] | [`nodes`] |
 //! | `BROKER.NODES` | [`Nodes`] | [`nodes`] |
+//! | `BROKER.RPC.REPLY` | [`RpcReply`] | [`rpc`] |
+//! | `BROKER.RPC.ERROR` | [`RpcError`] | [`rpc`] |
 
 mod args;
 pub mod connections;
@@ -44,6 +46,7 @@ pub mod nodes;
 pub mod publish;
 mod refusal;
 pub mod rooms;
+pub mod rpc;
 pub mod throttle;
 
 pub use args::{quoted, Arg, ParseError};
@@ -53,6 +56,7 @@ pub use nodes::{EventsStream, NodeConns, NodeLease, NodeRelease, Nodes};
 pub use publish::{validate_event, ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};
 pub use refusal::{LimitKind, Refusal};
 pub use rooms::{ApplyLeave, History, Join, Leave, RoomCount, RoomMembers};
+pub use rpc::{RpcError, RpcReply};
 pub use throttle::{SetArrival, Throttle};
 
 use args::{number, text, unknown, Args};

@@ -23,9 +23,12 @@ pub struct RateLimit {
 }
 
 /// `BROKER.PUBLISH room event payload [FORMAT f] [FROM conn] [EXCEPT conn]
-/// [HISTORY size ttl_s] [RATE key burst count period]`: sequence, history
-/// and fan-out in one call. Replicated as the [`ApplyPublish`] the master
-/// built ([`Publish::applied`]).
+/// [HISTORY size ttl_s] [RATE key burst count period] [VOLATILE]`:
+/// sequence, history and fan-out in one call. Replicated as the
+/// [`ApplyPublish`] the master built ([`Publish::applied`]). With
+/// `VOLATILE` the message gets no sequence number and is not stored
+/// (`HISTORY` is then ignored): nothing is replicated but the rate
+/// limit's arrival time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Publish {
     /// The room.
@@ -44,6 +47,8 @@ pub struct Publish {
     pub history: Option<HistoryConfig>,
     /// A rate limit to pass first (`RATE`).
     pub rate: Option<RateLimit>,
+    /// An ephemeral message: no sequence, no history (`VOLATILE`).
+    pub volatile: bool,
 }
 
 impl Publish {
@@ -58,6 +63,7 @@ impl Publish {
             except: None,
             history: None,
             rate: None,
+            volatile: false,
         }
     }
 
@@ -152,6 +158,14 @@ impl Publish {
         }
     }
 
+    /// The same publish as an ephemeral message (`VOLATILE`).
+    pub fn volatile(self) -> Publish {
+        Publish {
+            volatile: true,
+            ..self
+        }
+    }
+
     /// The same publish behind a rate limit on `key`
     /// (`RATE key burst count period_s`, `burst` counted as the command
     /// does: `max_burst + 1`).
@@ -196,7 +210,7 @@ impl Broadcast {
 }
 
 /// Reads the value of a `FORMAT` option.
-fn format_option<A: AsRef<[u8]>>(args: &mut Args<'_, A>) -> Result<Format, ParseError> {
+pub(super) fn format_option<A: AsRef<[u8]>>(args: &mut Args<'_, A>) -> Result<Format, ParseError> {
     let name = args.str("format")?;
     Format::parse(name).ok_or_else(|| ParseError::Syntax(format!("unknown format '{name}'")))
 }
@@ -256,6 +270,7 @@ impl Command for Publish {
                     }
                     publish.rate = Some(RateLimit { key, rate });
                 }
+                "VOLATILE" => publish.volatile = true,
                 other => return Err(unknown(other)),
             }
         }
@@ -291,6 +306,9 @@ impl Command for Publish {
                 number(limit.rate.count),
                 number(limit.rate.period_s),
             ]);
+        }
+        if self.volatile {
+            out.push(text("VOLATILE"));
         }
         out
     }
@@ -546,14 +564,37 @@ mod tests {
             .from_conn("c1")
             .except("c2")
             .history(2, 60)
-            .rate("k", 2, 1, 60);
+            .rate("k", 2, 1, 60)
+            .volatile();
         let words: Vec<&[u8]> = vec![
-            b"chat:x", b"ev", b"hi", b"FORMAT", b"string", b"FROM", b"c1", b"EXCEPT", b"c2",
-            b"HISTORY", b"2", b"60", b"RATE", b"k", b"2", b"1", b"60",
+            b"chat:x",
+            b"ev",
+            b"hi",
+            b"FORMAT",
+            b"string",
+            b"FROM",
+            b"c1",
+            b"EXCEPT",
+            b"c2",
+            b"HISTORY",
+            b"2",
+            b"60",
+            b"RATE",
+            b"k",
+            b"2",
+            b"1",
+            b"60",
+            b"VOLATILE",
         ];
         assert_eq!(built.to_args(), words);
         assert_eq!(Publish::parse(&words).unwrap(), built);
         assert_eq!(Publish::json("chat:x", "ev", "[1]").format, Format::Json);
+        // VOLATILE takes no value and is no key; it may come anywhere.
+        let args = ["chat:x", "ev", "p", "volatile", "RATE", "k", "1", "1", "1"];
+        let parsed = Publish::parse(&args).unwrap();
+        assert!(parsed.volatile);
+        assert_eq!(Publish::key_positions(&args), vec![0, 5]);
+        assert!(!Publish::parse(&["chat:x", "ev", "p"]).unwrap().volatile);
         let broadcast = Broadcast::new("ev", b"x")
             .format(Format::String)
             .namespace("chat");

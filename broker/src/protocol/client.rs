@@ -56,6 +56,19 @@ pub enum ClientFrame {
         data: Vec<u8>,
         /// Skip the publishing connection.
         others: bool,
+        /// An ephemeral message: no sequence, no history, skipped by
+        /// members whose send queue is over half full.
+        volatile: bool,
+    },
+    /// `rpc`: a request for the backends (appended to the RPC stream).
+    Rpc {
+        /// Request id.
+        id: i64,
+        /// The method name ([`validate_method`]).
+        method: String,
+        /// The exact MessagePack bytes of the `data` value (checked, not
+        /// decoded).
+        data: Vec<u8>,
     },
     /// `presence`: who is in a room, one page of users at a time.
     Presence {
@@ -103,6 +116,7 @@ impl ClientFrame {
             | ClientFrame::Presence { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::Refresh { id, .. }
+            | ClientFrame::Rpc { id, .. }
             | ClientFrame::Ping { id } => *id,
         }
     }
@@ -117,12 +131,13 @@ impl ClientFrame {
             | ClientFrame::Presence { id, .. }
             | ClientFrame::History { id, .. }
             | ClientFrame::Refresh { id, .. }
+            | ClientFrame::Rpc { id, .. }
             | ClientFrame::Ping { id } => *id = new,
         }
     }
 
     /// The frame's `t`: `"auth"`, `"join"`, `"leave"`, `"pub"`, `"presence"`,
-    /// `"history"`, `"refresh"` or `"ping"`.
+    /// `"history"`, `"refresh"`, `"rpc"` or `"ping"`.
     pub fn kind(&self) -> &'static str {
         match self {
             ClientFrame::Auth { .. } => "auth",
@@ -132,6 +147,7 @@ impl ClientFrame {
             ClientFrame::Presence { .. } => "presence",
             ClientFrame::History { .. } => "history",
             ClientFrame::Refresh { .. } => "refresh",
+            ClientFrame::Rpc { .. } => "rpc",
             ClientFrame::Ping { .. } => "ping",
         }
     }
@@ -152,14 +168,34 @@ fn as_since(raw: &[u8]) -> Option<Since> {
     })
 }
 
+/// Longest `method` of an `rpc` frame, in bytes.
+pub const MAX_METHOD_LEN: usize = 100;
+
+/// Checks the `method` of an `rpc`: 1 to [`MAX_METHOD_LEN`] bytes of
+/// printable ASCII (`!` to `~`: no space, no control character), so a
+/// backend can route on it and log it as it is.
+///
+/// # Errors
+/// The reason, for the `bad_frame` answer.
+pub fn validate_method(method: &str) -> Result<(), String> {
+    if method.is_empty() || method.len() > MAX_METHOD_LEN {
+        return Err(format!("method must be 1 to {MAX_METHOD_LEN} bytes"));
+    }
+    if !method.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("method must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
 /// Keys of client frames.
-const CLIENT_KEYS: [&str; 10] = [
-    "t", "id", "token", "room", "ev", "data", "others", "since", "limit", "after",
+const CLIENT_KEYS: [&str; 12] = [
+    "t", "id", "token", "room", "ev", "data", "others", "since", "limit", "after", "volatile",
+    "method",
 ];
 
 /// `t` of every client frame.
-pub(super) const CLIENT_KINDS: [&str; 8] = [
-    "auth", "join", "leave", "pub", "presence", "history", "refresh", "ping",
+pub(super) const CLIENT_KINDS: [&str; 9] = [
+    "auth", "join", "leave", "pub", "presence", "history", "refresh", "ping", "rpc",
 ];
 
 /// Decodes one binary WebSocket message from a client.
@@ -186,7 +222,7 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, FrameError> {
         .map_err(|reason| FrameError { id, reason })
 }
 
-fn client_frame(f: &Fields<'_, 10>) -> Result<ClientFrame, String> {
+fn client_frame(f: &Fields<'_, 12>) -> Result<ClientFrame, String> {
     let t = f.str("t")?;
     if !CLIENT_KINDS.contains(&t) {
         return Err(format!("unknown frame type {}", quote(t)));
@@ -212,7 +248,19 @@ fn client_frame(f: &Fields<'_, 10>) -> Result<ClientFrame, String> {
             ev: f.string("ev")?,
             data: f.required("data", "a MessagePack value", |raw| Some(raw.to_vec()))?,
             others: f.optional("others", "a boolean", as_bool)?.unwrap_or(false),
+            volatile: f
+                .optional("volatile", "a boolean", as_bool)?
+                .unwrap_or(false),
         },
+        "rpc" => {
+            let method = f.string("method")?;
+            validate_method(&method)?;
+            ClientFrame::Rpc {
+                id,
+                method,
+                data: f.required("data", "a MessagePack value", |raw| Some(raw.to_vec()))?,
+            }
+        }
         "presence" => ClientFrame::Presence {
             id,
             room: f.string("room")?,
@@ -234,7 +282,7 @@ fn client_frame(f: &Fields<'_, 10>) -> Result<ClientFrame, String> {
 
 /// Encodes a client frame (for clients, tests and load tools): keys `t`,
 /// `id`, then the fields in the contract's order. Optional fields are left
-/// out when `None`, and `others` when false. `data` is copied in raw and must
+/// out when `None`, and `others` and `volatile` when false. `data` is copied in raw and must
 /// be one MessagePack value; an empty `data` is sent as `nil`.
 pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
     let kind = frame.kind();
@@ -244,6 +292,7 @@ pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
             room.len() + since.as_ref().map_or(0, |s| 24 + s.epoch.len())
         }
         ClientFrame::Pub { room, ev, data, .. } => room.len() + ev.len() + data.len(),
+        ClientFrame::Rpc { method, data, .. } => method.len() + data.len(),
         ClientFrame::Presence { room, after, .. } => {
             room.len() + after.as_ref().map_or(0, |a| 8 + a.len())
         }
@@ -297,8 +346,10 @@ pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
             ev,
             data,
             others,
+            volatile,
         } => {
-            frame_header(&mut out, 5 + usize::from(*others), kind)
+            let len = 5 + usize::from(*others) + usize::from(*volatile);
+            frame_header(&mut out, len, kind)
                 .str("id")
                 .int(*id)
                 .str("room")
@@ -313,6 +364,22 @@ pub fn encode_client_frame(frame: &ClientFrame) -> Vec<u8> {
             }
             if *others {
                 out.str("others").bool(true);
+            }
+            if *volatile {
+                out.str("volatile").bool(true);
+            }
+        }
+        ClientFrame::Rpc { id, method, data } => {
+            frame_header(&mut out, 4, kind)
+                .str("id")
+                .int(*id)
+                .str("method")
+                .str(method)
+                .str("data");
+            if data.is_empty() {
+                out.nil();
+            } else {
+                out.raw(data);
             }
         }
         ClientFrame::History {

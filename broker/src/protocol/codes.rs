@@ -28,11 +28,16 @@ pub enum ErrorCode {
     Unavailable,
     /// A server bug.
     Internal,
+    /// An `rpc` got no answer before `rpc.timeout_ms`.
+    Timeout,
+    /// The backend answered an `rpc` with an error (`BROKER.RPC.ERROR`);
+    /// the `err` frame also carries the backend's `rpc_code`.
+    RpcError,
 }
 
 impl ErrorCode {
     /// Every code, in the contract's order.
-    pub const ALL: [ErrorCode; 10] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::BadFrame,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -43,6 +48,8 @@ impl ErrorCode {
         ErrorCode::PayloadTooLarge,
         ErrorCode::Unavailable,
         ErrorCode::Internal,
+        ErrorCode::Timeout,
+        ErrorCode::RpcError,
     ];
 
     /// The code as it appears on the wire, e.g. `"bad_frame"`.
@@ -58,6 +65,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Internal => "internal",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::RpcError => "rpc_error",
         }
     }
 

@@ -23,14 +23,17 @@ pub mod codes;
 mod fields;
 pub mod server;
 
-pub use client::{decode_client_frame, encode_client_frame, ClientFrame, Since};
+pub use client::{
+    decode_client_frame, encode_client_frame, validate_method, ClientFrame, Since, MAX_METHOD_LEN,
+};
 pub use codes::{CloseCode, ErrorCode};
 pub use fields::FrameError;
 pub use server::{
     ack_auth, ack_empty, ack_history, ack_history_page, ack_join, ack_ping, ack_presence,
-    ack_presence_page, ack_pub, ack_refresh, decode_server_frame, encode_ack_raw, encode_err,
-    encode_expiring, encode_joined, encode_left, encode_missed, encode_msg_frame,
-    encode_presence_frame, encode_welcome, PresenceAction, Sender, ServerFrame,
+    ack_presence_page, ack_pub, ack_refresh, ack_rpc, decode_server_frame, encode_ack_raw,
+    encode_err, encode_expiring, encode_joined, encode_left, encode_missed, encode_msg_frame,
+    encode_presence_frame, encode_rpc_err, encode_volatile_msg_frame, encode_welcome, frame_type,
+    PresenceAction, Sender, ServerFrame,
 };
 
 use crate::msgpack::Writer;

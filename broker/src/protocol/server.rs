@@ -11,7 +11,7 @@
 
 use super::fields::{quote, scan, Fields, FrameError};
 use super::{frame_header, ErrorCode};
-use crate::msgpack::{as_i64, as_str, as_uint, Writer};
+use crate::msgpack::{as_bool, as_i64, as_str, as_uint, Item, Reader, Writer};
 
 /// Who published a client message: the `from` field of a `msg` frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,8 @@ pub enum ServerFrame {
         ts: u64,
         /// `(user, conn)` of the publishing client, when a client published.
         from: Option<(String, String)>,
+        /// An ephemeral message (`seq` 0, not in history).
+        volatile: bool,
     },
     /// `presence`: a user's first connection joined, or last one left.
     Presence {
@@ -100,6 +102,8 @@ pub enum ServerFrame {
         msg: String,
         /// When to retry, for `rate_limited`.
         retry_ms: Option<u64>,
+        /// The backend's own code, for `rpc_error`.
+        rpc_code: Option<String>,
     },
     /// `expiring`: the token expires in `in_ms`; send `refresh`.
     Expiring {
@@ -148,9 +152,9 @@ fn as_sender(raw: &[u8]) -> Option<(String, String)> {
 }
 
 /// Keys of server frames.
-const SERVER_KEYS: [&str; 20] = [
+const SERVER_KEYS: [&str; 22] = [
     "t", "id", "data", "code", "msg", "retry_ms", "conn", "user", "node", "ping_ms", "exp", "room",
-    "ev", "seq", "epoch", "ts", "from", "action", "in_ms", "count",
+    "ev", "seq", "epoch", "ts", "from", "action", "in_ms", "count", "volatile", "rpc_code",
 ];
 
 /// Decodes one server → client message (for clients and tests), with the
@@ -169,7 +173,7 @@ pub fn decode_server_frame(bytes: &[u8]) -> Result<ServerFrame, FrameError> {
         .map_err(|reason| FrameError { id, reason })
 }
 
-fn server_frame(f: &Fields<'_, 20>) -> Result<ServerFrame, String> {
+fn server_frame(f: &Fields<'_, 22>) -> Result<ServerFrame, String> {
     Ok(match f.str("t")? {
         "welcome" => ServerFrame::Welcome {
             conn: f.string("conn")?,
@@ -186,6 +190,9 @@ fn server_frame(f: &Fields<'_, 20>) -> Result<ServerFrame, String> {
             epoch: f.string("epoch")?,
             ts: f.uint("ts")?,
             from: f.optional("from", "a map {user, conn}", as_sender)?,
+            volatile: f
+                .optional("volatile", "a boolean", as_bool)?
+                .unwrap_or(false),
         },
         "presence" => ServerFrame::Presence {
             room: f.string("room")?,
@@ -201,6 +208,9 @@ fn server_frame(f: &Fields<'_, 20>) -> Result<ServerFrame, String> {
             code: f.string("code")?,
             msg: f.string("msg")?,
             retry_ms: f.optional("retry_ms", "a non-negative integer", as_uint)?,
+            rpc_code: f
+                .optional("rpc_code", "a string", as_str)?
+                .map(str::to_owned),
         },
         "expiring" => ServerFrame::Expiring {
             in_ms: f.uint("in_ms")?,
@@ -223,6 +233,17 @@ fn server_frame(f: &Fields<'_, 20>) -> Result<ServerFrame, String> {
     })
 }
 
+/// The `t` of a frame the broker encoded (its first key, as every encoder
+/// here writes it), read without decoding the rest: `"ack"`, `"err"`...
+/// `None` when the frame does not start with `t`.
+pub fn frame_type(frame: &[u8]) -> Option<&str> {
+    let mut r = Reader::new(frame);
+    match (r.item().ok()?, r.item().ok()?, r.item().ok()?) {
+        (Item::Map(_), Item::Str("t"), Item::Str(kind)) => Some(kind),
+        _ => None,
+    }
+}
+
 /// Encodes a `msg` frame: the map `{t: "msg", room, ev, data, seq, epoch, ts,
 /// from?}` in exactly that key order, with `from: {user, conn}` only for a
 /// client's publish. `data` must already be one MessagePack value (as
@@ -236,10 +257,38 @@ pub fn encode_msg_frame(
     ts_ms: u64,
     from: Option<Sender<'_>>,
 ) -> Vec<u8> {
+    msg_frame(room, ev, data, seq, epoch, ts_ms, from, false)
+}
+
+/// Encodes the `msg` frame of an ephemeral (volatile) message: as
+/// [`encode_msg_frame`] with `seq` 0, then `volatile: true` last.
+pub fn encode_volatile_msg_frame(
+    room: &str,
+    ev: &str,
+    data: &[u8],
+    epoch: &str,
+    ts_ms: u64,
+    from: Option<Sender<'_>>,
+) -> Vec<u8> {
+    msg_frame(room, ev, data, 0, epoch, ts_ms, from, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn msg_frame(
+    room: &str,
+    ev: &str,
+    data: &[u8],
+    seq: u64,
+    epoch: &str,
+    ts_ms: u64,
+    from: Option<Sender<'_>>,
+    volatile: bool,
+) -> Vec<u8> {
     let from_len = from.map_or(0, |s| 16 + s.user.len() + s.conn.len());
     let mut out =
-        Writer::with_capacity(64 + room.len() + ev.len() + data.len() + epoch.len() + from_len);
-    frame_header(&mut out, if from.is_some() { 8 } else { 7 }, "msg")
+        Writer::with_capacity(74 + room.len() + ev.len() + data.len() + epoch.len() + from_len);
+    let len = 7 + usize::from(from.is_some()) + usize::from(volatile);
+    frame_header(&mut out, len, "msg")
         .str("room")
         .str(room)
         .str("ev")
@@ -259,6 +308,9 @@ pub fn encode_msg_frame(
             .str(sender.user)
             .str("conn")
             .str(sender.conn);
+    }
+    if volatile {
+        out.str("volatile").bool(true);
     }
     out.into_vec()
 }
@@ -308,6 +360,22 @@ pub fn encode_err(id: Option<i64>, code: ErrorCode, msg: &str, retry_ms: Option<
     if let Some(retry_ms) = retry_ms {
         out.str("retry_ms").uint(retry_ms);
     }
+    out.into_vec()
+}
+
+/// Encodes the `err` answering an `rpc` the backend refused:
+/// `{t, id, code: "rpc_error", msg, rpc_code}` (`BROKER.RPC.ERROR`).
+pub fn encode_rpc_err(id: i64, rpc_code: &str, msg: &str) -> Vec<u8> {
+    let mut out = Writer::with_capacity(64 + msg.len() + rpc_code.len());
+    frame_header(&mut out, 5, "err")
+        .str("id")
+        .int(id)
+        .str("code")
+        .str(ErrorCode::RpcError.as_str())
+        .str("msg")
+        .str(msg)
+        .str("rpc_code")
+        .str(rpc_code);
     out.into_vec()
 }
 
@@ -407,6 +475,14 @@ pub fn ack_empty() -> Vec<u8> {
 pub fn ack_pub(seq: u64) -> Vec<u8> {
     let mut out = Writer::with_capacity(16);
     out.map(1).str("seq").uint(seq);
+    out.into_vec()
+}
+
+/// `ack` data of `rpc`: `{data}`, the backend's answer (one MessagePack
+/// value, spliced in raw).
+pub fn ack_rpc(data: &[u8]) -> Vec<u8> {
+    let mut out = Writer::with_capacity(8 + data.len());
+    out.map(1).str("data").raw(data);
     out.into_vec()
 }
 

@@ -1734,12 +1734,26 @@ var BrokerClient = class extends Emitter {
   }
   /**
    * Publishes `data` as event `ev` in a room the client has joined.
-   * `others: true` skips the sender. Resolves to the ack `{seq}`.
+   * `others: true` skips the sender; `volatile: true` makes it ephemeral
+   * (seq 0, not kept, skipped by members that lag). Resolves to the ack
+   * `{seq}`.
    */
   publish(room, ev, data, opts = {}) {
     const frame = { t: "pub", room, ev: String(ev), data: data === void 0 ? null : data };
     if (opts.others) frame.others = true;
+    if (opts.volatile) frame.volatile = true;
     return this._request(frame, opts);
+  }
+  /**
+   * Asks the backends: `rpc {method, data}`. Resolves to the backend's
+   * answer (the ack's `data`); rejects with a BrokerError `rpc_error`
+   * (with `rpcCode`) when the backend answered an error, `timeout` when
+   * none answered in time.
+   */
+  async rpc(method, data, opts = {}) {
+    const frame = { t: "rpc", method: String(method), data: data === void 0 ? null : data };
+    const ack = await this._request(frame, opts);
+    return ack ? ack.data : void 0;
   }
   /**
    * `presence` request: `{users: [{user, conns}], count, next?}`. A room of
@@ -1991,7 +2005,8 @@ var BrokerClient = class extends Emitter {
   }
   _onErr(frame) {
     const err = new BrokerError(frame.code || "internal", frame.msg || frame.code || "error", {
-      retryMs: frame.retry_ms
+      retryMs: frame.retry_ms,
+      rpcCode: frame.rpc_code
     });
     if (typeof frame.id === "number" && this._pending.has(frame.id)) {
       this._settle(frame.id, err);
@@ -2015,6 +2030,7 @@ var BrokerClient = class extends Emitter {
       ts: frame.ts
     };
     if (frame.from) message.from = frame.from;
+    if (frame.volatile) message.volatile = true;
     if (sub) sub.emit("msg", message);
     this.emit("msg", message);
   }

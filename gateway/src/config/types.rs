@@ -42,6 +42,32 @@ pub struct Config {
     pub namespaces: BTreeMap<String, Namespace>,
     /// Test-only switches (off by default).
     pub testing: Testing,
+    /// Client `rpc` requests to the backends.
+    pub rpc: RpcConfig,
+}
+
+/// Client `rpc` requests (`docs/BACKENDS.md`): appended to the stream
+/// `broker:rpc`, answered by a backend with `BROKER.RPC.REPLY`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcConfig {
+    /// Whether clients may send `rpc` (refused `forbidden` when false).
+    pub enabled: bool,
+    /// How long a client waits for the answer before `err` `timeout`, ms
+    /// (1 to [`super::MAX_RPC_TIMEOUT_MS`]).
+    pub timeout_ms: u64,
+    /// The stream's approximate cap (`XADD ... MAXLEN ~`), at least 1.
+    pub stream_maxlen: u64,
+}
+
+impl Default for RpcConfig {
+    fn default() -> Self {
+        RpcConfig {
+            enabled: true,
+            timeout_ms: 5000,
+            stream_maxlen: 100_000,
+        }
+    }
 }
 
 /// Test-only switches: never turn these on in production.
@@ -68,6 +94,7 @@ impl Default for Config {
             node: NodeConfig::default(),
             namespaces: BTreeMap::new(),
             testing: Testing::default(),
+            rpc: RpcConfig::default(),
         }
     }
 }

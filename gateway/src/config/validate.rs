@@ -20,6 +20,10 @@ pub const ALGORITHMS: [&str; 5] = ["HS256", "HS384", "HS512", "RS256", "ES256"];
 /// Largest accepted `node.presence_grace_ms` (the module's own limit).
 pub const MAX_PRESENCE_GRACE_MS: u64 = 3_600_000;
 
+/// Largest `rpc.timeout_ms` (5 minutes): a pending `rpc` holds a slot of
+/// the connection's [`crate::node::connection::MAX_PENDING_RPCS`] until then.
+pub const MAX_RPC_TIMEOUT_MS: u64 = 300_000;
+
 impl Config {
     /// Checks the values together: the JWT algorithm and its key (HS* need
     /// `secret` unless `jwks_file`, `dev_tokens` or `allow_anonymous`;
@@ -217,6 +221,12 @@ impl Config {
         }
         if self.node.lease_ms < MIN_LEASE_MS {
             problems.push(format!("node.lease_ms must be at least {MIN_LEASE_MS}"));
+        }
+        if self.rpc.timeout_ms == 0 || self.rpc.timeout_ms > MAX_RPC_TIMEOUT_MS {
+            problems.push(format!("rpc.timeout_ms must be 1 to {MAX_RPC_TIMEOUT_MS}"));
+        }
+        if self.rpc.stream_maxlen == 0 {
+            problems.push("rpc.stream_maxlen must be greater than 0".to_owned());
         }
         if self.node.presence_grace_ms > MAX_PRESENCE_GRACE_MS {
             problems.push(format!(

@@ -78,7 +78,7 @@ fn metrics(app: &App) -> Response<Body> {
     )
 }
 
-/// `POST /api/publish {room, ev, data}`.
+/// `POST /api/publish {room, ev, data, volatile?}`.
 async fn api_publish(app: &App, req: Request<Incoming>) -> Response<Body> {
     let body = match read_json(req).await {
         Ok(b) => b,
@@ -90,7 +90,17 @@ async fn api_publish(app: &App, req: Request<Incoming>) -> Response<Body> {
             json!({"error": "room and ev are required"}),
         );
     };
-    publish(app, room, ev, &body["data"]).await
+    let volatile = match &body["volatile"] {
+        serde_json::Value::Null => false,
+        serde_json::Value::Bool(b) => *b,
+        _ => {
+            return json_reply(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "volatile must be a boolean"}),
+            )
+        }
+    };
+    publish(app, room, ev, &body["data"], volatile).await
 }
 
 /// `POST /api/users/<user>/emit {ev, data}`: a publish to the user's
@@ -106,7 +116,7 @@ async fn emit(app: &App, user: &str, req: Request<Incoming>) -> Response<Body> {
     if names::validate_user(user).is_err() {
         return json_reply(StatusCode::BAD_REQUEST, json!({"error": "invalid user"}));
     }
-    publish(app, &names::personal_room(user), ev, &body["data"]).await
+    publish(app, &names::personal_room(user), ev, &body["data"], false).await
 }
 
 /// `POST /api/broadcast {ev, data, ns?}`: to every connection (of a
@@ -249,8 +259,15 @@ async fn room_presence(app: &App, room: &str, after: Option<String>) -> Response
     }
 }
 
-/// A server publish of JSON `data` to `room`, with the namespace's history.
-async fn publish(app: &App, room: &str, ev: &str, data: &serde_json::Value) -> Response<Body> {
+/// A server publish of JSON `data` to `room`, with the namespace's history
+/// (none when `volatile`: an ephemeral message, answered `{seq: 0}`).
+async fn publish(
+    app: &App,
+    room: &str,
+    ev: &str,
+    data: &serde_json::Value,
+    volatile: bool,
+) -> Response<Body> {
     if let Err(reason) = validate_event(ev) {
         return json_reply(StatusCode::BAD_REQUEST, json!({ "error": reason }));
     }
@@ -260,7 +277,8 @@ async fn publish(app: &App, room: &str, ev: &str, data: &serde_json::Value) -> R
     let ns = app.config.namespace(ns_name);
     let request = Publish {
         format: Format::Json,
-        history: (ns.history > 0).then_some(HistoryConfig {
+        volatile,
+        history: (ns.history > 0 && !volatile).then_some(HistoryConfig {
             size: ns.history,
             ttl_ms: ns.history_ttl_s.saturating_mul(1000),
         }),

@@ -12,6 +12,33 @@ use tokio::sync::Notify;
 use crate::metrics::Metrics;
 use crate::ws::Outlet;
 
+/// Most `rpc` requests of one connection waiting for their answer; one
+/// more is answered `rate_limited`.
+pub const MAX_PENDING_RPCS: usize = 100;
+
+/// An `rpc` waiting for the backend's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingRpc {
+    /// The request id.
+    pub id: i64,
+    /// When it was sent, [`crate::clock::mono_ms`].
+    pub started_ms: u64,
+    /// When it times out, [`crate::clock::mono_ms`].
+    pub deadline_ms: u64,
+}
+
+/// Why an `rpc` could not be made pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RpcRefused {
+    /// [`MAX_PENDING_RPCS`] are pending; one ends in `retry_ms` at the latest.
+    Full {
+        /// Until the earliest pending deadline.
+        retry_ms: u64,
+    },
+    /// An `rpc` with the same id is pending.
+    Duplicate,
+}
+
 /// What every part of the gateway may do with one live connection.
 #[derive(Debug)]
 pub struct ConnShared {
@@ -35,6 +62,9 @@ pub struct ConnShared {
     orders: Mutex<Vec<Order>>,
     /// Wakes the session when an order arrives.
     order_ready: Notify,
+    /// `rpc` requests waiting for their answer (at most
+    /// [`MAX_PENDING_RPCS`]; empty, it holds no memory).
+    rpcs: Mutex<Vec<PendingRpc>>,
 }
 
 /// Backend-decided memberships queued for one connection at most; more
@@ -70,6 +100,7 @@ impl ConnShared {
             expiring_sent: AtomicBool::new(false),
             orders: Mutex::new(Vec::new()),
             order_ready: Notify::new(),
+            rpcs: Mutex::new(Vec::new()),
         })
     }
 
@@ -102,6 +133,42 @@ impl ConnShared {
             }
             self.order_ready.notified().await;
         }
+    }
+
+    /// Makes `rpc` pending, unless [`MAX_PENDING_RPCS`] are or one with
+    /// its id is; `now_ms` is [`crate::clock::mono_ms`].
+    pub fn begin_rpc(&self, rpc: PendingRpc, now_ms: u64) -> Result<(), RpcRefused> {
+        let mut rpcs = self
+            .rpcs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if rpcs.iter().any(|p| p.id == rpc.id) {
+            return Err(RpcRefused::Duplicate);
+        }
+        if rpcs.len() >= MAX_PENDING_RPCS {
+            let first = rpcs.iter().map(|p| p.deadline_ms).min().unwrap_or(now_ms);
+            return Err(RpcRefused::Full {
+                retry_ms: first.saturating_sub(now_ms).max(1),
+            });
+        }
+        rpcs.push(rpc);
+        Ok(())
+    }
+
+    /// Ends the pending `rpc` `id` (answered, timed out or failed): what it
+    /// was, or `None` when it is not pending (answered already, timed out,
+    /// or never sent).
+    pub fn end_rpc(&self, id: i64) -> Option<PendingRpc> {
+        let mut rpcs = self
+            .rpcs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = rpcs.iter().position(|p| p.id == id)?;
+        let rpc = rpcs.swap_remove(at);
+        if rpcs.is_empty() {
+            *rpcs = Vec::new();
+        }
+        Some(rpc)
     }
 
     /// Queues a frame (see [`Outlet::send`]).
@@ -170,7 +237,36 @@ impl RoomFlags {
 
 #[cfg(test)]
 mod tests {
-    use super::RoomFlags;
+    use super::*;
+    use crate::ws::outbox::QueueLimits;
+
+    #[test]
+    fn pending_rpcs_are_bounded_and_unique() {
+        let (outlet, _queue) = Outlet::new(QueueLimits {
+            frames: 4,
+            bytes: 1024,
+        });
+        let conn = ConnShared::new("n.i.1".into(), "u".into(), "ip".into(), outlet, 0);
+        let rpc = |id: i64, deadline_ms: u64| PendingRpc {
+            id,
+            started_ms: 0,
+            deadline_ms,
+        };
+        for id in 0..MAX_PENDING_RPCS as i64 {
+            assert_eq!(conn.begin_rpc(rpc(id, 5_000 + id as u64), 1_000), Ok(()));
+        }
+        assert_eq!(
+            conn.begin_rpc(rpc(-1, 9_000), 1_000),
+            Err(RpcRefused::Full { retry_ms: 4_000 })
+        );
+        assert_eq!(conn.end_rpc(7), Some(rpc(7, 5_007)));
+        assert_eq!(conn.end_rpc(7), None);
+        assert_eq!(
+            conn.begin_rpc(rpc(8, 9_000), 1_000),
+            Err(RpcRefused::Duplicate)
+        );
+        assert_eq!(conn.begin_rpc(rpc(-1, 9_000), 1_000), Ok(()));
+    }
 
     #[test]
     fn room_flags_stay_sorted_and_unique() {

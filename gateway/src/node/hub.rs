@@ -28,7 +28,7 @@ use broker::protocol::{self, CloseCode};
 use bytes::Bytes;
 
 use super::connection::{ConnShared, Order};
-use crate::clock::now_ms;
+use crate::clock::{mono_ms, now_ms};
 use crate::metrics::Metrics;
 use crate::ws::close::SLOW_CONSUMER;
 
@@ -303,6 +303,20 @@ impl Hub {
                     }
                 }
             }
+            Envelope::Volatile {
+                room,
+                except,
+                frame,
+                ..
+            } => {
+                let frame = payload.slice_ref(frame);
+                let delivered = self.volatile_to_room(room, except, &frame);
+                self.metrics.messages_delivered.inc_by(delivered);
+            }
+            Envelope::RpcReply { conn, id, frame } => {
+                let frame = payload.slice_ref(frame);
+                self.rpc_reply(conn, id, frame);
+            }
             Envelope::Kick { conns, reason, .. } => {
                 let Ok(all) = self.conns.read() else {
                     return;
@@ -314,6 +328,68 @@ impl Hub {
                 }
             }
         }
+    }
+
+    /// Hands a backend's answer to `conn`'s `rpc` `id` to the connection,
+    /// when it is still here and the `rpc` still pending (which this ends);
+    /// otherwise drops and counts it (`gone`, `late`).
+    fn rpc_reply(&self, conn: &str, id: i64, frame: Bytes) {
+        let target = self.conns.read().ok().and_then(|c| c.get(conn).cloned());
+        let Some(target) = target else {
+            self.metrics
+                .rpc_replies_dropped
+                .with_label_values(&["gone"])
+                .inc();
+            return;
+        };
+        let Some(rpc) = target.end_rpc(id) else {
+            self.metrics
+                .rpc_replies_dropped
+                .with_label_values(&["late"])
+                .inc();
+            return;
+        };
+        let result = match protocol::frame_type(&frame) {
+            Some("err") => "error",
+            _ => "replied",
+        };
+        self.metrics.rpc_requests.with_label_values(&[result]).inc();
+        self.metrics
+            .rpc_duration
+            .observe(mono_ms().saturating_sub(rpc.started_ms) as f64 / 1000.0);
+        target.send(frame, &self.metrics);
+    }
+
+    /// Sends an ephemeral `frame` to the active members of `room` but
+    /// `except`, skipping those whose send queue is over half full (and
+    /// those still joining); returns how many got it. It has no sequence
+    /// number, so it moves no room position and no member's floor.
+    fn volatile_to_room(&self, room: &str, except: Option<&str>, frame: &Bytes) -> u64 {
+        let mut delivered = 0;
+        let mut skipped = 0;
+        let Ok(all) = self.rooms.read() else {
+            return 0;
+        };
+        let Some(entry) = all.get(room) else {
+            return 0;
+        };
+        for (id, member) in &entry.members {
+            if except == Some(&**id) {
+                continue;
+            }
+            match member {
+                Member::Active { conn, .. } => {
+                    if conn.outlet.send_volatile(frame.clone()) {
+                        delivered += 1;
+                    } else if conn.outlet.close_reason().is_none() {
+                        skipped += 1;
+                    }
+                }
+                Member::Pending(..) => skipped += 1,
+            }
+        }
+        self.metrics.volatile_skipped.inc_by(skipped);
+        delivered
     }
 
     /// Every room's position, for a gap repair.
@@ -569,6 +645,75 @@ mod tests {
                 _ => None,
             })
             .collect()
+    }
+
+    #[test]
+    fn volatile_moves_no_position_and_skips_full_queues() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 16);
+        let (conn, queue) = member(&hub, "c1");
+        hub.begin_join("feed:a", &conn);
+        hub.finish_join("feed:a", &conn, 3, "e");
+        let (joining, joining_q) = member(&hub, "c2");
+        hub.begin_join("feed:a", &joining);
+        let frame = protocol::encode_volatile_msg_frame("feed:a", "t", &[0xc3], "e", 1, None);
+        let envelope = envelope::encode_volatile_envelope("feed:a", None, &frame, 1);
+        hub.dispatch(Bytes::from(envelope));
+        assert_eq!(hub.positions()[0].seq, 3);
+        // The next regular message (seq 4) is not taken for a duplicate.
+        hub.to_room("feed:a", Some((4, "e")), None, &msg(4, "e").1);
+        let got = received(&queue);
+        assert_eq!(seqs(&got), [Some(0), Some(4)]);
+        assert!(matches!(got[0], ServerFrame::Msg { volatile: true, .. }));
+        // The joining member skipped it; its buffer holds only seq 4.
+        hub.finish_join("feed:a", &joining, 3, "e");
+        assert_eq!(seqs(&received(&joining_q)), [Some(4)]);
+        // A queue over half full (33 of 64 frames) skips it.
+        for _ in 0..33 {
+            conn.send(Bytes::from_static(b"x"), &hub.metrics);
+        }
+        let envelope = envelope::encode_volatile_envelope("feed:a", None, &frame, 1);
+        hub.dispatch(Bytes::from(envelope));
+        let mut left = Vec::new();
+        queue.drain_into(&mut left, 1000);
+        assert_eq!(left.len(), 33);
+        assert_eq!(hub.metrics.volatile_skipped.get(), 2);
+    }
+
+    #[test]
+    fn rpc_replies_reach_pending_rpcs_only() {
+        use crate::node::connection::PendingRpc;
+        let hub = Hub::new(Arc::new(Metrics::new()), 16);
+        let (conn, queue) = member(&hub, "n.i.1");
+        let pending = PendingRpc {
+            id: 5,
+            started_ms: mono_ms(),
+            deadline_ms: u64::MAX,
+        };
+        conn.begin_rpc(pending, mono_ms()).unwrap();
+        let frame = protocol::encode_ack_raw(5, &protocol::ack_rpc(&[0x01]));
+        let reply = || Bytes::from(envelope::encode_rpc_reply_envelope("n.i.1", 5, &frame));
+        hub.dispatch(reply());
+        hub.dispatch(reply());
+        hub.dispatch(Bytes::from(envelope::encode_rpc_reply_envelope(
+            "n.i.2", 5, &frame,
+        )));
+        let got = received(&queue);
+        assert_eq!(got.len(), 1);
+        assert!(matches!(got[0], ServerFrame::Ack { id: 5, .. }));
+        let dropped = |reason: &str| {
+            hub.metrics
+                .rpc_replies_dropped
+                .with_label_values(&[reason])
+                .get()
+        };
+        assert_eq!((dropped("late"), dropped("gone")), (1, 1));
+        assert_eq!(
+            hub.metrics
+                .rpc_requests
+                .with_label_values(&["replied"])
+                .get(),
+            1
+        );
     }
 
     #[test]

@@ -4,20 +4,23 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use broker::command::{self, RateLimit};
 use broker::gcra::Rate;
 use broker::lifecycle;
 use broker::protocol::{self, ClientFrame, CloseCode, ErrorCode, Since};
 use broker::registry::HistoryConfig;
+use bytes::Bytes;
 
 use super::admission;
 use super::connection::{Connection, MAX_REFRESH_FAILURES};
 use super::policy::{self, Denied};
 use crate::auth::Claims;
-use crate::clock::now_ms;
-use crate::node::connection::Order;
+use crate::clock::{mono_ms, now_ms};
+use crate::node::connection::{Order, PendingRpc, RpcRefused};
 use crate::node::ConnShared;
+use crate::store::RpcRequest;
 
 /// Most retained messages one `history` request returns.
 const MAX_HISTORY: u32 = 1000;
@@ -59,6 +62,7 @@ struct Publish {
     ev: String,
     data: Vec<u8>,
     others: bool,
+    volatile: bool,
 }
 
 impl Connection {
@@ -108,6 +112,7 @@ impl Connection {
                 ev,
                 data,
                 others,
+                volatile,
             } => {
                 let publish = Publish {
                     id,
@@ -115,9 +120,11 @@ impl Connection {
                     ev,
                     data,
                     others,
+                    volatile,
                 };
                 self.publish(shared, claims, publish).await
             }
+            ClientFrame::Rpc { id, method, data } => self.rpc(shared, id, &method, &data).await,
             ClientFrame::Presence { id, room, after } => {
                 self.presence(shared, claims, id, &room, after).await
             }
@@ -387,6 +394,7 @@ impl Connection {
             ev,
             data,
             others,
+            volatile,
         } = publish;
         if let Err(reason) = command::validate_event(&ev) {
             return self.send_err(Some(id), ErrorCode::BadFrame, &reason, None);
@@ -413,7 +421,8 @@ impl Connection {
         let request = command::Publish {
             from: Some(shared.id.to_string()),
             except: others.then(|| shared.id.to_string()),
-            history: (ns.history > 0).then_some(HistoryConfig {
+            volatile,
+            history: (ns.history > 0 && !volatile).then_some(HistoryConfig {
                 size: ns.history,
                 ttl_ms: ns.history_ttl_s.saturating_mul(1000),
             }),
@@ -430,6 +439,77 @@ impl Connection {
             }
             Err(err) => self.store_err(id, &err),
         }
+    }
+}
+
+impl Connection {
+    /// `rpc`: checked and made pending on the connection, then appended to
+    /// the RPC stream (the one Redis call). The answer comes later through
+    /// the node's channel (`Hub`); a timer answers `timeout` at the
+    /// deadline if nothing came.
+    async fn rpc(&self, shared: &Arc<ConnShared>, id: i64, method: &str, data: &[u8]) {
+        let app = &self.app;
+        if !app.config.rpc.enabled {
+            return self.send_err(Some(id), ErrorCode::Forbidden, "rpc is disabled", None);
+        }
+        let json = match broker::msgpack::to_json(data) {
+            Ok(value) => value.to_string(),
+            Err(err) => {
+                let msg = format!("data: {err}");
+                return self.send_err(Some(id), ErrorCode::BadFrame, &msg, None);
+            }
+        };
+        let timeout_ms = app.config.rpc.timeout_ms;
+        let started = mono_ms();
+        let pending = PendingRpc {
+            id,
+            started_ms: started,
+            deadline_ms: started.saturating_add(timeout_ms),
+        };
+        match shared.begin_rpc(pending, started) {
+            Ok(()) => {}
+            Err(RpcRefused::Full { retry_ms }) => {
+                let msg = "too many rpcs waiting for an answer";
+                return self.send_err(Some(id), ErrorCode::RateLimited, msg, Some(retry_ms));
+            }
+            Err(RpcRefused::Duplicate) => {
+                let msg = "an rpc with this id is waiting for its answer";
+                return self.send_err(Some(id), ErrorCode::BadFrame, msg, None);
+            }
+        }
+        // Pending before the append: a backend may answer before XADD's
+        // own reply is read.
+        let node = &app.node;
+        let request = RpcRequest {
+            method,
+            data,
+            json: &json,
+            user: &shared.user,
+            conn: &shared.id,
+            node: &node.id,
+            id,
+            deadline_ms: now_ms().saturating_add(timeout_ms),
+            maxlen: app.config.rpc.stream_maxlen,
+        };
+        if let Err(err) = node.store.append_rpc(&request).await {
+            shared.end_rpc(id);
+            return self.store_err(id, &err);
+        }
+        let conn = shared.clone();
+        let metrics = node.metrics.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
+            if conn.end_rpc(id).is_some() {
+                metrics.rpc_requests.with_label_values(&["timeout"]).inc();
+                metrics
+                    .errors
+                    .with_label_values(&[ErrorCode::Timeout.as_str()])
+                    .inc();
+                let frame =
+                    protocol::encode_err(Some(id), ErrorCode::Timeout, "no answer in time", None);
+                conn.send(Bytes::from(frame), &metrics);
+            }
+        });
     }
 }
 

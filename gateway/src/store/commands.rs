@@ -78,7 +78,60 @@ pub struct ShardChannel {
     pub channel: String,
 }
 
+/// One client `rpc` as the gateway appends it to the RPC stream
+/// ([`broker::names::RPC_STREAM`]).
+#[derive(Debug, Clone)]
+pub struct RpcRequest<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The `data` value's MessagePack bytes, as the client sent them.
+    pub data: &'a [u8],
+    /// The same value as JSON text.
+    pub json: &'a str,
+    /// The connection's user.
+    pub user: &'a str,
+    /// The connection (the key of `BROKER.RPC.REPLY`).
+    pub conn: &'a str,
+    /// This node.
+    pub node: &'a str,
+    /// The request id.
+    pub id: i64,
+    /// When the client stops waiting, ms since the Unix epoch.
+    pub deadline_ms: u64,
+    /// The stream's approximate cap (`MAXLEN ~`).
+    pub maxlen: u64,
+}
+
 impl Store {
+    /// Appends a client `rpc` to the RPC stream: one `XADD ... MAXLEN ~`
+    /// on the stream's one key (on a cluster, routed by it to its master).
+    pub async fn append_rpc(&self, rpc: &RpcRequest<'_>) -> StoreResult<()> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(broker::names::RPC_STREAM)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(rpc.maxlen)
+            .arg("*")
+            .arg("method")
+            .arg(rpc.method)
+            .arg("data")
+            .arg(rpc.data)
+            .arg("json")
+            .arg(rpc.json)
+            .arg("user")
+            .arg(rpc.user)
+            .arg("conn")
+            .arg(rpc.conn)
+            .arg("node")
+            .arg(rpc.node)
+            .arg("id")
+            .arg(rpc.id)
+            .arg("deadline")
+            .arg(rpc.deadline_ms);
+        let _: Value = self.run("xadd.rpc", cmd).await?;
+        Ok(())
+    }
+
     /// Whether every Redis (every master) answers `INFO broker` with a
     /// module at least as new as [`broker::MODULE_API`]: used by `/readyz`.
     pub async fn ready(&self) -> StoreResult<Readiness> {

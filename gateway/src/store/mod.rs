@@ -40,7 +40,7 @@ mod error;
 mod reply;
 mod topology;
 
-pub use commands::{HistoryPage, Joined, Readiness, ShardChannel};
+pub use commands::{HistoryPage, Joined, Readiness, RpcRequest, ShardChannel};
 pub use error::{Rejection, StoreError, StoreResult};
 use reply::pairs;
 use topology::Cluster;

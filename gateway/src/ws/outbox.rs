@@ -125,6 +125,33 @@ impl Outbox {
         Ok(())
     }
 
+    /// Queues `frame` only while the queue is at most half full (frames and
+    /// bytes, the frame included): `Ok(false)` when it was skipped. For
+    /// ephemeral messages, which a lagging client can do without.
+    ///
+    /// # Errors
+    /// [`PushError::Closed`] after [`Outbox::close`].
+    pub fn push_if_half_free(&self, frame: Bytes) -> Result<bool, PushError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PushError::Closed);
+        }
+        {
+            let Ok(mut queued) = self.frames.lock() else {
+                return Err(PushError::Closed);
+            };
+            let frames_over = (queued.frames.len() + 1) * 2 > self.limits.frames;
+            let bytes_over = !queued.frames.is_empty()
+                && queued.bytes.saturating_add(frame.len()).saturating_mul(2) > self.limits.bytes;
+            if frames_over || bytes_over {
+                return Ok(false);
+            }
+            queued.bytes += frame.len();
+            queued.frames.push_back(frame);
+        }
+        self.ready.notify_one();
+        Ok(true)
+    }
+
     /// Moves up to `max` queued frames into `into`, oldest first.
     pub fn drain_into(&self, into: &mut Vec<Bytes>, max: usize) {
         let Ok(mut queued) = self.frames.lock() else {
@@ -262,6 +289,37 @@ mod tests {
             frames: n,
             bytes: usize::MAX,
         }
+    }
+
+    #[test]
+    fn volatile_frames_only_into_a_queue_at_most_half_full() {
+        let q = Outbox::new(frames(4));
+        assert_eq!(q.push_if_half_free(Bytes::from_static(b"a")), Ok(true));
+        assert_eq!(q.push_if_half_free(Bytes::from_static(b"b")), Ok(true));
+        // A third frame would make it 3 of 4: skipped, nothing queued.
+        assert_eq!(q.push_if_half_free(Bytes::from_static(b"c")), Ok(false));
+        assert_eq!(q.len(), 2);
+        q.push(Bytes::from_static(b"d")).unwrap();
+        q.push(Bytes::from_static(b"e")).unwrap();
+        assert_eq!(q.push_if_half_free(Bytes::from_static(b"f")), Ok(false));
+        let by_bytes = Outbox::new(QueueLimits {
+            frames: 1000,
+            bytes: 10,
+        });
+        by_bytes.push(Bytes::from_static(b"1234")).unwrap();
+        assert_eq!(
+            by_bytes.push_if_half_free(Bytes::from_static(b"5")),
+            Ok(true)
+        );
+        assert_eq!(
+            by_bytes.push_if_half_free(Bytes::from_static(b"6")),
+            Ok(false)
+        );
+        by_bytes.close();
+        assert_eq!(
+            by_bytes.push_if_half_free(Bytes::from_static(b"7")),
+            Err(PushError::Closed)
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ impl Outlet {
         }
     }
 
+    /// Queues an ephemeral frame unless the queue is over half full
+    /// ([`Outbox::push_if_half_free`]); false when it was skipped (or the
+    /// connection is closing). Never closes the connection.
+    pub fn send_volatile(&self, frame: Bytes) -> bool {
+        matches!(self.queue.push_if_half_free(frame), Ok(true))
+    }
+
     /// Asks the connection's tasks to close with `code`. Returns true for
     /// the first request (later ones keep the first reason).
     pub fn close(&self, code: CloseCode, reason: &str) -> bool {

@@ -7,6 +7,7 @@ pub mod connections;
 pub mod nodes;
 pub mod publish;
 pub mod rooms;
+pub mod rpc;
 pub mod throttle;
 
 use broker::command::Command;

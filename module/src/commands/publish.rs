@@ -15,7 +15,8 @@ use super::{parse, replicate, throttle};
 use crate::error;
 use crate::{delivery, guard, reply, state};
 
-/// `BROKER.PUBLISH room event payload [options]`: sequence, history, fan-out in one call.
+/// `BROKER.PUBLISH room event payload [options]`: sequence, history, fan-out
+/// in one call; with `VOLATILE` fan-out only (reply 0).
 pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
     if ctx.is_keys_position_request() {
         report_keys(ctx, &args);
@@ -74,6 +75,27 @@ fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue>
             let retry_ms = u64::try_from(decision.retry_after_ms.max(1)).unwrap_or(1);
             return Err(Refusal::RateLimited { retry_ms }.into());
         }
+    }
+
+    if cmd.volatile {
+        // No sequence, no history, nothing replicated (the rate limit's
+        // arrival time was): the room's current members get it, now.
+        state::with(|s| {
+            let epoch = plan.epoch.as_deref().unwrap_or("");
+            let ts = state::now_ms();
+            let sender = match (cmd.from.as_deref(), plan.sender_user.as_deref()) {
+                (Some(conn), Some(user)) => Some(Sender { user, conn }),
+                _ => None,
+            };
+            let frame = protocol::encode_volatile_msg_frame(
+                &cmd.room, &cmd.event, &data, epoch, ts, sender,
+            );
+            let envelope =
+                envelope::encode_volatile_envelope(&cmd.room, cmd.except.as_deref(), &frame, ts);
+            let nodes = s.registry.room_nodes(&cmd.room);
+            delivery::to_nodes(ctx, &s.registry, &mut s.stats, &nodes, &envelope);
+        });
+        return Ok(reply::int(0));
     }
 
     let seq = state::with(|s| {

@@ -24,7 +24,7 @@ fn client_frames_round_trip() {
 #[test]
 fn client_frame_field_order() {
     let frames = all_frames();
-    let expected: [&[&str]; 14] = [
+    let expected: [&[&str]; 16] = [
         &["t", "id", "token"],
         &["t", "id", "room"],
         &["t", "id", "room", "since"],
@@ -39,6 +39,8 @@ fn client_frame_field_order() {
         &["t", "id", "room", "limit"],
         &["t", "id", "token"],
         &["t", "id"],
+        &["t", "id", "room", "ev", "data", "others", "volatile"],
+        &["t", "id", "method", "data"],
     ];
     for (frame, keys) in frames.iter().zip(expected) {
         assert_eq!(map_keys(&encode_client_frame(frame)), keys, "{frame:?}");
@@ -69,12 +71,54 @@ fn id_and_kind() {
             ("history", 5),
             ("history", 6),
             ("refresh", 7),
-            ("ping", -1)
+            ("ping", -1),
+            ("pub", 8),
+            ("rpc", 9)
         ]
     );
     for kind in client::CLIENT_KINDS {
         assert!(all_frames().iter().any(|f| f.kind() == kind), "{kind}");
     }
+}
+
+#[test]
+fn rpc_method_is_checked() {
+    let frame = |method: &str| {
+        let mut w = Writer::with_capacity(64);
+        w.map(4)
+            .str("t")
+            .str("rpc")
+            .str("id")
+            .int(3)
+            .str("method")
+            .str(method)
+            .str("data")
+            .nil();
+        decode_client_frame(&w.into_vec())
+    };
+    assert!(frame("a").is_ok());
+    assert!(frame(&"m".repeat(MAX_METHOD_LEN)).is_ok());
+    for bad in [
+        "",
+        "has space",
+        "tab\t",
+        "é",
+        &"m".repeat(MAX_METHOD_LEN + 1),
+    ] {
+        let err = frame(bad).unwrap_err();
+        assert_eq!(err.id, Some(3), "{bad:?}");
+    }
+    // `data` is required (nil is a value).
+    let mut w = Writer::with_capacity(64);
+    w.map(3)
+        .str("t")
+        .str("rpc")
+        .str("id")
+        .int(4)
+        .str("method")
+        .str("m");
+    let err = decode_client_frame(&w.into_vec()).unwrap_err();
+    assert_eq!(err.reason, "missing field `data`");
 }
 
 #[test]
@@ -105,6 +149,7 @@ fn pub_data_is_spliced_verbatim() {
     for data in cases {
         for others in [false, true] {
             let frame = ClientFrame::Pub {
+                volatile: false,
                 id: 9,
                 room: "chat:lobby".into(),
                 ev: "m".into(),
@@ -139,6 +184,7 @@ fn pub_data_is_spliced_verbatim() {
 #[test]
 fn empty_data_is_sent_as_nil() {
     let frame = ClientFrame::Pub {
+        volatile: false,
         id: 1,
         room: "a:b".into(),
         ev: "e".into(),
@@ -451,6 +497,7 @@ fn refuses_truncated_and_trailing() {
     }
     // A cut inside `data`, after the id was read.
     let frame = ClientFrame::Pub {
+        volatile: false,
         id: 42,
         room: "a:b".into(),
         ev: "e".into(),

@@ -64,6 +64,7 @@ pub(super) fn all_frames() -> Vec<ClientFrame> {
             room: "chat:lobby".into(),
         },
         ClientFrame::Pub {
+            volatile: false,
             id: i64::MIN,
             room: "chat:lobby".into(),
             ev: "message".into(),
@@ -71,6 +72,7 @@ pub(super) fn all_frames() -> Vec<ClientFrame> {
             others: false,
         },
         ClientFrame::Pub {
+            volatile: false,
             id: 0,
             room: "chat:lobby".into(),
             ev: "".into(),
@@ -111,6 +113,19 @@ pub(super) fn all_frames() -> Vec<ClientFrame> {
             token: "t2".into(),
         },
         ClientFrame::Ping { id: -1 },
+        ClientFrame::Pub {
+            id: 8,
+            room: "chat:lobby".into(),
+            ev: "typing".into(),
+            data: vec![0xc3],
+            others: true,
+            volatile: true,
+        },
+        ClientFrame::Rpc {
+            id: 9,
+            method: "orders.get".into(),
+            data: mp(&json!({"order": 12})),
+        },
     ]
 }
 
@@ -164,7 +179,9 @@ fn error_codes() {
             "too_many_rooms",
             "payload_too_large",
             "unavailable",
-            "internal"
+            "internal",
+            "timeout",
+            "rpc_error"
         ]
     );
     for code in ErrorCode::ALL {

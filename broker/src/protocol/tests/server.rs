@@ -44,6 +44,7 @@ fn welcome_err_expiring_round_trip() {
             assert_eq!(
                 decode_server_frame(&bytes),
                 Ok(ServerFrame::Err {
+                    rpc_code: None,
                     id,
                     code: code.as_str().into(),
                     msg: "slow down".into(),
@@ -189,6 +190,7 @@ fn module_frames_decode() {
         assert_eq!(
             decode_server_frame(&frame),
             Ok(ServerFrame::Msg {
+                volatile: false,
                 room: "chat:lobby".into(),
                 ev: "message".into(),
                 data: json!({"text": "hi", "n": [1, 2.5, null]}),
@@ -283,6 +285,7 @@ fn server_decoder_refuses_bad_frames() {
     assert_eq!(
         decode_server_frame(&bytes),
         Ok(ServerFrame::Err {
+            rpc_code: None,
             id: None,
             code: "internal".into(),
             msg: "m".into(),
@@ -380,6 +383,7 @@ fn protocol_doc_example() {
          a5 65 70 6f 63 68 b0 35 66 30 63 33 61 39 65 31 32 64 34 37 62 38 36"
     );
     let pubf = encode_client_frame(&ClientFrame::Pub {
+        volatile: false,
         id: 3,
         room: "chat:lobby".into(),
         ev: "message".into(),
@@ -474,4 +478,54 @@ fn presence_frame() {
             Ok(json!({"t": "presence", "room": "chat:lobby", "user": "bob", "action": text}))
         );
     }
+}
+
+#[test]
+fn rpc_answers_and_volatile_msg() {
+    let ack = encode_ack_raw(5, &ack_rpc(&mp(&json!({"ok": [1, 2]}))));
+    assert_eq!(
+        decode_server_frame(&ack),
+        Ok(ServerFrame::Ack {
+            id: 5,
+            data: json!({"data": {"ok": [1, 2]}})
+        })
+    );
+    assert_eq!(frame_type(&ack), Some("ack"));
+    assert_eq!(frame_type(&[0x81, 0xa1, b'x', 0xa1, b'y']), None);
+    assert_eq!(frame_type(&[]), None);
+    let err = encode_rpc_err(-2, "not_found", "no such order");
+    assert_eq!(frame_type(&err), Some("err"));
+    assert_eq!(map_keys(&err), ["t", "id", "code", "msg", "rpc_code"]);
+    assert_eq!(
+        decode_server_frame(&err),
+        Ok(ServerFrame::Err {
+            id: Some(-2),
+            code: "rpc_error".into(),
+            msg: "no such order".into(),
+            retry_ms: None,
+            rpc_code: Some("not_found".into()),
+        })
+    );
+    let sender = Sender {
+        user: "ann",
+        conn: "n.i.1",
+    };
+    let frame = encode_volatile_msg_frame("chat:a", "typing", &[0xc3], "ep", 9, Some(sender));
+    assert_eq!(
+        map_keys(&frame),
+        ["t", "room", "ev", "data", "seq", "epoch", "ts", "from", "volatile"]
+    );
+    assert_eq!(
+        decode_server_frame(&frame),
+        Ok(ServerFrame::Msg {
+            room: "chat:a".into(),
+            ev: "typing".into(),
+            data: json!(true),
+            seq: 0,
+            epoch: "ep".into(),
+            ts: 9,
+            from: Some(("ann".into(), "n.i.1".into())),
+            volatile: true,
+        })
+    );
 }
