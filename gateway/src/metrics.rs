@@ -8,8 +8,8 @@
 //! the number of series stays fixed.
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Error codes of the WebSocket protocol (`docs/PROTOCOL.md` §5); their
@@ -113,7 +113,30 @@ pub struct Metrics {
     /// `broker_accept_errors_total`: `accept` calls on a listener that
     /// failed, e.g. out of file descriptors (the listener then backs off).
     pub accept_errors: IntCounter,
+    /// `broker_webhook_events_total{result}`: lifecycle entries this node
+    /// acknowledged, by [`WEBHOOK_EVENT_RESULTS`].
+    pub webhook_events: IntCounterVec,
+    /// `broker_webhook_attempts_total{result}`: POSTs to `webhooks.url`, by
+    /// [`WEBHOOK_ATTEMPT_RESULTS`].
+    pub webhook_attempts: IntCounterVec,
+    /// `broker_webhook_lag_seconds`: age (from its stream id) of the oldest
+    /// entry this node holds undelivered; 0 when it holds none.
+    pub webhook_lag: Gauge,
+    /// `broker_webhook_claimed_total`: entries this node took over from
+    /// another consumer's pending list (`XAUTOCLAIM`).
+    pub webhook_claimed: IntCounter,
 }
+
+/// What became of a lifecycle entry this node acknowledged (the `result`
+/// label of `broker_webhook_events_total`): `delivered` (in a POST answered
+/// 2xx), `filtered` (its type is not in `webhooks.events`), `trimmed` (gone
+/// from the stream, cut by its `MAXLEN`, before it was delivered).
+pub const WEBHOOK_EVENT_RESULTS: [&str; 3] = ["delivered", "filtered", "trimmed"];
+
+/// How a POST to `webhooks.url` ended (the `result` label of
+/// `broker_webhook_attempts_total`): `ok` (2xx) or `error` (another status,
+/// a timeout, a connection error; the batch is sent again).
+pub const WEBHOOK_ATTEMPT_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// How a re-read of `auth.jwks_file` ended (the `result` label): `ok` (the
 /// new keys are in use) or `error` (the file was refused, the old keys
@@ -299,6 +322,38 @@ impl Metrics {
             "Failed accepts on the listeners (e.g. out of file descriptors).",
         )?;
 
+        let webhook_events = IntCounterVec::new(
+            Opts::new(
+                "broker_webhook_events_total",
+                "Lifecycle entries acknowledged by this node's webhook loop, by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(webhook_events.clone()))?;
+        for result in WEBHOOK_EVENT_RESULTS {
+            webhook_events.with_label_values(&[result]);
+        }
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "broker_webhook_attempts_total",
+                "POSTs to webhooks.url, by result (ok: 2xx; error: anything else, retried).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(webhook_attempts.clone()))?;
+        for result in WEBHOOK_ATTEMPT_RESULTS {
+            webhook_attempts.with_label_values(&[result]);
+        }
+        let webhook_lag = Gauge::new(
+            "broker_webhook_lag_seconds",
+            "Age of the oldest lifecycle entry this node holds undelivered (0: none).",
+        )?;
+        registry.register(Box::new(webhook_lag.clone()))?;
+        let webhook_claimed = counter(
+            "broker_webhook_claimed_total",
+            "Lifecycle entries this node claimed from another consumer's pending list.",
+        )?;
+
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -341,6 +396,10 @@ impl Metrics {
             auth_keys,
             connections_max,
             accept_errors,
+            webhook_events,
+            webhook_attempts,
+            webhook_lag,
+            webhook_claimed,
         })
     }
 }
@@ -366,7 +425,7 @@ impl std::fmt::Debug for Metrics {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 19] = [
+    const NAMES: [&str; 23] = [
         "broker_jwks_reloads_total",
         "broker_auth_keys",
         "broker_connections",
@@ -385,6 +444,10 @@ mod tests {
         "broker_connections_refused_total",
         "broker_connections_max",
         "broker_accept_errors_total",
+        "broker_webhook_events_total",
+        "broker_webhook_attempts_total",
+        "broker_webhook_lag_seconds",
+        "broker_webhook_claimed_total",
         "process_resident_memory_bytes",
     ];
 
@@ -437,6 +500,14 @@ mod tests {
         );
         for reason in REFUSAL_REASONS {
             let series = format!("broker_connections_refused_total{{reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for result in WEBHOOK_EVENT_RESULTS {
+            let series = format!("broker_webhook_events_total{{result=\"{result}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for result in WEBHOOK_ATTEMPT_RESULTS {
+            let series = format!("broker_webhook_attempts_total{{result=\"{result}\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
         }
     }

@@ -14,7 +14,7 @@ use super::{Config, ConfigError};
 pub const ENV_PREFIX: &str = "BROKER_";
 
 /// Top-level keys, i.e. the sections an environment variable may address.
-const TOP_LEVEL_KEYS: [&str; 12] = [
+const TOP_LEVEL_KEYS: [&str; 13] = [
     "listen",
     "admin_listen",
     "node_id",
@@ -27,6 +27,7 @@ const TOP_LEVEL_KEYS: [&str; 12] = [
     "testing",
     "node",
     "namespaces",
+    "webhooks",
 ];
 
 impl Config {

@@ -32,7 +32,10 @@ use thiserror::Error;
 
 pub use load::ENV_PREFIX;
 pub use types::*;
-pub use validate::{ALGORITHMS, MAX_LEEWAY_S, MAX_PRESENCE_GRACE_MS, MIN_LEASE_MS};
+pub use validate::{
+    ALGORITHMS, MAX_LEEWAY_S, MAX_PRESENCE_GRACE_MS, MAX_WEBHOOK_BATCH, MAX_WEBHOOK_TIMEOUT_MS,
+    MIN_LEASE_MS,
+};
 
 /// Why the configuration could not be used.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
