@@ -2,11 +2,12 @@
 //! `XAUTOCLAIM`), and the JSON body of one POST.
 //!
 //! The body is `{"events": [...]}`, one object per entry in stream order:
-//! `id` (the stream id, a string) and every field of the entry as a string,
-//! except `ts` and `duration_ms`, which are JSON numbers when they are
-//! decimal integers (as the module writes them). A field named `id` is
-//! left out (the stream id takes its place). Keys are in alphabetical
-//! order.
+//! `id` (the stream id, a string), `stream` (the stream's key: on a
+//! cluster each master's stream numbers its ids alone, so only the pair
+//! names an entry) and every field of the entry as a string, except `ts`
+//! and `duration_ms`, which are JSON numbers when they are decimal
+//! integers (as the module writes them). Fields named `id` or `stream`
+//! are left out (ours take their place). Keys are in alphabetical order.
 
 use redis::{RedisResult, Value};
 use serde_json::{Map, Value as J};
@@ -161,14 +162,15 @@ pub fn autoclaim_reply(v: Value) -> RedisResult<Claimed> {
     })
 }
 
-/// The POST body for `entries` (see the module documentation).
-pub fn body<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
+/// The POST body for `entries` of `stream` (see the module
+/// documentation).
+pub fn body<'a>(stream: &str, entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
     let events: Vec<J> = entries
         .into_iter()
         .map(|entry| {
             let mut object = Map::new();
             for (key, value) in entry.fields.iter().flatten() {
-                if key == "id" {
+                if key == "id" || key == "stream" {
                     continue;
                 }
                 let json = match value.parse::<u64>() {
@@ -178,6 +180,7 @@ pub fn body<'a>(entries: impl IntoIterator<Item = &'a Entry>) -> Vec<u8> {
                 object.insert(key.clone(), json);
             }
             object.insert("id".to_owned(), J::from(entry.id.as_str()));
+            object.insert("stream".to_owned(), J::from(stream));
             J::Object(object)
         })
         .collect();
@@ -268,15 +271,16 @@ mod tests {
                 ("ts".into(), "soon".into()),
             ]),
         };
-        let got: J = serde_json::from_slice(&body([&e, &odd])).unwrap();
+        let got: J = serde_json::from_slice(&body("broker:events", [&e, &odd])).unwrap();
         assert_eq!(
             got,
             serde_json::json!({"events": [
                 {"id": "1700000000000-0", "type": "disconnect", "user": "u1", "conn": "n1.x.1",
-                 "node": "n1", "reason": "client", "duration_ms": 1500, "ts": 1_700_000_000_000u64},
-                {"id": "2-0", "type": "join", "ts": "soon"},
+                 "node": "n1", "reason": "client", "duration_ms": 1500, "ts": 1_700_000_000_000u64,
+                 "stream": "broker:events"},
+                {"id": "2-0", "type": "join", "ts": "soon", "stream": "broker:events"},
             ]})
         );
-        assert_eq!(body(std::iter::empty()), br#"{"events":[]}"#);
+        assert_eq!(body("s", std::iter::empty()), br#"{"events":[]}"#);
     }
 }

@@ -183,7 +183,7 @@ impl Reader {
                 shared.lag.hold(&self.stream, oldest, metrics);
             }
             let ids: Vec<&str> = wanted.iter().map(|e| e.id.as_str()).collect();
-            let body = Bytes::from(entry::body(wanted.iter().copied()));
+            let body = Bytes::from(entry::body(&self.stream, wanted.iter().copied()));
             let signature = sign::signature(&settings.secret, &body);
             let mut attempt: u32 = 0;
             loop {
