@@ -21,8 +21,8 @@ pub const RESPONSE_MARGIN: Duration = Duration::from_secs(2);
 pub enum Link {
     /// One Redis.
     Single {
-        /// Where to connect.
-        client: redis::Client,
+        /// Where to connect (boxed: the cluster variant is small).
+        client: Box<redis::Client>,
         /// The connection, once made (dropped after a connection error).
         conn: Option<redis::aio::MultiplexedConnection>,
         /// The longest `BLOCK` plus [`RESPONSE_MARGIN`].

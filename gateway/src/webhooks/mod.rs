@@ -242,7 +242,7 @@ async fn single(shared: &Arc<Shared>, url: &str) {
         }
     };
     let link = Link::Single {
-        client,
+        client: Box::new(client),
         conn: None,
         response_timeout: BLOCK + link::RESPONSE_MARGIN,
     };

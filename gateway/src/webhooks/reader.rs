@@ -92,7 +92,7 @@ impl Reader {
                     }
                 }
                 Err(err) => {
-                    if failures % 10 == 0 {
+                    if failures.is_multiple_of(10) {
                         tracing::warn!(stream = %self.stream, error = %err, "webhooks: Redis call failed; retrying");
                     }
                     if err.code() == Some("NOGROUP") {
@@ -202,7 +202,7 @@ impl Reader {
                     Err(err) => err,
                 };
                 metrics.webhook_attempts.with_label_values(&["error"]).inc();
-                if attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     tracing::warn!(stream = %self.stream, events = ids.len(), attempt = attempt + 1, error = %why, "webhooks: POST failed; retrying");
                 }
                 if !pause(stop, backoff(attempt)).await {
@@ -217,7 +217,7 @@ impl Reader {
             match self.link.query(self.ack_cmd(&all)).await {
                 Ok(_) => break,
                 Err(err) => {
-                    if failures % 10 == 0 {
+                    if failures.is_multiple_of(10) {
                         tracing::warn!(stream = %self.stream, error = %err, "webhooks: XACK failed; retrying");
                     }
                     if !pause(stop, backoff(failures)).await {
