@@ -22,6 +22,7 @@
 //! - [`metrics`]: the node's Prometheus metrics.
 //! - [`clock`]: wall-clock and monotonic milliseconds.
 //! - [`fd_limit`]: the open-file limit and the connection cap it allows.
+//! - [`webhooks`]: the lifecycle stream POSTed to `webhooks.url`.
 //!
 //! [`run`] starts a node on already-bound listeners, so tests start nodes
 //! in-process on port 0 and `main.rs` stays a few lines.
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod node;
 pub mod session;
 pub mod store;
+pub mod webhooks;
 pub mod ws;
 
 use std::future::Future;
@@ -118,6 +120,7 @@ pub async fn run(
     }
 
     let lease = tokio::spawn(lease::hold_lease(node.clone()));
+    let webhook_loop = webhooks::start(&app.config, node.clone(), urls.clone());
     let receiver = tokio::spawn(node::channel::receive(node.clone(), urls));
     let keepalive = tokio::spawn(keepalive::run(node.clone(), limits));
     let reconcile = tokio::spawn(node::reconcile::run(node.clone()));
@@ -149,6 +152,10 @@ pub async fn run(
     }
     let _ = lease.await;
     let _ = receiver.await;
+    if let Some(webhook_loop) = webhook_loop {
+        // Stops at once, or after the POST in flight (webhooks.timeout_ms).
+        let _ = webhook_loop.await;
+    }
     admin_task.abort();
     keepalive.abort();
     reconcile.abort();

@@ -8,8 +8,8 @@
 //! the number of series stays fixed.
 
 use prometheus::{
-    Encoder as _, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Error codes of the WebSocket protocol (`docs/PROTOCOL.md` §5); their
@@ -127,6 +127,18 @@ pub struct Metrics {
     /// `broker_volatile_skipped_total`: ephemeral messages not queued for
     /// a member whose send queue was over half full.
     pub volatile_skipped: IntCounter,
+    /// `broker_webhook_events_total{result}`: lifecycle entries this node
+    /// acknowledged, by [`WEBHOOK_EVENT_RESULTS`].
+    pub webhook_events: IntCounterVec,
+    /// `broker_webhook_attempts_total{result}`: POSTs to `webhooks.url`, by
+    /// [`WEBHOOK_ATTEMPT_RESULTS`].
+    pub webhook_attempts: IntCounterVec,
+    /// `broker_webhook_lag_seconds`: age (from its stream id) of the oldest
+    /// entry this node holds undelivered; 0 when it holds none.
+    pub webhook_lag: Gauge,
+    /// `broker_webhook_claimed_total`: entries this node took over from
+    /// another consumer's pending list (`XAUTOCLAIM`).
+    pub webhook_claimed: IntCounter,
 }
 
 /// How a client `rpc` ended (the `result` label): `replied`
@@ -137,6 +149,17 @@ pub const RPC_RESULTS: [&str; 3] = ["replied", "error", "timeout"];
 /// connection is not on this node any more), `late` (its `rpc` is not
 /// pending: timed out, answered already, or an unknown id).
 pub const RPC_DROP_REASONS: [&str; 2] = ["gone", "late"];
+
+/// What became of a lifecycle entry this node acknowledged (the `result`
+/// label of `broker_webhook_events_total`): `delivered` (in a POST answered
+/// 2xx), `filtered` (its type is not in `webhooks.events`), `trimmed` (gone
+/// from the stream, cut by its `MAXLEN`, before it was delivered).
+pub const WEBHOOK_EVENT_RESULTS: [&str; 3] = ["delivered", "filtered", "trimmed"];
+
+/// How a POST to `webhooks.url` ended (the `result` label of
+/// `broker_webhook_attempts_total`): `ok` (2xx) or `error` (another status,
+/// a timeout, a connection error; the batch is sent again).
+pub const WEBHOOK_ATTEMPT_RESULTS: [&str; 2] = ["ok", "error"];
 
 /// How a re-read of `auth.jwks_file` ended (the `result` label): `ok` (the
 /// new keys are in use) or `error` (the file was refused, the old keys
@@ -356,6 +379,37 @@ impl Metrics {
             "broker_volatile_skipped_total",
             "Ephemeral messages skipped for members whose send queue was over half full.",
         )?;
+        let webhook_events = IntCounterVec::new(
+            Opts::new(
+                "broker_webhook_events_total",
+                "Lifecycle entries acknowledged by this node's webhook loop, by result.",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(webhook_events.clone()))?;
+        for result in WEBHOOK_EVENT_RESULTS {
+            webhook_events.with_label_values(&[result]);
+        }
+        let webhook_attempts = IntCounterVec::new(
+            Opts::new(
+                "broker_webhook_attempts_total",
+                "POSTs to webhooks.url, by result (ok: 2xx; error: anything else, retried).",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(webhook_attempts.clone()))?;
+        for result in WEBHOOK_ATTEMPT_RESULTS {
+            webhook_attempts.with_label_values(&[result]);
+        }
+        let webhook_lag = Gauge::new(
+            "broker_webhook_lag_seconds",
+            "Age of the oldest lifecycle entry this node holds undelivered (0: none).",
+        )?;
+        registry.register(Box::new(webhook_lag.clone()))?;
+        let webhook_claimed = counter(
+            "broker_webhook_claimed_total",
+            "Lifecycle entries this node claimed from another consumer's pending list.",
+        )?;
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
@@ -403,6 +457,10 @@ impl Metrics {
             rpc_duration,
             rpc_replies_dropped,
             volatile_skipped,
+            webhook_events,
+            webhook_attempts,
+            webhook_lag,
+            webhook_claimed,
         })
     }
 }
@@ -428,7 +486,7 @@ impl std::fmt::Debug for Metrics {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 23] = [
+    const NAMES: [&str; 27] = [
         "broker_rpc_requests_total",
         "broker_rpc_duration_seconds",
         "broker_rpc_replies_dropped_total",
@@ -451,6 +509,10 @@ mod tests {
         "broker_connections_refused_total",
         "broker_connections_max",
         "broker_accept_errors_total",
+        "broker_webhook_events_total",
+        "broker_webhook_attempts_total",
+        "broker_webhook_lag_seconds",
+        "broker_webhook_claimed_total",
         "process_resident_memory_bytes",
     ];
 
@@ -503,6 +565,14 @@ mod tests {
         );
         for reason in REFUSAL_REASONS {
             let series = format!("broker_connections_refused_total{{reason=\"{reason}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for result in WEBHOOK_EVENT_RESULTS {
+            let series = format!("broker_webhook_events_total{{result=\"{result}\"}}");
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        for result in WEBHOOK_ATTEMPT_RESULTS {
+            let series = format!("broker_webhook_attempts_total{{result=\"{result}\"}}");
             assert_eq!(sample(&text, &series), Some(0.0), "{series}");
         }
     }

@@ -135,6 +135,9 @@ pub struct Options {
     /// unset: the gateway verifies with [`SECRET`]). See [`jwks`] and
     /// [`token_kid`].
     pub jwks_file: Option<PathBuf>,
+    /// `testing.webhook_claim_idle_ms` (default: unset, the gateway's
+    /// rule). Give `[webhooks]` itself through [`Options::extra_toml`].
+    pub webhook_claim_idle_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -160,6 +163,7 @@ impl Default for Options {
             extra_toml: String::new(),
             redis_url: None,
             jwks_file: None,
+            webhook_claim_idle_ms: None,
         }
     }
 }
@@ -703,6 +707,7 @@ presence_grace_ms = {grace}
 
 [testing]
 echo = {echo}
+{claim_idle}
 {NAMESPACES}
 {extra}
 "#,
@@ -723,6 +728,10 @@ echo = {echo}
         req_period = opts.requests.1,
         req_burst = opts.requests.2,
         echo = opts.echo,
+        claim_idle = opts
+            .webhook_claim_idle_ms
+            .map(|ms| format!("webhook_claim_idle_ms = {ms}"))
+            .unwrap_or_default(),
         extra = opts.extra_toml,
     )
 }

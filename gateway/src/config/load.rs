@@ -14,7 +14,7 @@ use super::{Config, ConfigError};
 pub const ENV_PREFIX: &str = "BROKER_";
 
 /// Top-level keys, i.e. the sections an environment variable may address.
-const TOP_LEVEL_KEYS: [&str; 13] = [
+const TOP_LEVEL_KEYS: [&str; 14] = [
     "listen",
     "admin_listen",
     "node_id",
@@ -28,6 +28,7 @@ const TOP_LEVEL_KEYS: [&str; 13] = [
     "node",
     "namespaces",
     "rpc",
+    "webhooks",
 ];
 
 impl Config {

@@ -33,7 +33,8 @@ use thiserror::Error;
 pub use load::ENV_PREFIX;
 pub use types::*;
 pub use validate::{
-    ALGORITHMS, MAX_LEEWAY_S, MAX_PRESENCE_GRACE_MS, MAX_RPC_TIMEOUT_MS, MIN_LEASE_MS,
+    ALGORITHMS, MAX_LEEWAY_S, MAX_PRESENCE_GRACE_MS, MAX_RPC_TIMEOUT_MS, MAX_WEBHOOK_BATCH,
+    MAX_WEBHOOK_TIMEOUT_MS, MIN_LEASE_MS,
 };
 
 /// Why the configuration could not be used.

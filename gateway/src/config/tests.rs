@@ -688,3 +688,74 @@ fn example_config_file_is_valid() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn webhooks_defaults_file_and_environment() {
+    let c = Config::default();
+    assert_eq!(c.webhooks.url, None, "webhooks are off by default");
+    assert_eq!(c.webhooks.events, EVENT_TYPES.to_vec());
+    assert_eq!(c.webhooks.batch_max, 100);
+    assert_eq!(c.webhooks.timeout_ms, 3000);
+    assert_eq!(c.testing.webhook_claim_idle_ms, None);
+
+    let toml = format!(
+        "{SECRET}[webhooks]\nurl = \"http://hooks.local:8000/in\"\nsecret = \"s\"\nevents = [\"join\", \"leave\"]\nbatch_max = 10\n"
+    );
+    let c = load(&toml).unwrap();
+    assert_eq!(
+        c.webhooks.url.as_deref(),
+        Some("http://hooks.local:8000/in")
+    );
+    assert_eq!(c.webhooks.events, ["join", "leave"]);
+    assert_eq!(c.webhooks.batch_max, 10);
+
+    let c = Config::from_sources(
+        Some(SECRET),
+        &env(&[
+            ("BROKER_WEBHOOKS__URL", "http://127.0.0.1:9/x"),
+            ("BROKER_WEBHOOKS__SECRET", "123"),
+            ("BROKER_WEBHOOKS__EVENTS", "online, offline"),
+            ("BROKER_WEBHOOKS__TIMEOUT_MS", "500"),
+            ("BROKER_TESTING__WEBHOOK_CLAIM_IDLE_MS", "1500"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.webhooks.url.as_deref(), Some("http://127.0.0.1:9/x"));
+    assert_eq!(c.webhooks.secret.as_deref(), Some("123"));
+    assert_eq!(c.webhooks.events, ["online", "offline"]);
+    assert_eq!(c.webhooks.timeout_ms, 500);
+    assert_eq!(c.testing.webhook_claim_idle_ms, Some(1500));
+}
+
+#[test]
+fn webhooks_validation() {
+    let hook = |rest: &str| format!("{SECRET}[webhooks]\n{rest}\n");
+    let msg = invalid(&hook("url = \"http://h/x\""));
+    assert!(msg.contains("webhooks.secret is required"), "{msg}");
+    let msg = invalid(&hook("url = \"http://h/x\"\nsecret = \"\""));
+    assert!(msg.contains("webhooks.secret is required"), "{msg}");
+    for bad in ["ftp://h/x", "h:80/x", "http://", "http:///x"] {
+        let msg = invalid(&hook(&format!("url = \"{bad}\"\nsecret = \"s\"")));
+        assert!(msg.contains("webhooks.url"), "{bad}: {msg}");
+    }
+    let msg = invalid(&hook("url = \"https://h/x\"\nsecret = \"s\""));
+    assert!(msg.contains("https:// is not supported"), "{msg}");
+    let msg = invalid(&hook("events = [\"join\", \"publish\"]"));
+    assert!(msg.contains("\"publish\" is not one of"), "{msg}");
+    let msg = invalid(&hook("events = []"));
+    assert!(msg.contains("at least one type"), "{msg}");
+    for batch in [0, MAX_WEBHOOK_BATCH + 1] {
+        let msg = invalid(&hook(&format!("batch_max = {batch}")));
+        assert!(msg.contains("webhooks.batch_max"), "{msg}");
+    }
+    for timeout in [0, MAX_WEBHOOK_TIMEOUT_MS + 1] {
+        let msg = invalid(&hook(&format!("timeout_ms = {timeout}")));
+        assert!(msg.contains("webhooks.timeout_ms"), "{msg}");
+    }
+    let msg = invalid(&format!("{SECRET}[testing]\nwebhook_claim_idle_ms = 0\n"));
+    assert!(msg.contains("webhook_claim_idle_ms"), "{msg}");
+    // Without a URL the other keys are still checked, and their
+    // defaults pass.
+    load(&hook("")).unwrap();
+    load(&hook("url = \"http://127.0.0.1:8000\"\nsecret = \"s\"")).unwrap();
+}

@@ -40,6 +40,8 @@ pub struct Config {
     pub node: NodeConfig,
     /// Policy per namespace (the part of a room name before `:`).
     pub namespaces: BTreeMap<String, Namespace>,
+    /// Lifecycle events POSTed to a backend (off while `url` is unset).
+    pub webhooks: WebhooksConfig,
     /// Test-only switches (off by default).
     pub testing: Testing,
     /// Client `rpc` requests to the backends.
@@ -77,6 +79,10 @@ pub struct Testing {
     /// Serves `GET /echo`: a plain WebSocket echo (no auth, no protocol)
     /// for protocol conformance suites such as Autobahn.
     pub echo: bool,
+    /// Overrides how long a webhook entry stays pending before another
+    /// node claims it (`crate::webhooks`); `None`: the rule of
+    /// `docs/CONFIG.md`. For the tests' dead-node case.
+    pub webhook_claim_idle_ms: Option<u64>,
 }
 
 impl Default for Config {
@@ -93,6 +99,7 @@ impl Default for Config {
             limits: Limits::default(),
             node: NodeConfig::default(),
             namespaces: BTreeMap::new(),
+            webhooks: WebhooksConfig::default(),
             testing: Testing::default(),
             rpc: RpcConfig::default(),
         }
@@ -257,6 +264,48 @@ impl Default for NodeConfig {
         NodeConfig {
             lease_ms: 5000,
             presence_grace_ms: 0,
+        }
+    }
+}
+
+/// The lifecycle event types of the module's stream, in the contract's
+/// order: what `webhooks.events` may name, and its default.
+pub const EVENT_TYPES: [&str; 6] = [
+    "connect",
+    "disconnect",
+    "join",
+    "leave",
+    "online",
+    "offline",
+];
+
+/// `[webhooks]`: the lifecycle stream POSTed to one URL (`crate::webhooks`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Where batches are POSTed (`http://` only); unset: webhooks are off.
+    pub url: Option<String>,
+    /// Key of the `X-Broker-Signature` HMAC-SHA256; required with `url`.
+    pub secret: Option<String>,
+    /// Event types POSTed; entries of other types are acknowledged
+    /// without a POST.
+    #[serde(deserialize_with = "string_or_list")]
+    pub events: Vec<String>,
+    /// Most entries in one POST (1..=[`super::MAX_WEBHOOK_BATCH`]).
+    pub batch_max: usize,
+    /// How long one POST may take, connecting and reading the answer
+    /// included, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            url: None,
+            secret: None,
+            events: EVENT_TYPES.iter().map(|t| (*t).to_owned()).collect(),
+            batch_max: 100,
+            timeout_ms: 3000,
         }
     }
 }

@@ -24,6 +24,12 @@ pub const MAX_PRESENCE_GRACE_MS: u64 = 3_600_000;
 /// the connection's [`crate::node::connection::MAX_PENDING_RPCS`] until then.
 pub const MAX_RPC_TIMEOUT_MS: u64 = 300_000;
 
+/// Largest accepted `webhooks.batch_max`.
+pub const MAX_WEBHOOK_BATCH: usize = 1000;
+
+/// Largest accepted `webhooks.timeout_ms`: a minute.
+pub const MAX_WEBHOOK_TIMEOUT_MS: u64 = 60_000;
+
 impl Config {
     /// Checks the values together: the JWT algorithm and its key (HS* need
     /// `secret` unless `jwks_file`, `dev_tokens` or `allow_anonymous`;
@@ -49,6 +55,7 @@ impl Config {
         for (name, ns) in &self.namespaces {
             check_namespace(name, ns, &mut problems);
         }
+        check_webhooks(self, &mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -274,5 +281,60 @@ fn check_namespace(name: &str, ns: &Namespace, problems: &mut Vec<String>) {
                 "namespaces.{name}.rate: count, period_s and burst must be greater than 0"
             ));
         }
+    }
+}
+
+/// `[webhooks]` (and its test knob): an `http://` URL with a host, a
+/// secret with it, known event types, the batch and timeout ranges.
+fn check_webhooks(config: &Config, problems: &mut Vec<String>) {
+    let w = &config.webhooks;
+    if let Some(url) = &w.url {
+        if url.starts_with("https://") {
+            problems.push(
+                "webhooks.url: https:// is not supported; POST to http:// (e.g. a TLS proxy on the same host)"
+                    .to_owned(),
+            );
+        } else {
+            let host = url
+                .parse::<hyper::Uri>()
+                .ok()
+                .filter(|uri| uri.scheme_str() == Some("http"))
+                .and_then(|uri| uri.host().map(str::to_owned));
+            if !matches!(host.as_deref(), Some(h) if !h.is_empty()) {
+                problems.push(format!(
+                    "webhooks.url {url:?} must look like http://host[:port][/path]"
+                ));
+            }
+        }
+        if !matches!(w.secret.as_deref(), Some(s) if !s.is_empty()) {
+            problems.push("webhooks.secret is required with webhooks.url".to_owned());
+        }
+    }
+    if w.events.is_empty() {
+        problems.push(
+            "webhooks.events must name at least one type (omit webhooks.url to turn webhooks off)"
+                .to_owned(),
+        );
+    }
+    for event in &w.events {
+        if !super::EVENT_TYPES.contains(&event.as_str()) {
+            problems.push(format!(
+                "webhooks.events: {event:?} is not one of {}",
+                super::EVENT_TYPES.join(", ")
+            ));
+        }
+    }
+    if !(1..=MAX_WEBHOOK_BATCH).contains(&w.batch_max) {
+        problems.push(format!(
+            "webhooks.batch_max must be 1 to {MAX_WEBHOOK_BATCH}"
+        ));
+    }
+    if !(1..=MAX_WEBHOOK_TIMEOUT_MS).contains(&w.timeout_ms) {
+        problems.push(format!(
+            "webhooks.timeout_ms must be 1 to {MAX_WEBHOOK_TIMEOUT_MS}"
+        ));
+    }
+    if config.testing.webhook_claim_idle_ms == Some(0) {
+        problems.push("testing.webhook_claim_idle_ms must be greater than 0".to_owned());
     }
 }
