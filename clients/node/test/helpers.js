@@ -9,6 +9,7 @@ import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { Redis, Cluster } from 'ioredis';
+import { encode } from '@msgpack/msgpack';
 
 const run = promisify(execFile);
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
@@ -167,4 +168,10 @@ export function fakeGateway(broker, node = unique('gw')) {
     join: (room, user, conn) => broker.command('BROKER.JOIN', [room, user, conn, node], { key: room }),
     release: () => broker.eachMaster('BROKER.NODE.RELEASE', [node]),
   };
+}
+
+/** Append an RPC request to broker:rpc as the gateway does; returns the entry id. */
+export function addRequest(redis, { method, data = null, user = 'alice', conn = 'gw1.i.1', node = 'gw1', id = '1', deadline = Date.now() + 5000 }) {
+  return redis.xadd('broker:rpc', '*', 'method', method, 'data', Buffer.from(encode(data)), 'json', JSON.stringify(data),
+    'user', user, 'conn', conn, 'node', node, 'id', String(id), 'deadline', String(deadline));
 }
