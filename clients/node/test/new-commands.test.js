@@ -122,7 +122,7 @@ test('[needs BROKER.PUBLISH VOLATILE] a volatile publish has seq 0 and stays out
   assert.equal(h.messages.length, 1);
 });
 
-test('[needs the module's lifecycle entries] CONN.OPEN and JOIN write connect, online and join entries', async () => {
+test('[needs the module lifecycle entries] CONN.OPEN and JOIN write connect, online and join entries', async () => {
   const gw = fakeGateway(broker);
   await gw.lease();
   const user = unique('erin');
