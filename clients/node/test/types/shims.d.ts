@@ -1,0 +1,2 @@
+// ioredis' own .d.ts files import redis-errors, which ships no types.
+declare module 'redis-errors';
