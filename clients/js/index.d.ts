@@ -100,6 +100,14 @@ export interface RecoveryInfo extends JoinedInfo {
   since: Position;
 }
 
+/** A `joined` frame: the backend put the connection into `room`, which
+ * was at `seq` (messages after it follow). */
+export interface ServerMembership {
+  room: string;
+  seq: number;
+  epoch: string;
+}
+
 /** A `missed` frame: messages of `room` up to `seq` were lost for this
  * connection (the gateway's own link to Redis dropped and history no
  * longer held them). The subscription's position moves to `{seq, epoch}`;
@@ -247,6 +255,12 @@ export interface ClientEvents {
   recovered: [RecoveryInfo];
   recovery_failed: [RecoveryInfo];
   missed: [MissedInfo];
+  /** The backend put this connection into `room` (`BROKER.USER.JOIN`);
+   * its messages follow as client-level `msg` events. Lasts for this
+   * connection: after a reconnect the backend decides again. */
+  server_joined: [ServerMembership];
+  /** The backend took this connection out of `room` (`BROKER.USER.LEAVE`). */
+  server_left: [{ room: string }];
   expiring: [{ inMs: number }];
   token_refreshed: [{ exp: number | null }];
   error: [BrokerError];

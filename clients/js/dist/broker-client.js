@@ -1972,6 +1972,12 @@ var BrokerClient = class extends Emitter {
       case "missed":
         this._onMissed(frame);
         break;
+      case "joined":
+        this.emit("server_joined", { room: frame.room, seq: frame.seq, epoch: frame.epoch });
+        break;
+      case "left":
+        this.emit("server_left", { room: frame.room });
+        break;
       default:
         break;
     }

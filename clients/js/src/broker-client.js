@@ -631,6 +631,14 @@ export class BrokerClient extends Emitter {
       case 'missed':
         this._onMissed(frame);
         break;
+      case 'joined':
+        // The backend put this connection into a room (BROKER.USER.JOIN):
+        // its messages come as client-level 'msg' events from now on.
+        this.emit('server_joined', { room: frame.room, seq: frame.seq, epoch: frame.epoch });
+        break;
+      case 'left':
+        this.emit('server_left', { room: frame.room });
+        break;
       default:
         break; // unknown frame types are ignored (PROTOCOL.md §4)
     }
