@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use broker::protocol::ServerFrame;
+use broker::protocol::{ClientFrame, ServerFrame};
 use broker_tests::cluster::RedisCluster;
 use broker_tests::gateway::{http_get, msg_fields, Gateway, Options};
 use broker_tests::RedisServer;
@@ -91,6 +91,25 @@ async fn everything_works(gw: &Gateway, room: &str) {
         .admin_post("/api/broadcast", &json!({"ev": "notice", "data": 1}))
         .await;
     assert_eq!(resp.status, 200, "broadcast: {resp:?}");
+    // A client's rpc is appended to broker:rpc by the gateway (XADD); the
+    // backend's answer is the test's concern, not the ACL's: it times out.
+    alice
+        .send(&ClientFrame::Rpc {
+            id: 990,
+            method: "acl:check".into(),
+            data: broker_tests::gateway::msgpack(&json!({})),
+        })
+        .await;
+    let resp = gw
+        .admin_post("/api/users/bob/join", &json!({"room": "chat:acl-joined"}))
+        .await;
+    assert_eq!(resp.status, 200, "user join: {resp:?}");
+    let joined = bob
+        .recv_matching(Duration::from_secs(5), "joined", |f| {
+            matches!(f, ServerFrame::Joined { .. })
+        })
+        .await;
+    assert!(matches!(joined, ServerFrame::Joined { .. }));
     let resp = gw.admin_post("/api/users/bob/disconnect", &json!({})).await;
     assert_eq!(resp.status, 200, "disconnect: {resp:?}");
     bob.expect_close().await;
