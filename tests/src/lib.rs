@@ -451,6 +451,15 @@ pub fn run_err(con: &mut Connection, command: impl Command) -> String {
     }
 }
 
+/// Keys in the database other than the lifecycle stream `broker:events`
+/// (which the module writes as connections come and go): for tests that
+/// check a command wrote no key.
+pub fn keys_but_events(con: &mut Connection) -> i64 {
+    let all = int(&ok(con, &["DBSIZE"]));
+    let events = int(&ok(con, &["EXISTS", broker::names::EVENTS_STREAM]));
+    all - events
+}
+
 /// Runs `args` and panics on an error reply.
 pub fn ok(con: &mut Connection, args: &[&str]) -> Value {
     call(con, args).unwrap_or_else(|e| panic!("{args:?} failed: {}", err_line(&e)))
