@@ -499,7 +499,8 @@ impl Connection {
         let metrics = node.metrics.clone();
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(timeout_ms)).await;
-            if conn.end_rpc(id).is_some() {
+            // A connection that closed meanwhile is no timeout to count.
+            if conn.end_rpc(id).is_some() && conn.outlet.close_reason().is_none() {
                 metrics.rpc_requests.with_label_values(&["timeout"]).inc();
                 metrics
                     .errors
