@@ -579,3 +579,62 @@ async fn on_a_cluster_every_masters_stream_is_delivered() {
     let delivered = r#"broker_webhook_events_total{result="delivered"}"#;
     assert_eq!(metric_at_least(&gw, delivered, 15.0).await, 15.0);
 }
+
+#[tokio::test]
+async fn what_the_module_writes_reaches_a_failing_receiver_after_retries() {
+    // The whole path: real clients come and go through a gateway, the
+    // module writes their lifecycle entries, a receiver that fails first
+    // gets every one of them, signed.
+    let redis = RedisServer::start();
+    let receiver = Receiver::start(Mode::Ok, 2).await;
+    let gw = Gateway::start(&redis, opts("hook-live", &receiver, "batch_max = 10")).await;
+    let mut alice = gw.connect("alice").await;
+    alice.join("chat:lobby").await;
+    let conn = alice.conn.clone();
+    alice.close().await;
+    let mut con = redis.client();
+    let written: Vec<String> = {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let entries = array(&ok(&mut con, &["XRANGE", STREAM, "-", "+"]));
+            let ids: Vec<String> = entries
+                .iter()
+                .map(|e| format!("{STREAM}/{}", text(&array(e)[0])))
+                .collect();
+            if ids.len() >= 6 {
+                break ids;
+            }
+            assert!(Instant::now() < deadline, "module entries: {ids:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    receiver.wait_for(&written, Duration::from_secs(15)).await;
+    let posts = receiver.posts();
+    assert_eq!(posts.iter().filter(|p| p.status == 500).count(), 2);
+    assert!(posts.iter().all(|p| verify(HOOK_SECRET, p)));
+    let story: Vec<String> = posts
+        .iter()
+        .filter(|p| p.status == 200)
+        .flat_map(|p| p.events())
+        .filter(|e| e["conn"] == conn.as_str())
+        .map(|e| {
+            let mut w = e["type"].as_str().unwrap().to_string();
+            if let Some(r) = e["reason"].as_str() {
+                w = format!("{w}/{r}");
+            }
+            w
+        })
+        .collect();
+    assert_eq!(
+        story,
+        [
+            "connect",
+            "online",
+            "join",
+            "leave/client",
+            "disconnect/client",
+            "offline"
+        ]
+    );
+    wait_no_pending(&mut con, STREAM).await;
+}
