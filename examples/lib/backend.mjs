@@ -33,10 +33,26 @@ export async function ensureGroup(broker, stream, group) {
   }
 }
 
+/** The route of `routes` for `method` + `pathname`, with its `:params`. */
+function route(routes, method, pathname) {
+  const parts = pathname.split('/');
+  for (const [key, fn] of Object.entries(routes)) {
+    const [m, pattern] = key.split(' ');
+    const want = pattern.split('/');
+    if (m !== method || want.length !== parts.length) continue;
+    const params = {};
+    if (want.every((w, i) => (w.startsWith(':') ? (params[w.slice(1)] = decodeURIComponent(parts[i])) !== '' : w === parts[i]))) {
+      return [fn, params];
+    }
+  }
+  return [null, null];
+}
+
 /**
- * An HTTP server on BACKEND_PORT. `routes` maps "METHOD /path" to
- * `async (req, rawBody: Buffer, url: URL) => [status, jsonBody]`. GET /healthz
- * answers 200 once `ready()` has been called.
+ * An HTTP server on BACKEND_PORT. `routes` maps "METHOD /path" (segments
+ * `:name` are parameters) to `async (req, rawBody: Buffer, url: URL, params)
+ * => [status, jsonBody]`. GET /healthz answers 200 once `ready()` has been
+ * called.
  */
 export function httpServer(routes = {}) {
   let isReady = false;
@@ -51,8 +67,8 @@ export function httpServer(routes = {}) {
       if (req.method === 'GET' && url.pathname === '/healthz') {
         [status, out] = isReady ? [200, { ok: true }] : [503, { ok: false }];
       } else {
-        const route = routes[`${req.method} ${url.pathname}`];
-        if (route) [status, out] = await route(req, body, url);
+        const [fn, params] = route(routes, req.method, url.pathname);
+        if (fn) [status, out] = await fn(req, body, url, params);
       }
     } catch (err) {
       log('error in', req.method, url.pathname, err);
