@@ -174,6 +174,7 @@ for n in $(seq "$NODES"); do
         tail -n 20 "$RUNDIR/gateway-$n.log" >&2
         exit 1
     fi
+    disown "${GATEWAY_PIDS[-1]}" # no "Killed" line when a scenario kills it
     WS_URLS+=("ws://127.0.0.1:$listen/ws")
     ADMIN_URLS+=("http://127.0.0.1:$admin")
     NODE_IDS+=("$node_id")
