@@ -110,7 +110,7 @@ cleanup() {
                 tail -n 25 "$f"
             done
         fi
-        rm -rf "$RUNDIR"
+        [ -n "${KEEP_RUNDIR:-}" ] || rm -rf "$RUNDIR"
     else
         echo
         log "stopped (logs in ${RUNDIR#"$ROOT"/})"

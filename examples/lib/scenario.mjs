@@ -54,6 +54,11 @@ export async function client(url, tok, opts = {}) {
   const c = connect(url, { token: tok, WebSocket, reconnectDelayMs: 200, reconnectDelayMaxMs: 1000, ...opts });
   c.inbox = [];
   c.on('msg', (m) => c.inbox.push(m));
+  // Memberships the backend decided, as they came (they can come right
+  // after `welcome`, before a listener added later would hear them).
+  c.memberships = [];
+  c.on('server_joined', (j) => c.memberships.push({ event: 'server_joined', ...j }));
+  c.on('server_left', (l) => c.memberships.push({ event: 'server_left', ...l }));
   c.on('error', () => {});
   clients.push(c);
   await waitFor(c, 'connect', () => true, 10000, `${url} connect`);
@@ -98,6 +103,13 @@ export async function message(c, ev, { room, where = () => true, ms = 5000 } = {
   const seen = c.inbox.find(match);
   if (seen) return seen;
   return waitFor(c, 'msg', match, ms, `msg ${ev}${room ? ` in ${room}` : ''} for ${c.user}`);
+}
+
+/** A `server_joined` / `server_left` of client `c` passing `pred`, already received or coming. */
+export async function membership(c, event, pred = () => true, ms = 5000) {
+  const seen = c.memberships.find((m) => m.event === event && pred(m));
+  if (seen) return seen;
+  return waitFor(c, event, pred, ms, `${event} for ${c.user}`);
 }
 
 /** Polls `fn` until it returns something truthy; rejects after `ms`. */

@@ -1,8 +1,9 @@
 // support-chat backend: tickets, agents and the conversation's record.
 //
-// - Lifecycle events (broker.events, group "support"): a customer's
-//   `online` opens a ticket (or finds their open one) and puts the
+// - Lifecycle events (broker.events, group "support"): each `connect` of
+//   a customer opens a ticket (or finds their open one) and puts the
 //   customer and a free agent into support:<ticket> (userJoin); an agent's
+//   `connect` puts that connection into the agent's tickets, their
 //   `online` takes waiting tickets; an agent's `offline` — the last
 //   connection gone, including by node loss — moves their tickets to
 //   another free agent (or back to the queue).
@@ -64,7 +65,7 @@ async function assign(t, { previous = null, reason = 'new' } = {}) {
   log(`ticket ${t.id} (${t.customer}) -> agent ${agent}${previous ? ` (was ${previous}: ${reason})` : ''}`);
 }
 
-async function customerOnline(customer) {
+async function customerConnected(customer) {
   let t = [...tickets.values()].find((x) => x.open && x.customer === customer);
   if (!t) {
     t = { id: `${customer}-${nextTicket++}`, customer, agent: null, open: true };
@@ -72,15 +73,21 @@ async function customerOnline(customer) {
     log(`ticket ${t.id} opened for ${customer}`);
   }
   // Memberships decided by the backend last for the connections they
-  // reached: a customer back online is put in again.
+  // reached: each new connection of the customer is put in (userJoin
+  // takes every live connection of the user; those already in stay).
   await broker.userJoin(customer, room(t));
   if (t.agent && online.has(t.agent)) await broker.userJoin(t.agent, room(t));
   else await assign(t);
 }
 
+/** A new connection of an agent: into the agent's tickets. */
+async function agentConnected(agent) {
+  for (const t of tickets.values()) if (t.open && t.agent === agent) await broker.userJoin(agent, room(t));
+}
+
+/** An agent's first connection: free to take tickets, waiting ones first. */
 async function agentOnline(agent, ts) {
   online.set(agent, ts);
-  for (const t of tickets.values()) if (t.open && t.agent === agent) await broker.userJoin(agent, room(t));
   while (queue.length && load(agent) < MAX_TICKETS) {
     const t = tickets.get(queue.shift());
     if (t?.open) await assign(t, { reason: 'agent_available' });
@@ -100,13 +107,15 @@ async function handle(ev) {
     return;
   }
   const reason = ev.type === 'offline' ? lastReason.get(ev.conn) ?? 'unknown' : undefined;
-  lastReason.delete(ev.conn);
+  if (ev.type === 'offline') lastReason.delete(ev.conn);
   log(`event ${ev.type} ${ev.user} on ${ev.node}${reason ? ` (${reason})` : ''}`);
   if (AGENTS.has(ev.user)) {
-    if (ev.type === 'online') await agentOnline(ev.user, ev.ts);
-    else await agentOffline(ev.user, reason);
-  } else if (ev.type === 'online') {
-    await customerOnline(ev.user);
+    if (ev.type === 'connect') await agentConnected(ev.user);
+    else if (ev.type === 'online') await agentOnline(ev.user, ev.ts);
+    else if (ev.type === 'offline') await agentOffline(ev.user, reason);
+  } else if (ev.type === 'connect') {
+    // Every connection of the customer (a second tab too), not only the first.
+    await customerConnected(ev.user);
   }
 }
 
@@ -160,7 +169,7 @@ for (const a of AGENTS) if ((await broker.presence(a)).online) online.set(a, Dat
 await broker.rpc.start({ group: GROUP, consumer: 'backend-1' });
 const stop = new AbortController();
 const loop = (async () => {
-  for await (const ev of broker.events({ group: GROUP, consumer: 'backend-1', types: ['disconnect', 'online', 'offline'], signal: stop.signal, blockMs: 1000 })) {
+  for await (const ev of broker.events({ group: GROUP, consumer: 'backend-1', types: ['connect', 'disconnect', 'online', 'offline'], signal: stop.signal, blockMs: 1000 })) {
     try {
       await handle(ev);
     } catch (err) {

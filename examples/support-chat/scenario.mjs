@@ -6,7 +6,7 @@
 //   node examples/support-chat/scenario.mjs   (while `make example NAME=support-chat` runs;
 //   it kills node b, so run it once per start)
 
-import { run, token, client, message, waitFor, check, same, rejects } from '../lib/scenario.mjs';
+import { run, token, client, message, membership, check, same, rejects } from '../lib/scenario.mjs';
 
 run('support-chat', async (env) => {
   const [nodeA, nodeB] = env.gateways;
@@ -17,8 +17,8 @@ run('support-chat', async (env) => {
   const ann = await client(nodeB, agentToken('ann'));
   check(ann.node === env.nodeIds[1], `ann is connected to node ${ann.node}`);
   const alice = await client(nodeA, token(env.JWT_SECRET, 'alice'));
-  const annJoined = waitFor(ann, 'server_joined', (j) => j.room.startsWith('support:alice-'), 5000, 'ann server_joined');
-  const aliceJoined = await waitFor(alice, 'server_joined', (j) => j.room.startsWith('support:'), 5000, 'alice server_joined');
+  const annJoined = membership(ann, 'server_joined', (j) => j.room.startsWith('support:alice-'));
+  const aliceJoined = await membership(alice, 'server_joined', (j) => j.room.startsWith('support:'));
   const room = aliceJoined.room;
   const ticket = room.slice('support:'.length);
   check(/^support:alice-\d+$/.test(room), `the backend opens ticket ${ticket} and puts alice in ${room}`);
@@ -33,6 +33,12 @@ run('support-chat', async (env) => {
   check(atAnn.seq === sent.seq && atAnn.data.text === 'my parcel is late' && atAnn.data.from === 'alice',
     'ann receives it with that seq', atAnn);
 
+  // A second tab of alice's is put in the ticket too (the backend acts on
+  // every `connect`, not only on `online`).
+  const tab = await client(nodeA, token(env.JWT_SECRET, 'alice'));
+  check((await membership(tab, 'server_joined', (j) => j.room === room)).room === room,
+    'alice\'s second tab gets server_joined for the same ticket');
+
   // 3. "ann is typing": a volatile publish, seq 0.
   const typing = await ann.publish(room, 'typing', {}, { volatile: true });
   check(typing.seq === 0, 'ann\'s typing publish is volatile (ack seq 0)');
@@ -45,7 +51,7 @@ run('support-chat', async (env) => {
 
   // 4. What is not allowed.
   const mallory = await client(nodeA, token(env.JWT_SECRET, 'mallory'));
-  await waitFor(mallory, 'server_joined', () => true, 5000, 'mallory gets her own ticket');
+  await membership(mallory, 'server_joined', () => true);
   const intrude = await rejects(mallory.rpc('support:send', { ticket, text: 'hi' }), 'rpc_error');
   check(intrude.rpcCode === 'forbidden', 'another customer cannot write into alice\'s ticket (rpc_error forbidden)');
   check((await rejects(alice.publish(room, 'message', { text: 'direct' }), 'forbidden')).code === 'forbidden',
@@ -64,7 +70,7 @@ run('support-chat', async (env) => {
   const killedAt = Date.now();
   process.kill(bPid, 'SIGKILL');
   check(true, `node ${env.nodeIds[1]} (pid ${bPid}) killed with SIGKILL`);
-  const carlJoined = await waitFor(carl, 'server_joined', (j) => j.room === room, 10000, `carl server_joined ${room}`);
+  const carlJoined = await membership(carl, 'server_joined', (j) => j.room === room, 10000);
   const tookMs = Date.now() - killedAt;
   check(carlJoined.room === room, `carl gets server_joined for ${room} ${tookMs} ms after the kill`);
   check(tookMs >= 600, 'not before the lease ran out (1 s after the node\'s last renewal)', tookMs);
@@ -91,7 +97,7 @@ run('support-chat', async (env) => {
   check(stored.messages.every((m, i, a) => i === 0 || m.seq > a[i - 1].seq), 'stored seqs increase');
 
   // 9. Carl closes the ticket: both are taken out of the room.
-  const aliceLeft = waitFor(alice, 'server_left', (l) => l.room === room, 5000, 'alice server_left');
+  const aliceLeft = membership(alice, 'server_left', (l) => l.room === room);
   check((await carl.rpc('support:close', { ticket })).closed === true, 'carl closes the ticket');
   check((await aliceLeft).room === room, 'alice gets server_left');
 });
