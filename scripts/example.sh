@@ -182,25 +182,39 @@ for n in $(seq "$NODES"); do
 done
 
 # --- backend ----------------------------------------------------------
-BACKEND_PORT=$(free_port "$next")
 join_list() { local IFS=,; echo "$*"; }
-export REDIS_URL BACKEND_PORT WEBHOOK_SECRET JWT_SECRET
+export REDIS_URL WEBHOOK_SECRET JWT_SECRET
 export DATA_DIR="$RUNDIR/data"
 export GATEWAYS=$(join_list "${WS_URLS[@]}")
 export GATEWAY_ADMINS=$(join_list "${ADMIN_URLS[@]}")
 export GATEWAY_PIDS_LIST=$(join_list "${GATEWAY_PIDS[@]}")
 export NODE_IDS_LIST=$(join_list "${NODE_IDS[@]}")
-export BACKEND_URL="http://127.0.0.1:$BACKEND_PORT"
-node "$EX/backend.mjs" >"$RUNDIR/backend.log" 2>&1 </dev/null &
-BACKEND_PID=$!
-deadline=$((SECONDS + 15))
-until [ "$(http_status "$BACKEND_PORT" /healthz)" = 200 ]; do
-    if ! kill -0 "$BACKEND_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+# start_backend: true once its /healthz says 200; false when it exited
+# (a port taken meanwhile: the caller tries another) or took over 15 s.
+start_backend() {
+    local deadline=$((SECONDS + 15))
+    node "$EX/backend.mjs" >"$RUNDIR/backend.log" 2>&1 </dev/null &
+    BACKEND_PID=$!
+    until [ "$(http_status "$BACKEND_PORT" /healthz)" = 200 ]; do
+        if ! kill -0 "$BACKEND_PID" 2>/dev/null || [ $SECONDS -ge $deadline ]; then
+            kill "$BACKEND_PID" 2>/dev/null || true
+            wait "$BACKEND_PID" 2>/dev/null || true
+            BACKEND_PID=""
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+for attempt in 1 2 3; do
+    export BACKEND_PORT=$(free_port "$next")
+    next=$((BACKEND_PORT + 1))
+    export BACKEND_URL="http://127.0.0.1:$BACKEND_PORT"
+    start_backend && break
+    if [ "$attempt" = 3 ] || ! grep -q EADDRINUSE "$RUNDIR/backend.log"; then
         echo "the backend did not start:" >&2
         tail -n 20 "$RUNDIR/backend.log" >&2
         exit 1
     fi
-    sleep 0.1
 done
 log "backend: $BACKEND_URL (pid $BACKEND_PID)"
 

@@ -33,6 +33,40 @@ export async function ensureGroup(broker, stream, group) {
   }
 }
 
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * `broker.userJoin(user, room)`, then checks with `presence` that every
+ * live connection of the user is in the room, and asks again when one is
+ * not (within about `ms`).
+ *
+ * Why: a connection's `connect` / `online` lifecycle entries are written
+ * when the module registers it, a moment before its gateway node has it
+ * in its own table; a USER.JOIN sent in reaction to those events can
+ * reach the node in between, and the node then skips that connection
+ * without telling anyone. Asking again once it is there fixes that.
+ * Resolves to the connections told by the last USER.JOIN.
+ */
+export async function userJoinAll(broker, user, room, { ms = 2000, everyMs = 50 } = {}) {
+  let told = await broker.userJoin(user, room);
+  const end = Date.now() + ms;
+  let asked = Date.now();
+  while (Date.now() < end) {
+    const { conns } = await broker.presence(user);
+    const missing = conns.filter((c) => !c.rooms.includes(room));
+    if (missing.length === 0) return told;
+    await sleep(everyMs);
+    if (Date.now() - asked >= 4 * everyMs) {
+      // Still not in after a while: the node had not seen it yet.
+      log(`userJoin ${user} ${room}: ${missing.map((c) => c.conn).join(', ')} not in (told ${told}); asking again`);
+      told = await broker.userJoin(user, room);
+      asked = Date.now();
+    }
+  }
+  log(`userJoin ${user} ${room}: some connections are still not in after ${ms} ms`);
+  return told;
+}
+
 /** The route of `routes` for `method` + `pathname`, with its `:params`. */
 function route(routes, method, pathname) {
   const parts = pathname.split('/');

@@ -18,7 +18,7 @@
 
 import path from 'node:path';
 import { Broker, EVENTS_STREAM } from '@broker/node';
-import { env, log, httpServer, jsonLines, ensureGroup, onShutdown } from '../lib/backend.mjs';
+import { env, log, httpServer, jsonLines, ensureGroup, userJoinAll, onShutdown } from '../lib/backend.mjs';
 
 const AGENTS = new Set(env('AGENTS', 'ann,carl').split(','));
 const MAX_TICKETS = Number(env('MAX_TICKETS', '3'));
@@ -60,7 +60,7 @@ async function assign(t, { previous = null, reason = 'new' } = {}) {
     log(`ticket ${t.id}: no free agent, waiting (${reason})`);
     return;
   }
-  await broker.userJoin(agent, room(t));
+  await userJoinAll(broker, agent, room(t));
   await broker.publish(room(t), 'assigned', { ticket: t.id, agent, previous, reason });
   log(`ticket ${t.id} (${t.customer}) -> agent ${agent}${previous ? ` (was ${previous}: ${reason})` : ''}`);
 }
@@ -75,14 +75,16 @@ async function customerConnected(customer) {
   // Memberships decided by the backend last for the connections they
   // reached: each new connection of the customer is put in (userJoin
   // takes every live connection of the user; those already in stay).
-  await broker.userJoin(customer, room(t));
-  if (t.agent && online.has(t.agent)) await broker.userJoin(t.agent, room(t));
+  // userJoinAll also makes sure the connection that just came is in: see
+  // lib/backend.mjs for the race it covers.
+  await userJoinAll(broker, customer, room(t));
+  if (t.agent && online.has(t.agent)) await userJoinAll(broker, t.agent, room(t));
   else await assign(t);
 }
 
 /** A new connection of an agent: into the agent's tickets. */
 async function agentConnected(agent) {
-  for (const t of tickets.values()) if (t.open && t.agent === agent) await broker.userJoin(agent, room(t));
+  for (const t of tickets.values()) if (t.open && t.agent === agent) await userJoinAll(broker, agent, room(t));
 }
 
 /** An agent's first connection: free to take tickets, waiting ones first. */
