@@ -29,7 +29,7 @@ ATTACK_SCALE ?= 1.0
 ATTACK_SHORT = --attacks joinleave,refresh,garbage --floor-ms 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test chaos chaos-short run stop bench bench-module bench-gateway bench-peer browser-test check-ops fuzz attack clean
+.PHONY: help deps build test chaos chaos-short run stop example examples-test bench bench-module bench-gateway bench-peer browser-test check-ops fuzz attack clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -68,6 +68,13 @@ run: build ## start Redis with the module (free port, state in .run/) and a gate
 
 stop: ## stop what `make run` started
 	@scripts/run.sh stop
+
+example: build ## run one use-case example in the foreground: make example NAME=payment-status|order-tracking|support-chat|admin-broadcast
+	@if [ -z "$(NAME)" ]; then echo "usage: make example NAME=payment-status|order-tracking|support-chat|admin-broadcast" >&2; exit 2; fi
+	@scripts/example.sh $(NAME)
+
+examples-test: build ## run every example's scenario headless (examples/*/scenario.mjs against real gateways)
+	@scripts/examples-test.sh
 
 check-ops: ## check config/: Prometheus config and alert rules (promtool), dashboard, redis.conf, systemd units
 	@scripts/check-ops.sh
