@@ -48,6 +48,7 @@ test: build ## run every test (Rust, browser, ops files, a short fuzz, a short a
 	@scripts/autobahn.sh
 	scripts/browser-test.sh
 	scripts/node-lib-test.sh
+	scripts/examples-test.sh
 	scripts/check-ops.sh
 	FUZZ_OPTIONAL=1 scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
 	ATTACK_NO_BUILD=1 ATTACK_SECONDS=5 ATTACK_SCALE=0.2 ATTACK_ARGS="$(ATTACK_SHORT)" scripts/attack.sh --short
