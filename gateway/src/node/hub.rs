@@ -20,8 +20,8 @@
 //! gap from the rooms' history (see `repair.rs`), and [`Hub::missed`] tells
 //! the members what history no longer held (a `missed` frame).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
 
 use broker::envelope::{self, Envelope};
 use broker::protocol::{self, CloseCode};
@@ -114,9 +114,29 @@ impl Gap<'_> {
 /// Local connections and room memberships of this node.
 pub struct Hub {
     conns: RwLock<HashMap<Arc<str>, Arc<ConnShared>>>,
+    /// Backend-decided memberships for connections the module has opened
+    /// but this node has not registered yet (a backend reacting to the
+    /// `connect` event can be that quick): handed over at registration.
+    early: Mutex<VecDeque<EarlyOrder>>,
     rooms: RwLock<HashMap<String, Room>>,
     pending_limit: usize,
     metrics: Arc<Metrics>,
+}
+
+/// How long a membership waits for its connection to register: longer
+/// than an admission takes, shorter than anything a client would notice as
+/// a stale join of a connection long gone.
+const EARLY_ORDER_MS: u64 = 10_000;
+
+/// Memberships waiting for unregistered connections, at most, per node.
+const MAX_EARLY_ORDERS: usize = 4096;
+
+/// A membership that arrived before its connection registered.
+#[derive(Debug)]
+struct EarlyOrder {
+    conn: Box<str>,
+    order: Order,
+    at_ms: u64,
 }
 
 impl Hub {
@@ -124,15 +144,27 @@ impl Hub {
     pub fn new(metrics: Arc<Metrics>, pending_limit: usize) -> Hub {
         Hub {
             conns: RwLock::new(HashMap::new()),
+            early: Mutex::new(VecDeque::new()),
             rooms: RwLock::new(HashMap::new()),
             pending_limit,
             metrics,
         }
     }
 
-    /// Adds a live connection.
+    /// Adds a live connection, with the memberships decided for it before.
     pub fn register(&self, conn: Arc<ConnShared>) {
         if let Ok(mut conns) = self.conns.write() {
+            // Under the write lock: a membership for it is either early
+            // already or finds it registered.
+            if let Ok(mut early) = self.early.lock() {
+                early.retain(|e| {
+                    let mine = *e.conn == *conn.id;
+                    if mine {
+                        conn.order(e.order.clone());
+                    }
+                    !mine
+                });
+            }
             conns.insert(conn.id.clone(), conn);
         }
         self.metrics.connections.inc();
@@ -290,13 +322,16 @@ impl Hub {
                     return;
                 };
                 for id in conns {
-                    let Some(conn) = all.get(id) else {
-                        continue;
-                    };
                     let order = if join {
                         Order::Join(room.to_string())
                     } else {
                         Order::Leave(room.to_string())
+                    };
+                    let Some(conn) = all.get(id) else {
+                        // Opened in Redis, not registered here yet (or
+                        // gone: then it expires unused).
+                        self.keep_early(id, order);
+                        continue;
                     };
                     if !conn.order(order) {
                         tracing::warn!(conn = id, room, "too many memberships queued; one dropped");
@@ -390,6 +425,33 @@ impl Hub {
         }
         self.metrics.volatile_skipped.inc_by(skipped);
         delivered
+    }
+
+    /// Keeps `order` for `conn` until it registers, for at most
+    /// [`EARLY_ORDER_MS`]; at most [`MAX_EARLY_ORDERS`] for the node.
+    fn keep_early(&self, conn: &str, order: Order) {
+        let Ok(mut early) = self.early.lock() else {
+            return;
+        };
+        let now = mono_ms();
+        while early
+            .front()
+            .is_some_and(|e| now.saturating_sub(e.at_ms) > EARLY_ORDER_MS)
+        {
+            early.pop_front();
+        }
+        if early.len() >= MAX_EARLY_ORDERS {
+            tracing::warn!(
+                conn,
+                "too many memberships for unregistered connections; one dropped"
+            );
+            return;
+        }
+        early.push_back(EarlyOrder {
+            conn: conn.into(),
+            order,
+            at_ms: now,
+        });
     }
 
     /// Every room's position, for a gap repair.
@@ -608,6 +670,31 @@ mod tests {
         let conn = ConnShared::new(id.into(), "u".into(), "127.0.0.1".into(), outlet, u64::MAX);
         hub.register(conn.clone());
         (conn, queue)
+    }
+
+    #[tokio::test]
+    async fn a_membership_for_a_connection_not_registered_yet_waits_for_it() {
+        let hub = Hub::new(Arc::new(Metrics::new()), 64);
+        let envelope =
+            envelope::encode_membership_envelope("u", &["n1.abcd.1"], "support:t1", true);
+        hub.dispatch(Bytes::from(envelope));
+        let leave = envelope::encode_membership_envelope("u", &["n1.abcd.1"], "support:t0", false);
+        hub.dispatch(Bytes::from(leave));
+        let (conn, _queue) = member(&hub, "n1.abcd.1");
+        let orders = tokio::time::timeout(std::time::Duration::from_secs(1), conn.next_orders())
+            .await
+            .expect("the early orders are handed over at registration");
+        assert_eq!(
+            orders,
+            [
+                Order::Join("support:t1".into()),
+                Order::Leave("support:t0".into())
+            ]
+        );
+        let (other, _q) = member(&hub, "n1.abcd.2");
+        let none =
+            tokio::time::timeout(std::time::Duration::from_millis(50), other.next_orders()).await;
+        assert!(none.is_err(), "another connection gets none of them");
     }
 
     /// What `queue` holds, decoded: `msg` as its seq, `missed` whole.

@@ -236,7 +236,13 @@ impl Connection {
         room: &str,
         after: Option<String>,
     ) {
-        let allowed = policy::may_read_presence(&self.app.config, &shared.user, claims, room);
+        let allowed = policy::may_read_presence(
+            &self.app.config,
+            &shared.user,
+            claims,
+            room,
+            is_member(shared, room),
+        );
         if let Err(denied) = allowed {
             return self.deny(id, denied);
         }
@@ -267,7 +273,13 @@ impl Connection {
         since: Option<u64>,
         limit: Option<u32>,
     ) {
-        let allowed = policy::may_read_history(&self.app.config, &shared.user, claims, room);
+        let allowed = policy::may_read_history(
+            &self.app.config,
+            &shared.user,
+            claims,
+            room,
+            is_member(shared, room),
+        );
         if let Err(denied) = allowed {
             return self.deny(id, denied);
         }

@@ -69,25 +69,33 @@ pub fn may_join(
     Ok(ns)
 }
 
-/// Whether `user` may read `room`'s history: those who may join it may.
+/// Whether `user` may read `room`'s history: those who may join it, and
+/// a connection that is a `member` of it (the backend may have put it
+/// there, `BROKER.USER.JOIN`, whatever the join policy says).
 pub fn may_read_history(
     config: &Config,
     user: &str,
     claims: &Claims,
     room: &str,
+    member: bool,
 ) -> Result<Namespace, Denied> {
+    if member {
+        let (ns_name, _) = names::split_room(room).map_err(|_| INVALID_ROOM)?;
+        return Ok(config.namespace(ns_name));
+    }
     may_join(config, user, claims, room)
 }
 
-/// Whether `user` may read `room`'s presence: those who may join it, when
-/// the namespace has presence on.
+/// Whether `user` may read `room`'s presence: those who may read its
+/// history ([`may_read_history`]), when the namespace has presence on.
 pub fn may_read_presence(
     config: &Config,
     user: &str,
     claims: &Claims,
     room: &str,
+    member: bool,
 ) -> Result<Namespace, Denied> {
-    let ns = may_join(config, user, claims, room)?;
+    let ns = may_read_history(config, user, claims, room, member)?;
     if !ns.presence {
         return Err(Denied::new(
             ErrorCode::Forbidden,
@@ -244,16 +252,20 @@ mod tests {
     fn reading_needs_joining_and_presence_on() {
         let c = policies();
         let nobody = claims(&[], &[]);
-        assert!(may_read_history(&c, "alice", &nobody, "chat:lobby").is_ok());
-        assert!(may_read_history(&c, "alice", &nobody, "staff:room").is_err());
-        assert!(may_read_presence(&c, "alice", &nobody, "chat:lobby").is_ok());
+        assert!(may_read_history(&c, "alice", &nobody, "chat:lobby", false).is_ok());
+        assert!(may_read_history(&c, "alice", &nobody, "staff:room", false).is_err());
+        assert!(
+            may_read_history(&c, "alice", &nobody, "staff:room", true).is_ok(),
+            "a member the backend put in the room reads it"
+        );
+        assert!(may_read_presence(&c, "alice", &nobody, "chat:lobby", false).is_ok());
         let game = claims(&[], &["game:*"]);
         assert_eq!(
-            denied(may_read_presence(&c, "alice", &game, "game:x")),
+            denied(may_read_presence(&c, "alice", &game, "game:x", false)),
             (ErrorCode::Forbidden, "presence is off in this namespace")
         );
         assert_eq!(
-            denied(may_read_presence(&c, "alice", &nobody, "game:x")),
+            denied(may_read_presence(&c, "alice", &nobody, "game:x", false)),
             (ErrorCode::Forbidden, "not allowed to join this room"),
             "joining is checked first"
         );
