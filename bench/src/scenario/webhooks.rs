@@ -85,17 +85,14 @@ struct Received {
     last_ms: AtomicU64,
 }
 
-fn now_ms() -> u64 {
-    crate::now_ns() / 1_000_000
-}
-
 impl Received {
     fn unique(&self) -> u64 {
         self.events.load(Ordering::Relaxed) - self.duplicates.load(Ordering::Relaxed)
     }
 
     fn post(&self, signature: Option<&str>, body: &[u8]) {
-        let now = now_ms();
+        let now_us = crate::now_ns() / 1000;
+        let now = now_us / 1000;
         self.posts.fetch_add(1, Ordering::Relaxed);
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.secret).expect("any key length");
         mac.update(body);
@@ -136,7 +133,9 @@ impl Received {
             let kind = ev.get("type").and_then(Value::as_str).unwrap_or("?");
             *by_type.entry(kind.to_owned()).or_default() += 1;
             match ev.get("ts").and_then(Value::as_u64) {
-                Some(ts) => self.lag.record(now.saturating_sub(ts) * 1000),
+                // `ts` is the write time truncated to the ms: the lag is
+                // measured up to 1 ms high, never low.
+                Some(ts) => self.lag.record(now_us.saturating_sub(ts * 1000)),
                 None => {
                     self.unreadable.fetch_add(1, Ordering::Relaxed);
                 }
@@ -182,7 +181,11 @@ async fn module_counts(redis: &redis::Client) -> anyhow::Result<(u64, u64)> {
         let info: String = redis::cmd("INFO").arg("broker").query(&mut con)?;
         let written = info
             .lines()
-            .find_map(|l| l.strip_prefix("events_written:"))
+            // Redis prefixes a module's fields with its name.
+            .find_map(|l| {
+                l.strip_prefix("broker_events_written:")
+                    .or_else(|| l.strip_prefix("events_written:"))
+            })
             .and_then(|v| v.trim().parse().ok())
             .context("INFO broker has no events_written")?;
         let len: u64 = redis::cmd("XLEN").arg("broker:events").query(&mut con)?;
@@ -389,7 +392,7 @@ pub async fn run(opts: Opts, out: &Output) -> anyhow::Result<Report> {
         )
         .latency(
             "lag",
-            "lag now − ts p50 / p99 / p99.9 / max (1 ms resolution)",
+            "lag now − ts p50 / p99 / p99.9 / max (ts in ms: up to 1 ms high)",
             &got.lag.merged(),
         )
         .num(
