@@ -29,7 +29,7 @@ ATTACK_SCALE ?= 1.0
 ATTACK_SHORT = --attacks joinleave,refresh,garbage --floor-ms 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test chaos chaos-short run stop example examples-test bench bench-module bench-gateway bench-peer browser-test check-ops fuzz attack clean
+.PHONY: help deps build test chaos chaos-short run stop example examples-test bench bench-module bench-gateway bench-backends bench-peer browser-test check-ops fuzz attack clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -91,6 +91,9 @@ browser-test: build ## JS client unit tests and two browsers chatting through tw
 
 bench-gateway: build ## load-test two gateway nodes (connect storm, fan-out, chat, churn); writes docs/BENCHMARKS.md
 	@scripts/bench-gateway.sh
+
+bench-backends: build ## backends in the loop: lifecycle stream cost, RPC through a Node backend, webhook lag (medians of 3); writes docs/BENCHMARKS.md
+	@BENCH_NO_BUILD=1 scripts/bench-backends.sh
 
 attack: build ## well-behaved chat clients under six attacks in turn (ATTACK_SECONDS, ATTACK_SCALE); table into docs/OPERATIONS.md
 	@ATTACK_NO_BUILD=1 ATTACK_SECONDS=$(ATTACK_SECONDS) ATTACK_SCALE=$(ATTACK_SCALE) scripts/attack.sh

@@ -15,7 +15,12 @@
 //!   (unauthenticated sockets, non-reading `history` readers, join/leave
 //!   cycling, `presence` polling, bad `refresh` tokens, garbage frames);
 //!   checks that the well-behaved clients' p99 and connections hold, and
-//!   exits 1 when they do not.
+//!   exits 1 when they do not;
+//! - `rpc` — client `rpc` requests at a fixed rate answered by a backend
+//!   (run separately): round trip and achieved rate;
+//! - `webhooks` — the tool as the gateways' webhook receiver while
+//!   connections churn: delivery lag (now − the event's `ts`) and whether
+//!   every event the module wrote arrived.
 //!
 //! Map: [`client`] opens connections and runs their readers; [`frame`]
 //! scans the server frames on the hot path; [`stats`] counts, keeps the
@@ -72,6 +77,12 @@ enum Scenario {
     /// Well-behaved chat clients while six kinds of attackers take turns;
     /// exits 1 when a goal is missed.
     Attack(scenario::attack::Opts),
+    /// Client `rpc` requests at a fixed rate, answered by a backend: round
+    /// trip and achieved rate.
+    Rpc(scenario::rpc::Opts),
+    /// The receiver of the gateways' webhooks while connections churn:
+    /// delivery lag and completeness.
+    Webhooks(scenario::webhooks::Opts),
 }
 
 /// Options every scenario takes.
@@ -154,6 +165,8 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Chat(opts) => scenario::chat::run(opts, &out).await?,
         Scenario::Churn(opts) => scenario::churn::run(opts, &out).await?,
         Scenario::Attack(opts) => scenario::attack::run(opts, &out).await?,
+        Scenario::Rpc(opts) => scenario::rpc::run(opts, &out).await?,
+        Scenario::Webhooks(opts) => scenario::webhooks::run(opts, &out).await?,
     };
     if let Some(path) = &cli.save {
         std::fs::write(path, serde_json::to_string_pretty(&report.json())? + "\n")

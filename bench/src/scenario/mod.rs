@@ -7,6 +7,8 @@ pub mod chat;
 pub mod churn;
 pub mod connect;
 pub mod fanout;
+pub mod rpc;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
