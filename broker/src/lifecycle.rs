@@ -25,7 +25,8 @@ pub enum EventType {
     Leave,
     /// A user's first opened connection.
     Online,
-    /// A user's last opened connection ended.
+    /// A user's last opened connection ended; with the `reason` of that
+    /// connection's disconnect.
     Offline,
 }
 
@@ -108,7 +109,7 @@ pub struct Event {
     pub node: String,
     /// The room (join and leave).
     pub room: Option<String>,
-    /// Why (disconnect and leave).
+    /// Why (disconnect, leave and offline).
     pub reason: Option<String>,
     /// When the connection was opened (disconnect), for `duration_ms`.
     pub connected_at_ms: Option<u64>,

@@ -81,7 +81,7 @@ async fn a_connection_s_life_is_in_the_stream_in_order() {
             "leave/chat:side/client",
             "leave/chat:lobby/client",
             "disconnect/client",
-            "offline",
+            "offline/client",
         ],
         "personal rooms are left out"
     );
@@ -219,6 +219,7 @@ async fn a_killed_node_leaves_node_lost_entries_for_each_of_its_connections() {
     let offline: Vec<&str> = all
         .iter()
         .filter(|e| e["type"] == "offline")
+        .inspect(|e| assert_eq!(e["reason"], "node_lost", "{e:?}"))
         .map(|e| e["user"].as_str())
         .collect();
     assert_eq!(offline.len(), 59, "every user but u0, who is still online");

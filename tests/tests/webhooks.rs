@@ -633,7 +633,7 @@ async fn what_the_module_writes_reaches_a_failing_receiver_after_retries() {
             "join",
             "leave/client",
             "disconnect/client",
-            "offline"
+            "offline/client"
         ]
     );
     wait_no_pending(&mut con, STREAM).await;

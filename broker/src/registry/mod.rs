@@ -204,7 +204,10 @@ impl Registry {
         let Some(journal) = self.lifecycle.as_mut() else {
             return;
         };
-        let departs = matches!(kind, EventType::Disconnect | EventType::Leave);
+        let departs = matches!(
+            kind,
+            EventType::Disconnect | EventType::Leave | EventType::Offline
+        );
         let reason = departs.then(|| {
             self.departure
                 .clone()
@@ -336,7 +339,7 @@ mod tests {
         r.close("alice", "a1", None);
         assert_eq!(
             journal(&mut r),
-            ["disconnect alice a1 - client", "offline alice a1 - -"]
+            ["disconnect alice a1 - client", "offline alice a1 - client"]
         );
     }
 
@@ -355,7 +358,7 @@ mod tests {
             [
                 "leave alice a1 chat:x node_lost",
                 "disconnect alice a1 - node_lost",
-                "offline alice a1 - -",
+                "offline alice a1 - node_lost",
             ]
         );
         r.open(&ConnOpen::new("bob", "b1", "n2", "ip"), 1).unwrap();
@@ -363,7 +366,10 @@ mod tests {
         r.departing(reason::NODE_LOST, |r| r.release_node("n2", None));
         assert_eq!(
             journal(&mut r),
-            ["disconnect bob b1 - node_lost", "offline bob b1 - -"]
+            [
+                "disconnect bob b1 - node_lost",
+                "offline bob b1 - node_lost"
+            ]
         );
     }
 
