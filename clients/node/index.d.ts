@@ -11,6 +11,9 @@ export interface PublishOptions {
   except?: string;
   /** Reach current members only: seq 0, not kept in history. */
   volatile?: boolean;
+  /** Keep it in the room's history (`HISTORY size ttl_s`); without it the
+   * module's `HISTORY <namespace>` argument decides. */
+  history?: { size: number; ttlS: number };
 }
 
 export interface BroadcastOptions {

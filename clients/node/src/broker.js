@@ -81,11 +81,15 @@ export class Broker {
   /**
    * BROKER.PUBLISH: deliver `ev` with `data` to every member of `room`.
    * Resolves to the room's sequence number (0 for a volatile message).
+   * `history: {size, ttlS}` keeps the message in the room's history; without
+   * it the module's `HISTORY <namespace> ...` argument decides (a gateway's
+   * `[namespaces.<ns>] history` applies to publishes through the gateway only).
    */
-  async publish(room, ev, data, { format = 'json', except, volatile = false } = {}) {
+  async publish(room, ev, data, { format = 'json', except, volatile = false, history } = {}) {
     const [payload, fmt] = encodePayload(data, format);
     const args = [room, ev, payload, 'FORMAT', fmt];
     if (except != null) args.push('EXCEPT', except);
+    if (history != null) args.push('HISTORY', String(history.size), String(history.ttlS));
     if (volatile) args.push('VOLATILE');
     return num(await this.command('BROKER.PUBLISH', args, { key: room }));
   }

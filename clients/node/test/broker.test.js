@@ -38,6 +38,16 @@ test('publish: the sequence increments and history holds the messages', async ()
   assert.equal(h.messages[0].epoch, h.epoch);
 });
 
+test('publish history: kept with the option where the module keeps none', async () => {
+  const kept = unique('orders:kept');
+  await broker.publish(kept, 'status', { s: 'paid' }, { history: { size: 10, ttlS: 60 } });
+  await broker.publish(kept, 'status', { s: 'shipped' }, { history: { size: 10, ttlS: 60 } });
+  assert.deepEqual((await broker.history(kept)).messages.map((m) => m.data.s), ['paid', 'shipped']);
+  const bare = unique('orders:bare');
+  await broker.publish(bare, 'status', { s: 'paid' });
+  assert.deepEqual((await broker.history(bare)).messages, [], 'no HISTORY argument for orders');
+});
+
 test('history: since and limit page through, more says there is more', async () => {
   const room = unique('chat:hist');
   for (let i = 1; i <= 5; i++) await broker.publish(room, 'n', i);
