@@ -6,14 +6,20 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-/// Connection ids with calls in flight, counted.
+/// Connection ids with calls in flight, counted; and, while the
+/// reconciliation reads Redis's view ([`Busy::watch`]), the ones whose
+/// call ended meanwhile: that view may predate their call, the node's
+/// view does not.
 #[derive(Debug, Default)]
-pub struct Busy(Mutex<HashMap<Arc<str>, u32>>);
+pub struct Busy {
+    calls: Mutex<HashMap<Arc<str>, u32>>,
+    ended: Mutex<Option<HashSet<Arc<str>>>>,
+}
 
 impl Busy {
     /// Marks one call of `conn` in flight until the guard is dropped.
     pub fn hold(self: &Arc<Busy>, conn: &Arc<str>) -> BusyGuard {
-        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         *map.entry(conn.clone()).or_insert(0) += 1;
         BusyGuard {
             busy: self.clone(),
@@ -23,8 +29,27 @@ impl Busy {
 
     /// The connections with calls in flight now.
     pub fn snapshot(&self) -> HashSet<Arc<str>> {
-        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.calls.lock().unwrap_or_else(|p| p.into_inner());
         map.keys().cloned().collect()
+    }
+
+    /// Starts noting the connections whose calls end, until [`Busy::since_watch`].
+    pub fn watch(&self) {
+        *self.ended.lock().unwrap_or_else(|p| p.into_inner()) = Some(HashSet::new());
+    }
+
+    /// The connections with calls in flight now or ended since
+    /// [`Busy::watch`]; stops noting.
+    pub fn since_watch(&self) -> HashSet<Arc<str>> {
+        let ended = self
+            .ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
+        let mut all = self.snapshot();
+        all.extend(ended);
+        all
     }
 }
 
@@ -37,12 +62,18 @@ pub struct BusyGuard {
 
 impl Drop for BusyGuard {
     fn drop(&mut self) {
-        let mut map = self.busy.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.conn) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.conn);
+        {
+            let mut map = self.busy.calls.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = map.get_mut(&self.conn) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&self.conn);
+                }
             }
+        }
+        let mut ended = self.busy.ended.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ended) = ended.as_mut() {
+            ended.insert(self.conn.clone());
         }
     }
 }
@@ -61,5 +92,25 @@ mod tests {
         assert!(busy.snapshot().contains(&a));
         drop(second);
         assert!(busy.snapshot().is_empty());
+    }
+
+    #[test]
+    fn a_call_that_ended_while_watching_counts_as_busy_once() {
+        let busy = Arc::new(Busy::default());
+        let (a, b): (Arc<str>, Arc<str>) = (Arc::from("n1.a"), Arc::from("n1.b"));
+        let before = busy.hold(&a);
+        drop(before);
+        busy.watch();
+        let during = busy.hold(&b);
+        drop(during);
+        let still = busy.hold(&a);
+        let seen = busy.since_watch();
+        assert_eq!(
+            seen.len(),
+            2,
+            "b ended while watching, a is in flight: {seen:?}"
+        );
+        drop(still);
+        assert!(busy.since_watch().is_empty(), "watching stopped");
     }
 }

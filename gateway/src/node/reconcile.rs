@@ -236,10 +236,12 @@ pub async fn run(node: Arc<Node>) {
 /// number of fixes applied.
 pub async fn reconcile(node: &Arc<Node>) -> StoreResult<u64> {
     let started = Instant::now();
-    let held = node.store.node_conns(&NodeConns::new(&node.id)).await?;
-    // Taken after the reply: a call that began before the listing ran and
-    // still runs is in here; one that ended is in the served view.
-    let busy = node.busy.snapshot();
+    // A call that ends while the listing is read, or before the node's
+    // view is taken, may have run in Redis after the listing: its
+    // connection sits this round out, as does one still in flight (the
+    // listing may or may not have seen it).
+    node.busy.watch();
+    let held = node.store.node_conns(&NodeConns::new(&node.id)).await;
     let served: Vec<Served> = node
         .hub
         .connections()
@@ -251,6 +253,8 @@ pub async fn reconcile(node: &Arc<Node>) -> StoreResult<u64> {
             rooms: c.rooms_snapshot(),
         })
         .collect();
+    let busy = node.busy.since_watch();
+    let held = held?;
     let plans = plan(&served, &held, &busy, |user, ip| {
         node.store.ip_apart(user, ip)
     });
