@@ -92,8 +92,10 @@ fn tick(ctx: &Context, _: ()) {
             expire_leases(ctx);
             end_lingering(ctx);
             drop_idle_rooms(ctx);
+            // What the expired leases recorded; only here: a timer must
+            // not propagate writes while clients are paused.
+            crate::events::flush(ctx);
         }
-        crate::events::flush(ctx);
         // Memory only, not state: on replicas too.
         state::with(|s| s.registry.compact());
     });
