@@ -1,8 +1,6 @@
-// Tests of the module commands that are being added in parallel with this
-// library: BROKER.RPC.REPLY / RPC.ERROR, BROKER.USER.JOIN / USER.LEAVE,
-// BROKER.PUBLISH ... VOLATILE and the module's own lifecycle entries. Until
-// the module has them these fail with the module's "unknown command" /
-// "unknown option" error; run them again once it does.
+// The library against the module's backend commands: BROKER.RPC.REPLY /
+// RPC.ERROR, BROKER.USER.JOIN / USER.LEAVE, BROKER.PUBLISH ... VOLATILE and
+// the module's own lifecycle entries.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -77,7 +75,7 @@ async function callOnce(setup, request) {
   }
 }
 
-test('[needs BROKER.RPC.REPLY] a result is sent with RPC.REPLY conn id json FORMAT json, then acked', async () => {
+test('a result is sent with RPC.REPLY conn id json FORMAT json, then acked', async () => {
   const { answer, conn } = await callOnce(
     (rpc) => rpc.handle('order:status', async (data) => ({ id: data.order, status: 'shipped' })),
     { method: 'order:status', data: { order: 42 }, id: '7' },
@@ -85,7 +83,7 @@ test('[needs BROKER.RPC.REPLY] a result is sent with RPC.REPLY conn id json FORM
   assert.deepEqual(answer, ['BROKER.RPC.REPLY', conn, '7', '{"id":42,"status":"shipped"}', 'FORMAT', 'json']);
 });
 
-test('[needs BROKER.RPC.ERROR] a thrown error is sent with RPC.ERROR conn id code message', async () => {
+test('a thrown error is sent with RPC.ERROR conn id code message', async () => {
   const { answer, conn } = await callOnce(
     (rpc) => rpc.handle('order:status', async () => {
       throw Object.assign(new Error('no such order'), { code: 'not_found' });
@@ -95,12 +93,12 @@ test('[needs BROKER.RPC.ERROR] a thrown error is sent with RPC.ERROR conn id cod
   assert.deepEqual(answer, ['BROKER.RPC.ERROR', conn, '8', 'not_found', 'no such order']);
 });
 
-test('[needs BROKER.RPC.ERROR] an unknown method is answered unknown_method', async () => {
+test('an unknown method is answered unknown_method', async () => {
   const { answer, conn } = await callOnce(() => {}, { method: 'nobody:home', id: '9' });
   assert.deepEqual(answer.slice(0, 4), ['BROKER.RPC.ERROR', conn, '9', 'unknown_method']);
 });
 
-test('[needs BROKER.USER.JOIN/LEAVE] userJoin and userLeave tell every connection of the user', async () => {
+test('userJoin and userLeave tell every connection of the user', async () => {
   const gw = fakeGateway(broker);
   await gw.lease();
   const user = unique('dana');
@@ -113,7 +111,7 @@ test('[needs BROKER.USER.JOIN/LEAVE] userJoin and userLeave tell every connectio
   await gw.release();
 });
 
-test('[needs BROKER.PUBLISH VOLATILE] a volatile publish has seq 0 and stays out of history', async () => {
+test('a volatile publish has seq 0 and stays out of history', async () => {
   const room = unique('chat:typing');
   assert.equal(await broker.publish(room, 'm', 1), 1);
   assert.equal(await broker.publish(room, 'typing', { user: 'a' }, { volatile: true }), 0);
@@ -122,7 +120,7 @@ test('[needs BROKER.PUBLISH VOLATILE] a volatile publish has seq 0 and stays out
   assert.equal(h.messages.length, 1);
 });
 
-test('[needs the module lifecycle entries] CONN.OPEN and JOIN write connect, online and join entries', async () => {
+test('CONN.OPEN and JOIN write connect, online and join entries', async () => {
   const gw = fakeGateway(broker);
   await gw.lease();
   const user = unique('erin');
