@@ -28,7 +28,6 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SHORT=""
 [ "${1:-}" = "--short" ] && SHORT=1
-BENCH="$ROOT/target/release/broker-bench"
 DOC="$ROOT/docs/OPERATIONS.md"
 SECS=${ATTACK_SECONDS:-20}
 SCALE=${ATTACK_SCALE:-1.0}
@@ -51,13 +50,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ -z "${ATTACK_NO_BUILD:-}" ]; then
-    echo "building (release)..." >&2
-    (cd "$ROOT" && cargo build --release -p broker-module -p broker-gateway -p broker-bench)
-fi
-for bin in "$MODULE" "$GATEWAY" "$BENCH"; do
-    [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
-done
+ensure_bench_binaries "${ATTACK_NO_BUILD:-}"
 
 REDIS_PORT=$(start_redis "$DIR" 6600 "" --save '' --appendonly no)
 REDIS_VERSION=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | awk -F: '/^redis_version:/ {print $2}')

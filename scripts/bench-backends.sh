@@ -35,7 +35,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BENCH="$ROOT/target/release/broker-bench"
 DOC="$ROOT/docs/BENCHMARKS.md"
 RUNS=${BENCH_RUNS:-3}
 PARTS=${BENCH_PARTS:-events rpc webhooks}
@@ -80,13 +79,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    echo "building (release)..." >&2
-    (cd "$ROOT" && cargo build --release -p broker-module -p broker-gateway -p broker-bench)
-fi
-for bin in "$MODULE" "$GATEWAY" "$BENCH"; do
-    [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
-done
+ensure_bench_binaries "${BENCH_NO_BUILD:-}"
 
 # start_part NAME "MODULE ARGS" GATEWAYS: a fresh Redis with the module
 # (MODULE ARGS) and GATEWAYS gateway nodes with $DIR/gateway.toml, where DIR

@@ -24,7 +24,6 @@
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BENCH="$ROOT/target/release/broker-bench"
 DOC="$ROOT/docs/BENCHMARKS.md"
 CONNS=${BENCH_CONNS:-10000}
 DUR=${BENCH_DURATION:-10}
@@ -45,13 +44,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-if [ -z "${BENCH_NO_BUILD:-}" ]; then
-    echo "building (release)..." >&2
-    (cd "$ROOT" && cargo build --release -p broker-module -p broker-gateway -p broker-bench)
-fi
-for bin in "$MODULE" "$GATEWAY" "$BENCH"; do
-    [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
-done
+ensure_bench_binaries "${BENCH_NO_BUILD:-}"
 
 REDIS_PORT=$(start_redis "$DIR" 6500 "" --save '' --appendonly no)
 REDIS_VERSION=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | awk -F: '/^redis_version:/ {print $2}')

@@ -3,6 +3,7 @@
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MODULE="$ROOT/target/release/libbroker_module.so"
 GATEWAY="$ROOT/target/release/broker-gateway"
+BENCH="$ROOT/target/release/broker-bench"
 
 # port_in_use PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_in_use() {
@@ -143,5 +144,18 @@ stop_bench_gateways() {
             sleep 0.1
         done
         kill -9 "$pid" 2>/dev/null || true
+    done
+}
+
+# ensure_bench_binaries NO_BUILD: builds the module, the gateway and the
+# load tool (release) unless NO_BUILD is set, then checks all three exist.
+ensure_bench_binaries() {
+    if [ -z "${1:-}" ]; then
+        echo "building (release)..." >&2
+        (cd "$ROOT" && cargo build --release -p broker-module -p broker-gateway -p broker-bench)
+    fi
+    local bin
+    for bin in "$MODULE" "$GATEWAY" "$BENCH"; do
+        [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
     done
 }
