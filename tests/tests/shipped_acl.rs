@@ -14,20 +14,17 @@ use serde_json::json;
 
 const PASSWORD: &str = "acl-test-password";
 
-/// The `ACL SETUSER` arguments of the shipped `broker-gateway` user, with
-/// the test's password.
-fn shipped_gateway_user() -> Vec<String> {
+/// The `ACL SETUSER` arguments of the shipped user `name`
+/// (`broker-gateway`, `broker-backend`), with the test's password.
+fn shipped_user(name: &str) -> Vec<String> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/redis.conf");
     let conf = std::fs::read_to_string(path).expect("read config/redis.conf");
+    let prefix = format!("user {name} ");
     let line = conf
         .lines()
-        .find_map(|l| {
-            l.trim_start_matches('#')
-                .trim()
-                .strip_prefix("user broker-gateway ")
-        })
-        .expect("config/redis.conf names a broker-gateway user");
-    std::iter::once("broker-gateway".to_string())
+        .find_map(|l| l.trim_start_matches('#').trim().strip_prefix(&prefix))
+        .unwrap_or_else(|| panic!("config/redis.conf names a {name} user"));
+    std::iter::once(name.to_string())
         .chain(line.split_whitespace().map(|rule| match rule {
             r if r.starts_with('>') => format!(">{PASSWORD}"),
             r => r.to_string(),
@@ -38,9 +35,14 @@ fn shipped_gateway_user() -> Vec<String> {
 /// Creates the shipped user on `server` (the default user stays on: the
 /// fixtures inspect Redis with it).
 fn add_user(server: &RedisServer) {
+    add_shipped_user(server, "broker-gateway");
+}
+
+/// Creates the shipped user `name` on `server`.
+fn add_shipped_user(server: &RedisServer, name: &str) {
     let mut cmd = redis::cmd("ACL");
     cmd.arg("SETUSER");
-    for arg in shipped_gateway_user() {
+    for arg in shipped_user(name) {
         cmd.arg(arg);
     }
     let reply: redis::Value = cmd.query(&mut server.client()).expect("ACL SETUSER");
@@ -141,4 +143,130 @@ async fn the_shipped_acl_serves_a_gateway_on_a_cluster() {
     for room in cluster.room_per_shard("chat") {
         everything_works(&gw, &room).await;
     }
+}
+
+#[tokio::test]
+async fn the_shipped_acl_serves_a_backend() {
+    // What a backend does (docs/BACKENDS.md, clients/node): publish, read
+    // presence, decide memberships, answer rpcs, consume the lifecycle
+    // stream and the rpc stream, as the shipped broker-backend user.
+    let redis = RedisServer::start();
+    add_user(&redis);
+    add_shipped_user(&redis, "broker-backend");
+    let gw = Gateway::start(
+        &redis,
+        Options::default()
+            .lease_ms(1000)
+            .redis_url(&with_user(&redis.url())),
+    )
+    .await;
+    let mut alice = gw.connect("alice").await;
+    let url = redis.url().replacen(
+        "redis://",
+        &format!("redis://broker-backend:{PASSWORD}@"),
+        1,
+    );
+    let mut backend = redis::Client::open(url).unwrap().get_connection().unwrap();
+    let run = |con: &mut redis::Connection, args: &[&str]| -> redis::Value {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(*a);
+        }
+        cmd.query(con)
+            .unwrap_or_else(|e| panic!("{args:?} as broker-backend: {e}"))
+    };
+    run(
+        &mut backend,
+        &["BROKER.PUBLISH", "chat:acl", "m", "1", "FORMAT", "json"],
+    );
+    run(&mut backend, &["BROKER.PRESENCE", "alice"]);
+    run(&mut backend, &["BROKER.ROOM.COUNT", "chat:acl"]);
+    run(&mut backend, &["BROKER.USER.JOIN", "alice", "chat:acl-b"]);
+    run(&mut backend, &["BROKER.USER.LEAVE", "alice", "chat:acl-b"]);
+    run(&mut backend, &["BROKER.EVENTS.STREAM"]);
+    run(
+        &mut backend,
+        &["XGROUP", "CREATE", "broker:events", "crm", "0", "MKSTREAM"],
+    );
+    let read = run(
+        &mut backend,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "crm",
+            "w1",
+            "COUNT",
+            "1",
+            "STREAMS",
+            "broker:events",
+            ">",
+        ],
+    );
+    let entry_id = broker_tests::text(
+        &broker_tests::array(
+            &broker_tests::array(&broker_tests::array(&broker_tests::array(&read)[0])[1])[0],
+        )[0],
+    );
+    run(&mut backend, &["XACK", "broker:events", "crm", &entry_id]);
+    run(
+        &mut backend,
+        &[
+            "XGROUP",
+            "CREATE",
+            "broker:rpc",
+            "backends",
+            "$",
+            "MKSTREAM",
+        ],
+    );
+    alice
+        .send(&ClientFrame::Rpc {
+            id: 7,
+            method: "acl:check".into(),
+            data: broker_tests::gateway::msgpack(&json!({})),
+        })
+        .await;
+    let read = run(
+        &mut backend,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "backends",
+            "b1",
+            "COUNT",
+            "1",
+            "BLOCK",
+            "5000",
+            "STREAMS",
+            "broker:rpc",
+            ">",
+        ],
+    );
+    assert!(format!("{read:?}").contains("acl:check"), "{read:?}");
+    run(
+        &mut backend,
+        &[
+            "BROKER.RPC.REPLY",
+            &alice.conn,
+            "7",
+            "\"ok\"",
+            "FORMAT",
+            "json",
+        ],
+    );
+    let ack = alice
+        .recv_matching(Duration::from_secs(5), "the rpc answer", |f| {
+            matches!(f, ServerFrame::Ack { id: 7, .. })
+        })
+        .await;
+    assert!(matches!(ack, ServerFrame::Ack { .. }));
+    run(&mut backend, &["BROKER.KICK", "alice"]);
+    let refused = redis::cmd("BROKER.CONN.OPEN")
+        .arg("mallory")
+        .arg("n1.abcd.1")
+        .arg("n1")
+        .arg("127.0.0.1")
+        .query::<redis::Value>(&mut backend)
+        .unwrap_err();
+    assert!(refused.to_string().contains("NOPERM"), "{refused}");
 }
