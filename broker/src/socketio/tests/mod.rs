@@ -3,6 +3,8 @@
 //! never panic.
 
 mod engine;
+mod msgpack_parser;
+mod packet;
 
 /// A tiny deterministic generator (Knuth's MMIX LCG) for the random-input
 /// loops: reproducible without a proptest dependency.
