@@ -15,6 +15,8 @@
 //! - [`payload`]: the `FORMAT` of a publish and its conversion to the one
 //!   MessagePack value a `msg` frame carries.
 //! - [`envelope`]: what the module sends on each node's Pub/Sub channel.
+//! - [`socketio`]: the Engine.IO v4 / Socket.IO v5 codec (both parsers) for
+//!   `socket.io-client` apps.
 //! - [`command`]: every `BROKER.*` command as a type (parse, arguments,
 //!   replicated form, key positions) and [`command::Refusal`], the refusal
 //!   codes the module replies with.
@@ -44,3 +46,4 @@ pub mod names;
 pub mod payload;
 pub mod protocol;
 pub mod registry;
+pub mod socketio;
