@@ -97,31 +97,6 @@ start_part() {
     done
 }
 
-# The bench-gateway configuration: no rate limit in chat, no history, no
-# join/leave events, connection limits high enough for loopback sources;
-# and no request limit (`limits.requests`, 200 per 10 s and connection by
-# default, would cap churn's 200 connections at 5,000 joins + leaves a
-# second and the rpc scenario at 20 rpc/s per connection).
-gateway_config() {
-    cat <<'EOF'
-[limits]
-max_conns_per_user = 1000000
-max_conns_per_ip = 1000000
-
-[limits.requests]
-count = 1000000
-period_s = 1
-burst = 1000000
-
-[namespaces.chat]
-join = "public"
-publish = "members"
-presence = true
-join_leave = false
-history = 0
-EOF
-}
-
 # bench NAME ARGS...: one broker-bench run (at most 3 minutes), tables to
 # stdout and $RESULTS/NAME.md, JSON in $RESULTS/NAME.json.
 FAILED=()
@@ -165,7 +140,7 @@ if [[ " $PARTS " == *" events "* ]]; then
         if [ $((run % 2)) -eq 1 ]; then modes="off on"; else modes="on off"; fi
         for mode in $modes; do
             part_dir "events-$mode-$run"
-            gateway_config >"$DIR/gateway.toml"
+            bench_gateway_config >"$DIR/gateway.toml"
             if [ "$mode" = off ]; then args="EVENTS 0"; else args=""; fi
             start_part "events-$mode-$run" "$args" 2
             redis-cli -p "$REDIS_PORT" CONFIG RESETSTAT >/dev/null
@@ -194,7 +169,7 @@ if [[ " $PARTS " == *" rpc "* ]]; then
         echo "$lock_hash" >"$NODE_DIR/node_modules/.lock-hash"
     fi
     part_dir rpc
-    gateway_config >"$DIR/gateway.toml"
+    bench_gateway_config >"$DIR/gateway.toml"
     start_part rpc "" 1
     node "$ROOT/scripts/bench-rpc-backend.mjs" "redis://127.0.0.1:$REDIS_PORT" 256 \
         >"$DIR/backend.log" 2>&1 </dev/null &
@@ -238,7 +213,7 @@ fi
 if [[ " $PARTS " == *" webhooks "* ]]; then
     part_dir webhooks
     HOOK_PORT=$(free_port 18399)
-    { gateway_config; cat <<EOF
+    { bench_gateway_config; cat <<EOF
 
 [webhooks]
 url = "http://127.0.0.1:$HOOK_PORT/hooks"

@@ -49,30 +49,7 @@ ensure_bench_binaries "${BENCH_NO_BUILD:-}"
 REDIS_PORT=$(start_redis "$DIR" 6500 "" --save '' --appendonly no)
 REDIS_VERSION=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | awk -F: '/^redis_version:/ {print $2}')
 
-# The chat namespace without a rate limit (the defaults would refuse the
-# load), no history, presence requests allowed, no join/leave events (a
-# 1,000-member room would otherwise get a million of them while filling).
-# Connection limits high enough for every scenario from few source IPs, and
-# no per-connection request limit (`limits.requests`, 200 per 10 s by
-# default, would cap churn's 200 connections at 5,000 joins + leaves a
-# second: the figure would be the limit's, not the broker's).
-cat >"$DIR/gateway.toml" <<'EOF'
-[limits]
-max_conns_per_user = 1000000
-max_conns_per_ip = 1000000
-
-[limits.requests]
-count = 1000000
-period_s = 1
-burst = 1000000
-
-[namespaces.chat]
-join = "public"
-publish = "members"
-presence = true
-join_leave = false
-history = 0
-EOF
+bench_gateway_config >"$DIR/gateway.toml"
 
 start_bench_gateway 1 gw-bench 18080 19090
 start_bench_gateway 2 gw-bench 18080 19090

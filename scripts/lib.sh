@@ -159,3 +159,32 @@ ensure_bench_binaries() {
         [ -f "$bin" ] || { echo "missing $bin: build first" >&2; exit 1; }
     done
 }
+
+# bench_gateway_config: the benchmarks' gateway configuration. The chat
+# namespace without a rate limit (the defaults would refuse the load), no
+# history, presence requests allowed, no join/leave events (a 1,000-member
+# room would otherwise get a million of them while filling); connection
+# limits high enough for every scenario from few source IPs; and no
+# per-connection request limit (`limits.requests`, 200 per 10 s by default,
+# would cap churn's 200 connections at 5,000 joins + leaves a second and an
+# rpc run at 20 rpc/s per connection: the figure would be the limit's).
+bench_gateway_config() {
+    cat <<'EOF'
+[limits]
+max_conns_per_user = 1000000
+max_conns_per_ip = 1000000
+
+[limits.requests]
+count = 1000000
+period_s = 1
+burst = 1000000
+
+[namespaces.chat]
+join = "public"
+publish = "members"
+presence = true
+join_leave = false
+history = 0
+EOF
+}
+
