@@ -167,14 +167,8 @@ async fn the_shipped_acl_serves_a_backend() {
         1,
     );
     let mut backend = redis::Client::open(url).unwrap().get_connection().unwrap();
-    let run = |con: &mut redis::Connection, args: &[&str]| -> redis::Value {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        cmd.query(con)
-            .unwrap_or_else(|e| panic!("{args:?} as broker-backend: {e}"))
-    };
+    // `ok` panics with the command and the error (a NOPERM names the command).
+    let run = broker_tests::ok;
     run(
         &mut backend,
         &["BROKER.PUBLISH", "chat:acl", "m", "1", "FORMAT", "json"],
