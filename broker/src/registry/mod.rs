@@ -187,6 +187,9 @@ impl Registry {
     /// Runs `f` with `reason` as the reason of every disconnect and leave
     /// it makes (they are `client` otherwise).
     pub fn departing<R>(&mut self, reason: &str, f: impl FnOnce(&mut Registry) -> R) -> R {
+        if self.lifecycle.is_none() {
+            return f(self);
+        }
         let before = self.departure.replace(reason.to_string());
         let out = f(self);
         self.departure = before;
