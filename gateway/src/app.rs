@@ -29,6 +29,8 @@ pub struct App {
     pub preauth: Arc<Preauth>,
     /// Places of this node's WebSocket connections (`limits.max_conns`).
     pub capacity: Arc<Capacity>,
+    /// The Socket.IO endpoint's polling sessions.
+    pub socketio: crate::socketio::Sessions,
     conn_counter: AtomicU64,
 }
 
@@ -50,6 +52,7 @@ impl App {
             auth,
             node,
             preauth: Arc::default(),
+            socketio: crate::socketio::Sessions::default(),
             conn_counter: AtomicU64::new(0),
         }
     }

@@ -4,6 +4,8 @@
 //! Map of the crate, in layers (each imports only the ones below it):
 //!
 //! - [`http`]: the public and admin listeners, one function per endpoint.
+//! - [`socketio`]: the Socket.IO endpoint (Engine.IO sessions over
+//!   WebSocket and long-polling) in front of the same sessions.
 //! - [`session`]: one client connection: admission, the request loop,
 //!   dispatch, namespace policy, and how failures reach the client.
 //! - [`app`]: what the sessions and the listeners share (config, auth, node).
@@ -37,6 +39,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod session;
+pub mod socketio;
 pub mod store;
 pub mod webhooks;
 pub mod ws;

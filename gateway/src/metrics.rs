@@ -9,7 +9,7 @@
 
 use prometheus::{
     Encoder as _, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Error codes of the WebSocket protocol (`docs/PROTOCOL.md` §5); their
@@ -124,6 +124,14 @@ pub struct Metrics {
     /// `broker_rpc_replies_dropped_total{reason}`: backend answers not
     /// delivered, by [`RPC_DROP_REASONS`].
     pub rpc_replies_dropped: IntCounterVec,
+    /// `broker_socketio_connections{transport}`: Engine.IO sessions of the
+    /// Socket.IO endpoint open now, by their transport (`polling`,
+    /// `websocket`); the authenticated ones count in `broker_connections`
+    /// too.
+    pub socketio_connections: IntGaugeVec,
+    /// `broker_socketio_handshakes_total{transport}`: Engine.IO sessions
+    /// opened, by the transport they started on.
+    pub socketio_handshakes: IntCounterVec,
     /// `broker_volatile_skipped_total`: ephemeral messages not queued for
     /// a member whose send queue was over half full.
     pub volatile_skipped: IntCounter,
@@ -321,6 +329,26 @@ impl Metrics {
         for reason in REFUSAL_REASONS {
             connections_refused.with_label_values(&[reason]);
         }
+        let socketio_connections = IntGaugeVec::new(
+            Opts::new(
+                "broker_socketio_connections",
+                "Engine.IO sessions of the Socket.IO endpoint open now, by transport.",
+            ),
+            &["transport"],
+        )?;
+        registry.register(Box::new(socketio_connections.clone()))?;
+        let socketio_handshakes = IntCounterVec::new(
+            Opts::new(
+                "broker_socketio_handshakes_total",
+                "Engine.IO sessions opened, by the transport they started on.",
+            ),
+            &["transport"],
+        )?;
+        registry.register(Box::new(socketio_handshakes.clone()))?;
+        for transport in ["polling", "websocket"] {
+            socketio_connections.with_label_values(&[transport]);
+            socketio_handshakes.with_label_values(&[transport]);
+        }
         let jwks_reloads = IntCounterVec::new(
             Opts::new(
                 "broker_jwks_reloads_total",
@@ -449,6 +477,8 @@ impl Metrics {
             reconcile_fixes,
             reregistration_seconds,
             connections_refused,
+            socketio_connections,
+            socketio_handshakes,
             jwks_reloads,
             auth_keys,
             connections_max,
@@ -507,6 +537,8 @@ mod tests {
         "broker_redis_up",
         "broker_node_lease_held",
         "broker_connections_refused_total",
+        "broker_socketio_connections",
+        "broker_socketio_handshakes_total",
         "broker_connections_max",
         "broker_accept_errors_total",
         "broker_webhook_events_total",

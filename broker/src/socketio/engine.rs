@@ -331,6 +331,28 @@ pub fn encode_payload(packets: &[EnginePacket<'_>]) -> Result<String, EngineErro
     Ok(out)
 }
 
+/// Engine.IO packets already framed for WebSocket ([`WsFrame`]: a text
+/// frame is one packet's text, a binary frame one binary message) as one
+/// long-polling payload: joined by the separator, binary as `b` + base64.
+/// Text packets from Socket.IO's JSON never hold the separator (JSON
+/// escapes it); one that does is written as it is and the client refuses it.
+pub fn frames_payload(frames: &[WsFrame]) -> String {
+    let mut out = String::new();
+    for (i, frame) in frames.iter().enumerate() {
+        if i > 0 {
+            out.push(SEPARATOR);
+        }
+        match frame {
+            WsFrame::Text(text) => out.push_str(text),
+            WsFrame::Binary(bytes) => {
+                out.push('b');
+                base64_encode(&mut out, bytes);
+            }
+        }
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------
 // Base64, the standard alphabet (RFC 4648 section 4). Encoding pads with `=`;
 // decoding accepts padded or unpadded input, refuses any other character, a

@@ -1,4 +1,4 @@
-//! Socket.IO compatibility, the codec only (no I/O, no async): what
+//! Socket.IO compatibility, the pure part (no I/O, no async): what
 //! unmodified `socket.io-client` 4.x apps send and expect at `/socket.io/`
 //! (described in `docs/SOCKETIO.md`, "Wire formats").
 //!
@@ -9,6 +9,8 @@
 //! - [`msgpack_parser`]: the `socket.io-msgpack-parser` format (one
 //!   MessagePack map per binary message).
 //! - [`SioValue`]: an argument value, JSON plus binary buffers.
+//! - [`bridge`]: Socket.IO events to protocol v1 requests, and protocol v1
+//!   server frames to Socket.IO packets.
 //!
 //! A connection's parser is told from its first Socket.IO packet
 //! ([`ParserKind::detect`]); a [`Decoder`] then reads every Engine.IO
@@ -17,6 +19,7 @@
 //! ([`crate::msgpack::MAX_DEPTH`]) before anything recurses on them, and
 //! sizes nothing by an announced length.
 
+pub mod bridge;
 pub mod engine;
 pub mod msgpack_parser;
 pub mod packet;

@@ -14,7 +14,7 @@ use super::{Config, ConfigError};
 pub const ENV_PREFIX: &str = "BROKER_";
 
 /// Top-level keys, i.e. the sections an environment variable may address.
-const TOP_LEVEL_KEYS: [&str; 14] = [
+const TOP_LEVEL_KEYS: [&str; 15] = [
     "listen",
     "admin_listen",
     "node_id",
@@ -29,6 +29,7 @@ const TOP_LEVEL_KEYS: [&str; 14] = [
     "namespaces",
     "rpc",
     "webhooks",
+    "socketio",
 ];
 
 impl Config {

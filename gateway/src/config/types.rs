@@ -46,6 +46,8 @@ pub struct Config {
     pub testing: Testing,
     /// Client `rpc` requests to the backends.
     pub rpc: RpcConfig,
+    /// The Socket.IO endpoint for `socket.io-client` apps.
+    pub socketio: SocketIoConfig,
 }
 
 /// Client `rpc` requests (`docs/BACKENDS.md`): appended to the stream
@@ -68,6 +70,25 @@ impl Default for RpcConfig {
             enabled: true,
             timeout_ms: 5000,
             stream_maxlen: 100_000,
+        }
+    }
+}
+
+/// The Socket.IO endpoint (`docs/SOCKETIO.md`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SocketIoConfig {
+    /// Whether the public listener serves it.
+    pub enabled: bool,
+    /// Its path (the client's `path` option), starting and ending with `/`.
+    pub path: String,
+}
+
+impl Default for SocketIoConfig {
+    fn default() -> Self {
+        SocketIoConfig {
+            enabled: true,
+            path: "/socket.io/".to_owned(),
         }
     }
 }
@@ -102,6 +123,7 @@ impl Default for Config {
             webhooks: WebhooksConfig::default(),
             testing: Testing::default(),
             rpc: RpcConfig::default(),
+            socketio: SocketIoConfig::default(),
         }
     }
 }

@@ -232,6 +232,12 @@ impl Config {
         if self.rpc.timeout_ms == 0 || self.rpc.timeout_ms > MAX_RPC_TIMEOUT_MS {
             problems.push(format!("rpc.timeout_ms must be 1 to {MAX_RPC_TIMEOUT_MS}"));
         }
+        let path = &self.socketio.path;
+        if !path.starts_with('/') || !path.ends_with('/') || path.len() < 3 || path == "/ws/" {
+            problems.push(
+                "socketio.path must start and end with / and name a path (not /ws/)".to_owned(),
+            );
+        }
         if self.rpc.stream_maxlen == 0 {
             problems.push("rpc.stream_maxlen must be greater than 0".to_owned());
         }

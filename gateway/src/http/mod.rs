@@ -10,7 +10,7 @@
 //! `admin.api_key` when set.
 
 mod admin;
-mod public;
+pub(crate) mod public;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,7 +196,7 @@ fn connection_error(err: &std::io::Error) -> bool {
 }
 
 /// A reply with `status`, a content type and a body.
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(content_type) {
@@ -206,12 +206,12 @@ fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Resp
 }
 
 /// A JSON reply.
-fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+pub(crate) fn json_reply(status: StatusCode, value: serde_json::Value) -> Response<Body> {
     reply(status, "application/json", value.to_string())
 }
 
 /// A query parameter, decoded.
-fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
+pub(crate) fn query_param(req: &Request<Incoming>, name: &str) -> Option<String> {
     let query = req.uri().query()?;
     query.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
@@ -232,7 +232,7 @@ fn query_decode(s: &str) -> String {
 }
 
 /// The token of an `Authorization: Bearer` header.
-fn bearer(req: &Request<Incoming>) -> Option<String> {
+pub(crate) fn bearer(req: &Request<Incoming>) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value
         .strip_prefix("Bearer ")

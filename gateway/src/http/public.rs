@@ -39,6 +39,9 @@ pub(super) async fn route(
 ) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/ws") => upgrade(app, req, peer).await,
+        (_, path) if app.config.socketio.enabled && crate::socketio::serves(&app, path) => {
+            crate::socketio::route(app, req, peer).await
+        }
         // HEAD too, for load balancers that probe with it (hyper sends
         // no body then).
         (&Method::GET | &Method::HEAD, "/healthz") => reply(StatusCode::OK, "text/plain", "ok\n"),
@@ -110,7 +113,7 @@ fn dev_token(app: &App, req: &Request<Incoming>) -> Response<Body> {
 
 /// True when the request's `Origin` is allowed: any when `origins` is empty,
 /// no header (not a browser), the gateway's own origin, or a listed one.
-fn origin_allowed(app: &App, req: &Request<Incoming>) -> bool {
+pub(crate) fn origin_allowed(app: &App, req: &Request<Incoming>) -> bool {
     let origins = &app.config.origins;
     if origins.is_empty() {
         return true;
@@ -134,6 +137,17 @@ fn origin_allowed(app: &App, req: &Request<Incoming>) -> bool {
     origins.iter().any(|o| o == origin || o == "*")
 }
 
+/// The name the client's address counts under in the limits (through
+/// trusted proxies; an IPv6 client by its network).
+pub(crate) fn limit_ip(app: &App, req: &Request<Incoming>, peer: SocketAddr) -> String {
+    let forwarded = req.headers().get_all("x-forwarded-for");
+    let forwarded = forwarded.iter().filter_map(|v| v.to_str().ok());
+    client_ip::limit_key(
+        app.trusted_proxies.client_ip(peer.ip(), forwarded),
+        app.config.limits.ipv6_prefix_len,
+    )
+}
+
 /// Seconds a client refused by [`not_serving`] is told to wait.
 const NOT_SERVING_RETRY_S: &str = "1";
 
@@ -141,7 +155,7 @@ const NOT_SERVING_RETRY_S: &str = "1";
 /// cannot deliver to a new connection: its lease is not held or its Pub/Sub
 /// subscription is not live (what `/readyz` also checks). A connection
 /// admitted then would miss messages that nothing repairs.
-fn not_serving(app: &App) -> Option<Response<Body>> {
+pub(crate) fn not_serving(app: &App) -> Option<Response<Body>> {
     let lease = app.node.lease_held.load(Ordering::Relaxed);
     let subscribed = app.node.subscribed.load(Ordering::Relaxed);
     if lease && subscribed {
@@ -169,7 +183,7 @@ const NODE_FULL_RETRY_S: &str = "5";
 
 /// The 503 (with `Retry-After`) that answers an upgrade while the node
 /// holds `limits.max_conns` WebSocket connections.
-fn node_full() -> Response<Body> {
+pub(crate) fn node_full() -> Response<Body> {
     let mut resp = reply(
         StatusCode::SERVICE_UNAVAILABLE,
         "text/plain",
@@ -225,13 +239,7 @@ async fn upgrade(app: Arc<App>, mut req: Request<Incoming>, peer: SocketAddr) ->
         refused("max_conns");
         return node_full();
     };
-    let forwarded = req.headers().get_all("x-forwarded-for");
-    let forwarded = forwarded.iter().filter_map(|v| v.to_str().ok());
-    // The name the address counts under (an IPv6 client by its network).
-    let ip = client_ip::limit_key(
-        app.trusted_proxies.client_ip(peer.ip(), forwarded),
-        app.config.limits.ipv6_prefix_len,
-    );
+    let ip = limit_ip(&app, &req, peer);
     let token = bearer(&req).or_else(|| query_param(&req, "token"));
     let admitted = match token {
         Some(token) => Some(admission::admit(&app, &token, &ip).await),

@@ -34,7 +34,7 @@ const MAX_BAD_TOTAL: u32 = 64;
 pub(super) const MAX_REFRESH_FAILURES: u32 = 5;
 
 /// The request side of one connection.
-pub(super) struct Connection {
+pub(crate) struct Connection {
     pub(super) app: Arc<App>,
     pub(super) outlet: Outlet,
     pub(super) ip: String,
@@ -50,7 +50,7 @@ pub(super) struct Connection {
 
 impl Connection {
     /// A connection from `ip` that sends through `outlet`.
-    pub(super) fn new(app: Arc<App>, outlet: Outlet, ip: String) -> Connection {
+    pub(crate) fn new(app: Arc<App>, outlet: Outlet, ip: String) -> Connection {
         Connection {
             app,
             outlet,
@@ -114,8 +114,14 @@ impl Connection {
         self.send_reply(Some(id), &errors::err_reply(err));
     }
 
-    /// Counts a bad frame; true when the connection must close (4008).
-    fn bad_frame(&mut self, id: Option<i64>, reason: &str) -> bool {
+    /// Notes a well-formed frame (it ends a streak of bad ones).
+    pub(crate) fn good_frame(&mut self) {
+        self.bad_streak = 0;
+    }
+
+    /// Counts a bad frame, answered `bad_frame`; true when the connection
+    /// must close (4008).
+    pub(crate) fn bad_frame(&mut self, id: Option<i64>, reason: &str) -> bool {
         self.bad_streak += 1;
         self.bad_total += 1;
         self.send_err(id, ErrorCode::BadFrame, reason, None);
@@ -135,7 +141,7 @@ impl Connection {
             // closed right after, so nothing is lost.
             let message = match tokio::time::timeout_at(deadline, frames.next()).await {
                 Ok(Read::Message(m)) => m,
-                Ok(Read::Text) => {
+                Ok(Read::Text(_)) => {
                     if self.bad_frame(None, "text frames are not part of the protocol") {
                         return None;
                     }
@@ -240,7 +246,7 @@ impl Connection {
                     self.app.node.metrics.frames_received.inc();
                     match protocol::decode_client_frame(&data) {
                         Ok(frame) => {
-                            self.bad_streak = 0;
+                            self.good_frame();
                             // Boxed: an idle connection's state must not
                             // reserve room for the largest request's.
                             Box::pin(self.handle(shared, &mut claims, frame)).await;
@@ -252,7 +258,7 @@ impl Connection {
                         }
                     }
                 }
-                Read::Text => {
+                Read::Text(_) => {
                     if self.bad_frame(None, "text frames are not part of the protocol") {
                         return;
                     }

@@ -27,13 +27,16 @@ const MAX_HISTORY: u32 = 1000;
 
 /// Who asked for a join, and so who hears how it went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Joiner {
+pub(crate) enum Joiner {
     /// The client's `join` request with this id: `ack` or `err`.
     Client(i64),
     /// The backend (`BROKER.USER.JOIN`): a `joined` frame, or a log line.
     Backend,
     /// The gateway itself, for the personal room at the start: silent.
     Start,
+    /// The gateway, recovering a Socket.IO session's rooms: silent, the
+    /// result returned.
+    Recover,
 }
 
 /// Most bytes of messages one `history` ack holds (further capped to a
@@ -72,7 +75,7 @@ impl Connection {
     }
 
     /// Handles one decoded client frame.
-    pub(super) async fn handle(
+    pub(crate) async fn handle(
         &mut self,
         shared: &Arc<ConnShared>,
         claims: &mut Claims,
@@ -197,10 +200,10 @@ impl Connection {
     /// Carries out a membership the backend decided: joins with a `joined`
     /// frame, leaves with a `left` frame (lifecycle reason `server`). Not
     /// subject to the namespace's join policy: the backend decides.
-    pub(super) async fn carry_out(&mut self, shared: &Arc<ConnShared>, order: Order) {
+    pub(crate) async fn carry_out(&mut self, shared: &Arc<ConnShared>, order: Order) {
         match order {
             Order::Join(room) => {
-                Box::pin(self.join_room(shared, Joiner::Backend, &room, None)).await
+                Box::pin(self.join_room(shared, Joiner::Backend, &room, None)).await;
             }
             Order::Leave(room) => {
                 if !is_member(shared, &room) {
@@ -308,14 +311,16 @@ impl Connection {
 
     /// Joins `room` in the module and the hub; replays missed messages (when
     /// `since` is given) before the answer, then releases live messages.
-    /// `by` says who asked, and so who hears how it went.
-    pub(super) async fn join_room(
+    /// `by` says who asked, and so who hears how it went. True when the
+    /// connection is in the room and, with `since`, every missed message
+    /// was replayed.
+    pub(crate) async fn join_room(
         &mut self,
         shared: &Arc<ConnShared>,
         by: Joiner,
         room: &str,
         since: Option<Since>,
-    ) {
+    ) -> bool {
         let app = self.app.clone();
         let node = &app.node;
         let presence_events = policy::presence_events(&app.config, room);
@@ -333,9 +338,9 @@ impl Connection {
                 Joiner::Backend => {
                     tracing::warn!(conn = %shared.id, room, "USER.JOIN refused: too many rooms")
                 }
-                Joiner::Start => {}
+                Joiner::Start | Joiner::Recover => {}
             }
-            return;
+            return false;
         }
         let _busy = node.busy.hold(&shared.id);
         let began = node.hub.begin_join(room, shared);
@@ -364,21 +369,27 @@ impl Connection {
                         self.send(message);
                     }
                 }
+                let recovered = joined.recovered && fits;
                 match by {
                     Joiner::Client(id) => {
-                        let recovered = recovering && joined.recovered && fits;
                         self.send(protocol::encode_ack_raw(
                             id,
-                            &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
+                            &protocol::ack_join(
+                                room,
+                                joined.seq,
+                                &joined.epoch,
+                                recovering && recovered,
+                            ),
                         ));
                     }
                     Joiner::Backend if !already => {
                         self.send(protocol::encode_joined(room, joined.seq, &joined.epoch));
                     }
-                    Joiner::Backend | Joiner::Start => {}
+                    Joiner::Backend | Joiner::Start | Joiner::Recover => {}
                 }
                 node.hub
                     .finish_join(room, shared, joined.seq, &joined.epoch);
+                !recovering || recovered
             }
             Err(err) => {
                 if began {
@@ -392,7 +403,11 @@ impl Connection {
                     Joiner::Start => {
                         tracing::warn!(conn = %shared.id, room, error = %err, "could not join the personal room")
                     }
+                    Joiner::Recover => {
+                        tracing::info!(conn = %shared.id, room, error = %err, "could not join a room to recover")
+                    }
                 }
+                false
             }
         }
     }

@@ -37,8 +37,9 @@ use crate::ws::{writer, CloseReason, Outlet};
 pub use admission::{Admission, Admitted};
 use broker::protocol::CloseCode;
 use capacity::ConnPlace;
-use connection::Connection;
-use registration::Registration;
+pub(crate) use connection::Connection;
+pub(crate) use dispatch::Joiner;
+pub(crate) use registration::Registration;
 
 /// What a connection keeps for its whole life, in one allocation: the
 /// task that serves it then holds a pointer, not the state of every step.

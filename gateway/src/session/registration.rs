@@ -16,13 +16,13 @@ use crate::ws::CloseReason;
 
 /// Unregisters a connection from the hub and the module when dropped — on a
 /// normal close, an error, or a panic of the connection task.
-pub(super) struct Registration {
+pub(crate) struct Registration {
     app: Arc<App>,
     shared: Arc<ConnShared>,
 }
 
 impl Registration {
-    pub(super) fn new(app: Arc<App>, shared: Arc<ConnShared>) -> Registration {
+    pub(crate) fn new(app: Arc<App>, shared: Arc<ConnShared>) -> Registration {
         app.node.hub.register(shared.clone());
         Registration { app, shared }
     }

@@ -22,9 +22,8 @@ pub struct Assembler {
 pub enum Reassembled {
     /// A whole binary message.
     Binary(Vec<u8>),
-    /// A whole text message (not part of the protocol: its bytes are
-    /// dropped).
-    Text,
+    /// A whole text message, its bytes (UTF-8 is the reader's to check).
+    Text(Vec<u8>),
     /// A close frame; the code to answer it with.
     Close(CloseCode),
     /// Nothing complete yet (a fragment, a ping or a pong).
@@ -46,7 +45,7 @@ impl Assembler {
         let data = frame.opcode == opcode::BINARY || frame.opcode == opcode::TEXT;
         match frame.opcode {
             _ if data && self.opcode.is_some() => Reassembled::Invalid,
-            opcode::TEXT if frame.fin => Reassembled::Text,
+            opcode::TEXT if frame.fin => Reassembled::Text(frame.payload),
             opcode::BINARY if frame.fin => Reassembled::Binary(frame.payload),
             _ if data => {
                 self.opcode = Some(frame.opcode);
@@ -67,7 +66,7 @@ impl Assembler {
                 self.opcode = None;
                 let data = std::mem::take(&mut self.buf);
                 if first == opcode::TEXT {
-                    Reassembled::Text
+                    Reassembled::Text(data)
                 } else {
                     Reassembled::Binary(data)
                 }
@@ -122,7 +121,7 @@ mod tests {
         let mut a = Assembler::default();
         assert_eq!(
             a.push(frame(true, opcode::TEXT, b"hi"), 10),
-            Reassembled::Text
+            Reassembled::Text(b"hi".to_vec())
         );
         assert_eq!(
             a.push(frame(false, opcode::TEXT, b"h"), 10),
@@ -130,7 +129,7 @@ mod tests {
         );
         assert_eq!(
             a.push(frame(true, opcode::CONTINUATION, b"i"), 10),
-            Reassembled::Text
+            Reassembled::Text(b"hi".to_vec())
         );
     }
 

@@ -26,8 +26,9 @@ pub struct MessageReader {
 pub enum Read {
     /// A whole binary message: one protocol frame.
     Message(Vec<u8>),
-    /// A whole text message (not part of the protocol).
-    Text,
+    /// A whole text message (not part of protocol v1; Socket.IO's), its
+    /// bytes, not checked as UTF-8 yet.
+    Text(Vec<u8>),
     /// The connection is closing (its close was requested on the outlet).
     Closed,
     /// A control frame was handled and nothing more is buffered: go back
@@ -45,6 +46,12 @@ impl MessageReader {
             outlet,
             max,
         }
+    }
+
+    /// Sends closes and pongs to `outlet` from now on (a Socket.IO probe
+    /// becoming its session's transport).
+    pub fn set_outlet(&mut self, outlet: Outlet) {
+        self.outlet = outlet;
     }
 
     /// Waits, holding no buffer, until bytes of a next frame are there
@@ -79,7 +86,7 @@ impl MessageReader {
             self.outlet.touch();
             match self.assembler.push(frame, max) {
                 Reassembled::Binary(data) => return Read::Message(data),
-                Reassembled::Text => return Read::Text,
+                Reassembled::Text(data) => return Read::Text(data),
                 Reassembled::Nothing if self.assembler.is_idle() && !self.reader.has_buffered() => {
                     return Read::Idle;
                 }

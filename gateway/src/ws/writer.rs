@@ -14,8 +14,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 
 use super::close::SLOW_CONSUMER;
-use super::outbox::Outbox;
+use super::outbox::{CloseReason, Outbox};
 
+/// Text message.
+pub const TEXT: u8 = 0x1;
 /// Binary message.
 pub const BINARY: u8 = 0x2;
 /// Close.
@@ -64,14 +66,45 @@ pub fn put_close(out: &mut Vec<u8>, code: u16, reason: &str) {
 }
 
 /// Most queued frames written in one batch (one buffer, one write).
-const MAX_BATCH: usize = 64;
+pub const MAX_BATCH: usize = 64;
 /// How long a last write may wait for a client that stopped reading once
 /// the connection is being closed.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How a connection's queued messages and keep-alive pings become
+/// WebSocket frames: protocol v1 sends each queued frame as one binary
+/// message ([`Binary`]); Socket.IO transcodes them (`crate::socketio`).
+pub trait Encode: Send {
+    /// Appends the frames of `batch` (emptied) to `buf`.
+    fn messages(&mut self, buf: &mut Vec<u8>, batch: &mut Vec<Bytes>);
+    /// Appends the keep-alive ping the node's keep-alive asked for.
+    fn ping(&mut self, buf: &mut Vec<u8>);
+    /// Appends what goes just before the close frame.
+    fn before_close(&mut self, _buf: &mut Vec<u8>, _reason: &CloseReason) {}
+}
+
+/// Protocol v1: each queued frame is one binary message; pings are
+/// WebSocket pings.
+pub struct Binary;
+
+impl Encode for Binary {
+    fn messages(&mut self, buf: &mut Vec<u8>, batch: &mut Vec<Bytes>) {
+        put_frames(buf, batch);
+    }
+
+    fn ping(&mut self, buf: &mut Vec<u8>) {
+        put_frame(buf, PING, &[]);
+    }
+}
+
+/// The writer task of a protocol v1 connection ([`run_with`] [`Binary`]).
+pub async fn run(out: OwnedWriteHalf, queue: Arc<Outbox>) {
+    run_with(out, queue, Binary).await
+}
+
 /// The writer task: queue → socket in batches, pings, pongs, and the close
 /// frame when a close is requested — even when the queue is full.
-pub async fn run(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
+pub async fn run_with<E: Encode>(mut out: OwnedWriteHalf, queue: Arc<Outbox>, mut encode: E) {
     let mut batch = Vec::new();
     loop {
         let mut buf = Vec::new();
@@ -85,8 +118,9 @@ pub async fn run(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
                     // the problem.
                     if reason.reason != SLOW_CONSUMER {
                         queue.drain_into(&mut batch, usize::MAX);
-                        put_frames(&mut buf, &mut batch);
+                        encode.messages(&mut buf, &mut batch);
                     }
+                    encode.before_close(&mut buf, &reason);
                     put_close(&mut buf, reason.code.code(), &reason.reason);
                     // A client that stopped reading gets no more time than
                     // this. Boxed, like the timeout below: rare, and a
@@ -99,13 +133,13 @@ pub async fn run(mut out: OwnedWriteHalf, queue: Arc<Outbox>) {
             }
             _ = queue.ready() => {
                 if queue.take_ping() {
-                    put_frame(&mut buf, PING, &[]);
+                    encode.ping(&mut buf);
                 }
                 if let Some(payload) = queue.take_pong() {
                     put_frame(&mut buf, PONG, &payload);
                 }
                 queue.drain_into(&mut batch, MAX_BATCH);
-                put_frames(&mut buf, &mut batch);
+                encode.messages(&mut buf, &mut batch);
             }
         }
         if buf.is_empty() {

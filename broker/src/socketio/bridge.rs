@@ -1,0 +1,523 @@
+//! Between Socket.IO and protocol v1 (`docs/SOCKETIO.md`, "Events"): a
+//! client's EVENT becomes the [`ClientFrame`] the gateway already serves
+//! ([`request`]), and every protocol v1 server frame the connection is sent
+//! becomes the Socket.IO packet its client expects ([`Outgoing::packet`]).
+//! So a Socket.IO connection gets the same dispatch, policies, limits and
+//! module calls as a `/ws` one, and the hub's fan-out stays one frame for
+//! every recipient.
+
+use serde_json::json;
+
+use super::packet::{Body, Packet};
+use super::value::{Object, SioValue};
+use crate::msgpack::{self, Writer};
+use crate::protocol::{validate_method, ClientFrame, Since};
+
+/// The prefix of the reserved events, which act directly.
+pub const RESERVED_PREFIX: &str = "broker:";
+/// Most rooms a recovery offset names (the rest are not recovered).
+pub const MAX_OFFSET_ROOMS: usize = 256;
+
+/// The protocol v1 request a client EVENT stands for: a reserved
+/// `broker:*` event or, for any other name, an `rpc` with the event name
+/// as `method` and the argument list as `data`. `id` becomes the request's
+/// id.
+///
+/// # Errors
+///
+/// A short reason (answered `bad_frame`) for an unknown reserved event or
+/// arguments of the wrong shape.
+pub fn request(id: i64, name: &str, args: Vec<SioValue>) -> Result<ClientFrame, String> {
+    let Some(action) = name.strip_prefix(RESERVED_PREFIX) else {
+        validate_method(name)?;
+        return Ok(ClientFrame::Rpc {
+            id,
+            method: name.to_owned(),
+            data: to_msgpack(&SioValue::Array(args)),
+        });
+    };
+    let arg = args.into_iter().next().unwrap_or(SioValue::Null);
+    let SioValue::Object(fields) = arg else {
+        return Err(format!("{name}: the argument must be an object"));
+    };
+    let fields = Fields(fields);
+    Ok(match action {
+        "join" => ClientFrame::Join {
+            id,
+            room: fields.string("room")?,
+            since: fields.since()?,
+        },
+        "leave" => ClientFrame::Leave {
+            id,
+            room: fields.string("room")?,
+        },
+        "publish" => ClientFrame::Pub {
+            id,
+            room: fields.string("room")?,
+            ev: fields.string("ev")?,
+            data: to_msgpack(fields.get("data").unwrap_or(&SioValue::Null)),
+            others: fields.flag("others")?,
+            volatile: fields.flag("volatile")?,
+        },
+        "presence" => ClientFrame::Presence {
+            id,
+            room: fields.string("room")?,
+            after: fields.opt_string("after")?,
+        },
+        "history" => ClientFrame::History {
+            id,
+            room: fields.string("room")?,
+            since: fields.opt_uint("since")?,
+            limit: fields
+                .opt_uint("limit")?
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX)),
+        },
+        "refresh" => ClientFrame::Refresh {
+            id,
+            token: fields.string("token")?,
+        },
+        _ => return Err(format!("unknown reserved event {name:?}")),
+    })
+}
+
+/// A value as MessagePack bytes (a buffer as `bin`).
+pub fn to_msgpack(value: &SioValue) -> Vec<u8> {
+    let mut out = Writer::with_capacity(64);
+    value.write_msgpack(&mut out);
+    out.into_vec()
+}
+
+/// MessagePack bytes as a value: buffers stay buffers; what
+/// [`SioValue::from_msgpack`] refuses (other ext types) goes through
+/// [`msgpack::to_json`] (ext as `{type, data}`).
+pub fn from_msgpack(raw: &[u8]) -> SioValue {
+    SioValue::from_msgpack(raw).unwrap_or_else(|_| {
+        msgpack::to_json(raw).map_or(SioValue::Null, SioValue::from_json)
+    })
+}
+
+/// The fields of a reserved event's argument object.
+struct Fields(Object);
+
+impl Fields {
+    fn get(&self, key: &str) -> Option<&SioValue> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .filter(|v| !matches!(v, SioValue::Null))
+    }
+
+    fn string(&self, key: &str) -> Result<String, String> {
+        self.opt_string(key)?
+            .ok_or_else(|| format!("missing field `{key}`"))
+    }
+
+    fn opt_string(&self, key: &str) -> Result<Option<String>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(SioValue::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("field `{key}` must be a string")),
+        }
+    }
+
+    fn opt_uint(&self, key: &str) -> Result<Option<u64>, String> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(SioValue::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("field `{key}` must be a non-negative integer")),
+            Some(_) => Err(format!("field `{key}` must be a non-negative integer")),
+        }
+    }
+
+    fn flag(&self, key: &str) -> Result<bool, String> {
+        match self.get(key) {
+            None => Ok(false),
+            Some(SioValue::Bool(b)) => Ok(*b),
+            Some(_) => Err(format!("field `{key}` must be a boolean")),
+        }
+    }
+
+    /// `since: {seq, epoch}`.
+    fn since(&self) -> Result<Option<Since>, String> {
+        let Some(since) = self.get("since") else {
+            return Ok(None);
+        };
+        let seq = since.get("seq").and_then(|v| match v {
+            SioValue::Number(n) => n.as_u64(),
+            _ => None,
+        });
+        match (seq, since.get("epoch").and_then(SioValue::as_str)) {
+            (Some(seq), Some(epoch)) => Ok(Some(Since {
+                seq,
+                epoch: epoch.to_owned(),
+            })),
+            _ => Err("field `since` must be {seq, epoch}".to_owned()),
+        }
+    }
+}
+
+/// Where a connection is in each room it got messages from: the recovery
+/// offset's content. One per connection, updated by every `msg` it is sent.
+#[derive(Debug, Default, Clone)]
+pub struct Positions {
+    rooms: Vec<(String, String, u64)>,
+}
+
+impl Positions {
+    /// Notes that the connection got `seq` of `room` in `epoch`.
+    pub fn saw(&mut self, room: &str, epoch: &str, seq: u64) {
+        match self.rooms.iter_mut().find(|(r, _, _)| r == room) {
+            Some(entry) => {
+                if entry.1 != epoch {
+                    entry.1 = epoch.to_owned();
+                }
+                entry.2 = seq;
+            }
+            None => self.rooms.push((room.to_owned(), epoch.to_owned(), seq)),
+        }
+    }
+
+    /// The offset: `[[room, epoch, seq], ...]` as JSON text, for the rooms
+    /// `in_room` says the connection is still in (the others are
+    /// forgotten).
+    pub fn offset(&mut self, in_room: impl Fn(&str) -> bool) -> String {
+        self.rooms.retain(|(room, _, _)| in_room(room));
+        let rooms: Vec<_> = self
+            .rooms
+            .iter()
+            .take(MAX_OFFSET_ROOMS)
+            .map(|(room, epoch, seq)| json!([room, epoch, seq]))
+            .collect();
+        serde_json::Value::Array(rooms).to_string()
+    }
+}
+
+/// Reads a recovery offset ([`Positions::offset`]): each room with the
+/// `since` to join it with. `None` for anything else (a client's own
+/// string, a cut-off offset): no room is recovered then.
+pub fn parse_offset(text: &str) -> Option<Vec<(String, Since)>> {
+    if text.len() > MAX_OFFSET_ROOMS * 400 {
+        return None;
+    }
+    let rooms: Vec<(String, String, u64)> = serde_json::from_str(text).ok()?;
+    if rooms.len() > MAX_OFFSET_ROOMS {
+        return None;
+    }
+    Some(
+        rooms
+            .into_iter()
+            .map(|(room, epoch, seq)| (room, Since { seq, epoch }))
+            .collect(),
+    )
+}
+
+/// The server's CONNECT answer: `{sid, pid}`.
+pub fn connect_answer(sid: &str, pid: &str) -> Packet {
+    Packet::main(Body::Connect(Some(vec![
+        ("sid".to_owned(), SioValue::str(sid)),
+        ("pid".to_owned(), SioValue::str(pid)),
+    ])))
+}
+
+/// A CONNECT_ERROR `{message, data: {code}}` on `nsp`.
+pub fn connect_error(nsp: &str, message: &str, code: Option<&str>) -> Packet {
+    let mut error = vec![("message".to_owned(), SioValue::str(message))];
+    if let Some(code) = code {
+        error.push((
+            "data".to_owned(),
+            SioValue::Object(vec![("code".to_owned(), SioValue::str(code))]),
+        ));
+    }
+    Packet {
+        nsp: nsp.to_owned(),
+        body: Body::ConnectError(SioValue::Object(error)),
+    }
+}
+
+/// What one protocol v1 server frame becomes.
+pub struct Outgoing;
+
+impl Outgoing {
+    /// The packet for a v1 server `frame`, or `None` when the Socket.IO
+    /// client gets nothing for it (`welcome`, whose part is the CONNECT
+    /// answer; the answer to a request sent without an ack callback; a
+    /// frame that cannot be read). `positions` follows the connection's
+    /// rooms for the recovery offset, which `in_room` filters.
+    pub fn packet(
+        frame: &[u8],
+        positions: &mut Positions,
+        in_room: impl Fn(&str) -> bool,
+    ) -> Option<Packet> {
+        let SioValue::Object(mut fields) = from_msgpack(frame) else {
+            return None;
+        };
+        let mut take = |key: &str| -> Option<SioValue> {
+            let at = fields.iter().position(|(k, _)| k == key)?;
+            Some(fields.swap_remove(at).1)
+        };
+        let kind = take("t")?;
+        let event = |name: &str, args: Vec<SioValue>| {
+            Some(Packet::main(Body::Event {
+                id: None,
+                name: name.to_owned(),
+                args,
+            }))
+        };
+        match kind.as_str()? {
+            "msg" => {
+                let room = take("room")?;
+                let ev = take("ev")?;
+                let data = take("data").unwrap_or(SioValue::Null);
+                let seq = take("seq")?;
+                let epoch = take("epoch")?;
+                let mut meta = vec![
+                    ("room".to_owned(), room.clone()),
+                    ("seq".to_owned(), seq.clone()),
+                    ("epoch".to_owned(), epoch.clone()),
+                ];
+                for key in ["ts", "from", "volatile"] {
+                    if let Some(value) = take(key) {
+                        meta.push((key.to_owned(), value));
+                    }
+                }
+                let seq = match &seq {
+                    SioValue::Number(n) => n.as_u64().unwrap_or(0),
+                    _ => 0,
+                };
+                let (room, epoch) = (room.as_str()?, epoch.as_str()?);
+                if seq > 0 {
+                    positions.saw(room, epoch, seq);
+                }
+                let offset = SioValue::String(positions.offset(in_room));
+                event(ev.as_str()?, vec![data, SioValue::Object(meta), offset])
+            }
+            "ack" => {
+                let id = ack_id(&take("id")?)?;
+                let data = take("data").unwrap_or(SioValue::Null);
+                Some(Packet::main(Body::Ack {
+                    id,
+                    args: vec![data],
+                }))
+            }
+            "err" => {
+                let id = take("id").and_then(|id| ack_id(&id));
+                let mut error = Vec::new();
+                for key in ["code", "msg", "retry_ms", "rpc_code"] {
+                    if let Some(value) = take(key) {
+                        error.push((key.to_owned(), value));
+                    }
+                }
+                match id {
+                    Some(id) => Some(Packet::main(Body::Ack {
+                        id,
+                        args: vec![SioValue::Object(vec![(
+                            "error".to_owned(),
+                            SioValue::Object(error),
+                        )])],
+                    })),
+                    None => event("broker:error", vec![SioValue::Object(error)]),
+                }
+            }
+            "presence" => event("broker:presence-event", vec![SioValue::Object(fields)]),
+            "joined" => event("broker:joined", vec![SioValue::Object(fields)]),
+            "left" => event("broker:left", vec![SioValue::Object(fields)]),
+            "expiring" => event("broker:expiring", vec![SioValue::Object(fields)]),
+            "missed" => event("broker:missed", vec![SioValue::Object(fields)]),
+            _ => None,
+        }
+    }
+}
+
+/// A request id as the client's ack id: requests sent without an ack
+/// callback have negative ids (their answers are dropped).
+fn ack_id(id: &SioValue) -> Option<u64> {
+    match id {
+        SioValue::Number(n) => n.as_u64(),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{self, ErrorCode, Sender};
+
+    fn obj(pairs: &[(&str, SioValue)]) -> SioValue {
+        SioValue::Object(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                .collect(),
+        )
+    }
+
+    fn num(n: u64) -> SioValue {
+        SioValue::Number(n.into())
+    }
+
+    #[test]
+    fn reserved_events_become_their_requests() {
+        let join = request(
+            3,
+            "broker:join",
+            vec![obj(&[
+                ("room", SioValue::str("chat:a")),
+                (
+                    "since",
+                    obj(&[("seq", num(4)), ("epoch", SioValue::str("e1"))]),
+                ),
+            ])],
+        )
+        .unwrap();
+        assert_eq!(
+            join,
+            ClientFrame::Join {
+                id: 3,
+                room: "chat:a".into(),
+                since: Some(Since {
+                    seq: 4,
+                    epoch: "e1".into()
+                })
+            }
+        );
+        let publish = request(
+            -1,
+            "broker:publish",
+            vec![obj(&[
+                ("room", SioValue::str("chat:a")),
+                ("ev", SioValue::str("chat")),
+                (
+                    "data",
+                    SioValue::Array(vec![SioValue::Binary(vec![1, 2]), num(7)]),
+                ),
+                ("others", SioValue::Bool(true)),
+            ])],
+        )
+        .unwrap();
+        let ClientFrame::Pub {
+            id, data, others, ..
+        } = publish
+        else {
+            panic!("{publish:?}")
+        };
+        assert_eq!((id, others), (-1, true));
+        assert_eq!(data, vec![0x92, 0xc4, 2, 1, 2, 7], "bin stays bin");
+        for (name, arg, why) in [
+            ("broker:join", SioValue::str("chat:a"), "must be an object"),
+            ("broker:join", obj(&[]), "missing field `room`"),
+            (
+                "broker:publish",
+                obj(&[("room", SioValue::str("r")), ("ev", num(1))]),
+                "`ev` must be a string",
+            ),
+            ("broker:nope", obj(&[]), "unknown reserved event"),
+            (
+                "broker:history",
+                obj(&[("room", SioValue::str("r")), ("since", SioValue::str("x"))]),
+                "`since` must be",
+            ),
+        ] {
+            let err = request(1, name, vec![arg]).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn other_events_are_rpcs_with_the_argument_list() {
+        let rpc = request(
+            9,
+            "order.create",
+            vec![obj(&[("x", num(1))]), num(2)],
+        )
+        .unwrap();
+        let ClientFrame::Rpc { id, method, data } = rpc else {
+            panic!()
+        };
+        assert_eq!((id, method.as_str()), (9, "order.create"));
+        assert_eq!(
+            msgpack::to_json(&data).unwrap(),
+            serde_json::json!([{"x": 1}, 2])
+        );
+        assert!(request(1, "bad method!", vec![]).is_err());
+    }
+
+    #[test]
+    fn messages_carry_meta_and_an_offset_of_the_rooms_still_joined() {
+        let data = {
+            let mut w = Writer::with_capacity(8);
+            w.map(1).str("b").bin(&[9, 9]);
+            w.into_vec()
+        };
+        let from = Sender {
+            user: "alice",
+            conn: "n1.1.1",
+        };
+        let frame = protocol::encode_msg_frame("chat:a", "chat", &data, 5, "ep", 1000, Some(from));
+        let mut positions = Positions::default();
+        positions.saw("chat:gone", "x", 1);
+        let packet = Outgoing::packet(&frame, &mut positions, |r| r != "chat:gone").unwrap();
+        let Body::Event { id, name, args } = packet.body else {
+            panic!()
+        };
+        assert_eq!((id, name.as_str()), (None, "chat"));
+        assert_eq!(args[0], obj(&[("b", SioValue::Binary(vec![9, 9]))]));
+        assert_eq!(args[1].get("seq"), Some(&num(5)));
+        assert_eq!(args[1].get("room"), Some(&SioValue::str("chat:a")));
+        assert_eq!(
+            args[1].get("from").and_then(|f| f.get("user")),
+            Some(&SioValue::str("alice"))
+        );
+        let offset = args[2].as_str().unwrap();
+        assert_eq!(offset, r#"[["chat:a","ep",5]]"#);
+        let parsed = parse_offset(offset).unwrap();
+        assert_eq!(parsed[0].0, "chat:a");
+        assert_eq!(parsed[0].1.seq, 5);
+        assert!(parse_offset("hello").is_none());
+    }
+
+    #[test]
+    fn acks_and_errors_by_whether_the_client_waits() {
+        let ack = protocol::encode_ack_raw(4, &protocol::ack_pub(12));
+        let mut p = Positions::default();
+        let packet = Outgoing::packet(&ack, &mut p, |_| true).unwrap();
+        assert_eq!(
+            packet.body,
+            Body::Ack {
+                id: 4,
+                args: vec![obj(&[("seq", num(12))])]
+            }
+        );
+        let silent = protocol::encode_ack_raw(-3, &protocol::ack_pub(12));
+        assert!(Outgoing::packet(&silent, &mut p, |_| true).is_none());
+        let err = protocol::encode_err(Some(4), ErrorCode::NotMember, "join first", None);
+        let Body::Ack { args, .. } = Outgoing::packet(&err, &mut p, |_| true).unwrap().body else {
+            panic!()
+        };
+        assert_eq!(
+            args[0].get("error").and_then(|e| e.get("code")),
+            Some(&SioValue::str("not_member"))
+        );
+        let unsolicited = protocol::encode_err(Some(-2), ErrorCode::RateLimited, "slow", Some(50));
+        let Body::Event { name, args, .. } =
+            Outgoing::packet(&unsolicited, &mut p, |_| true).unwrap().body
+        else {
+            panic!()
+        };
+        assert_eq!(name, "broker:error");
+        assert_eq!(args[0].get("retry_ms"), Some(&num(50)));
+        let welcome = protocol::encode_welcome("c", "u", "n", 1, 2);
+        assert!(Outgoing::packet(&welcome, &mut p, |_| true).is_none());
+        let presence =
+            protocol::encode_presence_frame("r", "bob", protocol::PresenceAction::Join);
+        let Body::Event { name, args, .. } =
+            Outgoing::packet(&presence, &mut p, |_| true).unwrap().body
+        else {
+            panic!()
+        };
+        assert_eq!(name, "broker:presence-event");
+        assert_eq!(args[0].get("action"), Some(&SioValue::str("join")));
+    }
+}
