@@ -1394,16 +1394,43 @@ pub async fn try_http(
     body: Option<&J>,
     bearer: Option<&str>,
 ) -> std::io::Result<HttpResponse> {
+    let body = body.map(J::to_string).unwrap_or_default();
+    let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n"));
+    try_http_raw(addr, method, path, "application/json", &body, auth.as_deref()).await
+}
+
+/// `method path` with a text body of `content_type` (sent for any method
+/// but GET); `extra` holds whole header lines (each ending in CRLF).
+pub async fn http_text(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    extra: Option<&str>,
+) -> HttpResponse {
+    try_http_raw(addr, method, path, content_type, body, extra)
+        .await
+        .unwrap_or_else(|e| panic!("{method} http://{addr}{path}: {e}"))
+}
+
+async fn try_http_raw(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+    extra: Option<&str>,
+) -> std::io::Result<HttpResponse> {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await?;
-        let body = body.map(J::to_string).unwrap_or_default();
         let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        if let Some(token) = bearer {
-            head.push_str(&format!("Authorization: Bearer {token}\r\n"));
+        if let Some(extra) = extra {
+            head.push_str(extra);
         }
         if method != "GET" {
             head.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
                 body.len()
             ));
         }

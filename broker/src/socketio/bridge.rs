@@ -256,7 +256,7 @@ impl Outgoing {
         };
         let mut take = |key: &str| -> Option<SioValue> {
             let at = fields.iter().position(|(k, _)| k == key)?;
-            Some(fields.swap_remove(at).1)
+            Some(fields.remove(at).1)
         };
         let kind = take("t")?;
         let event = |name: &str, args: Vec<SioValue>| {
@@ -299,7 +299,7 @@ impl Outgoing {
                 let data = take("data").unwrap_or(SioValue::Null);
                 Some(Packet::main(Body::Ack {
                     id,
-                    args: vec![data],
+                    args: vec![ack_data(data)],
                 }))
             }
             "err" => {
@@ -328,6 +328,30 @@ impl Outgoing {
             "missed" => event("broker:missed", vec![SioValue::Object(fields)]),
             _ => None,
         }
+    }
+}
+
+/// A protocol v1 ack's data as the Socket.IO ack's argument: an `rpc`'s
+/// (the only ack data that is `{data}` alone) is the backend's reply
+/// itself; a `history` page's messages lose protocol v1's `t`.
+fn ack_data(data: SioValue) -> SioValue {
+    match data {
+        SioValue::Object(mut fields) if fields.len() == 1 && fields[0].0 == "data" => {
+            fields.remove(0).1
+        }
+        SioValue::Object(mut fields) => {
+            for (key, value) in &mut fields {
+                if let (true, SioValue::Array(messages)) = (key == "messages", value) {
+                    for message in messages {
+                        if let SioValue::Object(m) = message {
+                            m.retain(|(k, _)| k != "t");
+                        }
+                    }
+                }
+            }
+            SioValue::Object(fields)
+        }
+        other => other,
     }
 }
 
@@ -490,6 +514,11 @@ mod tests {
                 args: vec![obj(&[("seq", num(12))])]
             }
         );
+        let rpc = protocol::encode_ack_raw(5, &protocol::ack_rpc(&[0x92, 1, 2]));
+        let Body::Ack { args, .. } = Outgoing::packet(&rpc, &mut p, |_| true).unwrap().body else {
+            panic!()
+        };
+        assert_eq!(args, vec![SioValue::Array(vec![num(1), num(2)])], "the reply itself");
         let silent = protocol::encode_ack_raw(-3, &protocol::ack_pub(12));
         assert!(Outgoing::packet(&silent, &mut p, |_| true).is_none());
         let err = protocol::encode_err(Some(4), ErrorCode::NotMember, "join first", None);

@@ -75,6 +75,11 @@ pub async fn run(
                 });
                 let packet = connect_error(MAIN_NAMESPACE, &msg, Some(code));
                 engine.send_packet(decoder.kind(), &packet);
+                // The client closes the transport itself on a refusal (as
+                // with the reference server); a close of ours in the same
+                // payload would reach its app first, as a `disconnect`.
+                let closed = engine.outlet.close_requested();
+                let _ = tokio::time::timeout(CONNECT_TIMEOUT, closed).await;
                 engine.outlet.close(close.code, &close.reason);
             }
         }
