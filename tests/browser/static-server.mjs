@@ -21,7 +21,8 @@
 //     passed through untouched (the upgraded connection as a raw TCP pipe).
 //
 // Standalone: node tests/browser/static-server.mjs [PORT]
-//   then open http://127.0.0.1:PORT/?gw=127.0.0.1:8080
+//   then open http://127.0.0.1:PORT/?gw=127.0.0.1:8080 (add &proto=socketio
+//   for the page's Socket.IO mode)
 
 import http from 'node:http';
 import net from 'node:net';
