@@ -12,14 +12,17 @@
 #    and two gateway nodes (free ports, auth.dev_tokens = true),
 # 4. runs tests/browser/chat.spec.mjs: alice on node 1 and bob on node 2 in
 #    headless Chromium (presence, typing, messages, HTML stays text,
-#    history, and a restart of node 2 that bob's page recovers from).
-#    Screenshots go to target/browser-artifacts/.
+#    history, and a restart of node 2 that bob's page recovers from), once
+#    with the page on the broker protocol (/ws) and once on Socket.IO
+#    (/socket.io/, the vendored socket.io-client). PROTOS=broker or
+#    =socketio runs one of them. Screenshots go to target/browser-artifacts/.
 #
 # The gateway embeds gateway/static and clients/js/dist at build time: when
 # the running binary serves other files than the tree has, the check "the
 # gateways serve the current page files" fails and the page tests run
 # against tests/browser/static-server.mjs instead (PAGE_SOURCE=gateway or
-# =static forces one source).
+# =static forces one source); that server also forwards the page's
+# /socket.io/ requests to the gateway named by ?gw=.
 #
 # Needs the release binaries (target/release/broker-gateway and
 # libbroker_module.so); it does not build them. Everything it starts is
@@ -177,5 +180,5 @@ GATEWAYS=$(join "${GATEWAY_URLS[@]}") GATEWAY_ADMINS=$(join "${GATEWAY_ADMINS[@]
     GATEWAY_PIDS=$(join "${GATEWAY_PIDS[@]}") GATEWAY_BIN="$GATEWAY" GATEWAY_CONFIG="$TMP/gateway.toml" \
     REDIS_URL="redis://127.0.0.1:$REDIS_PORT" RESTART_PIDFILE="$TMP/restarted.pid" \
     CHROMIUM="$CHROMIUM" ARTIFACTS="$ARTIFACTS" \
-    timeout 100 node "$ROOT/tests/browser/chat.spec.mjs"
+    timeout 170 node "$ROOT/tests/browser/chat.spec.mjs"
 log "done in $((SECONDS - START)) s; screenshots in ${ARTIFACTS#"$ROOT"/}"

@@ -5,7 +5,7 @@
 //   GATEWAYS=http://127.0.0.1:P1,http://127.0.0.1:P2 node tests/browser/chat.spec.mjs
 //
 // Optional: CHROMIUM (default /usr/bin/chromium), ARTIFACTS (default
-// target/browser-artifacts), DEADLINE_MS (default 90000), PAGE_SOURCE
+// target/browser-artifacts), DEADLINE_MS (default 150000), PAGE_SOURCE
 // (auto: the gateway's GET / when it serves the current files, else the
 // static server of static-server.mjs; or force `gateway` / `static`). With
 // GATEWAY_PIDS, GATEWAY_ADMINS (host:port list), GATEWAY_BIN,
@@ -13,11 +13,18 @@
 // (SIGTERM: close 1012) and checks that bob's page reconnects, gets a new
 // dev token from the new process and catches up on what he missed.
 //
-// alice uses node 1 and bob node 2: they must see each other online, bob
-// must see alice typing and her message (whose text holds HTML that must
-// stay text), and a later visitor (carol) must get both messages from
-// history. Prints one line per check and a closing "N passed, N failed";
-// exits non-zero on any failure.
+// The scenario runs twice, once per protocol of the page: the broker
+// protocol (/ws with broker-client.js) and Socket.IO (/socket.io/ with the
+// vendored socket.io-client, the page opened with ?proto=socketio; users
+// alice-io, bob-io, carol-io). alice uses node 1 and bob node 2: they must
+// see each other online, bob must see alice typing and her message (whose
+// text holds HTML that must stay text), and a later visitor (carol) must
+// get both messages from history. After the restart of node 2 (once per
+// protocol) messages must flow both ways again. In the Socket.IO run a
+// broker-protocol page (dave-ws) also chats with the Socket.IO pages.
+// Prints one line per check (prefixed [broker] / [socketio]) and a closing
+// "N passed, N failed"; exits non-zero on any failure. PROTOS=socketio (or
+// =broker) runs one protocol only.
 
 import { chromium } from 'playwright-core';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
@@ -31,7 +38,7 @@ const root = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const gateways = (process.env.GATEWAYS || '').split(',').map((s) => s.trim().replace(/\/$/, '')).filter(Boolean);
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const artifacts = resolve(process.env.ARTIFACTS || join(root, 'target', 'browser-artifacts'));
-const deadlineMs = Number(process.env.DEADLINE_MS || 90000);
+const deadlineMs = Number(process.env.DEADLINE_MS || 150000);
 const WAIT = 15000; // the longest any single wait may take
 
 const restart = {
@@ -47,9 +54,12 @@ const canRestart = restart.pids.length >= 2 && restart.admins.length >= 2
 let restarted = null; // the node-2 process this script started
 
 const XSS = '<img src=x onerror=alert(1)>';
-const ALICE_TEXT = `hello bob ${XSS} & <b>bold</b>`;
-const BOB_TEXT = 'hi alice, all good';
-const AWAY_TEXT = 'sent while node 2 was restarting';
+
+/** One run of the scenario per protocol the page speaks. */
+const SCENARIOS = [
+  { proto: 'broker', suffix: '' },
+  { proto: 'socketio', suffix: '-io' },
+].filter((sc) => !process.env.PROTOS || process.env.PROTOS.split(',').includes(sc.proto));
 
 if (gateways.length < 2) {
   console.error('set GATEWAYS=http://host:port,http://host:port (two gateway nodes)');
@@ -58,6 +68,7 @@ if (gateways.length < 2) {
 
 let passed = 0;
 let failed = 0;
+let prefix = ''; // the scenario's protocol, in front of each check's name
 
 function report(name, err) {
   if (err) {
@@ -74,9 +85,9 @@ function report(name, err) {
 async function check(name, fn, critical = false) {
   try {
     await fn();
-    report(name);
+    report(prefix + name);
   } catch (err) {
-    report(name, err);
+    report(prefix + name, err);
     if (critical) throw new Error(`stopping: ${name} failed`);
   }
 }
@@ -137,7 +148,14 @@ async function pageUrls() {
   return { urls: gateways.map((gw) => `${gw}/`), server: null };
 }
 
-async function openUser(browser, url, user) {
+/** The page URL with `proto` set (the page's mode switch). */
+function withProto(url, proto) {
+  const u = new URL(url);
+  u.searchParams.set('proto', proto);
+  return u.toString();
+}
+
+async function openUser(browser, url, user, proto) {
   const context = await browser.newContext({ viewport: { width: 1100, height: 700 } });
   const page = await context.newPage();
   page.setDefaultTimeout(WAIT);
@@ -150,8 +168,10 @@ async function openUser(browser, url, user) {
   page.on('console', (msg) => {
     if (msg.type() === 'error') state.consoleErrors.push(msg.text());
   });
-  await page.goto(url, { waitUntil: 'load', timeout: WAIT });
+  await page.goto(withProto(url, proto), { waitUntil: 'load', timeout: WAIT });
   await page.waitForSelector('html[data-ready="1"]', { state: 'attached', timeout: WAIT });
+  const selected = await page.inputValue('#proto');
+  assert(selected === proto, `?proto=${proto} selected "${selected}" on the login form`);
   await page.fill('#user-name', user);
   await page.click('#login-button');
   await page.waitForSelector('#conn-state[data-state="connected"]', { timeout: WAIT });
@@ -201,9 +221,10 @@ async function until(what, pred, ms) {
   throw new Error(`${what}: not within ${ms} ms`);
 }
 
-/** Stops gateway node 2 (SIGTERM: it closes its clients with 1012). */
+/** Stops gateway node 2 (SIGTERM: it closes its clients with 1012): the
+ * first process, or the one the last startNode2() started. */
 async function stopNode2() {
-  const pid = restart.pids[1];
+  const pid = restarted ? restarted.pid : restart.pids[1];
   process.kill(pid, 'SIGTERM');
   await until('node 2 exits after SIGTERM', () => !alive(pid), 15000);
 }
@@ -239,6 +260,196 @@ async function shot(state, name) {
   await state.page.screenshot({ path: join(artifacts, `${name}.png`), fullPage: true, timeout: WAIT });
 }
 
+/** The chat scenario with every page in one protocol (`proto`). Each user
+ * it opens is added to `users` (for the final checks and the failure
+ * screenshots). */
+async function scenario(browser, urls, { proto, suffix }, users) {
+  const socketio = proto === 'socketio';
+  const [ALICE, BOB, CAROL] = ['alice', 'bob', 'carol'].map((n) => `${n}${suffix}`);
+  const ALICE_TEXT = `hello ${BOB} ${XSS} & <b>bold</b>`;
+  const BOB_TEXT = `hi ${ALICE}, all good`;
+  const AWAY_TEXT = `sent while node 2 was restarting (${proto})`;
+  const BACK_TEXT = `${BOB} is back (${proto})`;
+  const WELCOME_TEXT = `welcome back, ${BOB} (${proto})`;
+  const shotName = (n) => `${proto}-${n}`;
+  /** The host (or node) after " on " in a page's connection detail. */
+  const where = async (u) => (await u.page.textContent('#conn-detail')).split(' on ')[1].split(' ')[0];
+
+  let alice;
+  let bob;
+  await check(`the demo page loads and ${ALICE} connects to node 1`, async () => {
+    alice = await openUser(browser, urls[0], ALICE, proto);
+    users.push(alice);
+    const detail = await alice.page.textContent('#conn-detail');
+    assert(detail.startsWith(`${ALICE} on `), `connection detail says "${detail}"`);
+    if (socketio) assert(/via socket\.io/.test(detail), `connection detail says "${detail}"`);
+  }, true);
+  await shot(alice, shotName('01-alice-connected'));
+  await check(`${BOB} connects to node 2`, async () => {
+    bob = await openUser(browser, urls[1], BOB, proto);
+    users.push(bob);
+  }, true);
+  await check('the two pages are served by different gateway nodes', async () => {
+    const [a, b] = [await where(alice), await where(bob)];
+    assert(a !== b, `both on one node: "${a}" / "${b}"`);
+  });
+  if (socketio) {
+    await check('socket.io-client upgrades from long-polling to WebSocket', async () => {
+      for (const u of [alice, bob]) {
+        await u.page.waitForFunction(
+          () => document.getElementById('conn-detail').textContent.endsWith('(websocket)'),
+          null,
+          { timeout: WAIT },
+        );
+      }
+    });
+  }
+  await check(`${ALICE} sees ${BOB} online (presence join event)`, async () => {
+    await waitOnline(alice.page, BOB);
+    const list = await onlineUsers(alice.page);
+    assert(list.includes(ALICE) && list.includes(BOB), `${ALICE}'s list: ${list}`);
+  });
+  await check(`${BOB} sees ${ALICE} online (presence request)`, async () => {
+    await waitOnline(bob.page, ALICE);
+    // The pages of an earlier scenario were closed: their leaves may still
+    // be on the way.
+    await bob.page.waitForFunction(() => document.getElementById('online-count').textContent === '2', null, { timeout: WAIT })
+      .catch(() => {});
+    const count = await bob.page.textContent('#online-count');
+    assert(count === '2', `online count ${count}: ${await onlineUsers(bob.page)}`);
+  });
+  await check(`${ALICE} types: ${BOB} sees the typing indicator`, async () => {
+    await alice.page.locator('#message').pressSequentially('hel', { delay: 30, timeout: WAIT });
+    await bob.page.waitForFunction(
+      (who) => document.getElementById('typing').textContent.includes(`${who} is typing`),
+      ALICE,
+      { timeout: WAIT },
+    );
+    const aliceTyping = await alice.page.textContent('#typing');
+    assert(aliceTyping === '', `${ALICE} sees her own typing: "${aliceTyping}"`);
+  });
+  await shot(bob, shotName('02-bob-sees-typing'));
+  await check(`${ALICE} sends a message: ${BOB} sees it as plain text`, async () => {
+    await alice.page.fill('#message', ALICE_TEXT);
+    await alice.page.click('#send');
+    await waitLogText(bob.page, ALICE_TEXT);
+    await waitLogText(alice.page, ALICE_TEXT);
+    const who = await bob.page.$$eval('#log li.msg .who', (items) => items.map((n) => n.textContent));
+    assert(who.includes(ALICE), `senders on ${BOB}'s page: ${who}`);
+  });
+  await check('the message HTML created no element and ran nothing', async () => {
+    for (const u of [alice, bob]) {
+      const imgs = await u.page.$$eval('img', (items) => items.length);
+      assert(imgs === 0, `${u.user}'s page has ${imgs} <img> element(s)`);
+      const bold = await u.page.$$eval('#log b', (items) => items.length);
+      assert(bold === 0, `${u.user}'s page has a <b> element in the log`);
+      assert(u.dialogs.length === 0, `${u.user} got a dialog: ${u.dialogs}`);
+    }
+  });
+  await check('the typing indicator clears when the message arrives', async () => {
+    await bob.page.waitForFunction(() => document.getElementById('typing').textContent === '', null, { timeout: WAIT });
+  });
+  await shot(bob, shotName('03-bob-got-message'));
+  await check(`${BOB} answers: ${ALICE} sees it`, async () => {
+    await bob.page.fill('#message', BOB_TEXT);
+    await bob.page.press('#message', 'Enter');
+    await waitLogText(alice.page, BOB_TEXT);
+  });
+  await shot(alice, shotName('04-alice-conversation'));
+
+  let carol;
+  await check(`${CAROL} joins later and gets both messages from history`, async () => {
+    carol = await openUser(browser, urls[0], CAROL, proto);
+    users.push(carol);
+    await waitLogText(carol.page, ALICE_TEXT);
+    await waitLogText(carol.page, BOB_TEXT);
+    const texts = await logTexts(carol.page);
+    assert(texts.indexOf(ALICE_TEXT) < texts.indexOf(BOB_TEXT), `history out of order: ${JSON.stringify(texts)}`);
+    assert(!texts.some((t) => t === '{}'), 'typing events leaked into the log');
+    const imgs = await carol.page.$$eval('img', (items) => items.length);
+    assert(imgs === 0, `${CAROL}'s page has ${imgs} <img> element(s)`);
+  });
+  if (carol) await shot(carol, shotName('05-carol-history'));
+  await check(`${BOB} sees ${CAROL} arrive and leave (across nodes)`, async () => {
+    await waitOnline(bob.page, CAROL);
+    await carol.page.click('#logout');
+    await waitOnline(bob.page, CAROL, false);
+    const state = await carol.page.getAttribute('#conn-state', 'data-state');
+    assert(state === 'idle', `${CAROL}'s badge after disconnect: ${state}`);
+  });
+
+  if (socketio) {
+    // Both protocols in one room: a /ws page on node 1 and the Socket.IO
+    // pages read each other's messages, live and from history.
+    const DAVE = 'dave-ws';
+    const DAVE_TEXT = `${DAVE} here, on /ws`;
+    let dave;
+    await check(`a broker-protocol page (${DAVE}) and the Socket.IO pages chat in one room`, async () => {
+      dave = await openUser(browser, urls[0], DAVE, 'broker');
+      users.push(dave);
+      await waitLogText(dave.page, BOB_TEXT); // Socket.IO messages in /ws history
+      await waitOnline(bob.page, DAVE);
+      await dave.page.fill('#message', DAVE_TEXT);
+      await dave.page.press('#message', 'Enter');
+      await waitLogText(bob.page, DAVE_TEXT);
+      await waitLogText(alice.page, DAVE_TEXT);
+      await dave.page.click('#logout');
+      await waitOnline(alice.page, DAVE, false);
+    });
+  }
+
+  if (canRestart) {
+    await check('node 2 restarts: bob sees reconnecting, then catches up', async () => {
+      await stopNode2();
+      await bob.page.waitForSelector('#conn-state[data-state="reconnecting"]', { timeout: WAIT });
+      await shot(bob, shotName('06-bob-reconnecting'));
+      await alice.page.fill('#message', AWAY_TEXT);
+      await alice.page.click('#send');
+      await waitLogText(alice.page, AWAY_TEXT);
+      await startNode2();
+      await bob.page.waitForSelector('#conn-state[data-state="connected"]', { timeout: 25000 });
+      await waitLogText(bob.page, AWAY_TEXT);
+      const texts = await logTexts(bob.page);
+      const copies = texts.filter((t) => t === AWAY_TEXT).length;
+      assert(copies === 1, `${BOB} shows the missed message ${copies} times`);
+      assert(texts.filter((t) => t === ALICE_TEXT).length === 1, 'an earlier message shows twice');
+      const activity = await bob.page.textContent('#activity');
+      assert(/caught up/.test(activity), `${BOB}'s activity does not say he caught up: ${activity}`);
+      const node2 = socketio ? new URL(gateways[1]).host : 'gw-bt-2';
+      assert(activity.includes(`reconnected to ${node2}`), `${BOB}'s activity: ${activity}`);
+      // The new process has a new dev-token secret: the old token is
+      // refused (close 4001 on /ws, CONNECT_ERROR `unauthorized` on
+      // Socket.IO) and the page gets a new one by itself.
+      assert(/token refused/.test(activity), `${BOB}'s old token was not refused: ${activity}`);
+      await waitOnline(alice.page, BOB);
+      await waitOnline(bob.page, ALICE);
+    });
+    if (socketio) {
+      // Socket.IO's connection state recovery: the CONNECT carried the old
+      // pid and the last offset, and the room's history still held the
+      // missed message, so the server answers with the same pid.
+      await check('the Socket.IO session was recovered (socket.recovered)', async () => {
+        const activity = await bob.page.textContent('#activity');
+        assert(/session recovered/.test(activity), `${BOB}'s activity: ${activity}`);
+      });
+    }
+    await check('after the restart messages flow both ways again', async () => {
+      await bob.page.fill('#message', BACK_TEXT);
+      await bob.page.press('#message', 'Enter');
+      await waitLogText(alice.page, BACK_TEXT);
+      await alice.page.fill('#message', WELCOME_TEXT);
+      await alice.page.press('#message', 'Enter');
+      await waitLogText(bob.page, WELCOME_TEXT);
+      const texts = await logTexts(bob.page);
+      assert(texts.filter((t) => t === WELCOME_TEXT).length === 1, `${BOB} shows the new message twice`);
+    });
+  } else {
+    console.log('# skipped the node restart check (no GATEWAY_PIDS etc.)');
+  }
+  await shot(alice, shotName('07-alice-final'));
+  await shot(bob, shotName('08-bob-final'));
+}
+
 async function main() {
   await mkdir(artifacts, { recursive: true });
   const { urls, server } = await pageUrls();
@@ -255,127 +466,20 @@ async function main() {
   });
   const users = [];
   try {
-    let alice;
-    let bob;
-    await check('the demo page loads and alice connects to node 1', async () => {
-      alice = await openUser(browser, urls[0], 'alice');
-      users.push(alice);
-      const detail = await alice.page.textContent('#conn-detail');
-      assert(/alice on /.test(detail), `connection detail says "${detail}"`);
-    }, true);
-    await shot(alice, '01-alice-connected');
-    await check('bob connects to node 2', async () => {
-      bob = await openUser(browser, urls[1], 'bob');
-      users.push(bob);
-    }, true);
-    await check('the two pages are served by different gateway nodes', async () => {
-      const a = await alice.page.textContent('#conn-detail');
-      const b = await bob.page.textContent('#conn-detail');
-      assert(a.split(' on ')[1] !== b.split(' on ')[1], `both on one node: "${a}" / "${b}"`);
-    });
-    await check('alice sees bob online (presence join event)', async () => {
-      await waitOnline(alice.page, 'bob');
-      const list = await onlineUsers(alice.page);
-      assert(list.includes('alice') && list.includes('bob'), `alice's list: ${list}`);
-    });
-    await check('bob sees alice online (presence request)', async () => {
-      await waitOnline(bob.page, 'alice');
-      const count = await bob.page.textContent('#online-count');
-      assert(count === '2', `online count ${count}`);
-    });
-    await check('alice types: bob sees the typing indicator', async () => {
-      await alice.page.locator('#message').pressSequentially('hel', { delay: 30, timeout: WAIT });
-      await bob.page.waitForFunction(
-        () => document.getElementById('typing').textContent.includes('alice is typing'),
-        null,
-        { timeout: WAIT },
-      );
-      const aliceTyping = await alice.page.textContent('#typing');
-      assert(aliceTyping === '', `alice sees her own typing: "${aliceTyping}"`);
-    });
-    await shot(bob, '02-bob-sees-typing');
-    await check('alice sends a message: bob sees it as plain text', async () => {
-      await alice.page.fill('#message', ALICE_TEXT);
-      await alice.page.click('#send');
-      await waitLogText(bob.page, ALICE_TEXT);
-      await waitLogText(alice.page, ALICE_TEXT);
-      const who = await bob.page.$$eval('#log li.msg .who', (items) => items.map((n) => n.textContent));
-      assert(who.includes('alice'), `senders on bob's page: ${who}`);
-    });
-    await check('the message HTML created no element and ran nothing', async () => {
-      for (const u of [alice, bob]) {
-        const imgs = await u.page.$$eval('img', (items) => items.length);
-        assert(imgs === 0, `${u.user}'s page has ${imgs} <img> element(s)`);
-        const bold = await u.page.$$eval('#log b', (items) => items.length);
-        assert(bold === 0, `${u.user}'s page has a <b> element in the log`);
-        assert(u.dialogs.length === 0, `${u.user} got a dialog: ${u.dialogs}`);
-      }
-    });
-    await check('the typing indicator clears when the message arrives', async () => {
-      await bob.page.waitForFunction(() => document.getElementById('typing').textContent === '', null, { timeout: WAIT });
-    });
-    await shot(bob, '03-bob-got-message');
-    await check('bob answers: alice sees it', async () => {
-      await bob.page.fill('#message', BOB_TEXT);
-      await bob.page.press('#message', 'Enter');
-      await waitLogText(alice.page, BOB_TEXT);
-    });
-    await shot(alice, '04-alice-conversation');
-
-    let carol;
-    await check('carol joins later and gets both messages from history', async () => {
-      carol = await openUser(browser, urls[0], 'carol');
-      users.push(carol);
-      await waitLogText(carol.page, ALICE_TEXT);
-      await waitLogText(carol.page, BOB_TEXT);
-      const texts = await logTexts(carol.page);
-      assert(texts.indexOf(ALICE_TEXT) < texts.indexOf(BOB_TEXT), `history out of order: ${JSON.stringify(texts)}`);
-      assert(!texts.some((t) => t === '{}'), 'typing events leaked into the log');
-      const imgs = await carol.page.$$eval('img', (items) => items.length);
-      assert(imgs === 0, `carol's page has ${imgs} <img> element(s)`);
-    });
-    if (carol) await shot(carol, '05-carol-history');
-    await check('bob sees carol arrive and leave (across nodes)', async () => {
-      await waitOnline(bob.page, 'carol');
-      await carol.page.click('#logout');
-      await waitOnline(bob.page, 'carol', false);
-      const state = await carol.page.getAttribute('#conn-state', 'data-state');
-      assert(state === 'idle', `carol's badge after disconnect: ${state}`);
-    });
-    if (canRestart) {
-      await check('node 2 restarts: bob sees reconnecting, then catches up', async () => {
-        await stopNode2();
-        await bob.page.waitForSelector('#conn-state[data-state="reconnecting"]', { timeout: WAIT });
-        await shot(bob, '06-bob-reconnecting');
-        await alice.page.fill('#message', AWAY_TEXT);
-        await alice.page.click('#send');
-        await waitLogText(alice.page, AWAY_TEXT);
-        await startNode2();
-        await bob.page.waitForSelector('#conn-state[data-state="connected"]', { timeout: 25000 });
-        await waitLogText(bob.page, AWAY_TEXT);
-        const texts = await logTexts(bob.page);
-        const copies = texts.filter((t) => t === AWAY_TEXT).length;
-        assert(copies === 1, `bob shows the missed message ${copies} times`);
-        assert(texts.filter((t) => t === ALICE_TEXT).length === 1, 'an earlier message shows twice');
-        const activity = await bob.page.textContent('#activity');
-        assert(/caught up/.test(activity), `bob's activity does not say he caught up: ${activity}`);
-        assert(/reconnected to gw-bt-2/.test(activity), `bob's activity: ${activity}`);
-        // The new process has a new dev-token secret: the old token is
-        // refused (4001) and the page gets a new one by itself.
-        assert(/token refused/.test(activity), `bob's old token was not refused: ${activity}`);
-        await waitOnline(alice.page, 'bob');
-        await waitOnline(bob.page, 'alice');
-      });
-    } else {
-      console.log('# skipped the node restart check (no GATEWAY_PIDS etc.)');
+    for (const sc of SCENARIOS) {
+      prefix = `[${sc.proto}] `;
+      console.log(`# ${sc.proto}: the page's ${sc.proto === 'socketio' ? 'Socket.IO (/socket.io/)' : 'broker protocol (/ws)'} mode`);
+      const before = users.length;
+      await scenario(browser, urls, sc, users);
+      // Their connections close: the next scenario starts in an empty room.
+      for (const u of users.slice(before)) await u.context.close();
     }
+    prefix = '';
     await check('no uncaught errors on any page', async () => {
       for (const u of users) {
         assert(u.pageErrors.length === 0, `${u.user}: ${u.pageErrors.join('; ')}`);
       }
     });
-    await shot(alice, '07-alice-final');
-    await shot(bob, '08-bob-final');
   } catch (err) {
     if (!/^stopping:/.test(err.message)) report('the run', err);
     else console.log(`# ${err.message}`);

@@ -6,16 +6,26 @@
 //   /                   gateway/static/index.html
 //   /app.js, /style.css gateway/static/*
 //   /broker-client.js   clients/js/dist/broker-client.js
-// and one proxy route: GET /dev/token?user=NAME&gw=HOST:PORT is forwarded
-// to http://HOST:PORT/dev/token?user=NAME, loopback hosts only. The page
-// talks to the gateway named by ?gw= directly over WebSocket; the token has
-// to come from that same node (dev tokens are signed with a per-node random
-// secret) and the gateway sends no CORS headers, hence this one proxy.
+//   /vendor/socket.io.min.js  gateway/static/vendor/socket.io.min.js
+// and two proxy routes, to loopback hosts only:
+//   - GET /dev/token?user=NAME&gw=HOST:PORT is forwarded to
+//     http://HOST:PORT/dev/token?user=NAME. In its broker mode the page talks
+//     to the gateway named by ?gw= directly over WebSocket; the token has to
+//     come from that same node (dev tokens are signed with a per-node random
+//     secret) and the gateway sends no CORS headers, hence this proxy.
+//   - /socket.io/?...&gw=HOST:PORT (long-polling requests and the WebSocket
+//     upgrade) is forwarded to http://HOST:PORT/socket.io/?... without the
+//     `gw` parameter. In its Socket.IO mode the page uses socket.io-client's
+//     default transports, and long-polling is plain HTTP: across origins it
+//     would need CORS headers and a wider Content-Security-Policy. Bytes are
+//     passed through untouched (the upgraded connection as a raw TCP pipe).
 //
 // Standalone: node tests/browser/static-server.mjs [PORT]
-//   then open http://127.0.0.1:PORT/?gw=127.0.0.1:8080
+//   then open http://127.0.0.1:PORT/?gw=127.0.0.1:8080 (add &proto=socketio
+//   for the page's Socket.IO mode)
 
 import http from 'node:http';
+import net from 'node:net';
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { dirname, join, resolve } from 'node:path';
@@ -28,7 +38,11 @@ export const ROUTES = {
   '/app.js': [join(root, 'gateway', 'static', 'app.js'), 'text/javascript; charset=utf-8'],
   '/style.css': [join(root, 'gateway', 'static', 'style.css'), 'text/css; charset=utf-8'],
   '/broker-client.js': [join(root, 'clients', 'js', 'dist', 'broker-client.js'), 'text/javascript; charset=utf-8'],
+  '/vendor/socket.io.min.js': [join(root, 'gateway', 'static', 'vendor', 'socket.io.min.js'), 'text/javascript; charset=utf-8'],
 };
+
+/** Where Socket.IO requests go: the same path the gateway serves. */
+const SOCKETIO_PATH = '/socket.io/';
 
 const LOOPBACK = /^(127\.[0-9]+\.[0-9]+\.[0-9]+|localhost|\[::1\]):[0-9]{1,5}$/;
 
@@ -58,10 +72,78 @@ async function proxyToken(url, res) {
   }
 }
 
+/** The gateway a /socket.io/ request names in `gw` (loopback only) and
+ * the request's path and query without `gw`, or null. */
+function socketioTarget(rawUrl) {
+  const url = new URL(rawUrl, 'http://localhost');
+  if (url.pathname !== SOCKETIO_PATH) return null;
+  const gw = url.searchParams.get('gw') || '';
+  if (!LOOPBACK.test(gw)) return null;
+  url.searchParams.delete('gw');
+  const { hostname, port } = new URL(`http://${gw}`);
+  const host = hostname.replace(/^\[(.*)\]$/, '$1'); // [::1] -> ::1
+  return { gw, host, port: Number(port), path: `${url.pathname}${url.search}` };
+}
+
+/** Headers for the gateway: the client's, with `host` naming the gateway. */
+function forwardedHeaders(req, gw) {
+  return { ...req.headers, host: gw };
+}
+
+/** A long-polling request (GET or POST), forwarded as it is. */
+function proxySocketio(req, res, target) {
+  const upstream = http.request({
+    host: target.host,
+    port: target.port,
+    method: req.method,
+    path: target.path,
+    headers: forwardedHeaders(req, target.gw),
+  }, (answer) => {
+    res.writeHead(answer.statusCode, answer.headers);
+    answer.pipe(res);
+  });
+  upstream.on('error', (err) => {
+    if (res.headersSent) res.destroy();
+    else send(res, 502, 'text/plain', `gateway unreachable: ${err.message}\n`);
+  });
+  req.pipe(upstream);
+}
+
+/** The WebSocket upgrade: the request written again for the gateway, then
+ * both sockets piped into each other. */
+function proxyUpgrade(req, socket, head) {
+  const target = socketioTarget(req.url);
+  if (!target) {
+    socket.end('HTTP/1.1 404 Not Found\r\nconnection: close\r\n\r\n');
+    return;
+  }
+  const upstream = net.connect(target.port, target.host, () => {
+    const headers = forwardedHeaders(req, target.gw);
+    const lines = [`${req.method} ${target.path} HTTP/1.1`];
+    for (const [name, value] of Object.entries(headers)) {
+      for (const v of Array.isArray(value) ? value : [value]) lines.push(`${name}: ${v}`);
+    }
+    upstream.write(`${lines.join('\r\n')}\r\n\r\n`);
+    if (head && head.length) upstream.write(head);
+    upstream.pipe(socket);
+    socket.pipe(upstream);
+  });
+  upstream.on('error', () => socket.destroy());
+  socket.on('error', () => upstream.destroy());
+  upstream.on('close', () => socket.destroy());
+  socket.on('close', () => upstream.destroy());
+}
+
 /** Starts the server on 127.0.0.1:`port` (0: any); resolves to {server, port, url}. */
 export async function startStaticServer(port = 0) {
   const server = http.createServer(async (req, res) => {
     const url = new URL(req.url, 'http://localhost');
+    if (url.pathname === SOCKETIO_PATH) {
+      const target = socketioTarget(req.url);
+      if (target) proxySocketio(req, res, target);
+      else send(res, 400, 'text/plain', 'gw must be a loopback host:port\n');
+      return;
+    }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       send(res, 405, 'text/plain', 'method not allowed\n');
       return;
@@ -81,6 +163,7 @@ export async function startStaticServer(port = 0) {
       send(res, 500, 'text/plain', `cannot read ${route[0]}: ${err.message}\n`);
     }
   });
+  server.on('upgrade', proxyUpgrade);
   await new Promise((ok, fail) => {
     server.once('error', fail);
     server.listen(port, '127.0.0.1', ok);

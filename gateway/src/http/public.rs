@@ -30,6 +30,9 @@ const DEMO_HTML: &str = include_str!("../../static/index.html");
 const DEMO_JS: &str = include_str!("../../static/app.js");
 const DEMO_CSS: &str = include_str!("../../static/style.css");
 const CLIENT_JS: &str = include_str!("../../../clients/js/dist/broker-client.js");
+/// socket.io-client's browser bundle, for the page's Socket.IO mode
+/// (`static/vendor/README.md` says which version and how to update it).
+const SOCKETIO_JS: &str = include_str!("../../static/vendor/socket.io.min.js");
 
 /// Routes a request on the public listener.
 pub(super) async fn route(
@@ -54,6 +57,11 @@ pub(super) async fn route(
         (&Method::GET, "/broker-client.js") => {
             reply(StatusCode::OK, "text/javascript; charset=utf-8", CLIENT_JS)
         }
+        (&Method::GET, "/vendor/socket.io.min.js") => reply(
+            StatusCode::OK,
+            "text/javascript; charset=utf-8",
+            SOCKETIO_JS,
+        ),
         (&Method::GET, "/dev/token") => dev_token(&app, &req),
         (&Method::GET, "/echo") if app.config.testing.echo => echo(req),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n"),
