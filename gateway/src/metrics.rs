@@ -516,7 +516,7 @@ impl std::fmt::Debug for Metrics {
 mod tests {
     use super::*;
 
-    const NAMES: [&str; 27] = [
+    const NAMES: [&str; 29] = [
         "broker_rpc_requests_total",
         "broker_rpc_duration_seconds",
         "broker_rpc_replies_dropped_total",

@@ -1396,7 +1396,15 @@ pub async fn try_http(
 ) -> std::io::Result<HttpResponse> {
     let body = body.map(J::to_string).unwrap_or_default();
     let auth = bearer.map(|t| format!("Authorization: Bearer {t}\r\n"));
-    try_http_raw(addr, method, path, "application/json", &body, auth.as_deref()).await
+    try_http_raw(
+        addr,
+        method,
+        path,
+        "application/json",
+        &body,
+        auth.as_deref(),
+    )
+    .await
 }
 
 /// `method path` with a text body of `content_type` (sent for any method

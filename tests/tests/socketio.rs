@@ -7,9 +7,7 @@
 
 use std::time::Duration;
 
-use broker_tests::gateway::{
-    http_text, token, Gateway, HttpResponse, Options,
-};
+use broker_tests::gateway::{http_text, token, Gateway, HttpResponse, Options};
 use broker_tests::RedisServer;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value as J};
@@ -72,11 +70,14 @@ impl Eio {
     /// CONNECT answer's `sid`.
     async fn connected(gw: &Gateway, user: &str) -> (Eio, String) {
         let mut c = Eio::connect(gw, "").await;
-        c.send(&format!("40{}", json!({"token": token(user, 3600, &[], &[])})))
-            .await;
+        c.send(&format!(
+            "40{}",
+            json!({"token": token(user, 3600, &[], &[])})
+        ))
+        .await;
         let answer = c.text().await;
-        let body: J = serde_json::from_str(answer.strip_prefix("40").expect("CONNECT answer"))
-            .unwrap();
+        let body: J =
+            serde_json::from_str(answer.strip_prefix("40").expect("CONNECT answer")).unwrap();
         (c, body["sid"].as_str().unwrap().to_owned())
     }
 
@@ -133,12 +134,28 @@ async fn next(ws: &mut WebSocketStream<MaybeTlsStream<TcpStream>>) -> Next {
 }
 
 async fn get(gw: &Gateway, query: &str) -> HttpResponse {
-    http_text(gw.addr, "GET", &format!("{PATH}?{query}"), "text/plain", "", None).await
+    http_text(
+        gw.addr,
+        "GET",
+        &format!("{PATH}?{query}"),
+        "text/plain",
+        "",
+        None,
+    )
+    .await
 }
 
 async fn post(gw: &Gateway, query: &str, body: &str) -> HttpResponse {
     let path = format!("{PATH}?{query}");
-    http_text(gw.addr, "POST", &path, "text/plain;charset=UTF-8", body, None).await
+    http_text(
+        gw.addr,
+        "POST",
+        &path,
+        "text/plain;charset=UTF-8",
+        body,
+        None,
+    )
+    .await
 }
 
 async fn start() -> (RedisServer, Gateway) {
@@ -196,8 +213,11 @@ async fn heartbeat_pings_and_a_silent_client_is_closed() {
             }
         }
     }
-    c.send(&format!("421{}", json!(["broker:presence", {"room": "user:alice"}])))
-        .await;
+    c.send(&format!(
+        "421{}",
+        json!(["broker:presence", {"room": "user:alice"}])
+    ))
+    .await;
     assert!(c.text().await.starts_with("431"), "still served");
     // Unanswered: closed once the idle timeout passes.
     let (mut silent, _) = Eio::connected(&gw, "bob").await;
@@ -239,11 +259,16 @@ async fn connect_to_main_custom_and_invalid_namespaces() {
     c.send("40/custom,").await;
     let refusal = c.text().await;
     assert_eq!(refusal, r#"44/custom,{"message":"Invalid namespace"}"#);
-    c.send(&format!("40{}", json!({"token": token("alice", 3600, &[], &[])})))
-        .await;
+    c.send(&format!(
+        "40{}",
+        json!({"token": token("alice", 3600, &[], &[])})
+    ))
+    .await;
     let answer = c.text().await;
     let body: J = serde_json::from_str(answer.strip_prefix("40").unwrap()).unwrap();
-    assert!(body["sid"].as_str().is_some_and(|s| s.starts_with(&gw.node)));
+    assert!(body["sid"]
+        .as_str()
+        .is_some_and(|s| s.starts_with(&gw.node)));
     assert!(body["pid"].is_string());
     // No token: CONNECT_ERROR unauthorized, then the transport closes.
     let mut c = Eio::connect(&gw, "").await;
@@ -276,12 +301,9 @@ async fn invalid_handshakes_and_no_connect_in_time_close() {
     // Nothing within 5 s.
     let mut c = Eio::connect(&gw, "").await;
     let t = std::time::Instant::now();
-    loop {
-        match tokio::time::timeout(Duration::from_secs(8), c.ws.next()).await {
-            Ok(Some(Ok(Message::Text(_)))) => {}
-            _ => break,
-        }
-    }
+    while let Ok(Some(Ok(Message::Text(_)))) =
+        tokio::time::timeout(Duration::from_secs(8), c.ws.next()).await
+    {}
     assert!(t.elapsed() >= Duration::from_secs(4), "{:?}", t.elapsed());
 }
 
@@ -293,8 +315,11 @@ async fn plain_binary_and_acknowledged_events() {
     for c in [&mut a, &mut b] {
         c.send(&format!("42{}", json!(["broker:join", {"room": "chat:x"}])))
             .await;
-        c.send(&format!("427{}", json!(["broker:join", {"room": "chat:x"}])))
-            .await;
+        c.send(&format!(
+            "427{}",
+            json!(["broker:join", {"room": "chat:x"}])
+        ))
+        .await;
         let ack = c.text().await;
         let body: J = serde_json::from_str(ack.strip_prefix("437").unwrap()).unwrap();
         assert_eq!(body[0]["room"], "chat:x", "{ack}");
@@ -328,12 +353,18 @@ async fn plain_binary_and_acknowledged_events() {
     assert!(args[3].as_str().unwrap().contains("chat:x"));
     assert_eq!(b.next().await, Next::Binary(vec![0, 1, 2, 255]));
     // A refusal acks {error}; without an ack id it is a broker:error event.
-    a.send(&format!("429{}", json!(["broker:publish", {"room": "chat:nope", "ev": "e"}])))
-        .await;
+    a.send(&format!(
+        "429{}",
+        json!(["broker:publish", {"room": "chat:nope", "ev": "e"}])
+    ))
+    .await;
     let refused: J = serde_json::from_str(a.text().await.strip_prefix("439").unwrap()).unwrap();
     assert_eq!(refused[0]["error"]["code"], "not_member");
-    a.send(&format!("42{}", json!(["broker:leave", {"room": "chat:nope"}])))
-        .await;
+    a.send(&format!(
+        "42{}",
+        json!(["broker:leave", {"room": "chat:nope"}])
+    ))
+    .await;
     let event: J = serde_json::from_str(a.text().await.strip_prefix("42").unwrap()).unwrap();
     assert_eq!(event[0], "broker:error");
     assert_eq!(event[1]["code"], "not_member");
@@ -347,13 +378,13 @@ async fn plain_binary_and_acknowledged_events() {
 async fn bad_packets_close_the_connection() {
     let (_redis, gw) = start().await;
     for bad in [
-        "48[\"x\"]",          // unknown packet type
-        "42{\"not\":\"an array\"}", // invalid payload
-        "42abc[\"x\"]",       // invalid ack id
+        "48[\"x\"]",                     // unknown packet type
+        "42{\"not\":\"an array\"}",      // invalid payload
+        "42abc[\"x\"]",                  // invalid ack id
         "4299999999999999999999[\"x\"]", // ack id overflow
-        "42[\"connect\"]",    // a reserved Socket.IO name
-        "43[]",               // ACK without an id
-        "9",                  // unknown Engine.IO type
+        "42[\"connect\"]",               // a reserved Socket.IO name
+        "43[]",                          // ACK without an id
+        "9",                             // unknown Engine.IO type
     ] {
         let (mut c, _) = Eio::connected(&gw, "alice").await;
         c.send(bad).await;
@@ -395,23 +426,33 @@ async fn polling_then_upgrade_to_websocket() {
     let gw_addr = gw.addr;
     let q2 = q.clone();
     let waiting = tokio::spawn(async move {
-        http_text(gw_addr, "GET", &format!("{PATH}?{q2}"), "text/plain", "", None).await
+        http_text(
+            gw_addr,
+            "GET",
+            &format!("{PATH}?{q2}"),
+            "text/plain",
+            "",
+            None,
+        )
+        .await
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut ws = Eio::raw(&gw, &format!("&sid={sid}"), None).await;
     ws.send(Message::text("2probe")).await.unwrap();
-    loop {
-        match next(&mut ws).await {
-            Next::Text(t) if t == "3probe" => break,
-            other => panic!("expected 3probe, got {other:?}"),
-        }
-    }
+    let probe = next(&mut ws).await;
+    assert_eq!(probe, Next::Text("3probe".into()));
     let released = waiting.await.unwrap();
-    assert!(released.body == "6" || released.body.starts_with('2'), "{released:?}");
+    assert!(
+        released.body == "6" || released.body.starts_with('2'),
+        "{released:?}"
+    );
     ws.send(Message::text("5")).await.unwrap();
-    ws.send(Message::text(format!("423{}", json!(["broker:presence", {"room": "chat:p"}]))))
-        .await
-        .unwrap();
+    ws.send(Message::text(format!(
+        "423{}",
+        json!(["broker:presence", {"room": "chat:p"}])
+    )))
+    .await
+    .unwrap();
     loop {
         match next(&mut ws).await {
             Next::Text(t) if t == "2" => ws.send(Message::text("3")).await.unwrap(),
@@ -435,8 +476,10 @@ async fn msgpack_parser_connects_and_exchanges_events() {
         "token".to_owned(),
         SioValue::str(&token("alice", 3600, &[], &[])),
     )];
-    c.send_binary(msgpack_parser::encode(&Packet::main(Body::Connect(Some(auth)))))
-        .await;
+    c.send_binary(msgpack_parser::encode(&Packet::main(Body::Connect(Some(
+        auth,
+    )))))
+    .await;
     let Next::Binary(answer) = c.next().await else {
         panic!("binary CONNECT answer")
     };
@@ -472,11 +515,7 @@ async fn msgpack_parser_connects_and_exchanges_events() {
 #[tokio::test]
 async fn origin_is_checked_and_drain_closes_the_transport() {
     let redis = RedisServer::start();
-    let mut gw = Gateway::start(
-        &redis,
-        Options::default().origins(&["https://app.example"]),
-    )
-    .await;
+    let mut gw = Gateway::start(&redis, Options::default().origins(&["https://app.example"])).await;
     let url = format!("ws://{}{PATH}?EIO=4&transport=websocket", gw.addr);
     let mut request = url.into_client_request().unwrap();
     request
@@ -506,7 +545,9 @@ async fn origin_is_checked_and_drain_closes_the_transport() {
     .await
     .unwrap();
     assert!(matches!(next(&mut c).await, Next::Text(t) if t.starts_with("40")));
-    let metric = gw.metric("broker_socketio_connections{transport=\"websocket\"}").await;
+    let metric = gw
+        .metric("broker_socketio_connections{transport=\"websocket\"}")
+        .await;
     assert!(metric >= 1.0, "{metric}");
     // SIGTERM: the transport closes (1012), no DISCONNECT: the client
     // reconnects elsewhere.

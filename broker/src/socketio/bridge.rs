@@ -91,9 +91,8 @@ pub fn to_msgpack(value: &SioValue) -> Vec<u8> {
 /// [`SioValue::from_msgpack`] refuses (other ext types) goes through
 /// [`msgpack::to_json`] (ext as `{type, data}`).
 pub fn from_msgpack(raw: &[u8]) -> SioValue {
-    SioValue::from_msgpack(raw).unwrap_or_else(|_| {
-        msgpack::to_json(raw).map_or(SioValue::Null, SioValue::from_json)
-    })
+    SioValue::from_msgpack(raw)
+        .unwrap_or_else(|_| msgpack::to_json(raw).map_or(SioValue::Null, SioValue::from_json))
 }
 
 /// The fields of a reserved event's argument object.
@@ -451,12 +450,7 @@ mod tests {
 
     #[test]
     fn other_events_are_rpcs_with_the_argument_list() {
-        let rpc = request(
-            9,
-            "order.create",
-            vec![obj(&[("x", num(1))]), num(2)],
-        )
-        .unwrap();
+        let rpc = request(9, "order.create", vec![obj(&[("x", num(1))]), num(2)]).unwrap();
         let ClientFrame::Rpc { id, method, data } = rpc else {
             panic!()
         };
@@ -518,7 +512,11 @@ mod tests {
         let Body::Ack { args, .. } = Outgoing::packet(&rpc, &mut p, |_| true).unwrap().body else {
             panic!()
         };
-        assert_eq!(args, vec![SioValue::Array(vec![num(1), num(2)])], "the reply itself");
+        assert_eq!(
+            args,
+            vec![SioValue::Array(vec![num(1), num(2)])],
+            "the reply itself"
+        );
         let silent = protocol::encode_ack_raw(-3, &protocol::ack_pub(12));
         assert!(Outgoing::packet(&silent, &mut p, |_| true).is_none());
         let err = protocol::encode_err(Some(4), ErrorCode::NotMember, "join first", None);
@@ -530,8 +528,9 @@ mod tests {
             Some(&SioValue::str("not_member"))
         );
         let unsolicited = protocol::encode_err(Some(-2), ErrorCode::RateLimited, "slow", Some(50));
-        let Body::Event { name, args, .. } =
-            Outgoing::packet(&unsolicited, &mut p, |_| true).unwrap().body
+        let Body::Event { name, args, .. } = Outgoing::packet(&unsolicited, &mut p, |_| true)
+            .unwrap()
+            .body
         else {
             panic!()
         };
@@ -539,8 +538,7 @@ mod tests {
         assert_eq!(args[0].get("retry_ms"), Some(&num(50)));
         let welcome = protocol::encode_welcome("c", "u", "n", 1, 2);
         assert!(Outgoing::packet(&welcome, &mut p, |_| true).is_none());
-        let presence =
-            protocol::encode_presence_frame("r", "bob", protocol::PresenceAction::Join);
+        let presence = protocol::encode_presence_frame("r", "bob", protocol::PresenceAction::Join);
         let Body::Event { name, args, .. } =
             Outgoing::packet(&presence, &mut p, |_| true).unwrap().body
         else {

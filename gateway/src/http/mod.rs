@@ -196,7 +196,11 @@ fn connection_error(err: &std::io::Error) -> bool {
 }
 
 /// A reply with `status`, a content type and a body.
-pub(crate) fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn reply(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(content_type) {

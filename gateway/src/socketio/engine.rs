@@ -96,7 +96,11 @@ pub struct EngineConn {
 impl EngineConn {
     /// A new session on `transport`; returns it with the receiving end of
     /// its messages, for the session task.
-    pub fn new(app: Arc<App>, ip: String, transport: Transport) -> (Arc<EngineConn>, mpsc::Receiver<Inbound>) {
+    pub fn new(
+        app: Arc<App>,
+        ip: String,
+        transport: Transport,
+    ) -> (Arc<EngineConn>, mpsc::Receiver<Inbound>) {
         let (outlet, queue) = Outlet::new(QueueLimits {
             frames: app.config.limits.send_queue,
             bytes: app.config.limits.send_queue_bytes,

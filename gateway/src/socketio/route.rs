@@ -54,7 +54,10 @@ impl Refusal {
             Refusal::Forbidden => StatusCode::FORBIDDEN,
             _ => StatusCode::BAD_REQUEST,
         };
-        json_reply(status, json!({"code": self as u8, "message": self.message()}))
+        json_reply(
+            status,
+            json!({"code": self as u8, "message": self.message()}),
+        )
     }
 }
 
@@ -147,7 +150,11 @@ async fn handshake(
 ) -> Response<Body> {
     if app.shutting_down() {
         refused(&app, "shutting_down");
-        return reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "shutting down\n");
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "shutting down\n",
+        );
     }
     if let Some(refusal) = not_serving(&app) {
         refused(&app, "unavailable");
@@ -173,7 +180,14 @@ async fn handshake(
     let (engine, inbound) = EngineConn::new(app.clone(), ip, transport);
     let open = open_packet(&app, &engine, transport);
     let start = |engine: Arc<EngineConn>, slot: PreauthSlot, place: ConnPlace| {
-        tokio::spawn(session::run(app.clone(), engine, inbound, token, slot, place));
+        tokio::spawn(session::run(
+            app.clone(),
+            engine,
+            inbound,
+            token,
+            slot,
+            place,
+        ));
     };
     match transport {
         Transport::Polling | Transport::Upgrading => {
@@ -195,7 +209,9 @@ async fn handshake(
                     Ok(ws) => websocket::serve(engine, ws, false, open).await,
                     Err(err) => {
                         tracing::debug!(error = %err, "upgrade failed");
-                        engine.outlet.close(broker::protocol::CloseCode::Abnormal, "upgrade failed");
+                        engine
+                            .outlet
+                            .close(broker::protocol::CloseCode::Abnormal, "upgrade failed");
                     }
                 }
             });
@@ -239,13 +255,20 @@ async fn poll(app: &App, engine: &Arc<EngineConn>) -> Response<Body> {
 
 /// A polling POST: at most `maxPayload` bytes.
 async fn post(engine: &EngineConn, req: Request<Incoming>) -> Response<Body> {
-    let body = match Limited::new(req.into_body(), engine.max_payload).collect().await {
+    let body = match Limited::new(req.into_body(), engine.max_payload)
+        .collect()
+        .await
+    {
         Ok(body) => body.to_bytes(),
         Err(_) => {
             engine
                 .outlet
                 .close(broker::protocol::CloseCode::TooLarge, "payload too large");
-            return reply(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", "payload too large\n");
+            return reply(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "text/plain",
+                "payload too large\n",
+            );
         }
     };
     match polling::post(engine, &body).await {

@@ -65,7 +65,15 @@ pub async fn run(
         drop(slot);
         match admitted {
             Ok(admitted) => {
-                serve(&app, &engine, &mut inbound, decoder, admitted, request.recover).await
+                serve(
+                    &app,
+                    &engine,
+                    &mut inbound,
+                    decoder,
+                    admitted,
+                    request.recover,
+                )
+                .await
             }
             Err(refused) => {
                 let (reply, close) = errors::auth_refusal(&refused);
@@ -226,8 +234,8 @@ async fn serve(
             continue;
         }
         let allowed = policy::may_join(&app.config, &shared.user, &claims, &room).is_ok();
-        recovered &= allowed
-            && Box::pin(conn.join_room(&shared, Joiner::Recover, &room, Some(since))).await;
+        recovered &=
+            allowed && Box::pin(conn.join_room(&shared, Joiner::Recover, &room, Some(since))).await;
     }
     let pid = match (&recover, recovered) {
         (Some((pid, _)), true) => pid.clone(),

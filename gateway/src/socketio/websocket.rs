@@ -69,7 +69,12 @@ impl Encode for SioEncode {
 /// closes (spawn the future). `upgrade`: the session was polling and this
 /// socket must probe first; otherwise it is the session's only transport
 /// and its `open` packet is sent at once.
-pub async fn serve(engine: Arc<EngineConn>, ws: WebSocket<TokioIo<Upgraded>>, upgrade: bool, open: String) {
+pub async fn serve(
+    engine: Arc<EngineConn>,
+    ws: WebSocket<TokioIo<Upgraded>>,
+    upgrade: bool,
+    open: String,
+) {
     let socket = match ClientSocket::from_upgraded(ws.into_inner().into_inner()) {
         Ok(socket) => socket,
         Err(err) => {
@@ -114,13 +119,23 @@ pub async fn serve(engine: Arc<EngineConn>, ws: WebSocket<TokioIo<Upgraded>>, up
             }
             Read::Text(bytes) => {
                 let Ok(text) = String::from_utf8(bytes) else {
-                    close(&engine, writer_task.is_some(), CloseCode::InvalidData, "text is not UTF-8");
+                    close(
+                        &engine,
+                        writer_task.is_some(),
+                        CloseCode::InvalidData,
+                        "text is not UTF-8",
+                    );
                     break;
                 };
                 let packet = match eio::decode_text(&text, max) {
                     Ok(packet) => packet,
                     Err(_) => {
-                        close(&engine, writer_task.is_some(), CloseCode::ProtocolError, "bad packet");
+                        close(
+                            &engine,
+                            writer_task.is_some(),
+                            CloseCode::ProtocolError,
+                            "bad packet",
+                        );
                         break;
                     }
                 };
@@ -140,18 +155,32 @@ pub async fn serve(engine: Arc<EngineConn>, ws: WebSocket<TokioIo<Upgraded>>, up
                         }
                         engine.switch(Transport::Upgrading);
                     }
-                    (EnginePacket::Upgrade, Some(_)) if engine.transport() == Transport::Upgrading => {
-                        let Some(write) = pending_write.take() else { break };
+                    (EnginePacket::Upgrade, Some(_))
+                        if engine.transport() == Transport::Upgrading =>
+                    {
+                        let Some(write) = pending_write.take() else {
+                            break;
+                        };
                         frames.set_outlet(engine.outlet.clone());
                         engine.switch(Transport::WebSocket);
                         writer_task = Some(start_writer(&engine, write));
                     }
                     (EnginePacket::Close, _) => {
-                        close(&engine, writer_task.is_some(), CloseCode::Normal, "closed by client");
+                        close(
+                            &engine,
+                            writer_task.is_some(),
+                            CloseCode::Normal,
+                            "closed by client",
+                        );
                         break;
                     }
                     _ => {
-                        close(&engine, writer_task.is_some(), CloseCode::ProtocolError, "bad packet");
+                        close(
+                            &engine,
+                            writer_task.is_some(),
+                            CloseCode::ProtocolError,
+                            "bad packet",
+                        );
                         break;
                     }
                 }
