@@ -8,7 +8,7 @@
 
 use serde_json::json;
 
-use super::packet::{Body, Packet};
+use super::packet::{Body, Packet, RESERVED_EVENTS};
 use super::value::{Object, SioValue};
 use crate::msgpack::{self, Writer};
 use crate::protocol::{validate_method, ClientFrame, Since};
@@ -54,7 +54,13 @@ pub fn request(id: i64, name: &str, args: Vec<SioValue>) -> Result<ClientFrame, 
         "publish" => ClientFrame::Pub {
             id,
             room: fields.string("room")?,
-            ev: fields.string("ev")?,
+            ev: fields.string("ev").and_then(|ev| {
+                if deliverable(&ev) {
+                    Ok(ev)
+                } else {
+                    Err(format!("ev {ev:?} is reserved (Socket.IO's or the broker's)"))
+                }
+            })?,
             data: to_msgpack(fields.get("data").unwrap_or(&SioValue::Null)),
             others: fields.flag("others")?,
             volatile: fields.flag("volatile")?,
@@ -78,6 +84,15 @@ pub fn request(id: i64, name: &str, args: Vec<SioValue>) -> Result<ClientFrame, 
         },
         _ => return Err(format!("unknown reserved event {name:?}")),
     })
+}
+
+/// Whether a room message named `ev` may reach Socket.IO clients: not a
+/// name socket.io-client keeps for itself (`connect`, `disconnect`, ...,
+/// which it refuses or runs its own handlers for) and not a `broker:*`
+/// name (the server's events). Such messages, from `/ws` clients or
+/// backends, are not delivered to Socket.IO connections.
+pub fn deliverable(ev: &str) -> bool {
+    !RESERVED_EVENTS.contains(&ev) && !ev.starts_with(RESERVED_PREFIX)
 }
 
 /// A value as MessagePack bytes (a buffer as `bin`).
@@ -269,6 +284,9 @@ impl Outgoing {
             "msg" => {
                 let room = take("room")?;
                 let ev = take("ev")?;
+                if !deliverable(ev.as_str()?) {
+                    return None;
+                }
                 let data = take("data").unwrap_or(SioValue::Null);
                 let seq = take("seq")?;
                 let epoch = take("epoch")?;
@@ -536,6 +554,16 @@ mod tests {
         };
         assert_eq!(name, "broker:error");
         assert_eq!(args[0].get("retry_ms"), Some(&num(50)));
+        for ev in ["disconnect", "connect", "broker:presence-event", "broker:error"] {
+            let spoof = protocol::encode_msg_frame("r", ev, &[0xc0], 1, "e", 1, None);
+            assert!(Outgoing::packet(&spoof, &mut p, |_| true).is_none(), "{ev}");
+            let publish = request(
+                1,
+                "broker:publish",
+                vec![obj(&[("room", SioValue::str("r")), ("ev", SioValue::str(ev))])],
+            );
+            assert!(publish.unwrap_err().contains("reserved"), "{ev}");
+        }
         let welcome = protocol::encode_welcome("c", "u", "n", 1, 2);
         assert!(Outgoing::packet(&welcome, &mut p, |_| true).is_none());
         let presence = protocol::encode_presence_frame("r", "bob", protocol::PresenceAction::Join);

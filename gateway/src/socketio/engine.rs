@@ -66,6 +66,9 @@ struct State {
     transport: Transport,
     /// A polling GET is being served.
     polling: bool,
+    /// A polling GET carried the DISCONNECT of a kick; the close packet
+    /// goes in the next one.
+    disconnect_sent: bool,
 }
 
 /// One Engine.IO session.
@@ -127,6 +130,7 @@ impl EngineConn {
             state: Mutex::new(State {
                 transport,
                 polling: false,
+                disconnect_sent: false,
             }),
             changed: Notify::new(),
             encoder: Mutex::new(Encoder::default()),
@@ -163,6 +167,14 @@ impl EngineConn {
         self.state
             .lock()
             .map(|mut s| !std::mem::replace(&mut s.polling, true))
+            .unwrap_or(false)
+    }
+
+    /// Notes that a GET carries the DISCONNECT; false when one already did.
+    pub fn disconnect_once(&self) -> bool {
+        self.state
+            .lock()
+            .map(|mut s| !std::mem::replace(&mut s.disconnect_sent, true))
             .unwrap_or(false)
     }
 

@@ -72,15 +72,24 @@ async fn poll(engine: &Arc<EngineConn>, ping_every: Duration) -> Polled {
     let mut batch = Vec::new();
     queue.drain_into(&mut batch, MAX_BATCH);
     let closing = queue.close_reason().filter(|_| queue.is_empty());
+    let mut last = Vec::new();
     if let Ok(mut encoder) = engine.encoder.lock() {
         for frame in &batch {
             encoder.frames(frame, &mut frames);
         }
         if let Some(reason) = &closing {
-            encoder.closing(reason, &mut frames);
+            encoder.closing(reason, &mut last);
         }
     }
     if closing.is_some() {
+        // A DISCONNECT goes alone: a close packet in the same payload would
+        // reach the app first, as a `disconnect` "transport close". The
+        // close follows in the next GET (the client closes first, as a
+        // rule).
+        if !last.is_empty() && engine.disconnect_once() {
+            frames.extend(last);
+            return Polled::Payload(eio::frames_payload(&frames));
+        }
         frames.push(WsFrame::Text("1".to_owned()));
         return Polled::Closed(eio::frames_payload(&frames));
     }
