@@ -53,3 +53,36 @@ pub fn jwt(data: &[u8]) {
         "an unsigned token was accepted: {token}"
     );
 }
+
+/// The Socket.IO decoders and the protocol v1 bridge never panic: the
+/// input as an Engine.IO text packet, a long-polling payload, a default
+/// parser packet, a msgpack parser packet, and as a protocol v1 server
+/// frame transcoded for both parsers. Every decoded EVENT becomes a
+/// request or a refusal.
+pub fn socketio(data: &[u8]) {
+    use broker::socketio::bridge::{self, Outgoing, Positions};
+    use broker::socketio::{engine, encode_ws, Body, Data, Decoder, Limits, Packet, ParserKind};
+    let to_request = |packet: Packet| {
+        if let Body::Event { name, args, .. } = packet.body {
+            let _ = bridge::request(1, &name, args);
+        }
+    };
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = engine::decode_text(text, 1 << 20);
+        let mut decoder = Decoder::new(ParserKind::Default, Limits::default());
+        if let Ok(Some(packet)) = decoder.feed(Data::Text(text)) {
+            to_request(packet);
+        }
+        let _ = bridge::parse_offset(text);
+    }
+    let _ = engine::decode_payload(data, 1 << 20, 256);
+    let mut decoder = Decoder::new(ParserKind::Msgpack, Limits::default());
+    if let Ok(Some(packet)) = decoder.feed(Data::Binary(data.into())) {
+        to_request(packet);
+    }
+    let mut positions = Positions::default();
+    if let Some(packet) = Outgoing::packet(data, &mut positions, |_| true) {
+        let _ = encode_ws(ParserKind::Default, &packet);
+        let _ = encode_ws(ParserKind::Msgpack, &packet);
+    }
+}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the cargo-fuzz targets in fuzz/ (client_frame, server_frame,
+# Runs the cargo-fuzz targets in fuzz/ (socketio, client_frame, server_frame,
 # envelope, jwt) for a bounded time each, starting from the committed seed
 # corpus in fuzz/corpus/<target>/.
 #
@@ -14,7 +14,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_PER_TARGET=${1:-60}
-TARGETS=(client_frame server_frame envelope jwt)
+TARGETS=(client_frame server_frame envelope jwt socketio)
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     if [ -n "${FUZZ_OPTIONAL:-}" ]; then

@@ -18,11 +18,12 @@ mod checks;
 /// A fuzz target's check.
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 4] = [
+const TARGETS: [(&str, Check); 5] = [
     ("client_frame", checks::client_frame),
     ("server_frame", checks::server_frame),
     ("envelope", checks::envelope),
     ("jwt", checks::jwt),
+    ("socketio", checks::socketio),
 ];
 
 fn corpus(target: &str) -> PathBuf {
