@@ -78,6 +78,31 @@ for (const { name, options: parser } of parsers) {
         assert.equal(got.items[0][1].seq, seq);
       });
 
+      test('metrics: broker_socketio_connections and broker_socketio_handshakes_total by transport', async () => {
+        await connect(unique('u'), { parser, transports: ['websocket'], node: 0 });
+        await connect(unique('u'), { parser, transports: ['polling'], node: 0 });
+        const text = await (await fetch(`http://${env.admins[0]}/metrics`, { signal: AbortSignal.timeout(WAIT) })).text();
+        const value = (name, transport) => {
+          const line = text.split('\n').find((l) => l.startsWith(`${name}{`) && l.includes(`transport="${transport}"`));
+          assert.ok(line, `${name}{transport="${transport}"} in /metrics`);
+          return Number(line.split(' ').at(-1));
+        };
+        assert.ok(value('broker_socketio_connections', 'websocket') >= 1);
+        assert.ok(value('broker_socketio_connections', 'polling') >= 1);
+        assert.ok(value('broker_socketio_handshakes_total', 'websocket') >= 1);
+        assert.ok(value('broker_socketio_handshakes_total', 'polling') >= 1);
+      });
+
+      test('a packet over maxPayload closes the transport (no error event)', async () => {
+        const socket = await connect(unique('u'), { parser, transports: ['websocket'], reconnection: false });
+        const errors = collect(socket, 'broker:error');
+        const disconnected = once(socket, 'disconnect');
+        socket.emit('broker:publish', { room: room(), ev: 'chat', data: 'x'.repeat(70000) });
+        const [reason] = await disconnected;
+        assert.ok(['transport close', 'transport error'].includes(reason), `reason ${reason}`);
+        assert.equal(errors.items.length, 0);
+      });
+
       test('long-polling only works (join, publish, receive)', async () => {
         const socket = await connect(unique('u'), { parser, transports: ['polling'] });
         assert.equal(socket.io.engine.transport.name, 'polling');
@@ -106,6 +131,27 @@ for (const { name, options: parser } of parsers) {
         const socket = await connect(user, { parser, auth: {}, query: { token: token(user) } });
         const presence = await broker.presence(user);
         assert.deepEqual(presence.conns.map((c) => c.conn), [socket.id]);
+      });
+
+      test('broker:expiring before the token expires; broker:refresh {token} acks {exp}', async () => {
+        const user = unique('u');
+        const socket = client(user, { parser, transports: ['websocket'], auth: { token: token(user, { ttlS: 31 }) } });
+        const expiring = once(socket, 'broker:expiring'); // 30 s before exp (docs/PROTOCOL.md §9)
+        await once(socket, 'connect');
+        const [info, ...rest] = await expiring;
+        assert.deepEqual(rest, []);
+        assert.equal(typeof info.in_ms, 'number');
+        assert.ok(info.in_ms > 0 && info.in_ms <= 31000, `in_ms ${info.in_ms}`);
+
+        const fresh = token(user, { ttlS: 3600 });
+        const { exp } = JSON.parse(Buffer.from(fresh.split('.')[1], 'base64url'));
+        assert.deepEqual(await call(socket, 'broker:refresh', { token: fresh }), { exp });
+
+        const other = await call(socket, 'broker:refresh', { token: token(unique('other')) });
+        assert.equal(other.error?.code, 'forbidden', 'another user\'s token');
+        const bad = await call(socket, 'broker:refresh', { token: token(user, { secret: 'nope' }) });
+        assert.equal(bad.error?.code, 'unauthorized');
+        assert.equal(socket.connected, true);
       });
 
       for (const [what, auth] of [
@@ -175,6 +221,26 @@ for (const { name, options: parser } of parsers) {
           assert.ok(offset.includes(r), `the offset ${offset} names the room`);
           assert.deepEqual(rest, []);
         }
+      });
+
+      test('join with since: the missed messages arrive before the ack, recovered: true', async () => {
+        const a = await connect(unique('a'), { parser, transports: ['websocket'], node: 0 });
+        const b = await connect(unique('b'), { parser, transports: ['websocket'], node: 1 });
+        const r = room();
+        const { epoch } = await join(b, r);
+        const seqs = [];
+        for (const i of [1, 2, 3]) seqs.push((await call(b, 'broker:publish', { room: r, ev: 'chat', data: i })).seq);
+        const atA = collect(a, 'chat');
+        const [ack, countAtAck] = await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('no join ack')), WAIT);
+          a.emit('broker:join', { room: r, since: { seq: seqs[0], epoch } }, (v) => {
+            clearTimeout(timer);
+            resolve([v, atA.items.length]);
+          });
+        });
+        assert.deepEqual(ack, { room: r, seq: seqs[2], epoch, recovered: true });
+        assert.equal(countAtAck, 2, 'both missed messages came before the ack');
+        assert.deepEqual(atA.items.map(([d, m]) => [d, m.seq]), [[2, seqs[1]], [3, seqs[2]]]);
       });
 
       test('others: true skips the sender; the sender gets its own messages otherwise', async () => {
