@@ -4,7 +4,7 @@
 # socket.io-msgpack-parser, and the Node backend library (clients/node) for
 # RPCs, kicks, memberships and publishes.
 #
-#   scripts/socketio-test.sh [test files or node --test args...]
+#   scripts/socketio-test.sh [test files] [node --test options, e.g. --test-name-pattern=kick]
 #
 # 1. `npm ci` in tests/socketio when node_modules is missing or stale (a hash
 #    of the lock file and of clients/node's sources, which install-links
@@ -155,7 +155,17 @@ for n in 1 2; do
 done
 
 # --- the tests --------------------------------------------------------
-files=("$@")
+# Arguments: test files (absolute paths from here on, as the run is in
+# tests/socketio) and node --test options (e.g. --test-name-pattern=kick).
+files=()
+args=()
+for arg in "$@"; do
+    if [ -f "$arg" ]; then
+        files+=("$(realpath "$arg")")
+    else
+        args+=("$arg")
+    fi
+done
 [ ${#files[@]} -gt 0 ] || files=("$TESTS"/events.test.mjs "$TESTS"/recovery.test.mjs)
 log "node --test (socket.io-client $(node -p "require('$TESTS/node_modules/socket.io-client/package.json').version"))"
 cd "$TESTS"
@@ -163,5 +173,5 @@ GATEWAYS="${urls[0]},${urls[1]}" GATEWAY_ADMINS="$ADMIN_1,$ADMIN_2" NODE_IDS=gw-
     GATEWAY_PIDFILES="$DIR/gateway-1.pid,$DIR/gateway-2.pid" GATEWAY_BIN="$GATEWAY" \
     GATEWAY_CONFIG="$DIR/gateway.toml" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" JWT_SECRET="$SECRET" \
     LOG_DIR="$DIR" \
-    timeout "$TEST_TIMEOUT" node --test --test-reporter=spec --test-concurrency=1 --test-timeout=30000 --test-force-exit "${files[@]}"
+    timeout "$TEST_TIMEOUT" node --test --test-reporter=spec --test-concurrency=1 --test-timeout=30000 --test-force-exit ${args[@]+"${args[@]}"} "${files[@]}"
 log "socket.io tests passed in $((SECONDS - START)) s"

@@ -126,35 +126,43 @@ function quiet(p) {
 }
 
 /**
- * Every `ev` the socket gets from now on: `items` (each the argument list),
- * `until(n)` resolves when there are at least n.
+ * Every `ev` the socket gets from now on: `items` (each the argument list);
+ * `until(n)` resolves when there are at least n, `find(pred)` with the
+ * first argument list that satisfies `pred`.
  */
 export function collect(socket, ev) {
   const items = [];
   const waiters = [];
-  socket.on(ev, (...args) => {
-    items.push(args);
+  const settle = () => {
     for (const w of waiters.slice()) {
-      if (items.length >= w.n) {
+      const v = w.check();
+      if (v !== undefined) {
         clearTimeout(w.timer);
         waiters.splice(waiters.indexOf(w), 1);
-        w.resolve(items);
+        w.resolve(v);
       }
     }
+  };
+  socket.on(ev, (...args) => {
+    items.push(args);
+    settle();
   });
+  const wait = (check, what, ms) => {
+    const v = check();
+    if (v !== undefined) return Promise.resolve(v);
+    return quiet(new Promise((resolve, reject) => {
+      const w = { check, resolve };
+      w.timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(w), 1);
+        reject(new Error(`${ev}: ${what} not within ${ms} ms; got ${items.length}: ${JSON.stringify(items)}`));
+      }, ms);
+      waiters.push(w);
+    }));
+  };
   return {
     items,
-    until(n, ms = WAIT) {
-      if (items.length >= n) return Promise.resolve(items);
-      return quiet(new Promise((resolve, reject) => {
-        const w = { n, resolve };
-        w.timer = setTimeout(() => {
-          waiters.splice(waiters.indexOf(w), 1);
-          reject(new Error(`${ev}: ${items.length} of ${n} events within ${ms} ms: ${JSON.stringify(items)}`));
-        }, ms);
-        waiters.push(w);
-      }));
-    },
+    until: (n, ms = WAIT) => wait(() => (items.length >= n ? items : undefined), `${n} events`, ms),
+    find: (pred, ms = WAIT) => wait(() => items.find((args) => pred(...args)), 'the one awaited', ms),
   };
 }
 
@@ -193,11 +201,15 @@ async function until(what, pred, ms) {
   throw new Error(`${what}: not within ${ms} ms`);
 }
 
-/** SIGKILL of gateway node `n` (0 or 1); resolves once the process is gone. */
-export async function killNode(n) {
+/**
+ * `signal` (SIGKILL, or SIGTERM: the drain) to gateway node `n` (0 or 1);
+ * resolves once the process is gone.
+ */
+export async function killNode(n, signal = 'SIGKILL') {
   const pid = Number(readFileSync(env.pidfiles[n], 'utf8').trim());
-  process.kill(pid, 'SIGKILL');
-  await until(`node ${n + 1} (pid ${pid}) exits`, () => !alive(pid), WAIT);
+  process.kill(pid, signal);
+  // A drain waits up to 5 s for its clients to go (docs/OPERATIONS.md).
+  await until(`node ${n + 1} (pid ${pid}) exits after ${signal}`, () => !alive(pid), 15000);
 }
 
 /**

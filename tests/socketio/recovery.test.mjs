@@ -89,6 +89,36 @@ for (const { name, options: parser } of parsers) {
       assert.deepEqual(seen(atB), [['from a', s1], ['from b', s2]]);
       assert.deepEqual(seen(atA), [['from a', s1], ['from b', s2]]);
       assert.deepEqual(atB.items[0][1].from, { user: ua, conn: a.id });
+      // The personal room is joined on every connect.
+      const notice = once(a, 'notice');
+      await broker.emitToUser(ua, 'notice', 'after the restart');
+      assert.equal((await notice)[0], 'after the restart');
+    });
+
+    test('drain (SIGTERM): "transport close", not a kick; the client reconnects and recovers', async () => {
+      const a = await connect(unique('a'), { parser, node: 1, transports: ['websocket'] });
+      const b = await connect(unique('b'), { parser, node: 0, transports: ['websocket'] });
+      const r = room();
+      await join(a, r);
+      await join(b, r);
+      const atA = collect(a, 'chat');
+      const pub = async (data) => (await call(b, 'broker:publish', { room: r, ev: 'chat', data })).seq;
+      const s1 = await pub('before');
+      await atA.until(1);
+
+      const disconnected = once(a, 'disconnect');
+      const reconnected = once(a, 'connect', RECONNECT + 15000);
+      const stopped = killNode(1, 'SIGTERM');
+      const [reason] = await disconnected;
+      assert.equal(reason, 'transport close', 'a drain closes the transport (1012), it sends no DISCONNECT');
+      assert.equal(a.active, true, 'the client reconnects');
+      await stopped;
+      const s2 = await pub('while away');
+      await startNode(1);
+      await reconnected;
+      assert.equal(a.recovered, true);
+      await atA.until(2);
+      assert.deepEqual(seen(atA), [['before', s1], ['while away', s2]]);
     });
 
     test('recovery across a node restart: socket.recovered, missed messages once, in order', async () => {
