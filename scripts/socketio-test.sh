@@ -107,9 +107,10 @@ origins = []
 dev_tokens = false
 
 # Every test connects from 127.0.0.1, and nodes get killed: no limit that
-# the suite could reach.
+# the suite could reach, except the connections per user (the default, 5,
+# which a test reaches on purpose; the others use fresh users).
 [limits]
-max_conns_per_user = 50
+max_conns_per_user = 5
 max_conns_per_ip = 100000
 max_preauth_per_ip = 100000
 requests = { count = 100000, period_s = 1, burst = 100000 }
@@ -133,6 +134,12 @@ publish = "members"
 history = 3
 history_ttl_s = 300
 rate = { count = 100000, period_s = 1, burst = 100000 }
+
+# One publish per minute per user: the second is rate_limited.
+[namespaces.slow]
+join = "public"
+publish = "members"
+rate = { count = 1, period_s = 60, burst = 1 }
 
 # Clients may join but not publish.
 [namespaces.news]

@@ -7,7 +7,7 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backend, call, client, closeAll, collect, connect, env, join, manager, once, parsers, token, unique, WAIT,
+  backend, call, client, closeAll, collect, connect, env, eventually, join, manager, once, parsers, token, unique, WAIT,
 } from './helpers.mjs';
 
 const broker = backend();
@@ -128,15 +128,19 @@ for (const { name, options: parser } of parsers) {
         assert.ok(value('broker_socketio_handshakes_total', 'polling') >= 1);
       });
 
-      test('a packet over maxPayload closes the transport (no error event)', async () => {
-        const socket = await connect(unique('u'), { parser, transports: ['websocket'], reconnection: false });
-        const errors = collect(socket, 'broker:error');
-        const disconnected = once(socket, 'disconnect');
-        socket.emit('broker:publish', { room: room(), ev: 'chat', data: 'x'.repeat(70000) });
-        const [reason] = await disconnected;
-        assert.ok(['transport close', 'transport error'].includes(reason), `reason ${reason}`);
-        assert.equal(errors.items.length, 0);
-      });
+      for (const transport of ['websocket', 'polling']) {
+        test(`a packet over maxPayload closes the transport (${transport}; no error event)`, async () => {
+          const user = unique('u');
+          const socket = await connect(user, { parser, transports: [transport], reconnection: false });
+          const errors = collect(socket, 'broker:error');
+          const disconnected = once(socket, 'disconnect');
+          socket.emit('broker:publish', { room: room(), ev: 'chat', data: 'x'.repeat(70000) });
+          const [reason] = await disconnected;
+          assert.ok(['transport close', 'transport error'].includes(reason), `reason ${reason}`);
+          assert.equal(errors.items.length, 0);
+          await eventually('the connection is gone', async () => !(await broker.presence(user)).online);
+        });
+      }
 
       test('long-polling only works (join, publish, receive)', async () => {
         const socket = await connect(unique('u'), { parser, transports: ['polling'] });
@@ -187,6 +191,29 @@ for (const { name, options: parser } of parsers) {
         const bad = await call(socket, 'broker:refresh', { token: token(user, { secret: 'nope' }) });
         assert.equal(bad.error?.code, 'unauthorized');
         assert.equal(socket.connected, true);
+      });
+
+      test('over limits.max_conns_per_user: connect_error with data.code "conn_limit"', async () => {
+        const user = unique('u');
+        for (let i = 0; i < 5; i++) await connect(user, { parser, transports: ['websocket'], node: i % 2 });
+        const sixth = client(user, { parser, transports: ['websocket'] });
+        const [err] = await once(sixth, 'connect_error');
+        assert.equal(err.data?.code, 'conn_limit', `${err.message} ${JSON.stringify(err.data)}`);
+        assert.equal(sixth.active, false);
+        assert.equal((await broker.presence(user)).connections, 5);
+      });
+
+      test('socket.disconnect(): the connection ends, the others see the leave', async () => {
+        const ua = unique('a');
+        const a = await connect(ua, { parser, transports: ['websocket'], node: 0 });
+        const b = await connect(unique('b'), { parser, transports: ['websocket'], node: 1 });
+        const r = room();
+        await join(a, r);
+        await join(b, r);
+        const events = collect(b, 'broker:presence-event');
+        a.disconnect();
+        assert.deepEqual(await events.find((e) => e.user === ua && e.action === 'leave'), [{ room: r, user: ua, action: 'leave' }]);
+        await eventually('a is offline', async () => !(await broker.presence(ua)).online);
       });
 
       for (const [what, auth] of [
@@ -360,6 +387,14 @@ for (const { name, options: parser } of parsers) {
         const noPublish = await call(socket, 'broker:publish', { room: serverOnly, ev: 'chat', data: 1 });
         assert.equal(noPublish.error?.code, 'forbidden');
 
+        const slow = room('slow');
+        await join(socket, slow);
+        assert.equal(typeof (await call(socket, 'broker:publish', { room: slow, ev: 'chat', data: 1 })).seq, 'number');
+        const limited = await call(socket, 'broker:publish', { room: slow, ev: 'chat', data: 2 });
+        assert.equal(limited.error?.code, 'rate_limited');
+        assert.equal(typeof limited.error?.retry_ms, 'number');
+        assert.ok(limited.error.retry_ms > 0);
+
         const leave = await call(socket, 'broker:leave', { room: room() });
         assert.equal(leave.error?.code, 'not_member');
 
@@ -458,7 +493,13 @@ for (const { name, options: parser } of parsers) {
         const got = collect(b, 'file');
         await call(a, 'broker:publish', { room: r, ev: 'file', data: { name: 'x.bin', blob: bytes, list: [bytes, 'text'] } });
         await call(a, 'broker:publish', { room: r, ev: 'file', data: bytes });
-        await got.until(2);
+        await call(a, 'broker:publish', { room: r, ev: 'file', data: { typed: new Uint8Array(bytes), ab: bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) } });
+        await got.until(3);
+        const [third] = got.items[2];
+        for (const key of ['typed', 'ab']) {
+          assert.ok(Buffer.isBuffer(third[key]), `${key} is a ${third[key]?.constructor?.name}`);
+          assert.deepEqual([...third[key]], [...bytes]);
+        }
         const [first] = got.items[0];
         assert.ok(Buffer.isBuffer(first.blob), `blob is a ${first.blob?.constructor?.name}`);
         assert.deepEqual([...first.blob], [...bytes]);
@@ -539,6 +580,9 @@ for (const { name, options: parser } of parsers) {
         const socket = await connect(unique('u'), { parser, transports: ['websocket'] });
         const reply = await call(socket, 'has a space', 1);
         assert.equal(reply.error?.code, 'bad_frame');
+        const long = await call(socket, 'x'.repeat(101), 1);
+        assert.equal(long.error?.code, 'bad_frame');
+        assert.equal(rpcReply(await call(socket, 'x'.repeat(100), 1))?.error?.rpc_code, 'unknown_method');
       });
     });
 
