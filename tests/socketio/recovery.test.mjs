@@ -9,7 +9,7 @@
 import { after, afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backend, call, closeAll, collect, connect, eventually, join, killNode, once, parsers, startNode, unique,
+  backend, call, closeAll, collect, connect, env, eventually, join, killNode, once, parsers, startNode, unique,
 } from './helpers.mjs';
 
 const broker = backend();
@@ -37,7 +37,7 @@ const seen = (got) => got.items.map(([data, meta]) => [data, meta.seq]);
  * `meanwhile`, then connects again with the same Socket (so with its pid
  * and offset). Resolves once `connect` fired again.
  */
-async function dropAndReconnect(socket, meanwhile) {
+async function dropAndReconnect(socket, meanwhile, { to } = {}) {
   socket.io.reconnection(false);
   const disconnected = once(socket, 'disconnect');
   socket.io.engine.close();
@@ -46,6 +46,9 @@ async function dropAndReconnect(socket, meanwhile) {
   assert.notEqual(reason, 'io server disconnect');
   await meanwhile();
   socket.io.reconnection(true);
+  // A load balancer may send the reconnection to another node: the
+  // Manager's next Engine.IO connection goes to `to`.
+  if (to) socket.io.uri = to;
   const connected = once(socket, 'connect');
   socket.connect();
   await connected;
@@ -181,6 +184,64 @@ for (const { name, options: parser } of parsers) {
         assert.equal(atA.items.length, 7, 'nothing twice');
       });
     }
+
+    test('recovery on the other node (a reconnection through a load balancer)', async () => {
+      const ua = unique('a');
+      const a = await connect(ua, { parser, node: 0, transports: ['websocket'] });
+      const b = await connect(unique('b'), { parser, node: 1, transports: ['websocket'] });
+      const r = room();
+      await join(a, r);
+      await join(b, r);
+      const atA = collect(a, 'chat');
+      const pub = async (data) => (await call(b, 'broker:publish', { room: r, ev: 'chat', data })).seq;
+      await pub('m1');
+      await atA.until(1);
+      await dropAndReconnect(a, async () => {
+        await pub('m2');
+        await pub('m3');
+      }, { to: env.gateways[1] });
+      assert.equal(a.recovered, true, 'socket.recovered on the other node');
+      await atA.until(3);
+      await pub('m4');
+      await atA.until(4);
+      assert.deepEqual(seen(atA), [['m1', 1], ['m2', 2], ['m3', 3], ['m4', 4]]);
+      await eventually('a is only on node 2 now', async () => {
+        const p = await broker.presence(ua);
+        return JSON.stringify(p.conns.map((c) => [c.conn, c.node])) === JSON.stringify([[a.id, env.nodeIds[1]]]);
+      });
+    });
+
+    test('a forged offset: no room the join policy refuses, no recovery; a garbage offset still connects', async () => {
+      const ua = unique('a');
+      const victim = unique('v');
+      const a = await connect(ua, { parser, node: 0, transports: ['websocket'] });
+      const r = room();
+      await join(a, r);
+      const mine = collect(a, 'chat');
+      await call(a, 'broker:publish', { room: r, ev: 'chat', data: 'm1' });
+      await mine.until(1);
+      const offset = JSON.parse(mine.items[0][2]);
+      assert.ok(a._pid, 'the CONNECT answer carried a pid');
+
+      // The offset is the client's to write: another user's personal room
+      // is in it now (no one else may join it).
+      const epochOf = async (room2) => (await broker.history(room2, { limit: 0 })).epoch;
+      a._lastOffset = JSON.stringify([...offset, [`user:${victim}`, await epochOf(`user:${victim}`), 0]]);
+      await dropAndReconnect(a, async () => {});
+      assert.equal(a.recovered, false, 'a refused join means no recovery');
+      const secrets = collect(a, 'secret');
+      const notes = collect(a, 'note');
+      await broker.emitToUser(victim, 'secret', 'not for a');
+      await broker.emitToUser(ua, 'note', 'for a'); // after the secret, on the same node channel
+      await notes.until(1);
+      assert.equal(secrets.items.length, 0, 'not in the victim\'s personal room');
+
+      a._lastOffset = 'this is not JSON {';
+      await dropAndReconnect(a, async () => {});
+      assert.equal(a.connected, true);
+      assert.equal(a.recovered, false);
+      await join(a, room());
+    });
 
     test('missed more than the history holds: socket.recovered is false, the app joins again', async () => {
       const a = await connect(unique('a'), { parser, node: 0, transports: ['websocket'] });
