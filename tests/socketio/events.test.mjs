@@ -136,6 +136,75 @@ for (const { name, options: parser } of parsers) {
         });
       }
 
+      test('long-polling: a burst of messages, binary among them, arrives whole and in order', async () => {
+        const a = await connect(unique('a'), { parser, transports: ['websocket'], node: 0 });
+        const b = await connect(unique('b'), { parser, transports: ['polling'], node: 0 });
+        const r = room();
+        await join(a, r);
+        await join(b, r);
+        const got = collect(b, 'chat');
+        const N = 60;
+        const acks = await Promise.all(Array.from({ length: N }, (_, i) => call(a, 'broker:publish', {
+          room: r, ev: 'chat', data: i % 3 === 0 ? { i, bin: Buffer.from([i, 255 - i, 0x1e, 0]) } : { i, text: `m${i}\u001e|` },
+        })));
+        await got.until(N);
+        assert.equal(got.items.length, N);
+        const seqs = got.items.map(([, m]) => m.seq);
+        assert.deepEqual(seqs, Array.from({ length: N }, (_, k) => k + 1));
+        const iOf = new Map(acks.map((ack, i) => [ack.seq, i]));
+        for (const [data, meta] of got.items) {
+          const i = iOf.get(meta.seq);
+          if (i % 3 === 0) {
+            assert.ok(Buffer.isBuffer(data.bin));
+            assert.deepEqual([...data.bin], [i, 255 - i, 0x1e, 0]);
+          } else {
+            assert.deepEqual(data, { i, text: `m${i}\u001e|` });
+          }
+        }
+      });
+
+      test('messages during the upgrade from polling: none lost, none twice', async () => {
+        const a = await connect(unique('a'), { parser, transports: ['websocket'], node: 1 });
+        // No upgrade at open: it is started below, by hand (engine.io-client's
+        // own _probe, what it calls at open), while messages flow both ways.
+        const b = await connect(unique('b'), { parser, node: 1, upgrade: false });
+        const r = room();
+        await join(a, r);
+        await join(b, r);
+        assert.equal(b.io.engine.transport.name, 'polling');
+        const atB = collect(b, 'chat');
+        const atA = collect(a, 'from-b');
+        let sending = true;
+        const fromA = (async () => {
+          let n = 0;
+          while (sending && n < 500) await call(a, 'broker:publish', { room: r, ev: 'chat', data: n++ });
+        })();
+        const fromB = (async () => {
+          let n = 0;
+          while (sending && n < 500) await call(b, 'broker:publish', { room: r, ev: 'from-b', data: n++ });
+        })();
+        await atB.until(3);
+        const upgraded = once(b.io.engine, 'upgrade');
+        b.io.engine._probe('websocket');
+        await upgraded;
+        assert.equal(b.io.engine.transport.name, 'websocket');
+        await atB.until(atB.items.length + 3); // still flowing after the upgrade
+        sending = false;
+        await Promise.all([fromA, fromB]);
+        const lastA = (await call(a, 'broker:publish', { room: r, ev: 'chat', data: 'last' })).seq;
+        const lastB = (await call(b, 'broker:publish', { room: r, ev: 'from-b', data: 'last' })).seq;
+        await atB.find((_d, m) => m.seq === lastA);
+        await atA.find((_d, m) => m.seq === lastB);
+        const seqsAtB = atB.items.map(([, m]) => m.seq);
+        const seqsAtA = atA.items.map(([, m]) => m.seq);
+        assert.deepEqual([...seqsAtB, ...seqsAtA].sort((x, y) => x - y),
+          Array.from({ length: lastB }, (_, k) => k + 1), 'the room\'s seqs, each once');
+        assert.deepEqual(seqsAtB, [...seqsAtB].sort((x, y) => x - y));
+        assert.deepEqual(seqsAtA, [...seqsAtA].sort((x, y) => x - y));
+        assert.deepEqual(atA.items.map(([d]) => d), [...Array.from({ length: atA.items.length - 1 }, (_, k) => k), 'last'],
+          'what b sent during the upgrade arrived, once, in order');
+      });
+
       test('long-polling only works (join, publish, receive)', async () => {
         const socket = await connect(unique('u'), { parser, transports: ['polling'] });
         assert.equal(socket.io.engine.transport.name, 'polling');
