@@ -44,6 +44,13 @@ afterEach(() => closeAll());
 const RESERVED_EV_BUG = 'server bug (sio-bugs.md "sio-tests #2"): a message named connect/disconnect/... reaches Socket.IO clients';
 const SPOOF_EV_BUG = 'server bug (sio-bugs.md "sio-tests #3"): a message named broker:* spoofs the server\'s events';
 
+// TODO(server bug, /work/sio-bugs.md "sio-tests #4"): over long-polling a
+// kick answers the pending GET with DISCONNECT and the Engine.IO close in one
+// payload ("41\x1e1"); socket.io-client handles the close at once and the
+// DISCONNECT a tick later, so the app gets `disconnect` twice: "transport
+// close", then "io server disconnect". The strict test is `todo` until fixed.
+const KICK_POLLING_BUG = 'server bug (sio-bugs.md "sio-tests #4"): a kick over polling disconnects with "transport close" first';
+
 /** A fresh room name in the test config's `chat` namespace. */
 const room = (ns = 'chat') => `${ns}:${unique('r')}`;
 
@@ -279,15 +286,16 @@ for (const { name, options: parser } of parsers) {
         await eventually('a is offline', async () => !(await broker.presence(ua)).online);
       });
 
-      for (const [what, auth] of [
-        ['a token signed with another secret', (u) => ({ token: token(u, { secret: 'not-the-secret' }) })],
-        ['an expired token', (u) => ({ token: token(u, { ttlS: -3600 }) })],
-        ['no token', () => ({})],
-        ['a token that is not a JWT', () => ({ token: 'garbage' })],
+      for (const [what, auth, transport] of [
+        ['a token signed with another secret', (u) => ({ token: token(u, { secret: 'not-the-secret' }) }), 'websocket'],
+        ['an expired token', (u) => ({ token: token(u, { ttlS: -3600 }) }), 'websocket'],
+        ['no token', () => ({}), 'websocket'],
+        ['a token that is not a JWT', () => ({ token: 'garbage' }), 'websocket'],
+        ['a bad token over long-polling', () => ({ token: 'garbage' }), 'polling'],
       ]) {
         test(`${what}: connect_error with data.code "unauthorized", no reconnection`, async () => {
           const user = unique('u');
-          const socket = client(user, { parser, transports: ['websocket'], auth: auth(user) });
+          const socket = client(user, { parser, transports: [transport], auth: auth(user) });
           const [err] = await once(socket, 'connect_error');
           assert.ok(err instanceof Error);
           assert.equal(typeof err.message, 'string');
@@ -696,14 +704,31 @@ for (const { name, options: parser } of parsers) {
     });
 
     describe('the backend', () => {
-      test('kick: disconnect "io server disconnect", no reconnection', async () => {
+      for (const transport of ['websocket', 'polling']) test(`kick (${transport}): disconnect "io server disconnect", no reconnection`, {
+        todo: transport === 'polling' ? KICK_POLLING_BUG : undefined,
+      }, async () => {
         const user = unique('u');
-        const socket = await connect(user, { parser, transports: ['websocket'], node: 1 });
+        const socket = await connect(user, { parser, transports: [transport], node: 1 });
         const disconnected = once(socket, 'disconnect');
         assert.ok(await broker.kick(user, 'banned') >= 1);
         const [reason] = await disconnected;
         assert.equal(reason, 'io server disconnect');
         assert.equal(socket.active, false, 'a kicked client does not reconnect');
+      });
+
+      test('kick (polling): the client ends up told "io server disconnect" and does not reconnect', async () => {
+        const user = unique('u');
+        const socket = await connect(user, { parser, transports: ['polling'], node: 1 });
+        const reasons = collect(socket, 'disconnect');
+        const reconnects = collect(socket.io, 'reconnect_attempt');
+        assert.ok(await broker.kick(user, 'banned') >= 1);
+        await reasons.find((reason) => reason === 'io server disconnect');
+        assert.equal(socket.active, false);
+        // A new connection would be a reconnection attempt first.
+        const again = collect(socket, 'connect');
+        await eventually('the user is offline', async () => !(await broker.presence(user)).online);
+        assert.equal(reconnects.items.length, 0);
+        assert.equal(again.items.length, 0);
       });
 
       test('userJoin: broker:joined, then the room\'s messages arrive; userLeave: broker:left', async () => {
@@ -762,12 +787,14 @@ for (const { name, options: parser } of parsers) {
         assert.equal(typeof (await call(main, 'broker:publish', { room: r, ev: 'chat', data: 1 })).seq, 'number');
       });
 
-      test('io(url + "/chat") alone: connect_error "Invalid namespace"', async () => {
-        const socket = client(unique('u'), { parser, nsp: '/chat', transports: ['websocket'] });
-        const [err] = await once(socket, 'connect_error');
-        assert.equal(err.message, 'Invalid namespace');
-        assert.equal(socket.connected, false);
-      });
+      for (const transport of ['websocket', 'polling']) {
+        test(`io(url + "/chat") alone (${transport}): connect_error "Invalid namespace"`, async () => {
+          const socket = client(unique('u'), { parser, nsp: '/chat', transports: [transport] });
+          const [err] = await once(socket, 'connect_error');
+          assert.equal(err.message, 'Invalid namespace');
+          assert.equal(socket.connected, false);
+        });
+      }
     });
   });
 }

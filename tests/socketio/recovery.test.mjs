@@ -98,8 +98,8 @@ for (const { name, options: parser } of parsers) {
       assert.equal((await notice)[0], 'after the restart');
     });
 
-    test('drain (SIGTERM): "transport close", not a kick; the client reconnects and recovers', async () => {
-      const a = await connect(unique('a'), { parser, node: 1, transports: ['websocket'] });
+    for (const { name: tname, options: transport } of [TRANSPORTS[0], { name: 'long-polling', options: { transports: ['polling'] } }]) test(`drain (SIGTERM, ${tname}): "transport close", not a kick; the client reconnects and recovers`, async () => {
+      const a = await connect(unique('a'), { parser, node: 1, ...transport });
       const b = await connect(unique('b'), { parser, node: 0, transports: ['websocket'] });
       const r = room();
       await join(a, r);
