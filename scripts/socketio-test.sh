@@ -13,9 +13,10 @@
 #    gw-sio-2) on free ports, in a temporary folder,
 # 3. `node --test` of tests/socketio/*.test.mjs: events.test.mjs (transports,
 #    auth, broker:* events, messages across the two nodes, binary, RPC,
-#    kicks, namespaces) and recovery.test.mjs (a node SIGKILLed and restarted
-#    under the same id and port; socket.recovered). The tests restart nodes
-#    themselves and leave each node's pid in $TMP/gateway-N.pid.
+#    kicks, namespaces), recovery.test.mjs (nodes SIGKILLed or drained and
+#    restarted under the same id and port; socket.recovered) and
+#    heartbeat.test.mjs (Engine.IO pings, the idle close). The tests restart
+#    nodes themselves and leave each node's pid in $DIR/gateway-N.pid.
 #
 # Needs the release binaries (make build; not built here), redis-server 7+,
 # Node 20+ and npm. Everything started is stopped on exit, by pid; the logs
@@ -98,7 +99,10 @@ REDIS_PORT=$(start_redis "$DIR/redis" $((20000 + RANDOM % 20000)) "HISTORY chat 
 log "redis-server with the module on 127.0.0.1:$REDIS_PORT"
 
 SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
-cat >"$DIR/gateway.toml" <<'EOF'
+# Short heartbeats, so that heartbeat.test.mjs sees pings and an idle close
+# within seconds (the tests read them from the environment).
+export SIO_PING_INTERVAL_S=2 SIO_IDLE_TIMEOUT_S=5
+cat >"$DIR/gateway.toml" <<EOF
 # Written by scripts/socketio-test.sh. Listen addresses, node ids, the
 # Redis URL and the JWT secret come from the environment.
 origins = []
@@ -110,6 +114,8 @@ dev_tokens = false
 # the suite could reach, except the connections per user (the default, 5,
 # which a test reaches on purpose; the others use fresh users).
 [limits]
+ping_interval_s = $SIO_PING_INTERVAL_S
+idle_timeout_s = $SIO_IDLE_TIMEOUT_S
 max_conns_per_user = 5
 max_conns_per_ip = 100000
 max_preauth_per_ip = 100000
@@ -173,7 +179,7 @@ for arg in "$@"; do
         args+=("$arg")
     fi
 done
-[ ${#files[@]} -gt 0 ] || files=("$TESTS"/events.test.mjs "$TESTS"/recovery.test.mjs)
+[ ${#files[@]} -gt 0 ] || files=("$TESTS"/*.test.mjs)
 log "node --test (socket.io-client $(node -p "require('$TESTS/node_modules/socket.io-client/package.json').version"))"
 cd "$TESTS"
 GATEWAYS="${urls[0]},${urls[1]}" GATEWAY_ADMINS="$ADMIN_1,$ADMIN_2" NODE_IDS=gw-sio-1,gw-sio-2 \

@@ -7,7 +7,7 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backend, call, client, closeAll, collect, connect, env, eventually, join, manager, once, parsers, token, unique, WAIT,
+  backend, call, client, closeAll, collect, connect, env, eventually, heartbeat, join, manager, once, parsers, token, unique, WAIT,
 } from './helpers.mjs';
 
 const broker = backend();
@@ -61,9 +61,9 @@ for (const { name, options: parser } of parsers) {
         const socket = await connect(unique('u'), { parser, transports: ['websocket'] });
         const engine = socket.io.engine;
         assert.equal(engine.transport.name, 'websocket');
-        // limits.ping_interval_s = 25, idle_timeout_s = 60, max_frame_bytes = 65536 (defaults)
-        assert.equal(engine._pingInterval, 25000);
-        assert.equal(engine._pingTimeout, 35000);
+        // limits.ping_interval_s and idle_timeout_s of the run, max_frame_bytes = 65536 (the default)
+        assert.equal(engine._pingInterval, heartbeat.pingInterval);
+        assert.equal(engine._pingTimeout, heartbeat.pingTimeout);
         assert.equal(engine._maxPayload, 65536);
         const r = room();
         const ack = await join(socket, r);
@@ -104,8 +104,8 @@ for (const { name, options: parser } of parsers) {
         assert.deepEqual(Object.keys(open), ['sid', 'upgrades', 'pingInterval', 'pingTimeout', 'maxPayload']);
         assert.equal(typeof open.sid, 'string');
         assert.deepEqual(open.upgrades, ['websocket']);
-        assert.equal(open.pingInterval, 25000);
-        assert.equal(open.pingTimeout, 35000);
+        assert.equal(open.pingInterval, heartbeat.pingInterval);
+        assert.equal(open.pingTimeout, heartbeat.pingTimeout);
         assert.equal(open.maxPayload, 65536);
         for (const q of ['EIO=3&transport=polling', 'transport=polling', 'EIO=4&transport=carrier-pigeon']) {
           const refused = await fetch(`${base}?${q}`, { signal: AbortSignal.timeout(WAIT) });

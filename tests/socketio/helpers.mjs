@@ -34,6 +34,18 @@ export const env = {
 /** Every guard's default, in ms: far above what any step takes when things work. */
 export const WAIT = 5000;
 
+/**
+ * The gateways' heartbeat settings (limits.ping_interval_s and
+ * idle_timeout_s of the run's config) and what the Engine.IO handshake
+ * must say about them (docs/SOCKETIO.md, "Engine.IO handshake").
+ */
+export const heartbeat = {
+  pingIntervalS: Number(need('SIO_PING_INTERVAL_S')),
+  idleTimeoutS: Number(need('SIO_IDLE_TIMEOUT_S')),
+};
+heartbeat.pingInterval = heartbeat.pingIntervalS * 1000;
+heartbeat.pingTimeout = (heartbeat.idleTimeoutS - heartbeat.pingIntervalS) * 1000;
+
 export const parsers = [
   { name: 'default parser', options: {} },
   { name: 'msgpack parser', options: { parser: msgpackParser } },
