@@ -105,7 +105,8 @@ export SIO_PING_INTERVAL_S=2 SIO_IDLE_TIMEOUT_S=5
 cat >"$DIR/gateway.toml" <<EOF
 # Written by scripts/socketio-test.sh. Listen addresses, node ids, the
 # Redis URL and the JWT secret come from the environment.
-origins = []
+# One allowed web origin (the tests' clients send none, which always passes).
+origins = ["http://app.example"]
 
 [auth]
 dev_tokens = false

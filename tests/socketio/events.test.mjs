@@ -4,6 +4,7 @@
 // kicks and memberships, namespaces. Each group runs once per parser
 // (default and socket.io-msgpack-parser). Run by scripts/socketio-test.sh.
 
+import { request } from 'node:http';
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
@@ -798,6 +799,80 @@ for (const { name, options: parser } of parsers) {
     });
   });
 }
+
+/** The status of a WebSocket upgrade request to `url` with `headers` (101 when it upgraded). */
+function upgradeStatus(url, headers) {
+  return new Promise((resolve, reject) => {
+    const req = request(url, {
+      headers: {
+        Connection: 'Upgrade', Upgrade: 'websocket', 'Sec-WebSocket-Version': '13',
+        'Sec-WebSocket-Key': 'dGhlIHNhbXBsZSBub25jZQ==', ...headers,
+      },
+      timeout: WAIT,
+    });
+    req.on('upgrade', (res, socket) => { socket.destroy(); resolve(res.statusCode); });
+    req.on('response', (res) => { res.resume(); resolve(res.statusCode); });
+    req.on('timeout', () => req.destroy(new Error('no answer')));
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+describe('HTTP: origins, CORS, path', () => {
+  const base = () => `${env.gateways[0]}/socket.io/?EIO=4`;
+  const get = (url, origin) => fetch(url, { headers: origin ? { Origin: origin } : {}, signal: AbortSignal.timeout(WAIT) });
+
+  test('an allowed Origin: polling answers carry Access-Control-Allow-Origin for it', async () => {
+    const res = await get(`${base()}&transport=polling`, 'http://app.example');
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get('access-control-allow-origin'), 'http://app.example');
+    const { sid } = JSON.parse((await res.text()).slice(1));
+    const post = await fetch(`${base()}&transport=polling&sid=${sid}`, {
+      method: 'POST', body: `40${JSON.stringify({ token: token(unique('u')) })}`,
+      headers: { Origin: 'http://app.example', 'Content-Type': 'text/plain;charset=UTF-8' },
+      signal: AbortSignal.timeout(WAIT),
+    });
+    assert.equal(post.status, 200);
+    assert.equal(post.headers.get('access-control-allow-origin'), 'http://app.example');
+    const answer = await get(`${base()}&transport=polling&sid=${sid}`, 'http://app.example');
+    assert.equal(answer.headers.get('access-control-allow-origin'), 'http://app.example');
+    assert.match(await answer.text(), /^40\{"sid":/);
+  });
+
+  test('another Origin is refused (403) on the handshake and on the upgrade from polling', async () => {
+    const polling = await get(`${base()}&transport=polling`, 'http://evil.example');
+    assert.equal(polling.status, 403);
+    await polling.body?.cancel();
+    const ws = `${base()}&transport=websocket`;
+    assert.equal(await upgradeStatus(ws, { Origin: 'http://evil.example' }), 403);
+    assert.equal(await upgradeStatus(ws, { Origin: 'http://app.example' }), 101);
+    assert.equal(await upgradeStatus(ws, {}), 101, 'no Origin (not a browser) passes');
+
+    // A session made from the allowed origin cannot be upgraded from another.
+    const res = await get(`${base()}&transport=polling`, 'http://app.example');
+    const { sid } = JSON.parse((await res.text()).slice(1));
+    assert.equal(await upgradeStatus(`${ws}&sid=${sid}`, { Origin: 'http://evil.example' }), 403);
+  });
+
+  for (const { name, options: parser } of parsers) {
+    test(`socket.io-client from another origin does not connect (${name})`, async () => {
+      const socket = client(unique('u'), {
+        parser, transports: ['websocket'], reconnection: false, extraHeaders: { Origin: 'http://evil.example' },
+      });
+      const [err] = await once(socket, 'connect_error');
+      assert.equal(socket.connected, false, err.message);
+      const ok = await connect(unique('u'), {
+        parser, transports: ['websocket'], extraHeaders: { Origin: 'http://app.example' },
+      });
+      assert.equal(ok.connected, true);
+    });
+  }
+
+  test('the path without its trailing slash is served too', async () => {
+    const socket = await connect(unique('u'), { path: '/socket.io', transports: ['polling'] });
+    await join(socket, room());
+  });
+});
 
 describe('both parsers in one room', () => {
   test('default-parser and msgpack-parser clients exchange messages, binary included', async () => {

@@ -15,19 +15,33 @@ afterEach(() => closeAll());
 const room = () => `chat:${unique('r')}`;
 const TRANSPORTS = [['websocket'], ['polling']];
 
-test('server pings keep every kind of connection open past pingInterval + pingTimeout', async () => {
+test('server pings keep every kind of connection open past pingInterval + pingTimeout', async (t) => {
   const sockets = [];
+  const since = [];
+  const pings = [];
+  const drops = [];
   for (const { options: parser } of parsers) {
     for (const transports of TRANSPORTS) {
-      sockets.push(await connect(unique('u'), { parser, transports, reconnection: false }));
+      const s = await connect(unique('u'), { parser, transports, reconnection: false });
+      since.push(Date.now());
+      const stamps = [];
+      s.io.engine.on('ping', () => stamps.push(Date.now()));
+      pings.push(Object.assign(collect(s.io.engine, 'ping'), { stamps }));
+      drops.push(collect(s, 'disconnect'));
+      sockets.push(s);
     }
   }
-  const started = Date.now();
-  const pings = sockets.map((s) => collect(s.io.engine, 'ping'));
-  const drops = sockets.map((s) => collect(s, 'disconnect'));
-  const enough = heartbeat.pingInterval + heartbeat.pingTimeout; // the client gives up after this without a ping
-  await Promise.all(pings.map((p) => p.until(Math.floor(enough / heartbeat.pingInterval) + 1, enough * 3)));
-  assert.ok(Date.now() - started >= enough, 'past the client\'s own ping timeout');
+  // Without a ping for pingInterval + pingTimeout the client gives up: wait,
+  // for each connection, for a ping that comes after that long.
+  const enough = heartbeat.pingInterval + heartbeat.pingTimeout;
+  await Promise.all(pings.map((p, i) => p.find(() => Date.now() - since[i] >= enough, enough * 3)));
+  for (const p of pings) assert.ok(p.items.length >= 2, 'pinged more than once');
+  const gaps = pings.flatMap((p) => p.stamps.slice(1).map((ts, k) => ts - p.stamps[k]));
+  t.diagnostic(`gaps between pings: ${Math.min(...gaps)} to ${Math.max(...gaps)} ms (pingInterval ${heartbeat.pingInterval})`);
+  // TODO(server bug, /work/sio-bugs.md "sio-tests #5"): the node's keep-alive
+  // ticks every 500 ms and pings when >= ping_interval has passed, so pings
+  // come every pingInterval to pingInterval + 500 ms. Once fixed:
+  // for (const gap of gaps) assert.ok(gap <= heartbeat.pingInterval + 100, `a ping gap of ${gap} ms`);
   for (const [i, s] of sockets.entries()) {
     assert.deepEqual(drops[i].items, [], `socket ${i} (${s.io.engine.transport.name}) stayed connected`);
     assert.equal(s.connected, true);
