@@ -110,6 +110,8 @@ origins = ["http://app.example"]
 
 [auth]
 dev_tokens = false
+# A connection whose token expired is closed 1 s after exp (not 30 s).
+leeway_s = 1
 
 # Every test connects from 127.0.0.1, and nodes get killed: no limit that
 # the suite could reach, except the connections per user (the default, 5,

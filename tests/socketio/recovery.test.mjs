@@ -9,7 +9,7 @@
 import { after, afterEach, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  backend, call, closeAll, collect, connect, env, eventually, join, killNode, once, parsers, startNode, unique,
+  backend, call, client, closeAll, collect, connect, env, eventually, join, killNode, once, parsers, startNode, token, unique,
 } from './helpers.mjs';
 
 const broker = backend();
@@ -268,3 +268,21 @@ for (const { name, options: parser } of parsers) {
     });
   });
 }
+
+// Parser-independent (the close path), so once: with the default parser.
+test('token expiry closes the transport; the client reconnects with the token its auth callback gives', async () => {
+  const parser = parsers[0].options;
+  const user = unique('a');
+  const tokens = [token(user, { ttlS: 2 }), token(user, { ttlS: 600 })];
+  const a = client(user, { parser, node: 0, transports: ['websocket'], auth: (cb) => cb({ token: tokens.shift() ?? token(user) }) });
+  const expiring = once(a, 'broker:expiring');
+  await once(a, 'connect');
+  const firstId = a.id;
+  await expiring;
+  const [reason] = await once(a, 'disconnect', 10000); // exp + auth.leeway_s (1 s)
+  assert.equal(reason, 'transport close');
+  await once(a, 'connect', RECONNECT);
+  assert.notEqual(a.id, firstId);
+  await join(a, room());
+});
+
