@@ -29,7 +29,7 @@ ATTACK_SCALE ?= 1.0
 ATTACK_SHORT = --attacks joinleave,refresh,garbage --floor-ms 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test chaos chaos-short run stop example examples-test bench bench-module bench-gateway bench-backends bench-peer browser-test check-ops fuzz attack clean
+.PHONY: help deps build test chaos chaos-short run stop example examples-test socketio-test bench bench-module bench-gateway bench-backends bench-peer browser-test check-ops fuzz attack clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -48,6 +48,7 @@ test: build ## run every test (Rust, browser, ops files, a short fuzz, a short a
 	@scripts/autobahn.sh
 	scripts/browser-test.sh
 	scripts/node-lib-test.sh
+	scripts/socketio-test.sh
 	scripts/examples-test.sh
 	scripts/check-ops.sh
 	FUZZ_OPTIONAL=1 scripts/fuzz.sh $(FUZZ_SHORT_SECONDS)
@@ -76,6 +77,9 @@ example: build ## run one use-case example in the foreground: make example NAME=
 
 examples-test: build ## run every example's scenario headless (examples/*/scenario.mjs against real gateways)
 	@scripts/examples-test.sh
+
+socketio-test: build ## socket.io-client 4.8 (both parsers) against /socket.io/ on two gateway nodes, with a Node backend
+	@scripts/socketio-test.sh
 
 check-ops: ## check config/: Prometheus config and alert rules (promtool), dashboard, redis.conf, systemd units
 	@scripts/check-ops.sh
