@@ -61,7 +61,7 @@ pub fn jwt(data: &[u8]) {
 /// request or a refusal.
 pub fn socketio(data: &[u8]) {
     use broker::socketio::bridge::{self, Outgoing, Positions};
-    use broker::socketio::{engine, encode_ws, Body, Data, Decoder, Limits, Packet, ParserKind};
+    use broker::socketio::{encode_ws, engine, Body, Data, Decoder, Limits, Packet, ParserKind};
     let to_request = |packet: Packet| {
         if let Body::Event { name, args, .. } = packet.body {
             let _ = bridge::request(1, &name, args);

@@ -14,7 +14,8 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SECONDS_PER_TARGET=${1:-60}
-TARGETS=(client_frame server_frame envelope jwt socketio)
+# FUZZ_TARGETS="socketio jwt" runs only those.
+read -r -a TARGETS <<<"${FUZZ_TARGETS:-client_frame server_frame envelope jwt socketio}"
 
 if ! cargo +nightly --version >/dev/null 2>&1; then
     if [ -n "${FUZZ_OPTIONAL:-}" ]; then

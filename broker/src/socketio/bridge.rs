@@ -58,7 +58,9 @@ pub fn request(id: i64, name: &str, args: Vec<SioValue>) -> Result<ClientFrame, 
                 if deliverable(&ev) {
                     Ok(ev)
                 } else {
-                    Err(format!("ev {ev:?} is reserved (Socket.IO's or the broker's)"))
+                    Err(format!(
+                        "ev {ev:?} is reserved (Socket.IO's or the broker's)"
+                    ))
                 }
             })?,
             data: to_msgpack(fields.get("data").unwrap_or(&SioValue::Null)),
@@ -348,6 +350,66 @@ impl Outgoing {
     }
 }
 
+/// The name of the event that carries only a recovery offset, sent after
+/// each change of the connection's rooms ([`Outgoing::rooms_changed`]).
+pub const OFFSET_EVENT: &str = "broker:offset";
+
+impl Outgoing {
+    /// When `frame` changed the connection's rooms (the ack of a `join` or
+    /// a `leave`, also one sent without an ack callback; a backend's
+    /// `joined` / `left`), the `broker:offset` event that follows it, so
+    /// the client's recovery offset names every room it is in — not only
+    /// those it got a message from since. `positions` notes a joined room.
+    pub fn rooms_changed(
+        frame: &[u8],
+        positions: &mut Positions,
+        in_room: impl Fn(&str) -> bool,
+    ) -> Option<Packet> {
+        let SioValue::Object(fields) = from_msgpack(frame) else {
+            return None;
+        };
+        let get = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+        let changed = match get("t").and_then(SioValue::as_str)? {
+            "ack" => match get("data")? {
+                // A join's ack: {room, seq, epoch, recovered}.
+                data @ SioValue::Object(_) if data.get("recovered").is_some() => {
+                    note(positions, data)
+                }
+                // A leave's ack: {}.
+                SioValue::Object(pairs) => pairs.is_empty(),
+                _ => false,
+            },
+            "joined" => note(positions, &SioValue::Object(fields.clone())),
+            "left" => true,
+            _ => false,
+        };
+        changed.then(|| {
+            Packet::main(Body::Event {
+                id: None,
+                name: OFFSET_EVENT.to_owned(),
+                args: vec![SioValue::String(positions.offset(in_room))],
+            })
+        })
+    }
+}
+
+/// Notes the position `{room, seq, epoch}` says; true when it said one.
+fn note(positions: &mut Positions, at: &SioValue) -> bool {
+    let room = at.get("room").and_then(SioValue::as_str);
+    let epoch = at.get("epoch").and_then(SioValue::as_str);
+    let seq = match at.get("seq") {
+        Some(SioValue::Number(n)) => n.as_u64(),
+        _ => None,
+    };
+    match (room, epoch, seq) {
+        (Some(room), Some(epoch), Some(seq)) => {
+            positions.saw(room, epoch, seq);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// A protocol v1 ack's data as the Socket.IO ack's argument: an `rpc`'s
 /// (the only ack data that is `{data}` alone) is the backend's reply
 /// itself; a `history` page's messages lose protocol v1's `t`.
@@ -554,16 +616,43 @@ mod tests {
         };
         assert_eq!(name, "broker:error");
         assert_eq!(args[0].get("retry_ms"), Some(&num(50)));
-        for ev in ["disconnect", "connect", "broker:presence-event", "broker:error"] {
+        for ev in [
+            "disconnect",
+            "connect",
+            "broker:presence-event",
+            "broker:error",
+        ] {
             let spoof = protocol::encode_msg_frame("r", ev, &[0xc0], 1, "e", 1, None);
             assert!(Outgoing::packet(&spoof, &mut p, |_| true).is_none(), "{ev}");
             let publish = request(
                 1,
                 "broker:publish",
-                vec![obj(&[("room", SioValue::str("r")), ("ev", SioValue::str(ev))])],
+                vec![obj(&[
+                    ("room", SioValue::str("r")),
+                    ("ev", SioValue::str(ev)),
+                ])],
             );
             assert!(publish.unwrap_err().contains("reserved"), "{ev}");
         }
+        let join = protocol::encode_ack_raw(-4, &protocol::ack_join("chat:j", 7, "ej", false));
+        let Body::Event { name, args, .. } =
+            Outgoing::rooms_changed(&join, &mut p, |r| r == "chat:j")
+                .unwrap()
+                .body
+        else {
+            panic!()
+        };
+        assert_eq!(name, OFFSET_EVENT);
+        assert_eq!(args, vec![SioValue::str(r#"[["chat:j","ej",7]]"#)]);
+        let leave = protocol::encode_ack_raw(3, &protocol::ack_empty());
+        let Body::Event { args, .. } = Outgoing::rooms_changed(&leave, &mut p, |_| false)
+            .unwrap()
+            .body
+        else {
+            panic!()
+        };
+        assert_eq!(args, vec![SioValue::str("[]")], "the room left is gone");
+        assert!(Outgoing::rooms_changed(&ack, &mut p, |_| true).is_none());
         let welcome = protocol::encode_welcome("c", "u", "n", 1, 2);
         assert!(Outgoing::packet(&welcome, &mut p, |_| true).is_none());
         let presence = protocol::encode_presence_frame("r", "bob", protocol::PresenceAction::Join);

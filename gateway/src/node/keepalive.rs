@@ -47,7 +47,11 @@ pub async fn run(node: Arc<Node>, limits: Limits) {
             _ = shutdown.changed() => return,
         }
         let (now, mono) = (now_ms(), mono_ms());
-        let ping = mono.saturating_sub(last_ping) >= limits.ping_every_ms;
+        // Within half a tick of the interval: pings come every
+        // `ping_every_ms` ± 250 ms, not up to a tick late (Socket.IO
+        // clients count on `pingInterval`).
+        let half_tick = TICK.as_millis() as u64 / 2;
+        let ping = mono.saturating_sub(last_ping) + half_tick >= limits.ping_every_ms;
         if ping {
             last_ping = mono;
         }

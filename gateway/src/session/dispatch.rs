@@ -34,8 +34,9 @@ pub(crate) enum Joiner {
     Backend,
     /// The gateway itself, for the personal room at the start: silent.
     Start,
-    /// The gateway, recovering a Socket.IO session's rooms: silent, the
-    /// result returned.
+    /// The gateway, joining a Socket.IO session's rooms at its start
+    /// (recovered or not): answered with an `ack` of id -1, which the
+    /// Socket.IO bridge does not pass on but notes in the recovery offset.
     Recover,
 }
 
@@ -345,6 +346,9 @@ impl Connection {
         let _busy = node.busy.hold(&shared.id);
         let began = node.hub.begin_join(room, shared);
         let recovering = since.is_some();
+        // A position before any message: whatever became of the room since,
+        // a room still without messages was missed nothing from.
+        let from_nothing = since.as_ref().is_some_and(|s| s.seq == 0);
         let join = command::Join {
             presence: presence_events,
             max_rooms: Some(max_rooms),
@@ -385,11 +389,17 @@ impl Connection {
                     Joiner::Backend if !already => {
                         self.send(protocol::encode_joined(room, joined.seq, &joined.epoch));
                     }
-                    Joiner::Backend | Joiner::Start | Joiner::Recover => {}
+                    Joiner::Recover => {
+                        self.send(protocol::encode_ack_raw(
+                            -1,
+                            &protocol::ack_join(room, joined.seq, &joined.epoch, recovered),
+                        ));
+                    }
+                    Joiner::Backend | Joiner::Start => {}
                 }
                 node.hub
                     .finish_join(room, shared, joined.seq, &joined.epoch);
-                !recovering || recovered
+                !recovering || recovered || (from_nothing && joined.seq == 0)
             }
             Err(err) => {
                 if began {

@@ -263,6 +263,9 @@ impl Encoder {
                 if let Some(packet) = Outgoing::packet(frame, &mut self.positions, in_room) {
                     out.extend(socketio::encode_ws(self.kind(), &packet));
                 }
+                if let Some(event) = Outgoing::rooms_changed(frame, &mut self.positions, in_room) {
+                    out.extend(socketio::encode_ws(self.kind(), &event));
+                }
             }
         }
     }
