@@ -19,11 +19,11 @@
 // The same client against this broker's gateway (docs/SOCKETIO.md), which
 // serves socket.io-client at /socket.io/ with its own event names:
 //
-//   node driver.js fanout --dialect broker --url U1 --admin A1 --url U2 --admin A2 ...
+//   node driver.js fanout --dialect broker --url U1 --admin A1 --pid P1 --url U2 --admin A2 --pid P2 ...
 //
 // U is the gateway's public http://host:port, A its admin listener
-// host:port (memory, connections and CPU from its /metrics, in --url
-// order). lib/dialect.js holds every difference between the two servers;
+// host:port (memory and connections from its /metrics), P its pid (CPU
+// time from /proc: this machine only), each in --url order. lib/dialect.js holds every difference between the two servers;
 // churn reads server.js's presence sets and runs with `peer` only.
 //
 // Where it differs from broker-bench, and why:
@@ -49,6 +49,7 @@ const OPTIONS = {
   url: [[], '*', 'node URL http://host:port; repeat for several nodes (round-robin)'],
   dialect: ['peer', '*', `the server's events: peer (server.js) or broker (the gateway's /socket.io/)`],
   admin: [[], '*', 'with --dialect broker: each node\'s admin listener host:port, in --url order (/metrics)'],
+  pid: [[], '*', 'with --dialect broker: each node\'s pid, in --url order (its CPU time from /proc)'],
   secret: [process.env.JWT_SECRET || '', '*', 'HS256 secret of the nodes (default: $JWT_SECRET)'],
   concurrency: [100, '*', 'handshakes (and joins) in flight at once'],
   sources: [8, '*', 'loopback source addresses 127.0.0.2, ... (0: the kernel picks)'],
@@ -75,6 +76,7 @@ const OPTIONS = {
   publishers: [2, 'churn', 'publishers (in every room)'],
   redis: ['redis://127.0.0.1:6379', 'churn', 'the nodes\' Redis, to read the presence sets'],
 };
+const LISTS = { url: 'urls', admin: 'admins', pid: 'pids' };
 const TEXT = new Set(['url', 'admin', 'dialect', 'secret', 'save', 'room', 'prefix', 'redis']);
 const SHORT = { '-n': 'conns', '-m': 'subscribers', '-r': 'rooms', '-k': 'members', '-c': 'conns', '-p': 'publishers' };
 const DEFAULTS = {
@@ -99,8 +101,8 @@ function parseArgs(argv) {
   const scenario = argv[0];
   if (scenario === '--help' || scenario === '-h') usage(0);
   if (!DEFAULTS[scenario]) usage(2);
-  const o = { urls: [], admins: [] };
-  for (const [name, [def]] of Object.entries(OPTIONS)) if (name !== 'url' && name !== 'admin') o[name] = def;
+  const o = { urls: [], admins: [], pids: [] };
+  for (const [name, [def]] of Object.entries(OPTIONS)) if (!LISTS[name]) o[name] = def;
   Object.assign(o, DEFAULTS[scenario]);
   for (let i = 1; i < argv.length; i++) {
     let [flag, value] = argv[i].split(/=(.*)/s);
@@ -117,14 +119,13 @@ function parseArgs(argv) {
     }
     if (value === undefined) value = argv[++i];
     if (value === undefined) usage(2);
-    if (name === 'url') o.urls.push(value);
-    else if (name === 'admin') o.admins.push(value);
-    else if (TEXT.has(name)) o[name] = value;
-    else if (Number.isFinite(Number(value))) o[name] = Number(value);
-    else {
+    if (!TEXT.has(name) && !Number.isFinite(Number(value))) {
       console.error(`${scenario}: --${name} wants a number, not ${value}`);
       usage(2);
     }
+    const v = TEXT.has(name) ? value : Number(value);
+    if (LISTS[name]) o[LISTS[name]].push(v); // repeated: --url, --admin, --pid
+    else o[name] = v;
   }
   if (!o.urls.length) o.urls.push('http://127.0.0.1:3001');
   if (!dialect.names.includes(o.dialect)) {
@@ -135,16 +136,21 @@ function parseArgs(argv) {
     console.error('churn reads server.js\'s presence sets in Redis: --dialect peer only');
     process.exit(2);
   }
-  if (o.admins.length && o.admins.length !== o.urls.length) {
-    console.error(`give one --admin per --url (${o.urls.length}), in the same order`);
-    usage(2);
+  for (const list of ['admin', 'pid']) {
+    if (o[LISTS[list]].length && o[LISTS[list]].length !== o.urls.length) {
+      console.error(`give one --${list} per --url (${o.urls.length}), in the same order`);
+      usage(2);
+    }
   }
   if (o.dialect === 'broker' && !o.admins.length) {
     console.error('warning: no --admin: no node memory, connection counts or CPU (the gateway has them on its admin /metrics)');
   }
   dialect.use(o.dialect);
   // A node's figures: `{rss, conns, cpu_us}` or null (lib/dialect.js).
-  o.stats = (url) => nodeStats(url, o.admins[o.urls.indexOf(url)]);
+  o.stats = (url) => {
+    const i = o.urls.indexOf(url);
+    return nodeStats(url, { admin: o.admins[i], pid: o.pids[i] });
+  };
   if (!o.secret) {
     console.error('give --secret or JWT_SECRET');
     process.exit(2);

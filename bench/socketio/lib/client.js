@@ -160,9 +160,10 @@ async function closeAll(sockets) {
 }
 
 /** A node's `{rss, conns, cpu_us}` as the dialect reads it (server.js:
- * its GET /rss; the gateway: `admin`'s /metrics), or null. */
-function nodeStats(url, admin) {
-  return dialect.current().stats(url, admin);
+ * its GET /rss; the gateway: `node.admin`'s /metrics and `node.pid`'s
+ * /proc), or null. */
+function nodeStats(url, node) {
+  return dialect.current().stats(url, node);
 }
 
 module.exports = { token, sources, open, request, openMany, openAndJoin, watchClose, closeAll, nodeStats };

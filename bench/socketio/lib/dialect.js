@@ -12,8 +12,11 @@
 //   the arguments `data, meta {room, seq, epoch, ts, from}, offset`.
 //   Unsolicited `broker:error` and `broker:missed` are counted as events.
 //   Node stats from the admin listener's Prometheus `/metrics`
-//   (`process_resident_memory_bytes`, `broker_connections`,
-//   `process_cpu_seconds_total`): the gateway has no `GET /rss`.
+//   (`process_resident_memory_bytes`, `broker_connections`): the gateway
+//   has no `GET /rss`. CPU time from /proc/<pid>/stat when the node's pid
+//   is known (same machine), else `process_cpu_seconds_total` (the
+//   prometheus crate counts it in whole seconds: too coarse for a
+//   scenario of a few seconds).
 //
 // The dialect is chosen once per process (and per worker thread) with
 // `use(name)`; lib/client.js and lib/stats.js ask `current()`.
@@ -40,9 +43,23 @@ function metric(text, name) {
   return null;
 }
 
+/** CPU time (user + system) of process `pid` in µs, from /proc (in clock
+ * ticks of 10 ms: USER_HZ is 100 on Linux), or null. */
+function procCpuUs(pid) {
+  try {
+    const stat = require('node:fs').readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the command (which may hold spaces) in parentheses.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) * 10000; // utime, stime
+  } catch {
+    return null;
+  }
+}
+
 /** A gateway node's figures from its admin `/metrics` (`admin` is its
- * admin listener's host:port): `{rss, conns, cpu_us}`, or null. */
-async function metricsStats(_url, admin) {
+ * admin listener's host:port) and, when `pid` is given, its CPU from
+ * /proc: `{rss, conns, cpu_us}`, or null. */
+async function metricsStats(_url, { admin, pid } = {}) {
   if (!admin) return null;
   try {
     const res = await fetch(`http://${admin}/metrics`);
@@ -52,7 +69,8 @@ async function metricsStats(_url, admin) {
     const conns = metric(text, 'broker_connections');
     const cpu = metric(text, 'process_cpu_seconds_total');
     if (rss === null || conns === null) return null;
-    return { rss, conns, cpu_us: cpu === null ? 0 : cpu * 1e6 };
+    const procCpu = pid ? procCpuUs(pid) : null;
+    return { rss, conns, cpu_us: procCpu ?? (cpu === null ? 0 : cpu * 1e6) };
   } catch {
     return null;
   }
