@@ -170,7 +170,8 @@ function nofile() {
   }
 }
 
-/** Versions of the stack (server.js uses the same node_modules). */
+/** Versions of the client and, against server.js (which uses the same
+ * node_modules), of the server's packages. */
 function versions() {
   const v = (p) => {
     try {
@@ -180,7 +181,7 @@ function versions() {
     }
   };
   const out = { node: process.version };
-  for (const p of ['socket.io', 'socket.io-client', '@socket.io/redis-adapter', 'redis', 'jsonwebtoken']) out[p] = v(p);
+  for (const p of ['socket.io-client', 'jsonwebtoken', ...dialect.current().serverPackages]) out[p] = v(p);
   return out;
 }
 

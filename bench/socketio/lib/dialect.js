@@ -82,6 +82,8 @@ const DIALECTS = {
     // What the report's params say about the server.
     params: { dialect: 'peer', peer: 'socket.io' },
     nodesLabel: 'Socket.IO nodes',
+    // The server's npm packages (their versions go into the report).
+    serverPackages: ['socket.io', '@socket.io/redis-adapter', 'redis'],
     event: { join: 'join', leave: 'leave', pub: 'pub', presence: 'presence' },
     /** The `pub` payload for `{room, data, others}`. */
     pub: ({ room, data, others }) => ({ room, ev: 'bench', data, others }),
@@ -97,6 +99,7 @@ const DIALECTS = {
     name: 'broker',
     params: { dialect: 'broker', server: 'broker-gateway /socket.io/' },
     nodesLabel: 'gateway nodes',
+    serverPackages: [],
     event: { join: 'broker:join', leave: 'broker:leave', pub: 'broker:publish', presence: 'broker:presence' },
     pub: ({ room, data, others }) => ({ room, ev: 'msg', data, others }),
     onMessage(socket, fn) {
