@@ -255,8 +255,8 @@ def svg_chart(ours_runs, peer_runs):
 
 
 def spread_text(vs):
-    """(max - min) / median as a percentage, or – with fewer than 2 runs."""
-    return f"{spread(vs) * 100:.0f}%" if len(vs) >= 2 else "–"
+    """The runs' range, min–max, or – with fewer than 2 runs."""
+    return f"{fmt(min(vs))}–{fmt(max(vs))}" if len(vs) >= 2 else "–"
 
 
 def sio_table(sio_runs, peer_runs):
@@ -377,9 +377,9 @@ def sio_section(args, sio, peer):
         f"Medians of {runs} run(s) against the gateway and {peer_runs} against the Socket.IO server,",
         "one after the other on this machine"
         + (f" ({args.elapsed})" if args.elapsed else "")
-        + "; spread is (max − min) / median over the runs.",
+        + "; each median is followed by the range (min–max) of the runs.",
         "",
-        "| figure | gateway /socket.io/ | spread | Socket.IO server | spread | gateway vs Socket.IO |",
+        "| figure | gateway /socket.io/ | runs | Socket.IO server | runs | gateway vs Socket.IO |",
         "|---|---:|---:|---:|---:|---:|",
         *sio_table(sio, peer),
         "",

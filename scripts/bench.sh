@@ -13,6 +13,7 @@
 #                      all ran are written: ours for "Side by side", peer
 #                      and sio for "Same client")
 #   BENCH_NO_BUILD=1   use the binaries in target/release as they are
+#   BENCH_KEEP=1       keep the JSON results (the dir is printed)
 #
 # Each run: scripts/bench-gateway.sh (our Redis + module, two gateway
 # nodes, broker-bench), scripts/bench-peer.sh (plain Redis, two Socket.IO
@@ -26,7 +27,11 @@ export BENCH_DURATION=${BENCH_DURATION:-5}
 export BENCH_CONNS=${BENCH_CONNS:-10000}
 SIDES=" ${BENCH_SIDES:-ours peer sio} "
 OUT=$(mktemp -d -t broker-bench-compare.XXXXXX)
-trap 'rm -rf "$OUT"' EXIT
+if [ -n "${BENCH_KEEP:-}" ]; then
+    trap 'echo "kept $OUT" >&2' EXIT
+else
+    trap 'rm -rf "$OUT"' EXIT
+fi
 STARTED=$SECONDS
 
 if [ -z "${BENCH_NO_BUILD:-}" ]; then
