@@ -13,7 +13,8 @@
 #                      all ran are written: ours for "Side by side", peer
 #                      and sio for "Same client")
 #   BENCH_NO_BUILD=1   use the binaries in target/release as they are
-#   BENCH_KEEP=1       keep the JSON results (the dir is printed)
+#   BENCH_KEEP=1       keep the JSON results (the dir is printed), and each
+#                      script keeps its working dir (logs)
 #
 # Each run: scripts/bench-gateway.sh (our Redis + module, two gateway
 # nodes, broker-bench), scripts/bench-peer.sh (plain Redis, two Socket.IO
