@@ -29,7 +29,7 @@ ATTACK_SCALE ?= 1.0
 ATTACK_SHORT = --attacks joinleave,refresh,garbage --floor-ms 2
 
 .DEFAULT_GOAL := help
-.PHONY: help deps build test chaos chaos-short run stop example examples-test socketio-test bench bench-module bench-gateway bench-backends bench-peer browser-test check-ops fuzz attack clean
+.PHONY: help deps build test chaos chaos-short run stop example examples-test socketio-test bench bench-module bench-gateway bench-backends bench-peer bench-sio browser-test check-ops fuzz attack clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
@@ -105,8 +105,11 @@ attack: build ## well-behaved chat clients under six attacks in turn (ATTACK_SEC
 bench-peer: ## the Socket.IO 4 + redis-adapter peer alone (npm ci from bench/socketio/package-lock.json)
 	@scripts/bench-peer.sh
 
-bench: build ## this broker and the Socket.IO peer side by side (medians of 3 runs, ratios, chart) into docs/BENCHMARKS.md
-	@scripts/bench.sh
+bench-sio: build ## the Socket.IO peer's Node driver (socket.io-client) against two gateway nodes' /socket.io/: connect, fan-out, chat
+	@BENCH_NO_BUILD=1 scripts/bench-sio.sh
+
+bench: build ## this broker and the Socket.IO peer side by side, and the same client against both servers (medians of 3 runs, ratios, chart) into docs/BENCHMARKS.md
+	@BENCH_NO_BUILD=1 scripts/bench.sh
 
 clean: stop ## remove build output and .run/
 	$(CARGO) clean

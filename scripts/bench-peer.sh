@@ -54,12 +54,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-command -v node >/dev/null || { echo "bench-peer: node is not installed (apt-get install nodejs npm)" >&2; exit 1; }
-if [ ! -f "$PEER/node_modules/.package-lock.json" ] ||
-    [ "$PEER/package-lock.json" -nt "$PEER/node_modules/.package-lock.json" ]; then
-    echo "bench-peer: npm ci in bench/socketio..." >&2
-    (cd "$PEER" && npm ci --no-audit --no-fund --loglevel=error) >&2
-fi
+ensure_socketio_modules bench-peer
 # One file descriptor per connection: as high as we may (the nodes and the
 # driver inherit it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -188,3 +188,16 @@ history = 0
 EOF
 }
 
+
+# ensure_socketio_modules WHO: node is there, and bench/socketio's npm
+# packages (the peer's server and the driver) are installed from the
+# committed lock (`npm ci` when node_modules is missing or older than it).
+ensure_socketio_modules() {
+    local peer="$ROOT/bench/socketio"
+    command -v node >/dev/null || { echo "$1: node is not installed (apt-get install nodejs npm)" >&2; exit 1; }
+    if [ ! -f "$peer/node_modules/.package-lock.json" ] ||
+        [ "$peer/package-lock.json" -nt "$peer/node_modules/.package-lock.json" ]; then
+        echo "$1: npm ci in bench/socketio..." >&2
+        (cd "$peer" && npm ci --no-audit --no-fund --loglevel=error) >&2
+    fi
+}

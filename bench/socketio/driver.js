@@ -16,6 +16,16 @@
 // counts are read from each node's GET /rss. `node driver.js --help`
 // lists every option.
 //
+// The same client against this broker's gateway (docs/SOCKETIO.md), which
+// serves socket.io-client at /socket.io/ with its own event names:
+//
+//   node driver.js fanout --dialect broker --url U1 --admin A1 --pid P1 --url U2 --admin A2 --pid P2 ...
+//
+// U is the gateway's public http://host:port, A its admin listener
+// host:port (memory and connections from its /metrics), P its pid (CPU
+// time from /proc: this machine only), each in --url order. lib/dialect.js holds every difference between the two servers;
+// churn reads server.js's presence sets and runs with `peer` only.
+//
 // Where it differs from broker-bench, and why:
 // - Payloads are `{t, p}`: the send time in µs on process.hrtime (one
 //   monotonic clock for every thread of this process) and the phase.
@@ -30,12 +40,16 @@ const { createClient } = require('redis');
 const { Threads } = require('./lib/threads');
 const { open, request, openAndJoin, sources, watchClose, closeAll, nodeStats } = require('./lib/client');
 const { Hist, Phase, Events, Report, Progress, recordMessages, phaseRows, drain, rate, sleep, nowUs } = require('./lib/stats');
+const dialect = require('./lib/dialect');
 
 // ---------------------------------------------------------------- options
 
 // name: [default, scenarios ('*': all), help]. Long names as broker-bench's.
 const OPTIONS = {
   url: [[], '*', 'node URL http://host:port; repeat for several nodes (round-robin)'],
+  dialect: ['peer', '*', `the server's events: peer (server.js) or broker (the gateway's /socket.io/)`],
+  admin: [[], '*', 'with --dialect broker: each node\'s admin listener host:port, in --url order (/metrics)'],
+  pid: [[], '*', 'with --dialect broker: each node\'s pid, in --url order (its CPU time from /proc)'],
   secret: [process.env.JWT_SECRET || '', '*', 'HS256 secret of the nodes (default: $JWT_SECRET)'],
   concurrency: [100, '*', 'handshakes (and joins) in flight at once'],
   sources: [8, '*', 'loopback source addresses 127.0.0.2, ... (0: the kernel picks)'],
@@ -62,7 +76,8 @@ const OPTIONS = {
   publishers: [2, 'churn', 'publishers (in every room)'],
   redis: ['redis://127.0.0.1:6379', 'churn', 'the nodes\' Redis, to read the presence sets'],
 };
-const TEXT = new Set(['url', 'secret', 'save', 'room', 'prefix', 'redis']);
+const LISTS = { url: 'urls', admin: 'admins', pid: 'pids' };
+const TEXT = new Set(['url', 'admin', 'dialect', 'secret', 'save', 'room', 'prefix', 'redis']);
 const SHORT = { '-n': 'conns', '-m': 'subscribers', '-r': 'rooms', '-k': 'members', '-c': 'conns', '-p': 'publishers' };
 const DEFAULTS = {
   connect: { conns: 10000 },
@@ -86,8 +101,8 @@ function parseArgs(argv) {
   const scenario = argv[0];
   if (scenario === '--help' || scenario === '-h') usage(0);
   if (!DEFAULTS[scenario]) usage(2);
-  const o = { urls: [] };
-  for (const [name, [def]] of Object.entries(OPTIONS)) if (name !== 'url') o[name] = def;
+  const o = { urls: [], admins: [], pids: [] };
+  for (const [name, [def]] of Object.entries(OPTIONS)) if (!LISTS[name]) o[name] = def;
   Object.assign(o, DEFAULTS[scenario]);
   for (let i = 1; i < argv.length; i++) {
     let [flag, value] = argv[i].split(/=(.*)/s);
@@ -104,15 +119,38 @@ function parseArgs(argv) {
     }
     if (value === undefined) value = argv[++i];
     if (value === undefined) usage(2);
-    if (name === 'url') o.urls.push(value);
-    else if (TEXT.has(name)) o[name] = value;
-    else if (Number.isFinite(Number(value))) o[name] = Number(value);
-    else {
+    if (!TEXT.has(name) && !Number.isFinite(Number(value))) {
       console.error(`${scenario}: --${name} wants a number, not ${value}`);
       usage(2);
     }
+    const v = TEXT.has(name) ? value : Number(value);
+    if (LISTS[name]) o[LISTS[name]].push(v); // repeated: --url, --admin, --pid
+    else o[name] = v;
   }
   if (!o.urls.length) o.urls.push('http://127.0.0.1:3001');
+  if (!dialect.names.includes(o.dialect)) {
+    console.error(`--dialect is one of ${dialect.names.join(', ')}, not ${o.dialect}`);
+    usage(2);
+  }
+  if (o.dialect === 'broker' && scenario === 'churn') {
+    console.error('churn reads server.js\'s presence sets in Redis: --dialect peer only');
+    process.exit(2);
+  }
+  for (const list of ['admin', 'pid']) {
+    if (o[LISTS[list]].length && o[LISTS[list]].length !== o.urls.length) {
+      console.error(`give one --${list} per --url (${o.urls.length}), in the same order`);
+      usage(2);
+    }
+  }
+  if (o.dialect === 'broker' && !o.admins.length) {
+    console.error('warning: no --admin: no node memory, connection counts or CPU (the gateway has them on its admin /metrics)');
+  }
+  dialect.use(o.dialect);
+  // A node's figures: `{rss, conns, cpu_us}` or null (lib/dialect.js).
+  o.stats = (url) => {
+    const i = o.urls.indexOf(url);
+    return nodeStats(url, { admin: o.admins[i], pid: o.pids[i] });
+  };
   if (!o.secret) {
     console.error('give --secret or JWT_SECRET');
     process.exit(2);
@@ -132,7 +170,8 @@ function nofile() {
   }
 }
 
-/** Versions of the stack (server.js uses the same node_modules). */
+/** Versions of the client and, against server.js (which uses the same
+ * node_modules), of the server's packages. */
 function versions() {
   const v = (p) => {
     try {
@@ -142,7 +181,7 @@ function versions() {
     }
   };
   const out = { node: process.version };
-  for (const p of ['socket.io', 'socket.io-client', '@socket.io/redis-adapter', 'redis', 'jsonwebtoken']) out[p] = v(p);
+  for (const p of ['socket.io-client', 'jsonwebtoken', ...dialect.current().serverPackages]) out[p] = v(p);
   return out;
 }
 
@@ -219,7 +258,7 @@ async function publish(socket, room, others, window, phase, p, events, onAck = (
   }
   const t = nowUs();
   phase.sent++;
-  request(socket, 'pub', { room, ev: 'bench', data: { t, p }, others }, 30000).then((r) => {
+  request(socket, 'pub', { room, data: { t, p }, others }, 30000).then((r) => {
     window.release();
     if (typeof r.seq === 'number') {
       phase.acked++;
@@ -246,7 +285,7 @@ async function scenarioConnect(o) {
   if (n + 64 > limit[0]) {
     console.error(`warning: ${n} connections need about ${n + 64} open files; the limit is ${limit[0]} (hard ${limit[1]})`);
   }
-  const before = await nodeStats(url);
+  const before = await o.stats(url);
   const pool = new Threads(o.workers);
   await pool.ready();
   const r = rate();
@@ -274,7 +313,7 @@ async function scenarioConnect(o) {
     workers: o.workers,
     source_addrs: sources([url], o.sources).length,
     nofile: limit,
-    peer: 'socket.io',
+    ...dialect.current().params,
     versions: versions(),
   });
   report
@@ -289,7 +328,7 @@ async function scenarioConnect(o) {
 
   // Idle: Socket.IO's heartbeat (pingInterval 25 s) comes later than this.
   await sleep(o.idle * 1000);
-  const after = await nodeStats(url);
+  const after = await o.stats(url);
   if (before && after) {
     report
       .num('rss_before_mib', 'node RSS before (MiB)', before.rss / 1048576, 1)
@@ -305,7 +344,7 @@ async function scenarioConnect(o) {
     let back = null;
     let last = null;
     while ((nowUs() - closing) / 1e6 < 15) {
-      last = (await nodeStats(url)) || last;
+      last = (await o.stats(url)) || last;
       if (last && last.conns <= before.conns) {
         back = (nowUs() - closing) / 1e6;
         break;
@@ -385,7 +424,7 @@ async function scenarioFanout(o) {
     max_duration_s: o['max-duration'],
     inflight: o.inflight,
     workers: o.workers,
-    peer: 'socket.io',
+    ...dialect.current().params,
     versions: versions(),
   });
   report
@@ -473,7 +512,7 @@ async function scenarioChat(o) {
     rate: o.rate,
     duration_s: o.duration,
     inflight: o.inflight,
-    peer: 'socket.io',
+    ...dialect.current().params,
     versions: versions(),
   });
   report
@@ -614,7 +653,7 @@ async function scenarioChurn(o) {
     publishers: o.publishers,
     rate: o.rate,
     duration_s: o.duration,
-    peer: 'socket.io',
+    ...dialect.current().params,
     versions: versions(),
   });
   report
@@ -677,25 +716,25 @@ async function presenceCounts(redis, rooms) {
 // ---------------------------------------------------------------- main
 
 /** CPU time so far, µs: this process (every thread) and the nodes. */
-async function cpuNow(urls) {
+async function cpuNow(o) {
   const { user, system } = process.cpuUsage();
-  const nodes = await Promise.all([...new Set(urls)].map(nodeStats));
+  const nodes = await Promise.all([...new Set(o.urls)].map(o.stats));
   return { driver: user + system, nodes: nodes.reduce((s, n) => s + (n ? n.cpu_us : 0), 0), at: nowUs() };
 }
 
 async function main() {
   const o = parseArgs(process.argv.slice(2));
   const run = { connect: scenarioConnect, fanout: scenarioFanout, chat: scenarioChat, churn: scenarioChurn }[o.scenario];
-  const cpu0 = await cpuNow(o.urls);
+  const cpu0 = await cpuNow(o);
   const report = await run(o);
   // Who had the CPU: on a shared machine the driver's time is the nodes'
   // loss (Redis is not counted).
-  const cpu1 = await cpuNow(o.urls);
+  const cpu1 = await cpuNow(o);
   const wall = (cpu1.at - cpu0.at) / 1e6;
   report
     .section('cpu', `CPU time over the whole scenario (${wall.toFixed(1)} s)`)
     .num('driver_cpu_s', 'driver CPU (s, all threads)', (cpu1.driver - cpu0.driver) / 1e6, 1)
-    .num('nodes_cpu_s', 'Socket.IO nodes CPU (s, both)', (cpu1.nodes - cpu0.nodes) / 1e6, 1)
+    .num('nodes_cpu_s', `${dialect.current().nodesLabel} CPU (s, all)`, (cpu1.nodes - cpu0.nodes) / 1e6, 1)
     .num('wall_s', 'wall time (s)', wall, 1);
   const doc = report.json();
   if (o.save) fs.writeFileSync(o.save, JSON.stringify(doc, null, 2) + '\n');

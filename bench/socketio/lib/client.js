@@ -7,6 +7,7 @@ const { io } = require('socket.io-client');
 const { createSecretKey } = require('node:crypto');
 const jwt = require('jsonwebtoken');
 const { Hist, nowUs, sleep } = require('./stats');
+const dialect = require('./dialect');
 
 /** An HS256 token for `user`, valid for an hour (bench/src/jwt.rs). The
  * secret goes in as a KeyObject: given a string, jsonwebtoken first tries
@@ -56,12 +57,21 @@ function open(url, user, { secret, timeoutMs = 10000, localAddress }) {
   });
 }
 
-/** Emits `event` with an ack callback; resolves the server's answer, or
- * `{error: 'timeout'}` / `{error: 'closed'}`. */
-function request(socket, event, payload, timeoutMs = 10000) {
+/** Does `op` (`join`, `leave`, `pub`, `presence`: payloads `{room}`, the
+ * publish's `{room, data, others}`) as the dialect names it (lib/dialect.js),
+ * with an ack callback. Resolves the server's answer; a failure as
+ * `{error: 'code'}` whichever way the server signals it, or `{error:
+ * 'timeout'}` / `{error: 'closed'}`. */
+function request(socket, op, payload, timeoutMs = 10000) {
+  const d = dialect.current();
   return new Promise((resolve) => {
     if (!socket.connected) return resolve({ error: 'closed' });
-    socket.timeout(timeoutMs).emit(event, payload, (err, reply) => resolve(err ? { error: 'timeout' } : reply || {}));
+    const args = op === 'pub' ? d.pub(payload) : payload;
+    socket.timeout(timeoutMs).emit(d.event[op], args, (err, reply) => {
+      if (err) return resolve({ error: 'timeout' });
+      const error = dialect.ackError(reply);
+      resolve(error === null ? reply || {} : { error });
+    });
   });
 }
 
@@ -132,8 +142,10 @@ async function openAndJoin(indices, opts, roomsOf, setup, failures) {
 }
 
 /** Watches `socket` for the server ending it (anything but our own
- * close); counts it in `events` and calls `onClose`. */
+ * close); counts it in `events` and calls `onClose`. Also counts the
+ * server's unsolicited events (the dialect's errors and losses). */
 function watchClose(socket, events, onClose = () => {}) {
+  dialect.current().watch(socket, events);
   socket.on('disconnect', (reason) => {
     if (reason === 'io client disconnect') return;
     events.count(`connection ended by the server: ${reason}`);
@@ -147,14 +159,11 @@ async function closeAll(sockets) {
   await sleep(100);
 }
 
-/** GET /rss of a node: `{rss, conns}` (server.js), or null. */
-async function nodeStats(url) {
-  try {
-    const res = await fetch(new URL('/rss', url));
-    return await res.json();
-  } catch {
-    return null;
-  }
+/** A node's `{rss, conns, cpu_us}` as the dialect reads it (server.js:
+ * its GET /rss; the gateway: `node.admin`'s /metrics and `node.pid`'s
+ * /proc), or null. */
+function nodeStats(url, node) {
+  return dialect.current().stats(url, node);
 }
 
 module.exports = { token, sources, open, request, openMany, openAndJoin, watchClose, closeAll, nodeStats };

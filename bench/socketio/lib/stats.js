@@ -3,6 +3,8 @@
 // the report (Markdown tables on stdout, JSON in the same shape and with
 // the same keys as broker-bench's `--save`).
 
+const dialect = require('./dialect');
+
 // ---------------------------------------------------------------- histogram
 
 // Latencies in µs, 1 µs to 60 s, at least 3 significant digits, in fixed
@@ -141,23 +143,23 @@ class Seen {
   }
 }
 
-/** Makes `socket` record the `msg` events it receives on `phases` (the
+/** Makes `socket` record the room messages it receives on `phases` (the
  * payload `{t, p}` names the send time and the phase); `events` counts
- * anything unexpected. */
+ * anything unexpected. How a message arrives is the dialect's
+ * (lib/dialect.js). */
 function recordMessages(socket, phases, events) {
   const seen = new Map(); // room -> Seen
-  socket.on('msg', (m) => {
-    const d = m && m.data;
+  dialect.current().onMessage(socket, (room, seq, d) => {
     const p = d && phases[d.p];
-    if (!p || typeof d.t !== 'number' || typeof m.seq !== 'number') {
+    if (!p || typeof d.t !== 'number' || typeof seq !== 'number') {
       events.count('msg with a payload the tool did not send');
       return;
     }
-    let s = seen.get(m.room);
-    if (!s) seen.set(m.room, (s = new Seen()));
+    let s = seen.get(room);
+    if (!s) seen.set(room, (s = new Seen()));
     const now = nowUs();
     p.lastDeliveryUs = now;
-    if (!s.add(m.seq)) {
+    if (!s.add(seq)) {
       p.duplicates++;
       return;
     }

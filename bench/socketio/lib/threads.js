@@ -18,6 +18,7 @@
 const { Worker, isMainThread, parentPort, workerData } = require('node:worker_threads');
 const { openMany, request, sources, watchClose } = require('./client');
 const { Phase, Events, recordMessages, sleep } = require('./stats');
+const dialect = require('./dialect');
 
 const FIELDS = 3; // per phase: delivered, duplicates, last delivery (µs)
 // After the phases: opened, failed, closes.
@@ -112,6 +113,7 @@ function part(shared, phases) {
 
 // ---------------------------------------------------------------- worker side
 if (!isMainThread && workerData && workerData.role === 'conns') {
+  dialect.use(workerData.dialect);
   const me = part(new Float64Array(workerData.shared), workerData.phases);
   parentPort.on('message', async ({ id, op, args }) => {
     parentPort.postMessage({ id, result: await me[op](args) });
@@ -121,7 +123,7 @@ if (!isMainThread && workerData && workerData.role === 'conns') {
 // ---------------------------------------------------------------- main side
 
 /** Connections in `workers` threads (0: this thread), recording `phases`
- * publish phases. */
+ * publish phases; each thread speaks this thread's dialect. */
 class Threads {
   constructor(workers, phases = 0) {
     this.phases = phases;
@@ -131,7 +133,7 @@ class Threads {
       const calls = new Map();
       let nextId = 0;
       this.workers = this.shared.map((s) => {
-        const w = new Worker(__filename, { workerData: { role: 'conns', shared: s.buffer, phases } });
+        const w = new Worker(__filename, { workerData: { role: 'conns', shared: s.buffer, phases, dialect: dialect.current().name } });
         w.on('message', ({ id, result }) => {
           calls.get(id)(result);
           calls.delete(id);
