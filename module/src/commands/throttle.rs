@@ -51,13 +51,14 @@ pub fn check(
 ) -> error::Result<Decision> {
     let now_ns = state::now_ns();
     let handle = ctx.open_key_writable(key);
-    let mut dma = match handle.key_type() {
+    let key_type = handle.key_type();
+    let mut dma = match key_type {
         raw::KeyType::Empty | raw::KeyType::String => {
             handle.as_string_dma().map_err(|_| Error::WrongType)?
         }
         _ => return Err(Error::WrongType),
     };
-    let tat = if dma.is_empty() {
+    let tat = if key_type == raw::KeyType::Empty {
         None
     } else {
         let text = std::str::from_utf8(&dma).map_err(|_| Error::WrongType)?;
