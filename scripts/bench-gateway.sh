@@ -45,6 +45,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ensure_bench_binaries "${BENCH_NO_BUILD:-}"
+bench_pinning
 
 REDIS_PORT=$(start_redis "$DIR" 6500 "" --save '' --appendonly no)
 REDIS_VERSION=$(redis-cli -p "$REDIS_PORT" INFO server | tr -d '\r' | awk -F: '/^redis_version:/ {print $2}')
@@ -76,7 +77,7 @@ run() {
     cmd=${cmd//redis:\/\/127.0.0.1:$REDIS_PORT/\$REDIS}
     echo >&2
     echo "== $name: ${cmd#"$BENCH" }" >&2
-    if BROKER_AUTH__SECRET=$SECRET timeout 120 "$@" --save "$DIR/$name.json" >"$DIR/$name.md"; then
+    if BROKER_AUTH__SECRET=$SECRET timeout 120 "${PIN_CLIENT[@]}" "$@" --save "$DIR/$name.json" >"$DIR/$name.md"; then
         cat "$DIR/$name.md"
         if [ -n "${BENCH_OUT:-}" ]; then
             mkdir -p "$BENCH_OUT" && cp "$DIR/$name.json" "$BENCH_OUT/"

@@ -55,6 +55,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 ensure_socketio_modules bench-peer
+bench_pinning
 # One file descriptor per connection: as high as we may (the nodes and the
 # driver inherit it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -65,7 +66,7 @@ start_plain_redis() {
     for attempt in 1 2 3 4 5; do
         port=$(free_port "$port")
         rm -f "$DIR/redis.pid"
-        redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR" --save '' --appendonly no \
+        "${PIN_SERVER[@]}" redis-server --port "$port" --bind 127.0.0.1 --dir "$DIR" --save '' --appendonly no \
             --daemonize yes --pidfile "$DIR/redis.pid" --logfile "$DIR/redis.log" >/dev/null
         if wait_redis "$port" 10; then
             echo "$port"
@@ -87,7 +88,7 @@ start_node() {
     local n=$1 port pid i
     port=$(free_port $((3000 + 10 * n)))
     PORT=$port NODE_ID="sio-$n" REDIS_URL="redis://127.0.0.1:$REDIS_PORT" JWT_SECRET=$SECRET \
-        node "$PEER/server.js" >"$DIR/node-$n.log" 2>&1 </dev/null &
+        "${PIN_SERVER[@]}" node "$PEER/server.js" >"$DIR/node-$n.log" 2>&1 </dev/null &
     pid=$!
     NODE_PIDS+=("$pid")
     for i in $(seq 100); do
@@ -120,7 +121,7 @@ run() {
     cmd=${cmd//redis:\/\/127.0.0.1:$REDIS_PORT/\$REDIS}
     echo >&2
     echo "== socket.io $name: $cmd" >&2
-    JWT_SECRET=$SECRET timeout 120 node "$PEER/driver.js" "$name" "$@" --save "$OUT/$name.json" >"$DIR/$name.md" || rc=$?
+    JWT_SECRET=$SECRET timeout 120 "${PIN_CLIENT[@]}" node "$PEER/driver.js" "$name" "$@" --save "$OUT/$name.json" >"$DIR/$name.md" || rc=$?
     if [ "$rc" = 0 ]; then
         cat "$DIR/$name.md"
     else

@@ -54,6 +54,7 @@ trap 'exit 130' INT TERM
 
 ensure_bench_binaries "${BENCH_NO_BUILD:-}"
 ensure_socketio_modules bench-sio
+bench_pinning
 # One file descriptor per connection: as high as we may (the gateways and
 # the driver inherit it).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -99,7 +100,7 @@ run() {
     cmd=${cmd//--pid ${GW_PIDS[1]}/--pid \$PID2}
     echo >&2
     echo "== gateway /socket.io/ $name: $cmd" >&2
-    JWT_SECRET=$SECRET timeout 120 node "$DRIVER" "$name" --dialect broker "$@" \
+    JWT_SECRET=$SECRET timeout 120 "${PIN_CLIENT[@]}" node "$DRIVER" "$name" --dialect broker "$@" \
         --save "$OUT/$name.json" >"$DIR/$name.md" || rc=$?
     if [ "$rc" = 0 ]; then
         cat "$DIR/$name.md"

@@ -5,6 +5,23 @@ MODULE="$ROOT/target/release/libbroker_module.so"
 GATEWAY="$ROOT/target/release/broker-gateway"
 BENCH="$ROOT/target/release/broker-bench"
 
+# CPU pinning of the benchmarks (docs/BENCHMARKS.md, "How the figures are
+# made"): a bench script calls `bench_pinning` once; then the servers
+# (Redis, gateway or Socket.IO nodes) start under $PIN_SERVER and the load
+# tool under $PIN_CLIENT, so the two sides never fight for one core. Both
+# stay empty (nothing pinned) outside the benchmarks, with BENCH_PIN=0, on
+# one core, or without taskset.
+PIN_SERVER=()
+PIN_CLIENT=()
+bench_pinning() {
+    if [ "${BENCH_PIN:-1}" = 0 ] || [ "$(nproc)" -lt 2 ] || ! command -v taskset >/dev/null; then
+        return 0
+    fi
+    PIN_SERVER=(taskset -c "${BENCH_SERVER_CPUS:-0}")
+    PIN_CLIENT=(taskset -c "${BENCH_CLIENT_CPUS:-1}")
+    echo "pinning: servers on CPU ${BENCH_SERVER_CPUS:-0}, load tool on CPU ${BENCH_CLIENT_CPUS:-1} (BENCH_PIN=0: off)" >&2
+}
+
 # port_in_use PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_in_use() {
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
@@ -57,7 +74,7 @@ start_redis() {
     for attempt in 1 2 3 4 5; do
         port=$(free_port "$port")
         rm -f "$dir/redis.pid"
-        redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
+        "${PIN_SERVER[@]}" redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
             --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
             --enable-debug-command local "$@" \
             --loadmodule "$MODULE" $module_args >/dev/null
@@ -114,7 +131,7 @@ start_bench_gateway() {
     BROKER_AUTH__SECRET=$SECRET BROKER_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" \
         BROKER_LISTEN="127.0.0.1:$port" BROKER_ADMIN_LISTEN="127.0.0.1:$admin" \
         BROKER_NODE_ID="$name-$n" RUST_LOG=${RUST_LOG:-info} \
-        "$GATEWAY" --config "$DIR/gateway.toml" >"$DIR/gateway-$n.log" 2>&1 </dev/null &
+        "${PIN_SERVER[@]}" "$GATEWAY" --config "$DIR/gateway.toml" >"$DIR/gateway-$n.log" 2>&1 </dev/null &
     pid=$!
     GW_PIDS+=("$pid")
     for i in $(seq 100); do

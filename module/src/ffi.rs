@@ -157,8 +157,34 @@ unsafe fn filter_arg(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) ->
     Some(String::from_utf8_lossy(bytes).to_ascii_lowercase())
 }
 
+/// True when argument `pos` of the filtered command is `word` (ASCII,
+/// any case), read in place: the filter runs for every command the server
+/// serves, so the common answer (no) must cost no allocation.
+unsafe fn filter_arg_is(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int, word: &str) -> bool {
+    let (Some(get), Some(ptr_len)) = (
+        raw::RedisModule_CommandFilterArgGet,
+        raw::RedisModule_StringPtrLen,
+    ) else {
+        return false;
+    };
+    // SAFETY: as in `filter_arg`.
+    let arg = get(fctx, pos);
+    if arg.is_null() {
+        return false;
+    }
+    let mut len = 0usize;
+    let ptr = ptr_len(arg, &mut len);
+    if ptr.is_null() || len != word.len() {
+        return false;
+    }
+    std::slice::from_raw_parts(ptr.cast::<u8>(), len).eq_ignore_ascii_case(word.as_bytes())
+}
+
 unsafe extern "C" fn pause_filter(fctx: *mut raw::RedisModuleCommandFilterCtx) {
-    // SAFETY: `fctx` is valid for this callback; `filter_arg` only reads.
+    // SAFETY: `fctx` is valid for this callback; the reads only read.
+    if !filter_arg_is(fctx, 0, "client") && !filter_arg_is(fctx, 0, "failover") {
+        return;
+    }
     let count = match raw::RedisModule_CommandFilterArgsCount {
         Some(args_count) => args_count(fctx),
         None => return,

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::packet::{Body, Packet, RESERVED_EVENTS};
 use super::value::{Object, SioValue};
+use super::{encode_ws, ParserKind, WsFrame};
 use crate::msgpack::{self, Writer};
 use crate::protocol::{validate_method, ClientFrame, Since};
 
@@ -284,34 +285,12 @@ impl Outgoing {
         };
         match kind.as_str()? {
             "msg" => {
-                let room = take("room")?;
-                let ev = take("ev")?;
-                if !deliverable(ev.as_str()?) {
-                    return None;
-                }
-                let data = take("data").unwrap_or(SioValue::Null);
-                let seq = take("seq")?;
-                let epoch = take("epoch")?;
-                let mut meta = vec![
-                    ("room".to_owned(), room.clone()),
-                    ("seq".to_owned(), seq.clone()),
-                    ("epoch".to_owned(), epoch.clone()),
-                ];
-                for key in ["ts", "from", "volatile"] {
-                    if let Some(value) = take(key) {
-                        meta.push((key.to_owned(), value));
-                    }
-                }
-                let seq = match &seq {
-                    SioValue::Number(n) => n.as_u64().unwrap_or(0),
-                    _ => 0,
-                };
-                let (room, epoch) = (room.as_str()?, epoch.as_str()?);
-                if seq > 0 {
-                    positions.saw(room, epoch, seq);
+                let message = RoomMessage::from_fields(fields)?;
+                if message.seq > 0 {
+                    positions.saw(&message.room, &message.epoch, message.seq);
                 }
                 let offset = SioValue::String(positions.offset(in_room));
-                event(ev.as_str()?, vec![data, SioValue::Object(meta), offset])
+                Some(message.packet(offset))
             }
             "ack" => {
                 let id = ack_id(&take("id")?)?;
@@ -347,6 +326,153 @@ impl Outgoing {
             "missed" => event("broker:missed", vec![SioValue::Object(fields)]),
             _ => None,
         }
+    }
+}
+
+/// A room message (`msg` frame) as its Socket.IO event: `[ev, data, meta,
+/// offset]`, the offset being each recipient's own.
+struct RoomMessage {
+    ev: String,
+    data: SioValue,
+    meta: Object,
+    room: String,
+    epoch: String,
+    seq: u64,
+}
+
+impl RoomMessage {
+    /// Reads a `msg` frame's fields (`t` taken off); `None` for a frame
+    /// that is not a deliverable room message.
+    fn from_fields(mut fields: Object) -> Option<RoomMessage> {
+        let mut take = |key: &str| -> Option<SioValue> {
+            let at = fields.iter().position(|(k, _)| k == key)?;
+            Some(fields.remove(at).1)
+        };
+        let room = take("room")?;
+        let ev = take("ev")?;
+        let ev = ev.as_str().filter(|ev| deliverable(ev))?.to_owned();
+        let data = take("data").unwrap_or(SioValue::Null);
+        let seq = take("seq")?;
+        let epoch = take("epoch")?;
+        let mut meta = vec![
+            ("room".to_owned(), room.clone()),
+            ("seq".to_owned(), seq.clone()),
+            ("epoch".to_owned(), epoch.clone()),
+        ];
+        for key in ["ts", "from", "volatile"] {
+            if let Some(value) = take(key) {
+                meta.push((key.to_owned(), value));
+            }
+        }
+        let seq = match &seq {
+            SioValue::Number(n) => n.as_u64().unwrap_or(0),
+            _ => 0,
+        };
+        Some(RoomMessage {
+            ev,
+            data,
+            meta,
+            room: room.as_str()?.to_owned(),
+            epoch: epoch.as_str()?.to_owned(),
+            seq,
+        })
+    }
+
+    fn packet(self, offset: SioValue) -> Packet {
+        Packet::main(Body::Event {
+            id: None,
+            name: self.ev,
+            args: vec![self.data, SioValue::Object(self.meta), offset],
+        })
+    }
+}
+
+/// A string no recovery offset is (offsets are JSON arrays): the place
+/// where each recipient's offset goes in a [`SharedMessage`].
+const OFFSET_SLOT: &str = "\u{1}offset\u{1}";
+
+/// A room message transcoded once for all its Socket.IO recipients of one
+/// parser: the encoded frames with the recovery offset cut out, so each
+/// recipient costs a copy and its own offset, not a transcoding.
+#[derive(Debug)]
+pub struct SharedMessage {
+    room: String,
+    epoch: String,
+    seq: u64,
+    /// The first frame up to the offset, and after it.
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    /// Whether the first frame is text (default parser) or binary.
+    text: bool,
+    /// The frames after the first (the default parser's attachments).
+    attachments: Vec<WsFrame>,
+}
+
+impl SharedMessage {
+    /// Transcodes a protocol v1 `msg` frame for `kind`; `None` for any
+    /// other frame, or a message Socket.IO clients do not get.
+    pub fn new(frame: &[u8], kind: ParserKind) -> Option<SharedMessage> {
+        let SioValue::Object(mut fields) = from_msgpack(frame) else {
+            return None;
+        };
+        let at = fields.iter().position(|(k, _)| k == "t")?;
+        if fields.remove(at).1.as_str() != Some("msg") {
+            return None;
+        }
+        let message = RoomMessage::from_fields(fields)?;
+        let (room, epoch, seq) = (message.room.clone(), message.epoch.clone(), message.seq);
+        let mut frames = encode_ws(kind, &message.packet(SioValue::str(OFFSET_SLOT))).into_iter();
+        let (first, text) = match frames.next()? {
+            WsFrame::Text(t) => (t.into_bytes(), true),
+            WsFrame::Binary(b) => (b, false),
+        };
+        // The slot as the encoder wrote it: a JSON string, or a msgpack str.
+        let slot = if text {
+            serde_json::to_string(OFFSET_SLOT).ok()?.into_bytes()
+        } else {
+            to_msgpack(&SioValue::str(OFFSET_SLOT))
+        };
+        let at = first.windows(slot.len()).rposition(|w| w == slot.as_slice())?;
+        Some(SharedMessage {
+            room,
+            epoch,
+            seq,
+            head: first[..at].to_vec(),
+            tail: first[at + slot.len()..].to_vec(),
+            text,
+            attachments: frames.collect(),
+        })
+    }
+
+    /// The frames for one recipient: notes the message in its `positions`
+    /// and puts its offset in.
+    pub fn frames_for(
+        &self,
+        positions: &mut Positions,
+        in_room: impl Fn(&str) -> bool,
+        out: &mut Vec<WsFrame>,
+    ) {
+        if self.seq > 0 {
+            positions.saw(&self.room, &self.epoch, self.seq);
+        }
+        let offset = positions.offset(in_room);
+        let slot = if self.text {
+            serde_json::to_string(&offset).unwrap_or_default().into_bytes()
+        } else {
+            to_msgpack(&SioValue::String(offset))
+        };
+        let mut first = Vec::with_capacity(self.head.len() + slot.len() + self.tail.len());
+        first.extend_from_slice(&self.head);
+        first.extend_from_slice(&slot);
+        first.extend_from_slice(&self.tail);
+        out.push(if self.text {
+            // Head and tail are the parts of a UTF-8 text cut at an ASCII
+            // quote; the slot is JSON text.
+            WsFrame::Text(String::from_utf8(first).unwrap_or_default())
+        } else {
+            WsFrame::Binary(first)
+        });
+        out.extend(self.attachments.iter().cloned());
     }
 }
 
@@ -574,6 +700,35 @@ mod tests {
         assert_eq!(parsed[0].0, "chat:a");
         assert_eq!(parsed[0].1.seq, 5);
         assert!(parse_offset("hello").is_none());
+    }
+
+    #[test]
+    fn a_shared_message_gives_each_recipient_what_its_own_transcoding_would() {
+        let mut data = Writer::with_capacity(16);
+        data.map(2).str("b").bin(&[7, 8]).str("q").str("a \u{1}offset\u{1} \"x\"");
+        let data = data.into_vec();
+        let from = Sender {
+            user: "alice",
+            conn: "n1.1.1",
+        };
+        let frame = protocol::encode_msg_frame("chat:a", "chat", &data, 9, "ep", 5, Some(from));
+        for kind in [ParserKind::Default, ParserKind::Msgpack] {
+            let shared = SharedMessage::new(&frame, kind).expect("a room message");
+            for rooms in [vec!["chat:a"], vec!["chat:a", "chat:b"]] {
+                let mut mine = Positions::default();
+                mine.saw("chat:b", "eb", 3);
+                let mut theirs = mine.clone();
+                let in_room = |r: &str| rooms.contains(&r);
+                let mut got = Vec::new();
+                shared.frames_for(&mut mine, in_room, &mut got);
+                let packet = Outgoing::packet(&frame, &mut theirs, in_room).unwrap();
+                assert_eq!(got, encode_ws(kind, &packet), "{kind:?} {rooms:?}");
+            }
+        }
+        let ack = protocol::encode_ack_raw(1, &protocol::ack_pub(1));
+        assert!(SharedMessage::new(&ack, ParserKind::Default).is_none());
+        let reserved = protocol::encode_msg_frame("r", "connect", &[0xc0], 1, "e", 1, None);
+        assert!(SharedMessage::new(&reserved, ParserKind::Msgpack).is_none());
     }
 
     #[test]

@@ -4,10 +4,12 @@
 //! on, and the [`Encoder`] that turns queued frames into Engine.IO packets
 //! for its client.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use broker::protocol::CloseCode;
-use broker::socketio::bridge::{Outgoing, Positions};
+use broker::protocol;
+use broker::socketio::bridge::{Outgoing, Positions, SharedMessage};
 use broker::socketio::{self, Body, Packet, ParserKind, WsFrame};
 use bytes::Bytes;
 use tokio::sync::{mpsc, Notify};
@@ -185,6 +187,15 @@ impl EngineConn {
         }
     }
 
+    /// The Engine.IO packets of queued `frames`, appended to `out`.
+    pub fn encode(&self, frames: &[Bytes], out: &mut Vec<WsFrame>) {
+        if let Ok(mut encoder) = self.encoder.lock() {
+            for frame in frames {
+                encoder.frames(frame, &self.app.socketio.messages, out);
+            }
+        }
+    }
+
     /// Queues a packet the session wrote itself (a CONNECT answer or
     /// error), encoded for `kind`.
     pub fn send_packet(&self, kind: ParserKind, packet: &Packet) {
@@ -219,6 +230,56 @@ impl Drop for EngineConn {
     }
 }
 
+/// Room messages transcoded lately, shared by every Socket.IO connection
+/// of the node: the hub hands one frame (one buffer) to all the members of
+/// a room, so the first recipient of each parser transcodes it and the
+/// others copy it with their own recovery offset.
+#[derive(Default)]
+pub struct SharedMessages {
+    recent: Mutex<VecDeque<Recent>>,
+}
+
+/// A frame and what it became for one parser (`None`: not a message
+/// Socket.IO clients get as such).
+struct Recent {
+    /// A clone of the frame: its buffer cannot be freed and reused while
+    /// it is here, so the same address and length is the same frame.
+    frame: Bytes,
+    kind: ParserKind,
+    message: Option<Arc<SharedMessage>>,
+}
+
+/// Frames remembered (a few messages in flight at once, per parser).
+const RECENT: usize = 16;
+
+impl SharedMessages {
+    /// The shared transcoding of `frame` for `kind`, when it is a room
+    /// message.
+    pub fn get(&self, frame: &Bytes, kind: ParserKind) -> Option<Arc<SharedMessage>> {
+        if protocol::frame_type(frame) != Some("msg") {
+            return None;
+        }
+        let same = |r: &Recent| {
+            r.kind == kind && r.frame.as_ptr() == frame.as_ptr() && r.frame.len() == frame.len()
+        };
+        if let Some(hit) = self.recent.lock().ok()?.iter().find(|r| same(r)) {
+            return hit.message.clone();
+        }
+        let message = SharedMessage::new(frame, kind).map(Arc::new);
+        if let Ok(mut recent) = self.recent.lock() {
+            if recent.len() >= RECENT {
+                recent.pop_front();
+            }
+            recent.push_back(Recent {
+                frame: frame.clone(),
+                kind,
+                message: message.clone(),
+            });
+        }
+        message
+    }
+}
+
 /// Turns a connection's queued frames into Engine.IO packets for its
 /// client: protocol v1 frames through [`Outgoing::packet`] and the
 /// connection's parser, the session's own packets as they are.
@@ -248,8 +309,18 @@ impl Encoder {
     }
 
     /// The Engine.IO packets of one queued frame (none for a frame the
-    /// client gets nothing for), appended to `out`.
-    pub fn frames(&mut self, frame: &[u8], out: &mut Vec<WsFrame>) {
+    /// client gets nothing for), appended to `out`. A room message is
+    /// transcoded once for the node's recipients of each parser
+    /// ([`SharedMessages`]).
+    pub fn frames(&mut self, frame: &Bytes, shared: &SharedMessages, out: &mut Vec<WsFrame>) {
+        if let Some(message) = shared.get(frame, self.kind()) {
+            let conn = self.conn.as_deref();
+            let in_room = |room: &str| {
+                conn.is_some_and(|c| c.rooms.lock().is_ok_and(|r| r.contains_key(room)))
+            };
+            message.frames_for(&mut self.positions, in_room, out);
+            return;
+        }
         match frame.split_first() {
             Some((&RAW_TEXT, text)) => {
                 out.push(WsFrame::Text(String::from_utf8_lossy(text).into_owned()));

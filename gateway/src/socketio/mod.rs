@@ -37,6 +37,9 @@ const CLOSED_POLLING_KEPT: Duration = Duration::from_secs(10);
 #[derive(Default)]
 pub struct Sessions {
     by_sid: Mutex<HashMap<String, Arc<EngineConn>>>,
+    /// Room messages transcoded once for all the node's Socket.IO
+    /// connections.
+    pub messages: engine::SharedMessages,
 }
 
 impl Sessions {

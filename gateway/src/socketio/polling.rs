@@ -73,13 +73,9 @@ async fn poll(engine: &Arc<EngineConn>, ping_every: Duration) -> Polled {
     queue.drain_into(&mut batch, MAX_BATCH);
     let closing = queue.close_reason().filter(|_| queue.is_empty());
     let mut last = Vec::new();
-    if let Ok(mut encoder) = engine.encoder.lock() {
-        for frame in &batch {
-            encoder.frames(frame, &mut frames);
-        }
-        if let Some(reason) = &closing {
-            encoder.closing(reason, &mut last);
-        }
+    engine.encode(&batch, &mut frames);
+    if let (Some(reason), Ok(encoder)) = (&closing, engine.encoder.lock()) {
+        encoder.closing(reason, &mut last);
     }
     if closing.is_some() {
         // A DISCONNECT goes alone: a close packet in the same payload would

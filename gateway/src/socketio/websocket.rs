@@ -44,11 +44,7 @@ impl SioEncode {
 
 impl Encode for SioEncode {
     fn messages(&mut self, buf: &mut Vec<u8>, batch: &mut Vec<Bytes>) {
-        if let Ok(mut encoder) = self.engine.encoder.lock() {
-            for frame in batch.drain(..) {
-                encoder.frames(&frame, &mut self.frames);
-            }
-        }
+        self.engine.encode(batch, &mut self.frames);
         batch.clear();
         self.put(buf);
     }

@@ -13,7 +13,7 @@ use broker::command::{SetArrival, Throttle};
 use broker::gcra::{self, Decision, Rate};
 use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
 
-use super::{parse, replicate};
+use super::parse;
 use crate::error::{self, Error};
 use crate::{guard, state};
 
@@ -24,8 +24,11 @@ pub fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
 
 fn run_throttle(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
     let cmd: Throttle = parse(argv)?;
-    let key = RedisString::create_from_slice(ctx.get_raw(), &cmd.key);
-    let decision = check(ctx, &key, &cmd.rate, cmd.quantity)?;
+    // The key argument itself (parse checked that it is there).
+    let key = argv
+        .get(1)
+        .ok_or_else(|| Error::Internal("no key argument".into()))?;
+    let decision = check(ctx, key, &cmd.rate, cmd.quantity)?;
     Ok(RedisValue::Array(
         decision
             .reply()
@@ -36,6 +39,10 @@ fn run_throttle(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue
 }
 /// Runs one GCRA decision on `key`: reads the stored arrival time, stores
 /// the new one when allowed (and replicates it), counts limited calls.
+///
+/// The hot path of every rate-limited call, so it allocates nothing of its
+/// own: the arrival time is read and written in place (string DMA), and
+/// the `SET` is replicated from stack buffers.
 pub fn check(
     ctx: &Context,
     key: &RedisString,
@@ -44,21 +51,25 @@ pub fn check(
 ) -> error::Result<Decision> {
     let now_ns = state::now_ns();
     let handle = ctx.open_key_writable(key);
-    let tat = match handle.key_type() {
-        raw::KeyType::Empty => None,
-        raw::KeyType::String => {
-            let dma = handle.as_string_dma().map_err(|_| Error::WrongType)?;
-            let text = std::str::from_utf8(&dma).map_err(|_| Error::WrongType)?;
-            Some(text.parse::<i64>().map_err(|_| Error::WrongType)?)
+    let key_type = handle.key_type();
+    let mut dma = match key_type {
+        raw::KeyType::Empty | raw::KeyType::String => {
+            handle.as_string_dma().map_err(|_| Error::WrongType)?
         }
         _ => return Err(Error::WrongType),
+    };
+    let tat = if key_type == raw::KeyType::Empty {
+        None
+    } else {
+        let text = std::str::from_utf8(&dma).map_err(|_| Error::WrongType)?;
+        Some(text.parse::<i64>().map_err(|_| Error::WrongType)?)
     };
     let decision = gcra::throttle(tat, now_ns, rate, quantity)?;
     match decision.store {
         Some((new_tat, ttl_ns)) => {
-            let tat_text = new_tat.to_string();
-            handle
-                .write(&tat_text)
+            let mut tat_buf = [0u8; 24];
+            let tat_text = decimal(&mut tat_buf, new_tat);
+            dma.write(tat_text)
                 .map_err(|e| Error::Internal(e.to_string()))?;
             let ttl_ms = u64::try_from(ttl_ns.saturating_add(999_999) / 1_000_000)
                 .unwrap_or(1)
@@ -67,14 +78,9 @@ pub fn check(
                 .set_expire(Duration::from_millis(ttl_ms))
                 .map_err(|e| Error::Internal(e.to_string()))?;
             let expire_at_ms = state::now_ms().saturating_add(ttl_ms);
-            replicate(
-                ctx,
-                &SetArrival {
-                    key: key.as_slice().to_vec(),
-                    tat_ns: new_tat,
-                    expire_at_ms,
-                },
-            );
+            let mut ms_buf = [0u8; 24];
+            let ms_text = decimal(&mut ms_buf, i64::try_from(expire_at_ms).unwrap_or(i64::MAX));
+            replicate_set(ctx, key.as_slice(), tat_text, ms_text);
         }
         None => {
             if decision.limited {
@@ -83,4 +89,40 @@ pub fn check(
         }
     }
     Ok(decision)
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(buf: &mut [u8; 24], n: i64) -> &[u8] {
+    use std::io::Write;
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    // 24 bytes hold any i64.
+    let _ = write!(cursor, "{n}");
+    let len = cursor.position() as usize;
+    &buf[..len]
+}
+
+/// Replicates `SET key tat PXAT ms` (what [`SetArrival`] describes) with
+/// `RedisModule_Replicate`'s binary-safe `b` arguments.
+fn replicate_set(ctx: &Context, key: &[u8], tat: &[u8], expire_at_ms: &[u8]) {
+    // The command as the type describes it (checked in debug builds).
+    debug_assert_eq!(<SetArrival as broker::command::Command>::NAME, "SET");
+    // SAFETY: the function pointer was filled in by `RedisModule_Init`;
+    // each `b` takes a pointer and a length, valid for the call; Redis
+    // copies the arguments.
+    unsafe {
+        if let Some(replicate) = raw::RedisModule_Replicate {
+            replicate(
+                ctx.get_raw(),
+                c"SET".as_ptr(),
+                c"bbcb".as_ptr(),
+                key.as_ptr(),
+                key.len(),
+                tat.as_ptr(),
+                tat.len(),
+                c"PXAT".as_ptr(),
+                expire_at_ms.as_ptr(),
+                expire_at_ms.len(),
+            );
+        }
+    }
 }
