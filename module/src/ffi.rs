@@ -160,7 +160,11 @@ unsafe fn filter_arg(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int) ->
 /// True when argument `pos` of the filtered command is `word` (ASCII,
 /// any case), read in place: the filter runs for every command the server
 /// serves, so the common answer (no) must cost no allocation.
-unsafe fn filter_arg_is(fctx: *mut raw::RedisModuleCommandFilterCtx, pos: c_int, word: &str) -> bool {
+unsafe fn filter_arg_is(
+    fctx: *mut raw::RedisModuleCommandFilterCtx,
+    pos: c_int,
+    word: &str,
+) -> bool {
     let (Some(get), Some(ptr_len)) = (
         raw::RedisModule_CommandFilterArgGet,
         raw::RedisModule_StringPtrLen,

@@ -432,7 +432,9 @@ impl SharedMessage {
         } else {
             to_msgpack(&SioValue::str(OFFSET_SLOT))
         };
-        let at = first.windows(slot.len()).rposition(|w| w == slot.as_slice())?;
+        let at = first
+            .windows(slot.len())
+            .rposition(|w| w == slot.as_slice())?;
         Some(SharedMessage {
             room,
             epoch,
@@ -457,7 +459,9 @@ impl SharedMessage {
         }
         let offset = positions.offset(in_room);
         let slot = if self.text {
-            serde_json::to_string(&offset).unwrap_or_default().into_bytes()
+            serde_json::to_string(&offset)
+                .unwrap_or_default()
+                .into_bytes()
         } else {
             to_msgpack(&SioValue::String(offset))
         };
@@ -705,7 +709,11 @@ mod tests {
     #[test]
     fn a_shared_message_gives_each_recipient_what_its_own_transcoding_would() {
         let mut data = Writer::with_capacity(16);
-        data.map(2).str("b").bin(&[7, 8]).str("q").str("a \u{1}offset\u{1} \"x\"");
+        data.map(2)
+            .str("b")
+            .bin(&[7, 8])
+            .str("q")
+            .str("a \u{1}offset\u{1} \"x\"");
         let data = data.into_vec();
         let from = Sender {
             user: "alice",

@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use broker::protocol::CloseCode;
 use broker::protocol;
+use broker::protocol::CloseCode;
 use broker::socketio::bridge::{Outgoing, Positions, SharedMessage};
 use broker::socketio::{self, Body, Packet, ParserKind, WsFrame};
 use bytes::Bytes;
