@@ -6,7 +6,8 @@
 # section (the peer's Node driver against our gateway's /socket.io/ and
 # against the Socket.IO server).
 #
-#   BENCH_RUNS=3       runs of each side (alternating ours, theirs, sio)
+#   BENCH_RUNS=5       runs of each side (alternating ours, theirs, sio)
+#   BENCH_PIN=1        servers on CPU BENCH_SERVER_CPUS [0], load tools on BENCH_CLIENT_CPUS [1]; 0: unpinned
 #   BENCH_DURATION=5   seconds of each timed phase (fan-out, chat, churn)
 #   BENCH_CONNS=10000  connections of the connect storm
 #   BENCH_SIDES="ours peer sio"  which sides run (the sections whose sides
@@ -23,7 +24,7 @@
 # fanout, chat). About 12 minutes with the defaults.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-RUNS=${BENCH_RUNS:-3}
+RUNS=${BENCH_RUNS:-5}
 export BENCH_DURATION=${BENCH_DURATION:-5}
 export BENCH_CONNS=${BENCH_CONNS:-10000}
 SIDES=" ${BENCH_SIDES:-ours peer sio} "
@@ -58,6 +59,13 @@ for run in $(seq "$RUNS"); do
 done
 
 ELAPSED=$((SECONDS - STARTED))
+if [ "${BENCH_PIN:-1}" != 0 ] && [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+    PINNING="On each side Redis and both server nodes run on CPU ${BENCH_SERVER_CPUS:-0} and the load tool on
+CPU ${BENCH_CLIENT_CPUS:-1} (taskset; scripts/lib.sh bench_pinning), so the two never take each other's core."
+else
+    PINNING="Redis, both nodes and the load tool of each side share the same cores (BENCH_PIN=0): both sides are
+measured with the same handicap."
+fi
 CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 MEM=$(awk '/^MemTotal:/ {printf "%.0f GiB", $2 / 1048576}' /proc/meminfo)
 COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -67,8 +75,7 @@ CLIENT=$(node -e 'console.log(require(process.argv[1]+"/bench/socketio/node_modu
 ADAPTER=$(node -e 'console.log(require(process.argv[1]+"/bench/socketio/node_modules/@socket.io/redis-adapter/package.json").version)' "$ROOT" 2>/dev/null || echo "?")
 MACHINE="Run on $(date -u '+%Y-%m-%d %H:%M UTC') at commit \`$COMMIT\`: $(nproc) cores ($CPU), $MEM,
 Linux $(uname -r), $(redis-server --version | awk '{print $3}' | tr -d 'v='), Node $(node --version),
-socket.io $SIO, @socket.io/redis-adapter $ADAPTER, socket.io-client $CLIENT. Redis, both nodes and the load tool of each side
-share the same cores: both sides are measured with the same handicap."
+socket.io $SIO, @socket.io/redis-adapter $ADAPTER, socket.io-client $CLIENT. $PINNING"
 CMD="make bench   # BENCH_RUNS=$RUNS BENCH_DURATION=$BENCH_DURATION BENCH_CONNS=$BENCH_CONNS"
 [ -z "${BENCH_SIDES:-}" ] || CMD+=" BENCH_SIDES=\"$BENCH_SIDES\""
 python3 "$ROOT/scripts/bench-report.py" "$OUT" "$ROOT/docs/BENCHMARKS.md" "$ROOT/docs/bench-chart.svg" \
