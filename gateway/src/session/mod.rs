@@ -92,6 +92,25 @@ pub fn start(
     Some(live(session, admission))
 }
 
+/// Logs the end of a connection opened at `started`: how long it lived and
+/// why it closed (`Abnormal` / "gone" when no close was requested).
+pub(crate) fn log_closed(app: &App, shared: &ConnShared, started: Instant, what: &str) {
+    let reason = shared.outlet.close_reason().unwrap_or(CloseReason {
+        code: CloseCode::Abnormal,
+        reason: "gone".into(),
+    });
+    tracing::info!(
+        conn = %shared.id,
+        user = %shared.user,
+        node = %app.node.id,
+        ip = %shared.ip,
+        duration_ms = started.elapsed().as_millis() as u64,
+        code = reason.code.code(),
+        reason = %reason.reason,
+        "{what}"
+    );
+}
+
 /// Authenticates (when the token did not come with the upgrade), serves
 /// the connection, and unregisters it.
 async fn live(mut session: Box<Session>, admission: Admission) {
@@ -135,20 +154,7 @@ async fn live(mut session: Box<Session>, admission: Admission) {
         let started = Instant::now();
         tracing::info!(conn = %shared.id, user = %shared.user, node = %app.node.id, ip = %shared.ip, "connection open");
         conn.serve(frames, &shared, claims).await;
-        let reason = outlet.close_reason().unwrap_or(CloseReason {
-            code: CloseCode::Abnormal,
-            reason: "gone".into(),
-        });
-        tracing::info!(
-            conn = %shared.id,
-            user = %shared.user,
-            node = %app.node.id,
-            ip = %shared.ip,
-            duration_ms = started.elapsed().as_millis() as u64,
-            code = reason.code.code(),
-            reason = %reason.reason,
-            "connection closed"
-        );
+        log_closed(&app, &shared, started, "connection closed");
         drop(registration);
     }
     // The reader's ends go first (as the writer may be waiting for them).

@@ -22,7 +22,6 @@ use crate::session::admission::{self, Admitted, Refused};
 use crate::session::capacity::ConnPlace;
 use crate::session::preauth::PreauthSlot;
 use crate::session::{errors, policy, Connection, Joiner, Registration};
-use crate::ws::CloseReason;
 
 /// How long a client has to send its CONNECT after the handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -313,19 +312,6 @@ async fn serve(
             }
         }
     }
-    let reason = outlet.close_reason().unwrap_or(CloseReason {
-        code: CloseCode::Abnormal,
-        reason: "gone".into(),
-    });
-    tracing::info!(
-        conn = %shared.id,
-        user = %shared.user,
-        node = %app.node.id,
-        ip = %shared.ip,
-        duration_ms = started.elapsed().as_millis() as u64,
-        code = reason.code.code(),
-        reason = %reason.reason,
-        "socket.io connection closed"
-    );
+    crate::session::log_closed(app, &shared, started, "socket.io connection closed");
     drop(registration);
 }
