@@ -54,7 +54,11 @@ fn sign_hs(alg: Algorithm, claims: &serde_json::Value) -> String {
 }
 
 fn good_claims() -> serde_json::Value {
-    json!({"sub": "alice", "exp": now() + 600, "roles": ["admin"], "rooms": ["chat:*"]})
+    // One expiry for the whole run: signing and `expected()` must not
+    // straddle a second (RSA signing is slow enough to).
+    static EXP: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let exp = *EXP.get_or_init(|| now() + 600);
+    json!({"sub": "alice", "exp": exp, "roles": ["admin"], "rooms": ["chat:*"]})
 }
 
 fn expected() -> Claims {
