@@ -81,8 +81,10 @@ pub fn socketio(data: &[u8]) {
         to_request(packet);
     }
     let mut positions = Positions::default();
-    if let Some(packet) = Outgoing::packet(data, &mut positions, |_| true) {
-        let _ = encode_ws(ParserKind::Default, &packet);
-        let _ = encode_ws(ParserKind::Msgpack, &packet);
+    let mut packets = Vec::new();
+    Outgoing::packets(data, &mut positions, |_| true, &mut packets);
+    for packet in &packets {
+        let _ = encode_ws(ParserKind::Default, packet);
+        let _ = encode_ws(ParserKind::Msgpack, packet);
     }
 }

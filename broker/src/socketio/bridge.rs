@@ -1,7 +1,7 @@
 //! Between Socket.IO and protocol v1 (`docs/SOCKETIO.md`, "Events"): a
 //! client's EVENT becomes the [`ClientFrame`] the gateway already serves
 //! ([`request`]), and every protocol v1 server frame the connection is sent
-//! becomes the Socket.IO packet its client expects ([`Outgoing::packet`]).
+//! becomes the Socket.IO packets its client expects ([`Outgoing::packets`]).
 //! So a Socket.IO connection gets the same dispatch, policies, limits and
 //! module calls as a `/ws` one, and the hub's fan-out stays one frame for
 //! every recipient.
@@ -258,74 +258,96 @@ pub fn connect_error(nsp: &str, message: &str, code: Option<&str>) -> Packet {
 pub struct Outgoing;
 
 impl Outgoing {
-    /// The packet for a v1 server `frame`, or `None` when the Socket.IO
-    /// client gets nothing for it (`welcome`, whose part is the CONNECT
-    /// answer; the answer to a request sent without an ack callback; a
-    /// frame that cannot be read). `positions` follows the connection's
-    /// rooms for the recovery offset, which `in_room` filters.
-    pub fn packet(
+    /// The packets for a v1 server `frame`, appended to `out`, the frame
+    /// decoded once: its own packet, unless the Socket.IO client gets
+    /// nothing for it (`welcome`, whose part is the CONNECT answer; the
+    /// answer to a request sent without an ack callback; a frame that
+    /// cannot be read), then `broker:offset` when it changed the
+    /// connection's rooms. `positions` follows the connection's rooms for
+    /// the recovery offset, which `in_room` filters.
+    pub fn packets(
         frame: &[u8],
         positions: &mut Positions,
         in_room: impl Fn(&str) -> bool,
-    ) -> Option<Packet> {
-        let SioValue::Object(mut fields) = from_msgpack(frame) else {
-            return None;
+        out: &mut Vec<Packet>,
+    ) {
+        let SioValue::Object(fields) = from_msgpack(frame) else {
+            return;
         };
-        let mut take = |key: &str| -> Option<SioValue> {
-            let at = fields.iter().position(|(k, _)| k == key)?;
-            Some(fields.remove(at).1)
-        };
-        let kind = take("t")?;
-        let event = |name: &str, args: Vec<SioValue>| {
-            Some(Packet::main(Body::Event {
+        // Read first: the frame's own packet consumes the fields.
+        let changed = rooms_changed(&fields, positions);
+        out.extend(packet(fields, positions, &in_room));
+        if changed {
+            out.push(Packet::main(Body::Event {
                 id: None,
-                name: name.to_owned(),
-                args,
-            }))
-        };
-        match kind.as_str()? {
-            "msg" => {
-                let message = RoomMessage::from_fields(fields)?;
-                if message.seq > 0 {
-                    positions.saw(&message.room, &message.epoch, message.seq);
-                }
-                let offset = SioValue::String(positions.offset(in_room));
-                Some(message.packet(offset))
-            }
-            "ack" => {
-                let id = ack_id(&take("id")?)?;
-                let data = take("data").unwrap_or(SioValue::Null);
-                Some(Packet::main(Body::Ack {
-                    id,
-                    args: vec![ack_data(data)],
-                }))
-            }
-            "err" => {
-                let id = take("id").and_then(|id| ack_id(&id));
-                let mut error = Vec::new();
-                for key in ["code", "msg", "retry_ms", "rpc_code"] {
-                    if let Some(value) = take(key) {
-                        error.push((key.to_owned(), value));
-                    }
-                }
-                match id {
-                    Some(id) => Some(Packet::main(Body::Ack {
-                        id,
-                        args: vec![SioValue::Object(vec![(
-                            "error".to_owned(),
-                            SioValue::Object(error),
-                        )])],
-                    })),
-                    None => event("broker:error", vec![SioValue::Object(error)]),
-                }
-            }
-            "presence" => event("broker:presence-event", vec![SioValue::Object(fields)]),
-            "joined" => event("broker:joined", vec![SioValue::Object(fields)]),
-            "left" => event("broker:left", vec![SioValue::Object(fields)]),
-            "expiring" => event("broker:expiring", vec![SioValue::Object(fields)]),
-            "missed" => event("broker:missed", vec![SioValue::Object(fields)]),
-            _ => None,
+                name: OFFSET_EVENT.to_owned(),
+                args: vec![SioValue::String(positions.offset(&in_room))],
+            }));
         }
+    }
+}
+
+/// The packet for a v1 server frame's `fields`, if the client gets one
+/// ([`Outgoing::packets`]).
+fn packet(
+    mut fields: Object,
+    positions: &mut Positions,
+    in_room: impl Fn(&str) -> bool,
+) -> Option<Packet> {
+    let mut take = |key: &str| -> Option<SioValue> {
+        let at = fields.iter().position(|(k, _)| k == key)?;
+        Some(fields.remove(at).1)
+    };
+    let kind = take("t")?;
+    let event = |name: &str, args: Vec<SioValue>| {
+        Some(Packet::main(Body::Event {
+            id: None,
+            name: name.to_owned(),
+            args,
+        }))
+    };
+    match kind.as_str()? {
+        "msg" => {
+            let message = RoomMessage::from_fields(fields)?;
+            if message.seq > 0 {
+                positions.saw(&message.room, &message.epoch, message.seq);
+            }
+            let offset = SioValue::String(positions.offset(in_room));
+            Some(message.packet(offset))
+        }
+        "ack" => {
+            let id = ack_id(&take("id")?)?;
+            let data = take("data").unwrap_or(SioValue::Null);
+            Some(Packet::main(Body::Ack {
+                id,
+                args: vec![ack_data(data)],
+            }))
+        }
+        "err" => {
+            let id = take("id").and_then(|id| ack_id(&id));
+            let mut error = Vec::new();
+            for key in ["code", "msg", "retry_ms", "rpc_code"] {
+                if let Some(value) = take(key) {
+                    error.push((key.to_owned(), value));
+                }
+            }
+            match id {
+                Some(id) => Some(Packet::main(Body::Ack {
+                    id,
+                    args: vec![SioValue::Object(vec![(
+                        "error".to_owned(),
+                        SioValue::Object(error),
+                    )])],
+                })),
+                None => event("broker:error", vec![SioValue::Object(error)]),
+            }
+        }
+        "presence" => event("broker:presence-event", vec![SioValue::Object(fields)]),
+        "joined" => event("broker:joined", vec![SioValue::Object(fields)]),
+        "left" => event("broker:left", vec![SioValue::Object(fields)]),
+        "expiring" => event("broker:expiring", vec![SioValue::Object(fields)]),
+        "missed" => event("broker:missed", vec![SioValue::Object(fields)]),
+        _ => None,
     }
 }
 
@@ -481,45 +503,34 @@ impl SharedMessage {
 }
 
 /// The name of the event that carries only a recovery offset, sent after
-/// each change of the connection's rooms ([`Outgoing::rooms_changed`]).
+/// each change of the connection's rooms ([`Outgoing::packets`]).
 pub const OFFSET_EVENT: &str = "broker:offset";
 
-impl Outgoing {
-    /// When `frame` changed the connection's rooms (the ack of a `join` or
-    /// a `leave`, also one sent without an ack callback; a backend's
-    /// `joined` / `left`), the `broker:offset` event that follows it, so
-    /// the client's recovery offset names every room it is in — not only
-    /// those it got a message from since. `positions` notes a joined room.
-    pub fn rooms_changed(
-        frame: &[u8],
-        positions: &mut Positions,
-        in_room: impl Fn(&str) -> bool,
-    ) -> Option<Packet> {
-        let SioValue::Object(fields) = from_msgpack(frame) else {
-            return None;
-        };
-        let get = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v);
-        let changed = match get("t").and_then(SioValue::as_str)? {
-            "ack" => match get("data")? {
-                // A join's ack: {room, seq, epoch, recovered}.
-                data @ SioValue::Object(_) if data.get("recovered").is_some() => {
-                    note(positions, data)
-                }
-                // A leave's ack: {}.
-                SioValue::Object(pairs) => pairs.is_empty(),
-                _ => false,
-            },
-            "joined" => note(positions, &SioValue::Object(fields.clone())),
-            "left" => true,
+/// Whether the frame of `fields` changed the connection's rooms (the ack
+/// of a `join` or a `leave`, also one sent without an ack callback; a
+/// backend's `joined` / `left`): then `broker:offset` follows it, so the
+/// client's recovery offset names every room it is in, not only those it
+/// got a message from since. `positions` notes a joined room.
+fn rooms_changed(fields: &Object, positions: &mut Positions) -> bool {
+    let get = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v);
+    match get("t").and_then(SioValue::as_str) {
+        Some("ack") => match get("data") {
+            // A join's ack: {room, seq, epoch, recovered}.
+            Some(data @ SioValue::Object(_)) if data.get("recovered").is_some() => {
+                note(positions, data)
+            }
+            // A leave's ack: {}.
+            Some(SioValue::Object(pairs)) => pairs.is_empty(),
             _ => false,
-        };
-        changed.then(|| {
-            Packet::main(Body::Event {
-                id: None,
-                name: OFFSET_EVENT.to_owned(),
-                args: vec![SioValue::String(positions.offset(in_room))],
-            })
-        })
+        },
+        Some("joined") => {
+            let room = get("room").and_then(SioValue::as_str);
+            let epoch = get("epoch").and_then(SioValue::as_str);
+            let seq = get("seq");
+            note_parts(positions, room, epoch, seq)
+        }
+        Some("left") => true,
+        _ => false,
     }
 }
 
@@ -527,7 +538,17 @@ impl Outgoing {
 fn note(positions: &mut Positions, at: &SioValue) -> bool {
     let room = at.get("room").and_then(SioValue::as_str);
     let epoch = at.get("epoch").and_then(SioValue::as_str);
-    let seq = match at.get("seq") {
+    note_parts(positions, room, epoch, at.get("seq"))
+}
+
+/// [`note`] of a position given as its parts.
+fn note_parts(
+    positions: &mut Positions,
+    room: Option<&str>,
+    epoch: Option<&str>,
+    seq: Option<&SioValue>,
+) -> bool {
+    let seq = match seq {
         Some(SioValue::Number(n)) => n.as_u64(),
         _ => None,
     };
@@ -576,6 +597,27 @@ fn ack_id(id: &SioValue) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The frame's own packet ([`Outgoing::packets`] without the
+    /// `broker:offset` that may follow).
+    fn own(frame: &[u8], p: &mut Positions, in_room: impl Fn(&str) -> bool) -> Option<Packet> {
+        let mut out = Vec::new();
+        Outgoing::packets(frame, p, in_room, &mut out);
+        out.into_iter()
+            .find(|x| !matches!(&x.body, Body::Event { name, .. } if name == OFFSET_EVENT))
+    }
+
+    /// The `broker:offset` event that follows the frame, if any.
+    fn offset_event(
+        frame: &[u8],
+        p: &mut Positions,
+        in_room: impl Fn(&str) -> bool,
+    ) -> Option<Packet> {
+        let mut out = Vec::new();
+        Outgoing::packets(frame, p, in_room, &mut out);
+        out.into_iter()
+            .find(|x| matches!(&x.body, Body::Event { name, .. } if name == OFFSET_EVENT))
+    }
     use crate::protocol::{self, ErrorCode, Sender};
 
     fn obj(pairs: &[(&str, SioValue)]) -> SioValue {
@@ -686,7 +728,7 @@ mod tests {
         let frame = protocol::encode_msg_frame("chat:a", "chat", &data, 5, "ep", 1000, Some(from));
         let mut positions = Positions::default();
         positions.saw("chat:gone", "x", 1);
-        let packet = Outgoing::packet(&frame, &mut positions, |r| r != "chat:gone").unwrap();
+        let packet = own(&frame, &mut positions, |r| r != "chat:gone").unwrap();
         let Body::Event { id, name, args } = packet.body else {
             panic!()
         };
@@ -729,7 +771,7 @@ mod tests {
                 let in_room = |r: &str| rooms.contains(&r);
                 let mut got = Vec::new();
                 shared.frames_for(&mut mine, in_room, &mut got);
-                let packet = Outgoing::packet(&frame, &mut theirs, in_room).unwrap();
+                let packet = own(&frame, &mut theirs, in_room).unwrap();
                 assert_eq!(got, encode_ws(kind, &packet), "{kind:?} {rooms:?}");
             }
         }
@@ -743,7 +785,7 @@ mod tests {
     fn acks_and_errors_by_whether_the_client_waits() {
         let ack = protocol::encode_ack_raw(4, &protocol::ack_pub(12));
         let mut p = Positions::default();
-        let packet = Outgoing::packet(&ack, &mut p, |_| true).unwrap();
+        let packet = own(&ack, &mut p, |_| true).unwrap();
         assert_eq!(
             packet.body,
             Body::Ack {
@@ -752,7 +794,7 @@ mod tests {
             }
         );
         let rpc = protocol::encode_ack_raw(5, &protocol::ack_rpc(&[0x92, 1, 2]));
-        let Body::Ack { args, .. } = Outgoing::packet(&rpc, &mut p, |_| true).unwrap().body else {
+        let Body::Ack { args, .. } = own(&rpc, &mut p, |_| true).unwrap().body else {
             panic!()
         };
         assert_eq!(
@@ -761,9 +803,9 @@ mod tests {
             "the reply itself"
         );
         let silent = protocol::encode_ack_raw(-3, &protocol::ack_pub(12));
-        assert!(Outgoing::packet(&silent, &mut p, |_| true).is_none());
+        assert!(own(&silent, &mut p, |_| true).is_none());
         let err = protocol::encode_err(Some(4), ErrorCode::NotMember, "join first", None);
-        let Body::Ack { args, .. } = Outgoing::packet(&err, &mut p, |_| true).unwrap().body else {
+        let Body::Ack { args, .. } = own(&err, &mut p, |_| true).unwrap().body else {
             panic!()
         };
         assert_eq!(
@@ -771,9 +813,7 @@ mod tests {
             Some(&SioValue::str("not_member"))
         );
         let unsolicited = protocol::encode_err(Some(-2), ErrorCode::RateLimited, "slow", Some(50));
-        let Body::Event { name, args, .. } = Outgoing::packet(&unsolicited, &mut p, |_| true)
-            .unwrap()
-            .body
+        let Body::Event { name, args, .. } = own(&unsolicited, &mut p, |_| true).unwrap().body
         else {
             panic!()
         };
@@ -786,7 +826,7 @@ mod tests {
             "broker:error",
         ] {
             let spoof = protocol::encode_msg_frame("r", ev, &[0xc0], 1, "e", 1, None);
-            assert!(Outgoing::packet(&spoof, &mut p, |_| true).is_none(), "{ev}");
+            assert!(own(&spoof, &mut p, |_| true).is_none(), "{ev}");
             let publish = request(
                 1,
                 "broker:publish",
@@ -799,29 +839,22 @@ mod tests {
         }
         let join = protocol::encode_ack_raw(-4, &protocol::ack_join("chat:j", 7, "ej", false));
         let Body::Event { name, args, .. } =
-            Outgoing::rooms_changed(&join, &mut p, |r| r == "chat:j")
-                .unwrap()
-                .body
+            offset_event(&join, &mut p, |r| r == "chat:j").unwrap().body
         else {
             panic!()
         };
         assert_eq!(name, OFFSET_EVENT);
         assert_eq!(args, vec![SioValue::str(r#"[["chat:j","ej",7]]"#)]);
         let leave = protocol::encode_ack_raw(3, &protocol::ack_empty());
-        let Body::Event { args, .. } = Outgoing::rooms_changed(&leave, &mut p, |_| false)
-            .unwrap()
-            .body
-        else {
+        let Body::Event { args, .. } = offset_event(&leave, &mut p, |_| false).unwrap().body else {
             panic!()
         };
         assert_eq!(args, vec![SioValue::str("[]")], "the room left is gone");
-        assert!(Outgoing::rooms_changed(&ack, &mut p, |_| true).is_none());
+        assert!(offset_event(&ack, &mut p, |_| true).is_none());
         let welcome = protocol::encode_welcome("c", "u", "n", 1, 2);
-        assert!(Outgoing::packet(&welcome, &mut p, |_| true).is_none());
+        assert!(own(&welcome, &mut p, |_| true).is_none());
         let presence = protocol::encode_presence_frame("r", "bob", protocol::PresenceAction::Join);
-        let Body::Event { name, args, .. } =
-            Outgoing::packet(&presence, &mut p, |_| true).unwrap().body
-        else {
+        let Body::Event { name, args, .. } = own(&presence, &mut p, |_| true).unwrap().body else {
             panic!()
         };
         assert_eq!(name, "broker:presence-event");

@@ -181,6 +181,11 @@ impl ConnShared {
         self.outlet.close(code, reason)
     }
 
+    /// Whether the connection is in `room` (as far as this node knows).
+    pub fn is_member(&self, room: &str) -> bool {
+        self.rooms.lock().is_ok_and(|r| r.contains_key(room))
+    }
+
     /// Rooms joined, with their presence flags.
     pub fn rooms_snapshot(&self) -> Vec<(String, bool)> {
         self.rooms

@@ -176,7 +176,7 @@ impl Connection {
         if let Err(denied) = policy::may_leave(room) {
             return self.deny(id, denied);
         }
-        if !is_member(shared, room) {
+        if !shared.is_member(room) {
             self.send_err(Some(id), ErrorCode::NotMember, "not in this room", None);
             return;
         }
@@ -207,7 +207,7 @@ impl Connection {
                 Box::pin(self.join_room(shared, Joiner::Backend, &room, None)).await;
             }
             Order::Leave(room) => {
-                if !is_member(shared, &room) {
+                if !shared.is_member(&room) {
                     return;
                 }
                 let node = &self.app.node;
@@ -245,7 +245,7 @@ impl Connection {
             &shared.user,
             claims,
             room,
-            is_member(shared, room),
+            shared.is_member(room),
         );
         if let Err(denied) = allowed {
             return self.deny(id, denied);
@@ -282,7 +282,7 @@ impl Connection {
             &shared.user,
             claims,
             room,
-            is_member(shared, room),
+            shared.is_member(room),
         );
         if let Err(denied) = allowed {
             return self.deny(id, denied);
@@ -440,7 +440,7 @@ impl Connection {
             Ok(allowed) => allowed,
             Err(denied) => return self.deny(id, denied),
         };
-        if !is_member(shared, &room) {
+        if !shared.is_member(&room) {
             return self.send_err(Some(id), ErrorCode::NotMember, "join the room first", None);
         }
         let node = &self.app.node;
@@ -549,15 +549,6 @@ impl Connection {
             }
         });
     }
-}
-
-/// Whether the connection is in `room` (as far as this node knows).
-fn is_member(shared: &ConnShared, room: &str) -> bool {
-    shared
-        .rooms
-        .lock()
-        .map(|r| r.contains_key(room))
-        .unwrap_or(false)
 }
 
 /// One page of `room`'s users as `presence` ack data, and how many users

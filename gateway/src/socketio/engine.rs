@@ -281,7 +281,7 @@ impl SharedMessages {
 }
 
 /// Turns a connection's queued frames into Engine.IO packets for its
-/// client: protocol v1 frames through [`Outgoing::packet`] and the
+/// client: protocol v1 frames through [`Outgoing::packets`] and the
 /// connection's parser, the session's own packets as they are.
 #[derive(Default)]
 pub struct Encoder {
@@ -313,11 +313,10 @@ impl Encoder {
     /// transcoded once for the node's recipients of each parser
     /// ([`SharedMessages`]).
     pub fn frames(&mut self, frame: &Bytes, shared: &SharedMessages, out: &mut Vec<WsFrame>) {
-        if let Some(message) = shared.get(frame, self.kind()) {
-            let conn = self.conn.as_deref();
-            let in_room = |room: &str| {
-                conn.is_some_and(|c| c.rooms.lock().is_ok_and(|r| r.contains_key(room)))
-            };
+        let kind = self.kind();
+        let conn = self.conn.as_deref();
+        let in_room = |room: &str| conn.is_some_and(|c| c.is_member(room));
+        if let Some(message) = shared.get(frame, kind) {
             message.frames_for(&mut self.positions, in_room, out);
             return;
         }
@@ -327,15 +326,10 @@ impl Encoder {
             }
             Some((&RAW_BINARY, bytes)) => out.push(WsFrame::Binary(bytes.to_vec())),
             _ => {
-                let conn = self.conn.as_deref();
-                let in_room = |room: &str| {
-                    conn.is_some_and(|c| c.rooms.lock().is_ok_and(|r| r.contains_key(room)))
-                };
-                if let Some(packet) = Outgoing::packet(frame, &mut self.positions, in_room) {
-                    out.extend(socketio::encode_ws(self.kind(), &packet));
-                }
-                if let Some(event) = Outgoing::rooms_changed(frame, &mut self.positions, in_room) {
-                    out.extend(socketio::encode_ws(self.kind(), &event));
+                let mut packets = Vec::new();
+                Outgoing::packets(frame, &mut self.positions, in_room, &mut packets);
+                for packet in &packets {
+                    out.extend(socketio::encode_ws(kind, packet));
                 }
             }
         }

@@ -160,8 +160,7 @@ async fn await_connect(
                 return Some((decoder.clone(), request));
             }
             Body::Connect(_) => {
-                let refusal = connect_error(&packet.nsp, "Invalid namespace", None);
-                engine.send_packet(decoder.kind(), &refusal);
+                refuse_namespace(engine, decoder.kind(), &packet.nsp);
             }
             _ => {
                 engine.outlet.close(CloseCode::ProtocolError, "bad packet");
@@ -169,6 +168,12 @@ async fn await_connect(
             }
         }
     }
+}
+
+/// Answers a CONNECT to `nsp` (any namespace but `/`) as the reference
+/// server answers a namespace it does not have.
+fn refuse_namespace(engine: &EngineConn, kind: ParserKind, nsp: &str) {
+    engine.send_packet(kind, &connect_error(nsp, "Invalid namespace", None));
 }
 
 /// An inbound message as the decoder's input.
@@ -269,8 +274,7 @@ async fn serve(
         };
         if packet.nsp != MAIN_NAMESPACE {
             if let Body::Connect(_) = packet.body {
-                let refusal = connect_error(&packet.nsp, "Invalid namespace", None);
-                engine.send_packet(decoder.kind(), &refusal);
+                refuse_namespace(engine, decoder.kind(), &packet.nsp);
             }
             continue;
         }
