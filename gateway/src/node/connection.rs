@@ -215,7 +215,12 @@ impl RoomFlags {
     pub fn insert(&mut self, room: String, presence: bool) {
         match self.find(&room) {
             Ok(i) => self.0[i].1 = presence,
-            Err(i) => self.0.insert(i, (room, presence)),
+            Err(i) => {
+                // Exactly the rooms it is in: most connections are in one
+                // or two, and a doubling vector would hold four.
+                self.0.reserve_exact(1);
+                self.0.insert(i, (room, presence))
+            }
         }
     }
 

@@ -28,26 +28,16 @@ use broker::protocol::{self, CloseCode};
 use bytes::Bytes;
 
 use super::connection::{ConnShared, Order};
+use super::members::{Member, Members};
 use crate::clock::{mono_ms, now_ms};
 use crate::metrics::Metrics;
 use crate::ws::close::SLOW_CONSUMER;
-
-enum Member {
-    /// Receiving live. `floor` is the `seq` its join reported: the join's
-    /// ack (and replay) covered every message up to it, so a live copy of
-    /// one of those — the node's Pub/Sub link can lag behind the command
-    /// link that carried the join's reply — is not sent again. It holds for
-    /// the room's epoch at the join; a new epoch clears it.
-    Active { conn: Arc<ConnShared>, floor: u64 },
-    /// Joining: live frames wait here as `(seq, frame)`; seq 0 for events.
-    Pending(Arc<ConnShared>, Vec<(u64, Bytes)>),
-}
 
 /// A room with local members: who they are, and the newest message this
 /// node delivered in it.
 #[derive(Default)]
 struct Room {
-    members: HashMap<Arc<str>, Member>,
+    members: Members,
     /// Sequence number of the newest message delivered (0: none yet).
     seq: u64,
     /// The room's epoch at that message.
@@ -233,10 +223,10 @@ impl Hub {
             return false;
         };
         let members = &mut all.entry(room.to_string()).or_default().members;
-        if members.contains_key(&conn.id) {
+        if members.contains(&conn.id) {
             return false;
         }
-        members.insert(conn.id.clone(), Member::Pending(conn.clone(), Vec::new()));
+        members.insert(Member::Pending(conn.clone(), Vec::new()));
         true
     }
 
@@ -408,8 +398,8 @@ impl Hub {
         let Some(entry) = all.get(room) else {
             return 0;
         };
-        for (id, member) in &entry.members {
-            if except == Some(&**id) {
+        for member in entry.members.iter() {
+            if except == Some(&*member.conn().id) {
                 continue;
             }
             match member {
@@ -501,7 +491,7 @@ impl Hub {
                 return 0;
             };
             if entry.epoch != gap.epoch {
-                for member in entry.members.values_mut() {
+                for member in entry.members.iter_mut() {
                     if let Member::Active { floor, .. } = member {
                         *floor = 0;
                     }
@@ -518,7 +508,7 @@ impl Hub {
                 frames.push((count, frame.clone()));
                 frame
             };
-            for member in entry.members.values_mut() {
+            for member in entry.members.iter_mut() {
                 match member {
                     Member::Active { conn, floor } => {
                         // A member whose join came after part of the gap
@@ -575,15 +565,15 @@ impl Hub {
                     return 0;
                 }
                 if new_epoch {
-                    for member in entry.members.values_mut() {
+                    for member in entry.members.iter_mut() {
                         if let Member::Active { floor, .. } = member {
                             *floor = 0;
                         }
                     }
                 }
             }
-            for (id, member) in entry.members.iter_mut() {
-                if except == Some(&**id) {
+            for member in entry.members.iter_mut() {
+                if except == Some(&*member.conn().id) {
                     continue;
                 }
                 match member {
@@ -627,10 +617,8 @@ impl Hub {
                     if !room.starts_with(&prefix) {
                         continue;
                     }
-                    for member in entry.members.values() {
-                        let conn = match member {
-                            Member::Active { conn: c, .. } | Member::Pending(c, _) => c,
-                        };
+                    for member in entry.members.iter() {
+                        let conn = member.conn();
                         if seen.insert(conn.id.clone()) {
                             out.push(conn.clone());
                         }

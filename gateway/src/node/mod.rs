@@ -21,6 +21,7 @@ pub mod hub;
 pub mod inbox;
 pub mod keepalive;
 pub mod lease;
+mod members;
 pub mod reconcile;
 pub mod repair;
 pub mod shards;

@@ -20,9 +20,6 @@ use tokio::sync::Notify;
 
 use crate::clock::mono_ms;
 
-/// Capacity kept after a drain; a larger buffer (left by a burst) is freed.
-const KEEP: usize = 16;
-
 /// Why and how a connection is being closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseReason {
@@ -152,17 +149,24 @@ impl Outbox {
         Ok(true)
     }
 
-    /// Moves up to `max` queued frames into `into`, oldest first.
+    /// Moves up to `max` queued frames into `into`, oldest first. A queue
+    /// drained empty keeps no buffer: when all of it goes into an empty
+    /// `into`, its buffer goes along (no copy), and the caller frees it.
     pub fn drain_into(&self, into: &mut Vec<Bytes>, max: usize) {
         let Ok(mut queued) = self.frames.lock() else {
             return;
         };
         let n = queued.frames.len().min(max);
+        if n == queued.frames.len() && into.is_empty() {
+            *into = Vec::from(std::mem::take(&mut queued.frames));
+            queued.bytes = 0;
+            return;
+        }
         let start = into.len();
         into.extend(queued.frames.drain(..n));
         let drained: usize = into[start..].iter().map(Bytes::len).sum();
         queued.bytes = queued.bytes.saturating_sub(drained);
-        if queued.frames.is_empty() && queued.frames.capacity() > KEEP {
+        if queued.frames.is_empty() {
             queued.frames = VecDeque::new();
         }
     }

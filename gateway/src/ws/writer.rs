@@ -105,8 +105,9 @@ pub async fn run(out: OwnedWriteHalf, queue: Arc<Outbox>) {
 /// The writer task: queue → socket in batches, pings, pongs, and the close
 /// frame when a close is requested — even when the queue is full.
 pub async fn run_with<E: Encode>(mut out: OwnedWriteHalf, queue: Arc<Outbox>, mut encode: E) {
-    let mut batch = Vec::new();
     loop {
+        // Both buffers live for one batch: an idle connection holds none.
+        let mut batch = Vec::new();
         let mut buf = Vec::new();
         tokio::select! {
             biased;
