@@ -108,7 +108,7 @@ bench-peer: ## the Socket.IO 4 + redis-adapter peer alone (npm ci from bench/soc
 bench-sio: build ## the Socket.IO peer's Node driver (socket.io-client) against two gateway nodes' /socket.io/: connect, fan-out, chat
 	@BENCH_NO_BUILD=1 scripts/bench-sio.sh
 
-bench: build ## this broker and the Socket.IO peer side by side, and the same client against both servers (medians of 3 runs, ratios, chart) into docs/BENCHMARKS.md
+bench: build ## this broker and the Socket.IO peer side by side, and the same client against both servers (medians of 5 runs, ratios, chart) into docs/BENCHMARKS.md
 	@BENCH_NO_BUILD=1 scripts/bench.sh
 
 clean: stop ## remove build output and .run/
