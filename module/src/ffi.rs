@@ -5,8 +5,17 @@
 //! sharded channels, `RedisModule_PublishMessageShard`) and the aux
 //! data callbacks of a module type, which is how the registry is saved into
 //! and loaded from every RDB (see `persist`).
+//!
+//! Three more are here for speed (`docs/BENCHMARKS.md`, "Module commands
+//! against native ones"): commands registered with a plain `extern "C"`
+//! function ([`create_command`]) that read their arguments in place
+//! ([`with_args`]) instead of the crate's `Vec<RedisString>` (a retain and
+//! a free per argument), and replication with `RedisModule_Replicate`'s
+//! binary-safe `b` arguments ([`replicate`]) instead of the crate's
+//! `replicate`, which builds a C string and a Redis string per argument.
 
-use std::os::raw::c_int;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
 
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, RedisString};
@@ -60,6 +69,170 @@ fn publish_with(
     // both strings are valid `RedisModuleString`s owned by `RedisString`s
     // that outlive the call, and Redis only reads them.
     unsafe { publish_message(ctx.get_raw(), channel.inner, message.inner) };
+    true
+}
+
+/// The signature of a command function as Redis calls it.
+pub type CommandFn = unsafe extern "C" fn(
+    *mut raw::RedisModuleCtx,
+    *mut *mut raw::RedisModuleString,
+    c_int,
+) -> c_int;
+
+/// Registers `name` with the plain command function `handler`, exactly as
+/// the `redis_module!` macro does for the commands it lists (flags, key
+/// positions; no ACL categories). False when Redis refused it.
+pub fn create_command(
+    ctx: &Context,
+    name: &CStr,
+    handler: CommandFn,
+    flags: &CStr,
+    keys: broker::command::Keys,
+) -> bool {
+    // SAFETY: reading a function pointer filled in by `RedisModule_Init`.
+    let Some(create) = (unsafe { raw::RedisModule_CreateCommand }) else {
+        return false;
+    };
+    // SAFETY: `ctx` is the module's load context; the name and flags are
+    // NUL-terminated and Redis copies them; `handler` is a plain function
+    // that lives as long as the module.
+    let status = unsafe {
+        create(
+            ctx.get_raw(),
+            name.as_ptr(),
+            Some(handler),
+            flags.as_ptr(),
+            keys.first,
+            keys.last,
+            keys.step,
+        )
+    };
+    status == raw::Status::Ok as c_int
+}
+
+/// How many arguments [`with_args`] reads onto the stack; longer commands
+/// take one allocation.
+const STACK_ARGS: usize = 16;
+
+/// Runs `f` with the command's arguments (its name first) as byte slices
+/// read in place from Redis's strings: no copy, no retain, no free.
+///
+/// # Safety
+/// `argv` and `argc` must be what Redis passed to the running command
+/// function (or `argv` null): `argc` valid string pointers that stay alive
+/// and unchanged while `f` runs.
+pub unsafe fn with_args<R>(
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    f: impl FnOnce(&[&[u8]]) -> R,
+) -> R {
+    let count = if argv.is_null() {
+        0
+    } else {
+        usize::try_from(argc).unwrap_or(0)
+    };
+    let read = |i: usize| -> &[u8] {
+        let mut len = 0usize;
+        // SAFETY: `i < argc`, so `argv.add(i)` points into Redis's array of
+        // valid strings (the caller's contract); `StringPtrLen` returns
+        // their bytes, which live as long as the command runs.
+        unsafe {
+            let s = *argv.add(i);
+            let ptr = raw::string_ptr_len(s, &mut len);
+            if ptr.is_null() {
+                &[]
+            } else {
+                std::slice::from_raw_parts(ptr.cast::<u8>(), len)
+            }
+        }
+    };
+    if count <= STACK_ARGS {
+        let mut stack: [&[u8]; STACK_ARGS] = [&[]; STACK_ARGS];
+        for (i, slot) in stack.iter_mut().enumerate().take(count) {
+            *slot = read(i);
+        }
+        f(&stack[..count])
+    } else {
+        let heap: Vec<&[u8]> = (0..count).map(read).collect();
+        f(&heap)
+    }
+}
+
+/// The string argument `pos` of the running command, as Redis holds it
+/// (for the key API, which takes Redis's string). `None` past the end.
+///
+/// # Safety
+/// As for [`with_args`].
+pub unsafe fn arg_string(
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+    pos: usize,
+) -> Option<*mut raw::RedisModuleString> {
+    if argv.is_null() || pos >= usize::try_from(argc).unwrap_or(0) {
+        return None;
+    }
+    // SAFETY: `pos < argc` (the caller's contract covers the array).
+    Some(unsafe { *argv.add(pos) })
+}
+
+/// `b` repeated: the format of [`replicate`] for `n` arguments is its last
+/// `n` bytes (and the NUL).
+const FORMAT: &[u8; 17] = b"bbbbbbbbbbbbbbbb\0";
+
+/// Sends `name args...` to replicas and the AOF with
+/// `RedisModule_Replicate`'s binary-safe `b` arguments, which Redis copies:
+/// no string objects of our own. Returns false for a name longer than 63
+/// bytes or more than 16 arguments (the caller then uses the crate's
+/// `replicate`).
+pub fn replicate(ctx: &Context, name: &str, args: &[&[u8]]) -> bool {
+    let mut name_buf = [0u8; 64];
+    if name.len() >= name_buf.len() || name.as_bytes().contains(&0) || args.len() > 16 {
+        return false;
+    }
+    name_buf[..name.len()].copy_from_slice(name.as_bytes());
+    let Ok(name) = CStr::from_bytes_until_nul(&name_buf) else {
+        return false;
+    };
+    let format = &FORMAT[16 - args.len()..];
+    // SAFETY: reading a function pointer filled in by `RedisModule_Init`.
+    let Some(rep) = (unsafe { raw::RedisModule_Replicate }) else {
+        return false;
+    };
+    let (ctx, name, format) = (
+        ctx.get_raw(),
+        name.as_ptr(),
+        format.as_ptr().cast::<c_char>(),
+    );
+    let a = |i: usize| args[i].as_ptr().cast::<c_char>();
+    let l = |i: usize| args[i].len();
+    macro_rules! call {
+        ($($i:literal)*) => {
+            // SAFETY: `ctx` is the live context of the running command or
+            // timer; the name and the format are NUL-terminated; the format
+            // has one `b` per argument, each given as a pointer and a length
+            // valid for the call; Redis copies them.
+            unsafe { rep(ctx, name, format $(, a($i), l($i))*) }
+        };
+    }
+    match args.len() {
+        0 => call!(),
+        1 => call!(0),
+        2 => call!(0 1),
+        3 => call!(0 1 2),
+        4 => call!(0 1 2 3),
+        5 => call!(0 1 2 3 4),
+        6 => call!(0 1 2 3 4 5),
+        7 => call!(0 1 2 3 4 5 6),
+        8 => call!(0 1 2 3 4 5 6 7),
+        9 => call!(0 1 2 3 4 5 6 7 8),
+        10 => call!(0 1 2 3 4 5 6 7 8 9),
+        11 => call!(0 1 2 3 4 5 6 7 8 9 10),
+        12 => call!(0 1 2 3 4 5 6 7 8 9 10 11),
+        13 => call!(0 1 2 3 4 5 6 7 8 9 10 11 12),
+        14 => call!(0 1 2 3 4 5 6 7 8 9 10 11 12 13),
+        15 => call!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
+        _ => call!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15),
+    };
     true
 }
 

@@ -74,11 +74,17 @@ impl Join {
     /// has it, without `MAXROOMS` (the master checked it) and `SINCE` (a
     /// read).
     pub fn replicated(&self, room_epoch: &str) -> Join {
+        self.clone().into_replicated(room_epoch.to_string())
+    }
+
+    /// [`Join::replicated`] without a copy, for the caller done with the
+    /// join itself.
+    pub fn into_replicated(self, room_epoch: String) -> Join {
         Join {
             max_rooms: None,
             since: None,
-            epoch: Some(room_epoch.to_string()),
-            ..self.clone()
+            epoch: Some(room_epoch),
+            ..self
         }
     }
 }
@@ -179,9 +185,15 @@ impl Leave {
 
     /// What replicas receive when it ran at `now_ms`: `GRACE` as `UNTIL`.
     pub fn replicated(&self, now_ms: u64) -> Leave {
+        self.clone().into_replicated(now_ms)
+    }
+
+    /// [`Leave::replicated`] without a copy, for the caller done with the
+    /// leave itself.
+    pub fn into_replicated(self, now_ms: u64) -> Leave {
         Leave {
             linger: self.linger.map(|l| l.at(now_ms)),
-            ..self.clone()
+            ..self
         }
     }
 }

@@ -354,6 +354,11 @@ impl Registry {
         }
     }
 
+    /// True when `room` exists (has members, lingering users or history).
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
+    }
+
     /// Users and connections in `room`, O(1).
     pub fn room_count(&self, room: &str) -> (u64, u64) {
         self.rooms.get(room).map_or((0, 0), |r| {

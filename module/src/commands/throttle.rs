@@ -9,33 +9,30 @@
 
 use std::time::Duration;
 
-use broker::command::{SetArrival, Throttle};
+use broker::command::{Command, SetArrival, Throttle};
 use broker::gcra::{self, Decision, Rate};
-use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
+use redis_module::key::RedisKeyWritable;
+use redis_module::{raw, Context};
 
-use super::parse;
+use super::parse_words;
 use crate::error::{self, Error};
-use crate::{guard, state};
+use crate::guard::Argv;
+use crate::{ffi, state};
 
-/// `BROKER.THROTTLE key max_burst count period [quantity]`: GCRA, redis-cell's reply.
-pub fn throttle(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard::run(ctx, args, run_throttle)
+crate::raw_command! {
+    /// `BROKER.THROTTLE key max_burst count period [quantity]`: GCRA,
+    /// redis-cell's reply.
+    throttle => run_throttle
 }
 
-fn run_throttle(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let cmd: Throttle = parse(argv)?;
+fn run_throttle(ctx: &Context, argv: &Argv<'_>) -> error::Result<[i64; 5]> {
+    let cmd: Throttle = parse_words(argv.words)?;
     // The key argument itself (parse checked that it is there).
     let key = argv
-        .get(1)
+        .string(1)
         .ok_or_else(|| Error::Internal("no key argument".into()))?;
-    let decision = check(ctx, key, &cmd.rate, cmd.quantity)?;
-    Ok(RedisValue::Array(
-        decision
-            .reply()
-            .iter()
-            .map(|n| RedisValue::Integer(*n))
-            .collect(),
-    ))
+    let decision = check(ctx, key, &cmd.key, &cmd.rate, cmd.quantity)?;
+    Ok(decision.reply())
 }
 /// Runs one GCRA decision on `key`: reads the stored arrival time, stores
 /// the new one when allowed (and replicates it), counts limited calls.
@@ -43,14 +40,16 @@ fn run_throttle(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue
 /// The hot path of every rate-limited call, so it allocates nothing of its
 /// own: the arrival time is read and written in place (string DMA), and
 /// the `SET` is replicated from stack buffers.
+/// `key` is Redis's string of the key, `key_bytes` its bytes.
 pub fn check(
     ctx: &Context,
-    key: &RedisString,
+    key: *mut raw::RedisModuleString,
+    key_bytes: &[u8],
     rate: &Rate,
     quantity: i64,
 ) -> error::Result<Decision> {
     let now_ns = state::now_ns();
-    let handle = ctx.open_key_writable(key);
+    let handle = RedisKeyWritable::open_with_redis_string(ctx.get_raw(), key);
     let key_type = handle.key_type();
     let mut dma = match key_type {
         raw::KeyType::Empty | raw::KeyType::String => {
@@ -80,7 +79,7 @@ pub fn check(
             let expire_at_ms = state::now_ms().saturating_add(ttl_ms);
             let mut ms_buf = [0u8; 24];
             let ms_text = decimal(&mut ms_buf, i64::try_from(expire_at_ms).unwrap_or(i64::MAX));
-            replicate_set(ctx, key.as_slice(), tat_text, ms_text);
+            replicate_set(ctx, key_bytes, tat_text, ms_text);
         }
         None => {
             if decision.limited {
@@ -101,28 +100,10 @@ fn decimal(buf: &mut [u8; 24], n: i64) -> &[u8] {
     &buf[..len]
 }
 
-/// Replicates `SET key tat PXAT ms` (what [`SetArrival`] describes) with
-/// `RedisModule_Replicate`'s binary-safe `b` arguments.
+/// Replicates `SET key tat PXAT ms` (what [`SetArrival`] describes) from
+/// stack buffers.
 fn replicate_set(ctx: &Context, key: &[u8], tat: &[u8], expire_at_ms: &[u8]) {
     // The command as the type describes it (checked in debug builds).
-    debug_assert_eq!(<SetArrival as broker::command::Command>::NAME, "SET");
-    // SAFETY: the function pointer was filled in by `RedisModule_Init`;
-    // each `b` takes a pointer and a length, valid for the call; Redis
-    // copies the arguments.
-    unsafe {
-        if let Some(replicate) = raw::RedisModule_Replicate {
-            replicate(
-                ctx.get_raw(),
-                c"SET".as_ptr(),
-                c"bbcb".as_ptr(),
-                key.as_ptr(),
-                key.len(),
-                tat.as_ptr(),
-                tat.len(),
-                c"PXAT".as_ptr(),
-                expire_at_ms.as_ptr(),
-                expire_at_ms.len(),
-            );
-        }
-    }
+    debug_assert_eq!(SetArrival::NAME, "SET");
+    ffi::replicate(ctx, SetArrival::NAME, &[key, tat, b"PXAT", expire_at_ms]);
 }
