@@ -15,6 +15,7 @@
 //! `replicate`, which builds a C string and a Redis string per argument.
 
 use std::ffi::CStr;
+use std::marker::PhantomData;
 use std::os::raw::{c_char, c_int};
 
 use redis_module::native_types::RedisType;
@@ -158,21 +159,49 @@ pub unsafe fn with_args<R>(
     }
 }
 
-/// The string argument `pos` of the running command, as Redis holds it
-/// (for the key API, which takes Redis's string). `None` past the end.
+/// A Redis string that stays alive while the borrow `'a` lasts: an
+/// argument of the running command ([`crate::guard::Argv::string`]) or a
+/// [`RedisString`] of the module's own.
+#[derive(Debug, Clone, Copy)]
+pub struct HeldString<'a> {
+    ptr: *mut raw::RedisModuleString,
+    _held: PhantomData<&'a RedisString>,
+}
+
+impl<'a> From<&'a RedisString> for HeldString<'a> {
+    fn from(s: &'a RedisString) -> HeldString<'a> {
+        HeldString {
+            ptr: s.inner,
+            _held: PhantomData,
+        }
+    }
+}
+
+impl HeldString<'_> {
+    /// Redis's string, for the key API.
+    pub fn as_ptr(&self) -> *mut raw::RedisModuleString {
+        self.ptr
+    }
+}
+
+/// The string argument `pos` of the running command. `None` past the end.
 ///
 /// # Safety
-/// As for [`with_args`].
-pub unsafe fn arg_string(
+/// As for [`with_args`]; the result must not outlive the command.
+pub unsafe fn arg_string<'a>(
     argv: *mut *mut raw::RedisModuleString,
     argc: c_int,
     pos: usize,
-) -> Option<*mut raw::RedisModuleString> {
+) -> Option<HeldString<'a>> {
     if argv.is_null() || pos >= usize::try_from(argc).unwrap_or(0) {
         return None;
     }
     // SAFETY: `pos < argc` (the caller's contract covers the array).
-    Some(unsafe { *argv.add(pos) })
+    let ptr = unsafe { *argv.add(pos) };
+    Some(HeldString {
+        ptr,
+        _held: PhantomData,
+    })
 }
 
 /// `b` repeated: the format of [`replicate`] for `n` arguments is its last
@@ -234,6 +263,32 @@ pub fn replicate(ctx: &Context, name: &str, args: &[&[u8]]) -> bool {
         _ => call!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15),
     };
     true
+}
+
+/// Replicates `SET key tat PXAT ms` with Redis's own string of the key
+/// (`s`: Redis takes a reference, no copy) and binary-safe `b` arguments.
+pub fn replicate_set_pxat(ctx: &Context, key: HeldString<'_>, tat: &[u8], expire_at_ms: &[u8]) {
+    // SAFETY: reading a function pointer filled in by `RedisModule_Init`.
+    let Some(rep) = (unsafe { raw::RedisModule_Replicate }) else {
+        return;
+    };
+    // SAFETY: `ctx` is the live context of the running command; `key` is a
+    // live Redis string (`HeldString`) of which Redis only takes a
+    // reference; each `b` is a pointer and a length valid for the call,
+    // which Redis copies; the strings are NUL-terminated.
+    unsafe {
+        rep(
+            ctx.get_raw(),
+            c"SET".as_ptr(),
+            c"sbcb".as_ptr(),
+            key.ptr,
+            tat.as_ptr().cast::<c_char>(),
+            tat.len(),
+            c"PXAT".as_ptr(),
+            expire_at_ms.as_ptr().cast::<c_char>(),
+            expire_at_ms.len(),
+        );
+    }
 }
 
 /// The module type that carries the registry as aux data. No key ever has

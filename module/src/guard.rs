@@ -49,7 +49,7 @@ pub struct Argv<'a> {
 
 impl Argv<'_> {
     /// Redis's string of argument `pos` (the command name is 0).
-    pub fn string(&self, pos: usize) -> Option<*mut rm::RedisModuleString> {
+    pub fn string(&self, pos: usize) -> Option<ffi::HeldString<'_>> {
         // SAFETY: `argv`/`argc` are what Redis passed to the running
         // command function ([`raw`] builds an `Argv` from nothing else), and
         // an `Argv` does not outlive that call.

@@ -243,7 +243,17 @@ impl Command for Publish {
         let mut args = Args::new(args);
         let room = args.name("room", names::validate_room)?;
         let event = event(&mut args)?;
-        let mut publish = Publish::new(&room, &event, args.bytes("payload")?);
+        let mut publish = Publish {
+            room,
+            event,
+            payload: args.bytes("payload")?.to_vec(),
+            format: Format::Msgpack,
+            from: None,
+            except: None,
+            history: None,
+            rate: None,
+            volatile: false,
+        };
         while !args.is_empty() {
             match args.keyword()?.as_str() {
                 "FORMAT" => publish.format = format_option(&mut args)?,

@@ -111,7 +111,16 @@ impl Command for Join {
         let mut args = Args::new(args);
         let [room, user, conn] = member(&mut args)?;
         let node = args.name("node", names::validate_node)?;
-        let mut join = Join::new(&room, &user, &conn, &node);
+        let mut join = Join {
+            room,
+            user,
+            conn,
+            node,
+            presence: false,
+            max_rooms: None,
+            since: None,
+            epoch: None,
+        };
         while !args.is_empty() {
             match args.keyword()?.as_str() {
                 "PRESENCE" => join.presence = true,

@@ -91,7 +91,7 @@ fn run_publish(ctx: &Context, argv: &Argv<'_>) -> error::Result<u64> {
     })?;
     if let Some(limit) = &cmd.rate {
         let key = RedisString::create_from_slice(ctx.get_raw(), &limit.key);
-        let decision = throttle::check(ctx, key.inner, &limit.key, &limit.rate, 1)?;
+        let decision = throttle::check(ctx, (&key).into(), &limit.rate, 1)?;
         if decision.limited {
             let retry_ms = u64::try_from(decision.retry_after_ms.max(1)).unwrap_or(1);
             return Err(Refusal::RateLimited { retry_ms }.into());

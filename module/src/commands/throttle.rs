@@ -16,8 +16,9 @@ use redis_module::{raw, Context};
 
 use super::parse_words;
 use crate::error::{self, Error};
+use crate::ffi::{self, HeldString};
 use crate::guard::Argv;
-use crate::{ffi, state};
+use crate::state;
 
 crate::raw_command! {
     /// `BROKER.THROTTLE key max_burst count period [quantity]`: GCRA,
@@ -31,7 +32,7 @@ fn run_throttle(ctx: &Context, argv: &Argv<'_>) -> error::Result<[i64; 5]> {
     let key = argv
         .string(1)
         .ok_or_else(|| Error::Internal("no key argument".into()))?;
-    let decision = check(ctx, key, &cmd.key, &cmd.rate, cmd.quantity)?;
+    let decision = check(ctx, key, &cmd.rate, cmd.quantity)?;
     Ok(decision.reply())
 }
 /// Runs one GCRA decision on `key`: reads the stored arrival time, stores
@@ -40,16 +41,15 @@ fn run_throttle(ctx: &Context, argv: &Argv<'_>) -> error::Result<[i64; 5]> {
 /// The hot path of every rate-limited call, so it allocates nothing of its
 /// own: the arrival time is read and written in place (string DMA), and
 /// the `SET` is replicated from stack buffers.
-/// `key` is Redis's string of the key, `key_bytes` its bytes.
+/// `key` is Redis's string of the key.
 pub fn check(
     ctx: &Context,
-    key: *mut raw::RedisModuleString,
-    key_bytes: &[u8],
+    key: HeldString<'_>,
     rate: &Rate,
     quantity: i64,
 ) -> error::Result<Decision> {
     let now_ns = state::now_ns();
-    let handle = RedisKeyWritable::open_with_redis_string(ctx.get_raw(), key);
+    let handle = RedisKeyWritable::open_with_redis_string(ctx.get_raw(), key.as_ptr());
     let key_type = handle.key_type();
     let mut dma = match key_type {
         raw::KeyType::Empty | raw::KeyType::String => {
@@ -76,10 +76,12 @@ pub fn check(
             handle
                 .set_expire(Duration::from_millis(ttl_ms))
                 .map_err(|e| Error::Internal(e.to_string()))?;
-            let expire_at_ms = state::now_ms().saturating_add(ttl_ms);
+            // The same clock reading as the decision's (one read per call).
+            let now_ms = u64::try_from(now_ns / 1_000_000).unwrap_or(0);
+            let expire_at_ms = now_ms.saturating_add(ttl_ms);
             let mut ms_buf = [0u8; 24];
             let ms_text = decimal(&mut ms_buf, i64::try_from(expire_at_ms).unwrap_or(i64::MAX));
-            replicate_set(ctx, key_bytes, tat_text, ms_text);
+            replicate_set(ctx, key, tat_text, ms_text);
         }
         None => {
             if decision.limited {
@@ -100,10 +102,9 @@ fn decimal(buf: &mut [u8; 24], n: i64) -> &[u8] {
     &buf[..len]
 }
 
-/// Replicates `SET key tat PXAT ms` (what [`SetArrival`] describes) from
-/// stack buffers.
-fn replicate_set(ctx: &Context, key: &[u8], tat: &[u8], expire_at_ms: &[u8]) {
+/// Replicates `SET key tat PXAT ms` (what [`SetArrival`] describes).
+fn replicate_set(ctx: &Context, key: HeldString<'_>, tat: &[u8], expire_at_ms: &[u8]) {
     // The command as the type describes it (checked in debug builds).
     debug_assert_eq!(SetArrival::NAME, "SET");
-    ffi::replicate(ctx, SetArrival::NAME, &[key, tat, b"PXAT", expire_at_ms]);
+    ffi::replicate_set_pxat(ctx, key, tat, expire_at_ms);
 }
