@@ -42,11 +42,17 @@ pub struct Join {
 impl Join {
     /// A plain join of `conn` (of `user`, on `node`) to `room`.
     pub fn new(room: &str, user: &str, conn: &str, node: &str) -> Join {
+        Join::owned([room, user, conn, node].map(str::to_string))
+    }
+
+    /// [`Join::new`] from owned names (what `parse` read): room, user,
+    /// conn, node.
+    fn owned([room, user, conn, node]: [String; 4]) -> Join {
         Join {
-            room: room.to_string(),
-            user: user.to_string(),
-            conn: conn.to_string(),
-            node: node.to_string(),
+            room,
+            user,
+            conn,
+            node,
             presence: false,
             max_rooms: None,
             since: None,
@@ -111,16 +117,7 @@ impl Command for Join {
         let mut args = Args::new(args);
         let [room, user, conn] = member(&mut args)?;
         let node = args.name("node", names::validate_node)?;
-        let mut join = Join {
-            room,
-            user,
-            conn,
-            node,
-            presence: false,
-            max_rooms: None,
-            since: None,
-            epoch: None,
-        };
+        let mut join = Join::owned([room, user, conn, node]);
         while !args.is_empty() {
             match args.keyword()?.as_str() {
                 "PRESENCE" => join.presence = true,
