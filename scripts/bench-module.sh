@@ -13,8 +13,11 @@
 # (and on the native channel), as gateways would.
 #
 # BENCH_N (default 100000) requests per run; about a minute in all.
+# BENCH_MODULE: another build of the module to measure (a copy of an older
+# build, for a before/after comparison on the same machine state).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+MODULE=${BENCH_MODULE:-$MODULE}
 
 N=${BENCH_N:-100000}
 DIR=$(mktemp -d -t broker-bench.XXXXXX)
