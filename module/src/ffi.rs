@@ -204,65 +204,142 @@ pub unsafe fn arg_string<'a>(
     })
 }
 
-/// `b` repeated: the format of [`replicate`] for `n` arguments is its last
-/// `n` bytes (and the NUL).
-const FORMAT: &[u8; 17] = b"bbbbbbbbbbbbbbbb\0";
+/// Most `b` arguments [`replicate`] and [`call_replicated`] pass (they
+/// are variadic C functions: one call per count).
+const MAX_B_ARGS: usize = 24;
+
+/// Calls the variadic C function `$f` with the leading arguments, then a
+/// pointer (`$a(i)`) and a length (`$l(i)`) for each of `$len` arguments
+/// (at most [`MAX_B_ARGS`]; the caller checks).
+macro_rules! call_with_b_args {
+    ($f:ident($($lead:expr),*), $len:expr, $a:ident, $l:ident) => {
+        match $len {
+            0 => $f($($lead),*),
+            1 => $f($($lead),*, $a(0), $l(0)),
+            2 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1)),
+            3 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2)),
+            4 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3)),
+            5 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4)),
+            6 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5)),
+            7 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6)),
+            8 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7)),
+            9 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8)),
+            10 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9)),
+            11 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10)),
+            12 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11)),
+            13 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12)),
+            14 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13)),
+            15 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14)),
+            16 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15)),
+            17 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16)),
+            18 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16), $a(17), $l(17)),
+            19 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16), $a(17), $l(17), $a(18), $l(18)),
+            20 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16), $a(17), $l(17), $a(18), $l(18), $a(19), $l(19)),
+            21 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16), $a(17), $l(17), $a(18), $l(18), $a(19), $l(19), $a(20), $l(20)),
+            22 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16), $a(17), $l(17), $a(18), $l(18), $a(19), $l(19), $a(20), $l(20), $a(21), $l(21)),
+            23 => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16), $a(17), $l(17), $a(18), $l(18), $a(19), $l(19), $a(20), $l(20), $a(21), $l(21), $a(22), $l(22)),
+            _ => $f($($lead),*, $a(0), $l(0), $a(1), $l(1), $a(2), $l(2), $a(3), $l(3), $a(4), $l(4), $a(5), $l(5), $a(6), $l(6), $a(7), $l(7), $a(8), $l(8), $a(9), $l(9), $a(10), $l(10), $a(11), $l(11), $a(12), $l(12), $a(13), $l(13), $a(14), $l(14), $a(15), $l(15), $a(16), $l(16), $a(17), $l(17), $a(18), $l(18), $a(19), $l(19), $a(20), $l(20), $a(21), $l(21), $a(22), $l(22), $a(23), $l(23)),
+        }
+    };
+}
+
+/// A NUL-terminated format of `flags` then one `b` per argument.
+fn b_format<'a>(buf: &'a mut [u8; 32], flags: &[u8], args: usize) -> Option<&'a CStr> {
+    let len = flags.len() + args;
+    if args > MAX_B_ARGS || len >= buf.len() {
+        return None;
+    }
+    buf[..flags.len()].copy_from_slice(flags);
+    buf[flags.len()..len].fill(b'b');
+    buf[len] = 0;
+    CStr::from_bytes_until_nul(&buf[..=len]).ok()
+}
+
+/// `name` NUL-terminated in `buf` (`None` when too long or holding a NUL).
+fn c_name<'a>(buf: &'a mut [u8; 64], name: &str) -> Option<&'a CStr> {
+    if name.len() >= buf.len() || name.as_bytes().contains(&0) {
+        return None;
+    }
+    buf[..name.len()].copy_from_slice(name.as_bytes());
+    buf[name.len()] = 0;
+    CStr::from_bytes_until_nul(&buf[..=name.len()]).ok()
+}
 
 /// Sends `name args...` to replicas and the AOF with
 /// `RedisModule_Replicate`'s binary-safe `b` arguments, which Redis copies:
 /// no string objects of our own. Returns false for a name longer than 63
-/// bytes or more than 16 arguments (the caller then uses the crate's
-/// `replicate`).
+/// bytes or more than [`MAX_B_ARGS`] arguments (the caller then uses the
+/// crate's `replicate`).
 pub fn replicate(ctx: &Context, name: &str, args: &[&[u8]]) -> bool {
-    let mut name_buf = [0u8; 64];
-    if name.len() >= name_buf.len() || name.as_bytes().contains(&0) || args.len() > 16 {
-        return false;
-    }
-    name_buf[..name.len()].copy_from_slice(name.as_bytes());
-    let Ok(name) = CStr::from_bytes_until_nul(&name_buf) else {
+    let (mut name_buf, mut format_buf) = ([0u8; 64], [0u8; 32]);
+    let (Some(name), Some(format)) = (
+        c_name(&mut name_buf, name),
+        b_format(&mut format_buf, b"", args.len()),
+    ) else {
         return false;
     };
-    let format = &FORMAT[16 - args.len()..];
     // SAFETY: reading a function pointer filled in by `RedisModule_Init`.
     let Some(rep) = (unsafe { raw::RedisModule_Replicate }) else {
         return false;
     };
-    let (ctx, name, format) = (
-        ctx.get_raw(),
-        name.as_ptr(),
-        format.as_ptr().cast::<c_char>(),
-    );
+    let (ctx, name, format) = (ctx.get_raw(), name.as_ptr(), format.as_ptr());
     let a = |i: usize| args[i].as_ptr().cast::<c_char>();
     let l = |i: usize| args[i].len();
-    macro_rules! call {
-        ($($i:literal)*) => {
-            // SAFETY: `ctx` is the live context of the running command or
-            // timer; the name and the format are NUL-terminated; the format
-            // has one `b` per argument, each given as a pointer and a length
-            // valid for the call; Redis copies them.
-            unsafe { rep(ctx, name, format $(, a($i), l($i))*) }
-        };
-    }
-    match args.len() {
-        0 => call!(),
-        1 => call!(0),
-        2 => call!(0 1),
-        3 => call!(0 1 2),
-        4 => call!(0 1 2 3),
-        5 => call!(0 1 2 3 4),
-        6 => call!(0 1 2 3 4 5),
-        7 => call!(0 1 2 3 4 5 6),
-        8 => call!(0 1 2 3 4 5 6 7),
-        9 => call!(0 1 2 3 4 5 6 7 8),
-        10 => call!(0 1 2 3 4 5 6 7 8 9),
-        11 => call!(0 1 2 3 4 5 6 7 8 9 10),
-        12 => call!(0 1 2 3 4 5 6 7 8 9 10 11),
-        13 => call!(0 1 2 3 4 5 6 7 8 9 10 11 12),
-        14 => call!(0 1 2 3 4 5 6 7 8 9 10 11 12 13),
-        15 => call!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14),
-        _ => call!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15),
-    };
+    // SAFETY: `ctx` is the live context of the running command or timer;
+    // the name and the format are NUL-terminated; the format has one `b`
+    // per argument, each given as a pointer and a length valid for the
+    // call; Redis copies them.
+    unsafe { call_with_b_args!(rep(ctx, name, format), args.len(), a, l) };
     true
+}
+
+/// Runs `name args...` with `RedisModule_Call`, replicated as Redis
+/// propagates it (`!`) and with errors as replies (`E`), the arguments
+/// given as binary-safe `b` (Redis copies them): what the crate's
+/// `call_ext` with `replicate()` and `errors_as_replies()` does, without a
+/// Redis string of our own per argument. `Ok` unless the reply is an error
+/// (its text) or there is none; `None` for a name longer than 63 bytes or
+/// more than [`MAX_B_ARGS`] arguments (the caller then uses `call_ext`).
+pub fn call_replicated(ctx: &Context, name: &str, args: &[&[u8]]) -> Option<Result<(), String>> {
+    let (mut name_buf, mut format_buf) = ([0u8; 64], [0u8; 32]);
+    let name = c_name(&mut name_buf, name)?;
+    let format = b_format(&mut format_buf, b"!E", args.len())?;
+    // SAFETY: reading function pointers filled in by `RedisModule_Init`.
+    let (call, reply_type, reply_text, free_reply) = unsafe {
+        (
+            raw::RedisModule_Call?,
+            raw::RedisModule_CallReplyType?,
+            raw::RedisModule_CallReplyStringPtr?,
+            raw::RedisModule_FreeCallReply?,
+        )
+    };
+    let (ctx, name, format) = (ctx.get_raw(), name.as_ptr(), format.as_ptr());
+    let a = |i: usize| args[i].as_ptr().cast::<c_char>();
+    let l = |i: usize| args[i].len();
+    // SAFETY: as in `replicate`; the format's flags come first.
+    let reply = unsafe { call_with_b_args!(call(ctx, name, format), args.len(), a, l) };
+    if reply.is_null() {
+        return Some(Err("no reply".into()));
+    }
+    // SAFETY: `reply` is the live reply Redis just returned; its text is
+    // read before the reply is freed, once, here.
+    let out = unsafe {
+        if reply_type(reply) == raw::REDISMODULE_REPLY_ERROR as c_int {
+            let mut len = 0usize;
+            let ptr = reply_text(reply, &mut len);
+            let text = if ptr.is_null() {
+                Vec::new()
+            } else {
+                std::slice::from_raw_parts(ptr.cast::<u8>(), len).to_vec()
+            };
+            Err(String::from_utf8_lossy(&text).into_owned())
+        } else {
+            Ok(())
+        }
+    };
+    // SAFETY: freed once; not used afterwards.
+    unsafe { free_reply(reply) };
+    Some(out)
 }
 
 /// Replicates `SET key tat PXAT ms` with Redis's own string of the key
