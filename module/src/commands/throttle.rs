@@ -92,14 +92,25 @@ pub fn check(
     Ok(decision)
 }
 
-/// `n` in decimal, written into `buf`.
+/// `n` in decimal (as `{n}` formats it), written into the end of `buf`
+/// digit by digit: the formatting machinery was 4 % of a THROTTLE.
 fn decimal(buf: &mut [u8; 24], n: i64) -> &[u8] {
-    use std::io::Write;
-    let mut cursor = std::io::Cursor::new(&mut buf[..]);
-    // 24 bytes hold any i64.
-    let _ = write!(cursor, "{n}");
-    let len = cursor.position() as usize;
-    &buf[..len]
+    // 24 bytes hold any i64 (20 digits and a sign).
+    let mut pos = buf.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        pos -= 1;
+        buf[pos] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        pos -= 1;
+        buf[pos] = b'-';
+    }
+    &buf[pos..]
 }
 
 /// Replicates `SET key tat PXAT ms` (what [`SetArrival`] describes).
