@@ -1,4 +1,6 @@
-//! Every `unsafe` call of the module, in one place.
+//! Every call into Redis's C API that the crate does not wrap, in one
+//! place (the plain command functions, `guard::raw`, hand it the pointers
+//! Redis gave them).
 //!
 //! Two things have no safe wrapper in `redis-module` 2.0.8: publishing to a
 //! Pub/Sub channel from a module (`RedisModule_PublishMessage` and, for
@@ -268,7 +270,7 @@ fn c_name<'a>(buf: &'a mut [u8; 64], name: &str) -> Option<&'a CStr> {
 /// Sends `name args...` to replicas and the AOF with
 /// `RedisModule_Replicate`'s binary-safe `b` arguments, which Redis copies:
 /// no string objects of our own. Returns false for a name longer than 63
-/// bytes or more than [`MAX_B_ARGS`] arguments (the caller then uses the
+/// bytes or more than 24 arguments (the caller then uses the
 /// crate's `replicate`).
 pub fn replicate(ctx: &Context, name: &str, args: &[&[u8]]) -> bool {
     let (mut name_buf, mut format_buf) = ([0u8; 64], [0u8; 32]);
@@ -299,7 +301,7 @@ pub fn replicate(ctx: &Context, name: &str, args: &[&[u8]]) -> bool {
 /// `call_ext` with `replicate()` and `errors_as_replies()` does, without a
 /// Redis string of our own per argument. `Ok` unless the reply is an error
 /// (its text) or there is none; `None` for a name longer than 63 bytes or
-/// more than [`MAX_B_ARGS`] arguments (the caller then uses `call_ext`).
+/// more than 24 arguments (the caller then uses `call_ext`).
 pub fn call_replicated(ctx: &Context, name: &str, args: &[&[u8]]) -> Option<Result<(), String>> {
     let (mut name_buf, mut format_buf) = ([0u8; 64], [0u8; 32]);
     let name = c_name(&mut name_buf, name)?;

@@ -11,7 +11,10 @@
 //! - [`persist`]: the registry in and out of RDB files (aux data);
 //!   [`loading`] starts the after-load reconciliation once loading ended.
 //! - [`sweep`]: the timer that expires node leases and drops idle rooms.
-//! - [`ffi`]: every `unsafe` call, each with its `SAFETY` comment.
+//! - [`ffi`]: every call into Redis's C API that the crate does not wrap,
+//!   each with its `SAFETY` comment. The hot commands are plain
+//!   `extern "C"` functions ([`guard::raw`], `raw_command!`): theirs are the
+//!   only `unsafe` blocks outside `ffi`, handing it Redis's own pointers.
 //! - [`error`]: the one error type; [`guard`] turns errors and panics into
 //!   error replies (and catches panics in timers, events and persistence
 //!   callbacks), so nothing a client sends can take Redis down.
