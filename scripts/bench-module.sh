@@ -12,9 +12,17 @@
 # number of nodes, not of members. One subscriber listens on every node channel
 # (and on the native channel), as gateways would.
 #
+# Next to ops/s, the pipelined runs report the server's CPU time per command
+# (its main thread's, from /proc/<pid>/schedstat): on a machine shared with
+# other work, ops/s move with whatever else runs, CPU time per command much
+# less.
+#
 # BENCH_N (default 100000) requests per run; about a minute in all.
+# BENCH_MODULE: another build of the module to measure (a copy of an older
+# build, for a before/after comparison on the same machine state).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+MODULE=${BENCH_MODULE:-$MODULE}
 
 N=${BENCH_N:-100000}
 DIR=$(mktemp -d -t broker-bench.XXXXXX)
@@ -45,15 +53,24 @@ check() {
     fi
 }
 
-# ops/s of one redis-benchmark run: bench [-P 16] CMD ARGS...
+# CPU time of the server's main thread so far, ns.
+server_ns() {
+    awk '{print $1}' "/proc/$(cat "$DIR/redis.pid")/schedstat" 2>/dev/null || echo 0
+}
+
+# ops/s of one redis-benchmark run and the server's CPU µs per command:
+# bench [-P 16] CMD ARGS...
 bench() {
-    local extra=()
+    local extra=() before after ops
     if [ "$1" = "-P" ]; then
         extra=(-P "$2")
         shift 2
     fi
-    redis-benchmark -p "$PORT" -q -n "$N" -r 100000 --csv "${extra[@]}" "$@" |
-        tail -n 1 | cut -d, -f2 | tr -d '"'
+    before=$(server_ns)
+    ops=$(redis-benchmark -p "$PORT" -q -n "$N" -r 100000 --csv "${extra[@]}" "$@" |
+        tail -n 1 | cut -d, -f2 | tr -d '"')
+    after=$(server_ns)
+    echo "$ops $(awk -v a="$before" -v b="$after" -v n="$N" 'BEGIN {printf "%.3f", (b - a) / 1000 / n}')"
 }
 
 echo "setting up (Redis $(redis-server --version | awk '{print $3}' | sed 's/^v=//') on port $PORT, $N requests per run)..."
@@ -106,21 +123,24 @@ for c in "${cases[@]}"; do
     check ${module//__rand_int__/000000000001}
 done
 
-printf '\n%-30s %12s %12s %7s   %12s %12s %7s\n' "" "module" "native" "ratio" "module -P16" "native -P16" "ratio"
+printf '\n%-30s %12s %12s %7s   %12s %12s %7s   %9s %9s %7s\n' "" "module" "native" "ratio" \
+    "module -P16" "native -P16" "ratio" "module us" "native us" "ratio"
 for c in "${cases[@]}"; do
     IFS='|' read -r label module native <<<"$c"
     # shellcheck disable=SC2086 # the commands are word lists
     {
-        m1=$(bench $module)
-        n1=$(bench $native)
-        m16=$(bench -P 16 $module)
-        n16=$(bench -P 16 $native)
+        read -r m1 _ < <(bench $module)
+        read -r n1 _ < <(bench $native)
+        read -r m16 mus < <(bench -P 16 $module)
+        read -r n16 nus < <(bench -P 16 $native)
     }
-    printf '%-30s %12.0f %12.0f %7.2f   %12.0f %12.0f %7.2f\n' "$label" \
+    printf '%-30s %12.0f %12.0f %7.2f   %12.0f %12.0f %7.2f   %9.2f %9.2f %7.2f\n' "$label" \
         "$m1" "$n1" "$(awk -v a="$m1" -v b="$n1" 'BEGIN {print a / b}')" \
-        "$m16" "$n16" "$(awk -v a="$m16" -v b="$n16" 'BEGIN {print a / b}')"
+        "$m16" "$n16" "$(awk -v a="$m16" -v b="$n16" 'BEGIN {print a / b}')" \
+        "$mus" "$nus" "$(awk -v a="$mus" -v b="$nus" 'BEGIN {print (a > 0) ? b / a : 0}')"
 done
 echo
 echo "ops/s; ratio = module / native (1.00: as fast as the native command)."
+echo "us: the server's CPU time per command in the -P16 runs; its ratio = native / module."
 echo "INFO broker after the runs (connections: 2,008 in rooms + 100,000 for JOIN/LEAVE):"
 cli INFO broker | grep -v '^#' | tr -d '\r' | grep . | sed 's/^/  /'

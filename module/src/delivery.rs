@@ -6,6 +6,9 @@
 //! on the shard (its replicas included) instead of crossing the whole
 //! cluster bus as a classic `PUBLISH` does.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
+
 use broker::envelope;
 use broker::names;
 use broker::protocol::{self, PresenceAction};
@@ -38,21 +41,54 @@ pub fn to_nodes(
     // Binary-safe strings: envelopes hold NUL bytes (`create_string` would refuse them).
     let message = RedisString::create_from_slice(ctx.get_raw(), envelope);
     for node in nodes {
-        let sent = match registry.node_channel(node) {
-            Some(sharded) => {
-                let channel = RedisString::create_from_slice(ctx.get_raw(), sharded.as_bytes());
-                ffi::publish_shard(ctx, &channel, &message)
-            }
-            None => {
-                let classic = names::node_channel(node);
-                let channel = RedisString::create_from_slice(ctx.get_raw(), classic.as_bytes());
-                ffi::publish(ctx, &channel, &message)
-            }
-        };
+        let sharded = registry.node_channel(node);
+        let sent = with_channel(node, sharded, |channel| match sharded {
+            Some(_) => ffi::publish_shard(ctx, channel, &message),
+            None => ffi::publish(ctx, channel, &message),
+        });
         if sent {
             stats.deliveries += 1;
         }
     }
+}
+
+/// A node's channel as a Redis string, kept between publishes (a publish
+/// to a room on 4 nodes would otherwise build and free 4 channel strings).
+struct Channel {
+    /// The sharded channel it was made for (`None`: the classic one).
+    sharded: Option<String>,
+    channel: RedisString,
+}
+
+/// More nodes than this and the cache starts again (nodes come and go with
+/// their leases; a cache of dead ones must not grow without bound).
+const MAX_CACHED_CHANNELS: usize = 1024;
+
+thread_local! {
+    /// Node → its channel. Redis runs commands and timers on its main
+    /// thread only, so this is one cache.
+    static CHANNELS: RefCell<HashMap<String, Channel>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` with `node`'s channel: `sharded` when its lease named one,
+/// else its classic channel ([`names::node_channel`]).
+fn with_channel<R>(node: &str, sharded: Option<&str>, f: impl FnOnce(&RedisString) -> R) -> R {
+    CHANNELS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(c) = cache.get(node).filter(|c| c.sharded.as_deref() == sharded) {
+            return f(&c.channel);
+        }
+        let name = sharded.map_or_else(|| names::node_channel(node), str::to_string);
+        // No context: the string outlives the command (the cache frees it).
+        let channel = RedisString::create_from_slice(std::ptr::null_mut(), name.as_bytes());
+        let out = f(&channel);
+        if cache.len() >= MAX_CACHED_CHANNELS {
+            cache.clear();
+        }
+        let sharded = sharded.map(str::to_string);
+        cache.insert(node.to_string(), Channel { sharded, channel });
+        out
+    })
 }
 
 /// Delivers presence join/leave events to the nodes hosting each room.

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use broker::names;
 use redis_module::{CallOptionsBuilder, CallResult, Context, ContextFlags, RedisValue};
 
-use crate::{delivery, state};
+use crate::{delivery, ffi, state};
 
 /// The stream's `MAXLEN ~` from the `EVENTS` module argument; 0: no stream.
 pub static MAXLEN: AtomicU64 = AtomicU64::new(10_000);
@@ -60,16 +60,18 @@ pub fn flush(ctx: &Context) {
             args.push(name.as_bytes());
             args.push(value.as_bytes());
         }
-        let reply: CallResult = ctx.call_ext("XADD", &options, args.as_slice());
-        match reply {
-            Ok(_) => written += 1,
+        let appended = ffi::call_replicated(ctx, "XADD", &args).unwrap_or_else(|| {
+            let reply: CallResult = ctx.call_ext("XADD", &options, args.as_slice());
+            reply
+                .map(|_| ())
+                .map_err(|err| err.to_utf8_string().unwrap_or_default())
+        });
+        match appended {
+            Ok(()) => written += 1,
             Err(err) => {
                 failed += 1;
                 if failed == 1 {
-                    ctx.log_warning(&format!(
-                        "broker: could not append to {stream}: {}",
-                        err.to_utf8_string().unwrap_or_default()
-                    ));
+                    ctx.log_warning(&format!("broker: could not append to {stream}: {err}"));
                 }
             }
         }

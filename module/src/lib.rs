@@ -11,7 +11,10 @@
 //! - [`persist`]: the registry in and out of RDB files (aux data);
 //!   [`loading`] starts the after-load reconciliation once loading ended.
 //! - [`sweep`]: the timer that expires node leases and drops idle rooms.
-//! - [`ffi`]: every `unsafe` call, each with its `SAFETY` comment.
+//! - [`ffi`]: every call into Redis's C API that the crate does not wrap,
+//!   each with its `SAFETY` comment. The hot commands are plain
+//!   `extern "C"` functions ([`guard::raw`], `raw_command!`): theirs are the
+//!   only `unsafe` blocks outside `ffi`, handing it Redis's own pointers.
 //! - [`error`]: the one error type; [`guard`] turns errors and panics into
 //!   error replies (and catches panics in timers, events and persistence
 //!   callbacks), so nothing a client sends can take Redis down.
@@ -31,6 +34,7 @@ pub mod reply;
 pub mod state;
 pub mod sweep;
 
+use std::ffi::CStr;
 use std::sync::atomic::Ordering;
 
 use broker::command::{self as cmd, Command};
@@ -110,7 +114,24 @@ fn check_aof_preamble(ctx: &Context) {
     }
 }
 
+/// The hot commands, registered with plain command functions
+/// ([`guard::raw`]) rather than through `redis_module!`: name, function,
+/// flags, key positions (the command types' own, `Command::KEYS`).
+#[rustfmt::skip]
+const RAW_COMMANDS: [(&CStr, ffi::CommandFn, &CStr, cmd::Keys); 4] = [
+    (c"broker.publish", commands::publish::publish, c"write deny-oom getkeys-api", cmd::Publish::KEYS),
+    (c"broker.join", commands::rooms::join, c"write deny-oom fast", cmd::Join::KEYS),
+    (c"broker.leave", commands::rooms::leave, c"write fast", cmd::Leave::KEYS),
+    (c"broker.throttle", commands::throttle::throttle, c"write deny-oom fast", cmd::Throttle::KEYS),
+];
+
 fn init(ctx: &Context, args: &[RedisString]) -> Status {
+    for (name, handler, flags, keys) in RAW_COMMANDS {
+        if !ffi::create_command(ctx, name, handler, flags, keys) {
+            ctx.log_warning(&format!("broker: could not create command {name:?}"));
+            return Status::Err;
+        }
+    }
     if let Err(msg) = configure(ctx, args) {
         ctx.log_warning(&format!("broker: {msg}"));
         return Status::Err;
@@ -132,14 +153,12 @@ redis_module! {
     commands: [
         // name, handler, flags, first key, last key, key step, ACL categories;
         // the key positions are the command types' own (`Command::KEYS`).
-        ["broker.publish", commands::publish::publish, "write deny-oom getkeys-api", cmd::Publish::KEYS.first, cmd::Publish::KEYS.last, cmd::Publish::KEYS.step, ""],
+        // BROKER.PUBLISH, JOIN, LEAVE and THROTTLE are in `RAW_COMMANDS`.
         ["broker.broadcast", commands::publish::broadcast, "pubsub", cmd::Broadcast::KEYS.first, cmd::Broadcast::KEYS.last, cmd::Broadcast::KEYS.step, ""],
         ["broker.apply.publish", commands::publish::apply_publish, "write deny-oom", cmd::ApplyPublish::KEYS.first, cmd::ApplyPublish::KEYS.last, cmd::ApplyPublish::KEYS.step, ""],
         ["broker.apply.drop", commands::publish::apply_drop, "write", cmd::ApplyDrop::KEYS.first, cmd::ApplyDrop::KEYS.last, cmd::ApplyDrop::KEYS.step, ""],
         ["broker.apply.leave", commands::rooms::apply_leave, "write", cmd::ApplyLeave::KEYS.first, cmd::ApplyLeave::KEYS.last, cmd::ApplyLeave::KEYS.step, ""],
         ["broker.history", commands::rooms::history, "readonly", cmd::History::KEYS.first, cmd::History::KEYS.last, cmd::History::KEYS.step, ""],
-        ["broker.join", commands::rooms::join, "write deny-oom fast", cmd::Join::KEYS.first, cmd::Join::KEYS.last, cmd::Join::KEYS.step, ""],
-        ["broker.leave", commands::rooms::leave, "write fast", cmd::Leave::KEYS.first, cmd::Leave::KEYS.last, cmd::Leave::KEYS.step, ""],
         ["broker.room.members", commands::rooms::room_members, "readonly", cmd::RoomMembers::KEYS.first, cmd::RoomMembers::KEYS.last, cmd::RoomMembers::KEYS.step, ""],
         ["broker.room.count", commands::rooms::room_count, "readonly fast", cmd::RoomCount::KEYS.first, cmd::RoomCount::KEYS.last, cmd::RoomCount::KEYS.step, ""],
         ["broker.conn.open", commands::connections::conn_open, "write deny-oom fast", cmd::ConnOpen::KEYS.first, cmd::ConnOpen::KEYS.last, cmd::ConnOpen::KEYS.step, ""],
@@ -152,7 +171,6 @@ redis_module! {
         ["broker.user.join", commands::connections::user_join, "pubsub fast", cmd::UserJoin::KEYS.first, cmd::UserJoin::KEYS.last, cmd::UserJoin::KEYS.step, ""],
         ["broker.user.leave", commands::connections::user_leave, "pubsub fast", cmd::UserLeave::KEYS.first, cmd::UserLeave::KEYS.last, cmd::UserLeave::KEYS.step, ""],
         ["broker.online", commands::connections::online, "readonly fast", cmd::Online::KEYS.first, cmd::Online::KEYS.last, cmd::Online::KEYS.step, ""],
-        ["broker.throttle", commands::throttle::throttle, "write deny-oom fast", cmd::Throttle::KEYS.first, cmd::Throttle::KEYS.last, cmd::Throttle::KEYS.step, ""],
         ["broker.node.lease", commands::nodes::node_lease, "write fast", cmd::NodeLease::KEYS.first, cmd::NodeLease::KEYS.last, cmd::NodeLease::KEYS.step, ""],
         ["broker.node.release", commands::nodes::node_release, "write fast", cmd::NodeRelease::KEYS.first, cmd::NodeRelease::KEYS.last, cmd::NodeRelease::KEYS.step, ""],
         ["broker.node.conns", commands::nodes::node_conns, "readonly", cmd::NodeConns::KEYS.first, cmd::NodeConns::KEYS.last, cmd::NodeConns::KEYS.step, ""],

@@ -113,10 +113,16 @@ impl<'a, A: AsRef<[u8]>> Args<'a, A> {
         s.parse::<i64>().map_err(|_| ParseError::Integer(what))
     }
 
-    /// The next argument as an option keyword, upper-cased.
-    pub(crate) fn keyword(&mut self) -> Result<String, ParseError> {
+    /// The next argument as an option keyword, upper-cased (borrowed when
+    /// it was sent upper-case, as the gateway sends it).
+    pub(crate) fn keyword(&mut self) -> Result<Keyword<'a>, ParseError> {
         self.in_options = true;
-        Ok(self.str("option")?.to_ascii_uppercase())
+        let word = self.str("option")?;
+        Ok(Keyword(if word.bytes().any(|b| b.is_ascii_lowercase()) {
+            Cow::Owned(word.to_ascii_uppercase())
+        } else {
+            Cow::Borrowed(word)
+        }))
     }
 
     /// Fails when arguments are left over (a command of fixed arity).
@@ -128,6 +134,23 @@ impl<'a, A: AsRef<[u8]>> Args<'a, A> {
                 quoted(extra.as_ref())
             ))),
         }
+    }
+}
+
+/// An option keyword, upper-cased ([`Args::keyword`]).
+#[derive(Debug)]
+pub(crate) struct Keyword<'a>(Cow<'a, str>);
+
+impl Keyword<'_> {
+    /// The keyword, upper-cased.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for Keyword<'_> {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
     }
 }
 

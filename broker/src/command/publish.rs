@@ -54,10 +54,15 @@ pub struct Publish {
 impl Publish {
     /// A publish of `payload` (MessagePack) with no option.
     pub fn new(room: &str, event: &str, payload: &[u8]) -> Publish {
+        Publish::owned(room.to_string(), event.to_string(), payload.to_vec())
+    }
+
+    /// [`Publish::new`] from owned parts (what `parse` read).
+    fn owned(room: String, event: String, payload: Vec<u8>) -> Publish {
         Publish {
-            room: room.to_string(),
-            event: event.to_string(),
-            payload: payload.to_vec(),
+            room,
+            event,
+            payload,
             format: Format::Msgpack,
             from: None,
             except: None,
@@ -243,7 +248,7 @@ impl Command for Publish {
         let mut args = Args::new(args);
         let room = args.name("room", names::validate_room)?;
         let event = event(&mut args)?;
-        let mut publish = Publish::new(&room, &event, args.bytes("payload")?);
+        let mut publish = Publish::owned(room, event, args.bytes("payload")?.to_vec());
         while !args.is_empty() {
             match args.keyword()?.as_str() {
                 "FORMAT" => publish.format = format_option(&mut args)?,

@@ -42,11 +42,17 @@ pub struct Join {
 impl Join {
     /// A plain join of `conn` (of `user`, on `node`) to `room`.
     pub fn new(room: &str, user: &str, conn: &str, node: &str) -> Join {
+        Join::owned([room, user, conn, node].map(str::to_string))
+    }
+
+    /// [`Join::new`] from owned names (what `parse` read): room, user,
+    /// conn, node.
+    fn owned([room, user, conn, node]: [String; 4]) -> Join {
         Join {
-            room: room.to_string(),
-            user: user.to_string(),
-            conn: conn.to_string(),
-            node: node.to_string(),
+            room,
+            user,
+            conn,
+            node,
             presence: false,
             max_rooms: None,
             since: None,
@@ -74,11 +80,17 @@ impl Join {
     /// has it, without `MAXROOMS` (the master checked it) and `SINCE` (a
     /// read).
     pub fn replicated(&self, room_epoch: &str) -> Join {
+        self.clone().into_replicated(room_epoch.to_string())
+    }
+
+    /// [`Join::replicated`] without a copy, for the caller done with the
+    /// join itself.
+    pub fn into_replicated(self, room_epoch: String) -> Join {
         Join {
             max_rooms: None,
             since: None,
-            epoch: Some(room_epoch.to_string()),
-            ..self.clone()
+            epoch: Some(room_epoch),
+            ..self
         }
     }
 }
@@ -105,7 +117,7 @@ impl Command for Join {
         let mut args = Args::new(args);
         let [room, user, conn] = member(&mut args)?;
         let node = args.name("node", names::validate_node)?;
-        let mut join = Join::new(&room, &user, &conn, &node);
+        let mut join = Join::owned([room, user, conn, node]);
         while !args.is_empty() {
             match args.keyword()?.as_str() {
                 "PRESENCE" => join.presence = true,
@@ -179,9 +191,15 @@ impl Leave {
 
     /// What replicas receive when it ran at `now_ms`: `GRACE` as `UNTIL`.
     pub fn replicated(&self, now_ms: u64) -> Leave {
+        self.clone().into_replicated(now_ms)
+    }
+
+    /// [`Leave::replicated`] without a copy, for the caller done with the
+    /// leave itself.
+    pub fn into_replicated(self, now_ms: u64) -> Leave {
         Leave {
             linger: self.linger.map(|l| l.at(now_ms)),
-            ..self.clone()
+            ..self
         }
     }
 }

@@ -12,16 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::{PresenceEvent, Registry};
+use super::{Name, PresenceEvent, Registry};
 use crate::command::{ConnOpen, IpOpen, LimitKind, Refusal};
 use crate::lifecycle::EventType;
 
 #[derive(Debug, Clone)]
 pub(super) struct Conn {
-    pub(super) user: String,
-    pub(super) node: String,
+    pub(super) user: Name,
+    pub(super) node: Name,
     pub(super) opened: Option<Opened>,
-    pub(super) rooms: BTreeSet<String>,
+    pub(super) rooms: BTreeSet<Name>,
     /// The client address this connection holds a place of here
     /// (`IP.OPEN`); when it is also opened here with that address, it
     /// counts once.
@@ -213,9 +213,9 @@ impl Registry {
         if let Some(n) = self.nodes.get_mut(node) {
             n.conns.insert(conn.to_string());
         }
-        self.conns.entry(conn.to_string()).or_insert_with(|| Conn {
-            user: user.to_string(),
-            node: node.to_string(),
+        self.conns.entry(Name::from(conn)).or_insert_with(|| Conn {
+            user: Name::from(user),
+            node: Name::from(node),
             opened: None,
             rooms: BTreeSet::new(),
             ip_hold: None,
@@ -232,7 +232,7 @@ impl Registry {
         let Some(entry) = self.conns.get(conn) else {
             return;
         };
-        let rooms: Vec<String> = entry.rooms.iter().cloned().collect();
+        let rooms: Vec<String> = entry.rooms.iter().map(|r| r.to_string()).collect();
         for room in rooms {
             if let Some(event) = self.remove_member(&room, conn, linger_until) {
                 events.push(event);
@@ -250,11 +250,11 @@ impl Registry {
             self.unopen(&entry.user, conn, &opened.ip);
             let who = (&*entry.user, conn, &*entry.node);
             self.note(EventType::Disconnect, who, None, Some(opened.at_ms));
-            if !self.users.contains_key(&entry.user) {
+            if !self.users.contains_key(entry.user.as_str()) {
                 self.note(EventType::Offline, who, None, None);
             }
         }
-        if let Some(node) = self.nodes.get_mut(&entry.node) {
+        if let Some(node) = self.nodes.get_mut(entry.node.as_str()) {
             node.conns.remove(conn);
         }
     }
@@ -279,7 +279,7 @@ impl Registry {
             .is_some_and(|c| c.opened.is_none() && c.rooms.is_empty() && c.ip_hold.is_none());
         if unused {
             if let Some(entry) = self.conns.remove(conn) {
-                if let Some(node) = self.nodes.get_mut(&entry.node) {
+                if let Some(node) = self.nodes.get_mut(entry.node.as_str()) {
                     node.conns.remove(conn);
                 }
             }
@@ -294,14 +294,14 @@ impl Registry {
         let mut out: Vec<ConnInfo> = conns
             .iter()
             .filter_map(|id| {
-                let c = self.conns.get(id)?;
+                let c = self.conns.get(id.as_str())?;
                 let opened = c.opened.as_ref()?;
                 Some(ConnInfo {
                     conn: id.clone(),
-                    node: c.node.clone(),
+                    node: c.node.to_string(),
                     ip: opened.ip.clone(),
                     connected_at_ms: opened.at_ms,
-                    rooms: c.rooms.iter().cloned().collect(),
+                    rooms: c.rooms.iter().map(|r| r.to_string()).collect(),
                 })
             })
             .collect();
@@ -323,7 +323,12 @@ impl Registry {
             .conns
             .iter()
             .filter(|(_, c)| c.user == user)
-            .map(|(id, c)| (id.clone(), c.rooms.iter().cloned().collect()))
+            .map(|(id, c)| {
+                (
+                    id.to_string(),
+                    c.rooms.iter().map(|r| r.to_string()).collect(),
+                )
+            })
             .collect();
         out.sort();
         out
@@ -336,8 +341,11 @@ impl Registry {
     pub fn user_conns_by_node(&self, user: &str) -> Vec<(String, Vec<String>)> {
         let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for id in self.users.get(user).into_iter().flatten() {
-            if let Some(c) = self.conns.get(id) {
-                by_node.entry(c.node.clone()).or_default().push(id.clone());
+            if let Some(c) = self.conns.get(id.as_str()) {
+                by_node
+                    .entry(c.node.to_string())
+                    .or_default()
+                    .push(id.clone());
             }
         }
         by_node.into_iter().collect()

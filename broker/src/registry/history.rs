@@ -141,7 +141,7 @@ impl Registry {
                 if !existing.is_some_and(|r| r.members.contains(conn)) {
                     return Err(Refusal::NotMember);
                 }
-                self.conns.get(conn).map(|c| c.user.clone())
+                self.conns.get(conn).map(|c| c.user.to_string())
             }
             None => None,
         };

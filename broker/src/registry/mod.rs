@@ -68,6 +68,7 @@ use crate::names;
 
 mod connections;
 mod history;
+mod name;
 mod nodes;
 mod rooms;
 mod snapshot;
@@ -75,6 +76,7 @@ mod snapshot;
 use connections::Conn;
 pub use connections::ConnInfo;
 pub use history::{HistoryConfig, HistoryRead, PublishPlan, Recovery, Stored};
+use name::Name;
 use nodes::Node;
 pub use nodes::{LeaseOutcome, NodeConn, NodeInfo};
 use rooms::Room;
@@ -85,7 +87,7 @@ pub use snapshot::Snapshot;
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
     nodes: HashMap<String, Node>,
-    conns: HashMap<String, Conn>,
+    conns: HashMap<Name, Conn>,
     users: HashMap<String, BTreeSet<String>>,
     ips: HashMap<String, u32>,
     rooms: HashMap<String, Room>,

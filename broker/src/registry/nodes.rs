@@ -181,7 +181,11 @@ impl Registry {
         let stale = n.unconfirmed.take().unwrap_or_default();
         let mut out: Vec<(String, String)> = stale
             .into_iter()
-            .filter_map(|conn| self.conns.get(&conn).map(|c| (c.user.clone(), conn)))
+            .filter_map(|conn| {
+                self.conns
+                    .get(conn.as_str())
+                    .map(|c| (c.user.to_string(), conn))
+            })
             .collect();
         out.sort();
         AfterLoad::Drop(out)
@@ -261,11 +265,11 @@ impl Registry {
             .conns
             .iter()
             .filter_map(|id| {
-                self.conns.get(id).map(|c| NodeConn {
+                self.conns.get(id.as_str()).map(|c| NodeConn {
                     conn: id.clone(),
-                    user: c.user.clone(),
+                    user: c.user.to_string(),
                     opened: c.opened.is_some(),
-                    rooms: c.rooms.iter().cloned().collect(),
+                    rooms: c.rooms.iter().map(|r| r.to_string()).collect(),
                     ip_hold: c.ip_hold.clone(),
                 })
             })
@@ -284,7 +288,11 @@ impl Registry {
                 connections: n
                     .conns
                     .iter()
-                    .filter(|c| self.conns.get(*c).is_some_and(|c| c.opened.is_some()))
+                    .filter(|c| {
+                        self.conns
+                            .get(c.as_str())
+                            .is_some_and(|c| c.opened.is_some())
+                    })
                     .count() as u64,
                 deadline_ms: n.deadline_ms,
             })
@@ -310,7 +318,11 @@ impl Registry {
         let mut events = Vec::new();
         let mut dropped = 0;
         for conn in conns {
-            if self.conns.get(&conn).is_some_and(|c| c.opened.is_some()) {
+            if self
+                .conns
+                .get(conn.as_str())
+                .is_some_and(|c| c.opened.is_some())
+            {
                 dropped += 1;
             }
             self.drop_conn(&conn, &mut events, linger_until);

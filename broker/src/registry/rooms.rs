@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 
-use super::{HistoryConfig, Registry, Stored};
+use super::{HistoryConfig, Name, Registry, Stored};
 use crate::command::{Join, Refusal};
 use crate::lifecycle::EventType;
 use crate::names;
@@ -173,7 +173,7 @@ impl Registry {
         let (seq, epoch) = (r.seq, r.epoch.clone());
         self.attach_conn(user, conn, node)
             .rooms
-            .insert(room.to_string());
+            .insert(Name::from(room));
         self.confirm(node, conn);
         if names::personal_room_owner(room).is_none() {
             self.note(EventType::Join, (user, conn, node), Some(room), None);
@@ -222,7 +222,7 @@ impl Registry {
         let (user, node) = {
             let c = self.conns.get_mut(conn)?;
             c.rooms.remove(room);
-            (c.user.clone(), c.node.clone())
+            (c.user.to_string(), c.node.to_string())
         };
         let r = self.rooms.get_mut(room)?;
         if !r.members.remove(conn) {
@@ -267,7 +267,7 @@ impl Registry {
             let user = self
                 .conns
                 .get(conn)
-                .map(|c| c.user.clone())
+                .map(|c| c.user.to_string())
                 .unwrap_or_default();
             self.note(EventType::Leave, (&user, conn, &node), Some(room), None);
         }
@@ -352,6 +352,11 @@ impl Registry {
             }
             users.push((user.clone(), conns));
         }
+    }
+
+    /// True when `room` exists (has members, lingering users or history).
+    pub fn has_room(&self, room: &str) -> bool {
+        self.rooms.contains_key(room)
     }
 
     /// Users and connections in `room`, O(1).

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 
 use super::connections::Opened;
-use super::{Conn, HistoryConfig, Registry, Room, Stored};
+use super::{Conn, HistoryConfig, Name, Registry, Room, Stored};
 
 impl Registry {
     /// The registry as a snapshot to save (the derived counts are rebuilt on
@@ -29,9 +29,9 @@ impl Registry {
             .conns
             .iter()
             .map(|(id, c)| SavedConn {
-                id: id.clone(),
-                user: c.user.clone(),
-                node: c.node.clone(),
+                id: id.to_string(),
+                user: c.user.to_string(),
+                node: c.node.to_string(),
                 opened: c.opened.clone(),
                 ip_hold: c.ip_hold.clone(),
             })
@@ -102,10 +102,10 @@ impl Registry {
                 }
             }
             self.conns.insert(
-                c.id,
+                Name::from(c.id),
                 Conn {
-                    user: c.user,
-                    node: c.node,
+                    user: Name::from(c.user),
+                    node: Name::from(c.node),
                     opened: c.opened,
                     rooms: BTreeSet::new(),
                     ip_hold,
@@ -120,12 +120,12 @@ impl Registry {
             self.lingering += saved.lingering.len() as u64;
             room.lingering = saved.lingering.into_iter().collect();
             for member in saved.members {
-                let Some(c) = self.conns.get_mut(&member) else {
+                let Some(c) = self.conns.get_mut(member.as_str()) else {
                     continue;
                 };
-                c.rooms.insert(saved.name.clone());
-                *room.users.entry(c.user.clone()).or_insert(0) += 1;
-                *room.nodes.entry(c.node.clone()).or_insert(0) += 1;
+                c.rooms.insert(Name::from(saved.name.as_str()));
+                *room.users.entry(c.user.to_string()).or_insert(0) += 1;
+                *room.nodes.entry(c.node.to_string()).or_insert(0) += 1;
                 room.members.insert(member);
             }
             self.rooms.insert(saved.name, room);
@@ -134,7 +134,7 @@ impl Registry {
             .conns
             .iter()
             .filter(|(_, c)| c.opened.is_none() && c.rooms.is_empty() && c.ip_hold.is_none())
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect();
         for id in unused {
             self.drop_if_unused(&id);

@@ -6,30 +6,51 @@
 //! once here; the same bytes go into history and, wrapped in one envelope,
 //! to every interested node.
 
+use std::os::raw::c_int;
+
 use broker::command::{ApplyDrop, ApplyPublish, Broadcast, Publish, Refusal};
 use broker::protocol::{self, Sender};
 use broker::{envelope, msgpack, payload};
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
 
-use super::{parse, replicate, throttle};
+use super::{parse, parse_words, replicate, throttle};
 use crate::error;
-use crate::{delivery, guard, reply, state};
+use crate::guard::{self, Argv};
+use crate::{delivery, ffi, reply, state};
 
 /// `BROKER.PUBLISH room event payload [options]`: sequence, history, fan-out
-/// in one call; with `VOLATILE` fan-out only (reply 0).
-pub fn publish(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    if ctx.is_keys_position_request() {
-        report_keys(ctx, &args);
-        return Ok(RedisValue::NoReply);
+/// in one call; with `VOLATILE` fan-out only (reply 0). A plain command
+/// function ([`guard::raw`]).
+///
+/// # Safety
+/// Called by Redis only, with the command's arguments.
+pub unsafe extern "C" fn publish(
+    ctx: *mut raw::RedisModuleCtx,
+    argv: *mut *mut raw::RedisModuleString,
+    argc: c_int,
+) -> c_int {
+    let context = Context::new(ctx);
+    if context.is_keys_position_request() {
+        // SAFETY: Redis's own arguments.
+        let reported = unsafe {
+            ffi::with_args(argv, argc, |words| {
+                guard::quietly(|| report_keys(&context, words.get(1..).unwrap_or_default()))
+            })
+        };
+        return if reported.is_some() {
+            raw::Status::Ok as c_int
+        } else {
+            raw::Status::Err as c_int
+        };
     }
-    guard::run(ctx, args, run_publish)
+    // SAFETY: Redis's own arguments.
+    unsafe { guard::raw(ctx, argv, argc, run_publish) }
 }
 
 /// Tells Redis (`COMMAND GETKEYS`, cluster routing) which arguments are
 /// keys, as [`Publish::key_positions`] finds them.
-fn report_keys(ctx: &Context, argv: &[RedisString]) {
-    let args: Vec<&[u8]> = argv.iter().skip(1).map(|a| a.as_slice()).collect();
-    for pos in Publish::key_positions(&args) {
+fn report_keys(ctx: &Context, args: &[&[u8]]) {
+    for pos in Publish::key_positions(args) {
         // Positions after the command name; Redis counts the name as 0.
         ctx.key_at_pos(i32::try_from(pos + 1).unwrap_or(i32::MAX));
     }
@@ -59,8 +80,8 @@ fn run_broadcast(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValu
     Ok(reply::int(nodes))
 }
 
-fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let cmd: Publish = parse(argv)?;
+fn run_publish(ctx: &Context, argv: &Argv<'_>) -> error::Result<u64> {
+    let cmd: Publish = parse_words(argv.words)?;
     let data = payload::encode_payload(cmd.format, &cmd.payload)?;
 
     // Membership first: a refused publish must not use up rate budget.
@@ -70,7 +91,7 @@ fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue>
     })?;
     if let Some(limit) = &cmd.rate {
         let key = RedisString::create_from_slice(ctx.get_raw(), &limit.key);
-        let decision = throttle::check(ctx, &key, &limit.rate, 1)?;
+        let decision = throttle::check(ctx, (&key).into(), &limit.rate, 1)?;
         if decision.limited {
             let retry_ms = u64::try_from(decision.retry_after_ms.max(1)).unwrap_or(1);
             return Err(Refusal::RateLimited { retry_ms }.into());
@@ -95,7 +116,7 @@ fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue>
             let nodes = s.registry.room_nodes(&cmd.room);
             delivery::to_nodes(ctx, &s.registry, &mut s.stats, &nodes, &envelope);
         });
-        return Ok(reply::int(0));
+        return Ok(0);
     }
 
     let seq = state::with(|s| {
@@ -122,7 +143,7 @@ fn run_publish(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue>
         delivery::to_nodes(ctx, &s.registry, &mut s.stats, &nodes, &envelope);
         applied.seq
     });
-    Ok(reply::int(seq))
+    Ok(seq)
 }
 
 /// `BROKER.APPLY.PUBLISH`: the replication form of a publish.

@@ -3,56 +3,91 @@
 use broker::command::{ApplyLeave, History, Join, Leave, RoomCount, RoomMembers};
 use broker::lifecycle;
 use redis_module::redisvalue::RedisValueKey;
-use redis_module::{Context, RedisResult, RedisString, RedisValue};
+use redis_module::{raw, Context, RedisResult, RedisString, RedisValue};
 
-use super::{parse, replicate};
+use super::{parse, parse_words, replicate};
 use crate::error;
-use crate::{delivery, guard, reply, state};
+use crate::guard::{self, Argv};
+use crate::reply::{self, Field, RawReply};
+use crate::{delivery, state};
 
-/// `BROKER.JOIN room user conn node [PRESENCE] [MAXROOMS n] [SINCE seq epoch] [EPOCH e]`: adds a connection to a room.
-pub fn join(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard::run(ctx, args, join_room)
+crate::raw_command! {
+    /// `BROKER.JOIN room user conn node [PRESENCE] [MAXROOMS n] [SINCE seq
+    /// epoch] [EPOCH e]`: adds a connection to a room.
+    join => join_room
 }
 
-fn join_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let cmd: Join = parse(argv)?;
+/// `JOIN`'s reply: a map of `first`, `seq`, `epoch`, `recovered`, `messages`.
+struct Joined {
+    first: bool,
+    seq: u64,
+    epoch: String,
+    recovered: bool,
+    messages: Vec<Vec<u8>>,
+}
+
+impl RawReply for Joined {
+    fn send(&self, ctx: *mut raw::RedisModuleCtx) {
+        reply::send_map(
+            ctx,
+            [
+                ("first", Field::Int(u64::from(self.first))),
+                ("seq", Field::Int(self.seq)),
+                ("epoch", Field::Text(&self.epoch)),
+                ("recovered", Field::Int(u64::from(self.recovered))),
+                ("messages", Field::Frames(&self.messages)),
+            ],
+        );
+    }
+}
+
+fn join_room(ctx: &Context, argv: &Argv<'_>) -> error::Result<Joined> {
+    let mut cmd: Join = parse_words(argv.words)?;
+    // A read, after the join; the replicated join has none.
+    let since = cmd.since.take();
     let now = state::now_ms();
     state::with(|s| {
+        // A room that exists keeps its epoch: a new one is made only for a
+        // join that may create the room.
         let new_epoch = match &cmd.epoch {
             Some(e) => e.clone(),
+            None if s.registry.has_room(&cmd.room) => String::new(),
             None => s.new_epoch(),
         };
         let outcome = s.registry.join(&cmd, &new_epoch)?;
         if let Some(event) = &outcome.event {
             delivery::presence(ctx, &s.registry, &mut s.stats, std::slice::from_ref(event));
         }
-        replicate(ctx, &cmd.replicated(&outcome.epoch));
-        let (recovered, frames) = match &cmd.since {
+        let (recovered, messages) = match &since {
             Some(since) => {
                 let r = s.registry.recover(&cmd.room, since.seq, &since.epoch, now);
-                (r.recovered, reply::frames(&r.frames))
+                let frames = r.frames.iter().map(|f| f.to_vec()).collect();
+                (r.recovered, frames)
             }
-            None => (false, RedisValue::Array(Vec::new())),
+            None => (false, Vec::new()),
         };
-        Ok(reply::map([
-            ("first", reply::int(u64::from(outcome.first))),
-            ("seq", reply::int(outcome.seq)),
-            ("epoch", reply::text(&outcome.epoch)),
-            ("recovered", reply::int(u64::from(recovered))),
-            ("messages", frames),
-        ]))
+        let replicated = cmd.into_replicated(outcome.epoch);
+        replicate(ctx, &replicated);
+        Ok(Joined {
+            first: outcome.first,
+            seq: outcome.seq,
+            epoch: replicated.epoch.unwrap_or_default(),
+            recovered,
+            messages,
+        })
     })
 }
 
-/// `BROKER.LEAVE room user conn [GRACE ms]`: removes a connection from a
-/// room. `GRACE` says the connection went away (it did not ask to leave):
-/// the user lingers for `ms` if this was its last connection in the room.
-pub fn leave(ctx: &Context, args: Vec<RedisString>) -> RedisResult {
-    guard::run(ctx, args, leave_room)
+crate::raw_command! {
+    /// `BROKER.LEAVE room user conn [GRACE ms]`: removes a connection from a
+    /// room. `GRACE` says the connection went away (it did not ask to
+    /// leave): the user lingers for `ms` if this was its last connection in
+    /// the room.
+    leave => leave_room
 }
 
-fn leave_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> {
-    let cmd: Leave = parse(argv)?;
+fn leave_room(ctx: &Context, argv: &Argv<'_>) -> error::Result<u64> {
+    let cmd: Leave = parse_words(argv.words)?;
     let now = state::now_ms();
     let until = cmd.linger.map(|l| l.until(now));
     let was_member = state::with(|s| {
@@ -66,9 +101,9 @@ fn leave_room(ctx: &Context, argv: &[RedisString]) -> error::Result<RedisValue> 
         was_member
     });
     if was_member {
-        replicate(ctx, &cmd.replicated(now));
+        replicate(ctx, &cmd.into_replicated(now));
     }
-    Ok(reply::int(u64::from(was_member)))
+    Ok(u64::from(was_member))
 }
 
 /// `BROKER.APPLY.LEAVE room user`: ends a lingering presence and sends its
