@@ -1,8 +1,7 @@
 //! The writing side of one WebSocket: encoding server → client frames
 //! (RFC 6455 §5.2: unmasked, unfragmented) and the connection's writer
 //! task, which drains its [`Outbox`] into the socket. A batch of queued
-//! messages becomes one buffer and one write (under load the writer waits
-//! [`COALESCE`] for a fuller batch); nothing is kept between
+//! messages becomes one buffer and one write; nothing is kept between
 //! batches, so an idle connection holds no write buffer. The writer sends
 //! the pings and pongs, and the close frame when a close is requested —
 //! even when the queue is full.
@@ -68,9 +67,6 @@ pub fn put_close(out: &mut Vec<u8>, code: u16, reason: &str) {
 
 /// Most queued frames written in one batch (one buffer, one write).
 pub const MAX_BATCH: usize = 64;
-/// How long a writer under load waits for more frames before it writes
-/// (the timer's granularity: it may be up to a millisecond more).
-const COALESCE: Duration = Duration::from_millis(1);
 /// How long a last write may wait for a client that stopped reading once
 /// the connection is being closed.
 const CLOSE_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -137,13 +133,11 @@ pub async fn run_with<E: Encode>(mut out: OwnedWriteHalf, queue: Arc<Outbox>, mu
                 return;
             }
             _ = queue.ready() => {
-                // More than one frame waiting means they came faster than
-                // this writer ran: under load, wait a moment so that this
-                // write also takes what the next dispatches queue (fewer,
-                // fuller writes: a write costs the same for one frame or
-                // ten). A lone frame goes out at once.
-                if queue.len() > 1 && queue.len() < MAX_BATCH {
-                    Box::pin(tokio::time::sleep(COALESCE)).await;
+                // One turn for the other tasks first: under load the hub
+                // queues the next messages meanwhile, and this write takes
+                // them too (fewer, fuller writes); idle, it costs a yield.
+                if queue.len() < MAX_BATCH {
+                    tokio::task::yield_now().await;
                 }
                 if queue.take_ping() {
                     encode.ping(&mut buf);
