@@ -214,3 +214,50 @@ fn rooms_the_master_drops_are_dropped_on_the_replica() {
         "the new incarnation reaches the replica"
     );
 }
+
+/// The master's replication offset: how many bytes it has propagated.
+fn repl_offset(con: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("replication")
+        .query(con)
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("master_repl_offset")
+}
+
+#[test]
+fn a_join_that_changes_nothing_is_not_replicated() {
+    let master = master();
+    let replica = replica(&master);
+    let mut con = master.client();
+    lease(&mut con, "n1", 700_000);
+    open(&mut con, "alice", "a1", "n1");
+    run(&mut con, Join::new("chat:a", "alice", "a1", "n1"));
+    assert_same(&master, &replica, "the first join reaches the replica");
+
+    // Joined again: nothing changes, nothing is propagated (like an SADD of
+    // a member), and the reply still says where the room stands.
+    let before = repl_offset(&mut con);
+    let again = map(&run(&mut con, Join::new("chat:a", "alice", "a1", "n1")));
+    assert_eq!(int(&again["first"]), 0);
+    assert!(!text(&again["epoch"]).is_empty());
+    assert_eq!(
+        repl_offset(&mut con),
+        before,
+        "a join of a member is not replicated"
+    );
+
+    // A join of a member that turns the room's presence events on changes
+    // the room: it is replicated, and the replica follows.
+    run(
+        &mut con,
+        Join::new("chat:a", "alice", "a1", "n1").with_presence(),
+    );
+    assert!(
+        repl_offset(&mut con) > before,
+        "turning presence on is replicated"
+    );
+    assert_same(&master, &replica, "the replica has the room's presence on");
+}

@@ -191,15 +191,13 @@ impl Registry {
         AfterLoad::Drop(out)
     }
 
-    /// Notes that `node` registered `conn` again after a load.
-    pub(super) fn confirm(&mut self, node: &str, conn: &str) {
-        if let Some(set) = self
-            .nodes
+    /// Notes that `node` registered `conn` again after a load; true when
+    /// that changed something (it was still to be registered again).
+    pub(super) fn confirm(&mut self, node: &str, conn: &str) -> bool {
+        self.nodes
             .get_mut(node)
             .and_then(|n| n.unconfirmed.as_mut())
-        {
-            set.remove(conn);
-        }
+            .is_some_and(|set| set.remove(conn))
     }
 
     /// Sets the sharded Pub/Sub channel `node` reads on this shard; `None`

@@ -90,8 +90,13 @@ impl Room {
 pub struct JoinOutcome {
     /// The user's first connection in the room.
     pub first: bool,
-    /// The connection was already a member (nothing changed).
+    /// The connection was already a member.
     pub already: bool,
+    /// The join changed the registry. Only a join of a member can change
+    /// nothing: then it neither confirmed the connection after a load nor
+    /// turned on the room's presence events, and it need not be replicated
+    /// (as Redis propagates no command that changed no data).
+    pub changed: bool,
     /// The room's sequence now.
     pub seq: u64,
     /// The room's epoch.
@@ -125,18 +130,20 @@ impl Registry {
                 return Err(Refusal::Conflict);
             }
             if existing.rooms.contains(room) {
-                self.confirm(node, conn);
+                let confirmed = self.confirm(node, conn);
                 let r = self.rooms.get_mut(room);
-                let (seq, epoch) = match r {
+                let (seq, epoch, presence_on) = match r {
                     Some(r) => {
+                        let presence_on = presence_events && !r.presence_events;
                         r.presence_events |= presence_events;
-                        (r.seq, r.epoch.clone())
+                        (r.seq, r.epoch.clone(), presence_on)
                     }
-                    None => (0, String::new()),
+                    None => (0, String::new(), false),
                 };
                 return Ok(JoinOutcome {
                     first: false,
                     already: true,
+                    changed: confirmed || presence_on,
                     seq,
                     epoch,
                     created_epoch: None,
@@ -181,6 +188,7 @@ impl Registry {
         Ok(JoinOutcome {
             first,
             already: false,
+            changed: true,
             seq,
             epoch,
             created_epoch,
@@ -465,6 +473,23 @@ mod tests {
         assert!(r
             .join(&Join::new("user:alice", "alice", "a1", "n1"), "e")
             .is_ok());
+    }
+
+    #[test]
+    fn a_join_of_a_member_changes_nothing_unless_it_turns_presence_on() {
+        let mut r = leased();
+        let first = r.join(&Join::new("chat:a", "u", "c", "n1"), "e").unwrap();
+        assert!(first.changed && !first.already);
+        let again = r.join(&Join::new("chat:a", "u", "c", "n1"), "e").unwrap();
+        assert!(again.already && !again.changed);
+        let presence = r
+            .join(&Join::new("chat:a", "u", "c", "n1").with_presence(), "e")
+            .unwrap();
+        assert!(presence.already && presence.changed, "presence turned on");
+        let once_more = r
+            .join(&Join::new("chat:a", "u", "c", "n1").with_presence(), "e")
+            .unwrap();
+        assert!(!once_more.changed);
     }
 
     #[test]

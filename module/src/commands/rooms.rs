@@ -67,7 +67,9 @@ fn join_room(ctx: &Context, argv: &Argv<'_>) -> error::Result<Joined> {
             None => (false, Vec::new()),
         };
         let replicated = cmd.into_replicated(outcome.epoch);
-        replicate(ctx, &replicated);
+        if outcome.changed {
+            replicate(ctx, &replicated);
+        }
         Ok(Joined {
             first: outcome.first,
             seq: outcome.seq,
