@@ -4,9 +4,9 @@
 //!
 //! Two things have no safe wrapper in `redis-module` 2.0.8: publishing to a
 //! Pub/Sub channel from a module (`RedisModule_PublishMessage` and, for
-//! sharded channels, `RedisModule_PublishMessageShard`) and the aux
-//! data callbacks of a module type, which is how the registry is saved into
-//! and loaded from every RDB (see `persist`).
+//! sharded channels, `RedisModule_PublishMessageShard`) and the callbacks
+//! of a module type: its keys' ([`crate::keys`]) and its aux data's, which
+//! carries the nodes' leases (see `persist`).
 //!
 //! Three more are here for speed (`docs/BENCHMARKS.md`, "Module commands
 //! against native ones"): commands registered with a plain `extern "C"`
@@ -18,11 +18,14 @@
 
 use std::ffi::CStr;
 use std::marker::PhantomData;
-use std::os::raw::{c_char, c_int};
+use std::os::raw::{c_char, c_int, c_void};
 
 use redis_module::native_types::RedisType;
 use redis_module::{raw, Context, RedisString};
 
+use broker::registry::Snapshot;
+
+use crate::keys::{self, KeyValue};
 use crate::{guard, persist};
 
 /// The shape of `RedisModule_PublishMessage` and `..._PublishMessageShard`.
@@ -370,25 +373,25 @@ pub fn replicate_set_pxat(ctx: &Context, key: HeldString<'_>, tat: &[u8], expire
     }
 }
 
-/// The module type that carries the registry as aux data. No key ever has
-/// this type; it exists for its `aux_save`/`aux_load` callbacks.
+/// The module type of the broker's keys (a room, a user, an address:
+/// [`crate::keys`]), whose aux data also carries the nodes' leases.
 pub static REGISTRY_TYPE: RedisType = RedisType::new(
     "broker-rg",
-    persist::ENCODING_VERSION,
+    keys::KEY_ENCODING_VERSION,
     raw::RedisModuleTypeMethods {
         version: raw::REDISMODULE_TYPE_METHOD_VERSION as u64,
-        rdb_load: None,
-        rdb_save: None,
-        aof_rewrite: None,
-        free: None,
-        mem_usage: None,
-        digest: None,
+        rdb_load: Some(key_load),
+        rdb_save: Some(key_save),
+        aof_rewrite: Some(key_rewrite),
+        free: Some(key_free),
+        mem_usage: Some(key_mem_usage),
+        digest: Some(key_digest),
         aux_load: Some(aux_load),
         aux_save: Some(aux_save),
         aux_save2: None,
         aux_save_triggers: raw::Aux::Before as i32,
         free_effort: None,
-        unlink: None,
+        unlink: Some(key_unlink),
         copy: None,
         defrag: None,
         copy2: None,
@@ -397,6 +400,136 @@ pub static REGISTRY_TYPE: RedisType = RedisType::new(
         unlink2: None,
     },
 );
+
+/// The key's value behind a pointer Redis holds for the module type.
+///
+/// # Safety
+/// `value` must be a pointer this module's type gave Redis (a
+/// `Box<KeyValue>` made by `set_value` or [`key_load`]), not yet freed.
+unsafe fn key_value<'a>(value: *mut c_void) -> Option<&'a mut KeyValue> {
+    // SAFETY: the caller's contract; null is refused.
+    unsafe { value.cast::<KeyValue>().as_mut() }
+}
+
+/// The saved state of a key's value as bytes (empty on a failure, which
+/// loads as nothing).
+fn key_bytes(value: &KeyValue) -> Vec<u8> {
+    guard::quietly(|| value.saved().to_bytes().unwrap_or_default()).unwrap_or_default()
+}
+
+unsafe extern "C" fn key_load(rdb: *mut raw::RedisModuleIO, encver: c_int) -> *mut c_void {
+    if encver != keys::KEY_ENCODING_VERSION {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: `rdb` is the I/O handle Redis passes for this callback.
+    let Ok(buffer) = raw::load_string_buffer(rdb) else {
+        return std::ptr::null_mut();
+    };
+    let bytes = buffer.as_ref();
+    let loaded = guard::quietly(|| {
+        if bytes.is_empty() {
+            Some(Snapshot::default())
+        } else {
+            Snapshot::from_bytes(bytes).ok()
+        }
+    });
+    match loaded.flatten() {
+        Some(snapshot) => Box::into_raw(Box::new(KeyValue::loaded(snapshot))).cast::<c_void>(),
+        None => std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn key_save(rdb: *mut raw::RedisModuleIO, value: *mut c_void) {
+    // SAFETY: Redis passes a value of this type.
+    let bytes = unsafe { key_value(value) }
+        .map(|v| key_bytes(v))
+        .unwrap_or_default();
+    raw::save_slice(rdb, &bytes);
+}
+
+unsafe extern "C" fn key_rewrite(
+    aof: *mut raw::RedisModuleIO,
+    key: *mut raw::RedisModuleString,
+    value: *mut c_void,
+) {
+    // SAFETY: Redis passes a value of this type.
+    let bytes = unsafe { key_value(value) }
+        .map(|v| key_bytes(v))
+        .unwrap_or_default();
+    // SAFETY: reading a function pointer filled in by `RedisModule_Init`.
+    let Some(emit) = (unsafe { raw::RedisModule_EmitAOF }) else {
+        return;
+    };
+    // SAFETY: `aof` and `key` are what Redis passed to this callback; the
+    // `b` argument is a pointer and a length valid for the call; the
+    // format and command name are NUL-terminated.
+    unsafe {
+        emit(
+            aof,
+            c"BROKER.APPLY.KEY".as_ptr(),
+            c"sb".as_ptr(),
+            key,
+            bytes.as_ptr().cast::<c_char>(),
+            bytes.len(),
+        );
+    }
+}
+
+unsafe extern "C" fn key_free(value: *mut c_void) {
+    if !value.is_null() {
+        // SAFETY: a `Box<KeyValue>` given to Redis, freed once (this is
+        // Redis's one call to free it). It touches no shared state, as a
+        // lazy free may run on another thread.
+        drop(unsafe { Box::from_raw(value.cast::<KeyValue>()) });
+    }
+}
+
+unsafe extern "C" fn key_mem_usage(value: *const c_void) -> usize {
+    // SAFETY: Redis passes a value of this type.
+    let Some(v) = (unsafe { key_value(value.cast_mut()) }) else {
+        return 0;
+    };
+    guard::quietly(|| v.mem_usage()).unwrap_or(0)
+}
+
+unsafe extern "C" fn key_digest(md: *mut raw::RedisModuleDigest, value: *mut c_void) {
+    // SAFETY: Redis passes a value of this type.
+    let Some(v) = (unsafe { key_value(value) }) else {
+        return;
+    };
+    let bytes = guard::quietly(|| v.saved().without_leases().to_bytes().unwrap_or_default())
+        .unwrap_or_default();
+    // SAFETY: reading function pointers filled in by `RedisModule_Init`;
+    // `md` is the digest Redis passed; the buffer is valid for the call.
+    unsafe {
+        if let (Some(add), Some(end)) = (
+            raw::RedisModule_DigestAddStringBuffer,
+            raw::RedisModule_DigestEndSequence,
+        ) {
+            add(md, bytes.as_ptr().cast::<c_char>(), bytes.len());
+            end(md);
+        }
+    }
+}
+
+unsafe extern "C" fn key_unlink(_key: *mut raw::RedisModuleString, value: *const c_void) {
+    // SAFETY: Redis passes a value of this type; it is not freed before
+    // this callback returns.
+    if let Some(v) = unsafe { key_value(value.cast_mut()) } {
+        guard::quietly(|| keys::unlinked(v));
+    }
+}
+
+/// Selects database `db` for the rest of the callback that owns `ctx`.
+pub fn select_db(ctx: &Context, db: c_int) {
+    // SAFETY: reading a function pointer filled in by `RedisModule_Init`;
+    // `ctx` is the live context of the running callback.
+    unsafe {
+        if let Some(select) = raw::RedisModule_SelectDb {
+            select(ctx.get_raw(), db);
+        }
+    }
+}
 
 unsafe extern "C" fn aux_save(rdb: *mut raw::RedisModuleIO, when: c_int) {
     if when != raw::Aux::Before as c_int {

@@ -15,7 +15,8 @@ use crate::ffi;
 use crate::reply::RawReply;
 
 /// Runs a command body, then appends the lifecycle events it caused
-/// ([`crate::events::flush`]), turning its error or a panic into an error
+/// ([`crate::events::flush`]) and makes or deletes the keys of the names
+/// whose state began or ended ([`crate::keys::sync`]), turning its error or a panic into an error
 /// reply.
 pub fn run(
     ctx: &Context,
@@ -24,8 +25,10 @@ pub fn run(
 ) -> RedisResult {
     let run = || {
         let out = body(ctx, &args);
-        // The lifecycle events of what the command changed, in the same command.
+        // The lifecycle events of what the command changed, in the same
+        // command, and the keys of the names whose state began or ended.
         crate::events::flush(ctx);
+        crate::keys::sync(ctx);
         out
     };
     match catch_unwind(AssertUnwindSafe(run)) {
@@ -80,6 +83,7 @@ pub unsafe fn raw<R: RawReply>(
             catch_unwind(AssertUnwindSafe(|| {
                 let out = body(&context, &args);
                 crate::events::flush(&context);
+                crate::keys::sync(&context);
                 out
             }))
         })

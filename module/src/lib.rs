@@ -8,8 +8,10 @@
 //!   registry ([`broker::registry`]), replicates the command's deterministic
 //!   form and delivers what it must ([`delivery`]).
 //! - [`state`]: the one global [`broker::registry::Registry`] and counters.
-//! - [`persist`]: the registry in and out of RDB files (aux data);
-//!   [`loading`] starts the after-load reconciliation once loading ended.
+//! - [`keys`]: the registry as keys (a room, a user, an address), so that
+//!   resharding a cluster moves it; [`persist`]: the nodes' leases in and
+//!   out of RDB files (aux data); [`loading`] starts the after-load
+//!   reconciliation once loading ended, and follows flushes.
 //! - [`sweep`]: the timer that expires node leases and drops idle rooms.
 //! - [`ffi`]: every call into Redis's C API that the crate does not wrap,
 //!   each with its `SAFETY` comment. The hot commands are plain
@@ -28,6 +30,7 @@ pub mod events;
 pub mod ffi;
 pub mod guard;
 pub mod info;
+pub mod keys;
 pub mod loading;
 pub mod persist;
 pub mod reply;
@@ -97,23 +100,6 @@ fn configure(ctx: &Context, argv: &[RedisString]) -> Result<(), String> {
     Ok(())
 }
 
-/// Warns when AOF rewrites would not carry the registry (it lives in the
-/// RDB preamble's aux data).
-fn check_aof_preamble(ctx: &Context) {
-    if let Ok(redis_module::RedisValue::Array(values)) =
-        ctx.call("CONFIG", &["GET", "aof-use-rdb-preamble"])
-    {
-        let off = values.iter().any(|v| {
-            matches!(v, redis_module::RedisValue::SimpleString(s) | redis_module::RedisValue::BulkString(s) if s == "no")
-        });
-        if off {
-            ctx.log_warning(
-                "broker: aof-use-rdb-preamble is 'no': an AOF rewrite would drop the broker registry; set it to 'yes'",
-            );
-        }
-    }
-}
-
 /// The hot commands, registered with plain command functions
 /// ([`guard::raw`]) rather than through `redis_module!`: name, function,
 /// flags, key positions (the command types' own, `Command::KEYS`).
@@ -136,7 +122,6 @@ fn init(ctx: &Context, args: &[RedisString]) -> Status {
         ctx.log_warning(&format!("broker: {msg}"));
         return Status::Err;
     }
-    check_aof_preamble(ctx);
     if !ffi::watch_client_pause(ctx) {
         ctx.log_warning("broker: no command filters: CLIENT PAUSE is not seen by the lease timer");
     }
@@ -151,6 +136,7 @@ redis_module! {
     data_types: [REGISTRY_TYPE],
     init: init,
     commands: [
+        ["broker.apply.key", commands::keys::apply_key, "write deny-oom", cmd::ApplyKey::KEYS.first, cmd::ApplyKey::KEYS.last, cmd::ApplyKey::KEYS.step, ""],
         // name, handler, flags, first key, last key, key step, ACL categories;
         // the key positions are the command types' own (`Command::KEYS`).
         // BROKER.PUBLISH, JOIN, LEAVE and THROTTLE are in `RAW_COMMANDS`.
@@ -178,5 +164,8 @@ redis_module! {
         ["broker.rpc.reply", commands::rpc::rpc_reply, "pubsub fast", cmd::RpcReply::KEYS.first, cmd::RpcReply::KEYS.last, cmd::RpcReply::KEYS.step, ""],
         ["broker.rpc.error", commands::rpc::rpc_error, "pubsub fast", cmd::RpcError::KEYS.first, cmd::RpcError::KEYS.last, cmd::RpcError::KEYS.step, ""],
         ["broker.nodes", commands::nodes::nodes, "readonly fast", cmd::Nodes::KEYS.first, cmd::Nodes::KEYS.last, cmd::Nodes::KEYS.step, ""],
+    ],
+    event_handlers: [
+        [@GENERIC @LOADED: keys::on_key_event],
     ],
 }

@@ -95,6 +95,7 @@ fn tick(ctx: &Context, _: ()) {
             // What the expired leases recorded; only here: a timer must
             // not propagate writes while clients are paused.
             crate::events::flush(ctx);
+            crate::keys::sync(ctx);
         }
         // Memory only, not state: on replicas too.
         state::with(|s| s.registry.compact());

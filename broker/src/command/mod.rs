@@ -41,6 +41,7 @@
 
 mod args;
 pub mod connections;
+pub mod keys;
 pub mod membership;
 pub mod nodes;
 pub mod publish;
@@ -51,6 +52,7 @@ pub mod throttle;
 
 pub use args::{quoted, Arg, ParseError};
 pub use connections::{ConnClose, ConnOpen, IpClose, IpOpen, Kick, Online, Presence, UserRooms};
+pub use keys::ApplyKey;
 pub use membership::{UserJoin, UserLeave};
 pub use nodes::{EventsStream, NodeConns, NodeLease, NodeRelease, Nodes};
 pub use publish::{validate_event, ApplyDrop, ApplyPublish, Broadcast, Publish, RateLimit};

@@ -96,6 +96,9 @@ impl Registry {
             .entry(user.to_string())
             .or_default()
             .insert(conn.to_string());
+        if user_count == 0 {
+            self.touched.push(user.to_string());
+        }
         self.opened += 1;
         self.confirm(node, conn);
         self.note(EventType::Connect, (user, conn, node), None, None);
@@ -147,6 +150,7 @@ impl Registry {
         }
         let entry = self.attach_conn(user, conn, node);
         entry.ip_hold = Some(ip.to_string());
+        self.add_place(ip, conn);
         if !counted {
             *self.ips.entry(ip.to_string()).or_insert(0) += 1;
         }
@@ -168,8 +172,29 @@ impl Registry {
         if entry.opened.is_none() {
             self.uncount_ip(ip);
         }
+        self.remove_place(ip, conn);
         self.drop_if_unused(conn);
         true
+    }
+
+    /// Records that `conn` holds a place of `ip` (the address's key).
+    pub(super) fn add_place(&mut self, ip: &str, conn: &str) {
+        let holders = self.places.entry(ip.to_string()).or_default();
+        if holders.is_empty() {
+            self.touched.push(ip.to_string());
+        }
+        holders.insert(conn.to_string());
+    }
+
+    /// Records that `conn` no longer holds a place of `ip`.
+    pub(super) fn remove_place(&mut self, ip: &str, conn: &str) {
+        if let Some(holders) = self.places.get_mut(ip) {
+            holders.remove(conn);
+            if holders.is_empty() {
+                self.places.remove(ip);
+                self.touched.push(ip.to_string());
+            }
+        }
     }
 
     /// The number of connections here counted for `ip` (opened with it or
@@ -178,7 +203,7 @@ impl Registry {
         self.ips.get(ip).copied().unwrap_or(0)
     }
 
-    fn uncount_ip(&mut self, ip: &str) {
+    pub(super) fn uncount_ip(&mut self, ip: &str) {
         if let Some(count) = self.ips.get_mut(ip) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -245,6 +270,7 @@ impl Registry {
             if entry.opened.as_ref().is_none_or(|o| &o.ip != ip) {
                 self.uncount_ip(ip);
             }
+            self.remove_place(ip, conn);
         }
         if let Some(opened) = entry.opened {
             self.unopen(&entry.user, conn, &opened.ip);
@@ -264,6 +290,7 @@ impl Registry {
             set.remove(conn);
             if set.is_empty() {
                 self.users.remove(user);
+                self.touched.push(user.to_string());
             }
         }
         self.uncount_ip(ip);

@@ -190,10 +190,11 @@ impl Registry {
     pub fn apply_publish(&mut self, apply: &ApplyPublish) -> Vec<String> {
         let (room, seq, epoch, ts_ms) = (&*apply.room, apply.seq, &*apply.epoch, apply.ts_ms);
         let (config, frame) = (apply.history, &apply.frame);
-        let r = self
-            .rooms
-            .entry(room.to_string())
-            .or_insert_with(|| Room::new(epoch.to_string(), config));
+        let touched = &mut self.touched;
+        let r = self.rooms.entry(room.to_string()).or_insert_with(|| {
+            touched.push(room.to_string());
+            Room::new(epoch.to_string(), config)
+        });
         if r.epoch != epoch {
             r.epoch = epoch.to_string();
             r.history.clear();
@@ -211,6 +212,7 @@ impl Registry {
         let nodes = r.node_list();
         if r.members.is_empty() && r.history.is_empty() {
             self.rooms.remove(room);
+            self.touched.push(room.to_string());
         }
         nodes
     }

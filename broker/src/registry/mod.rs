@@ -60,6 +60,10 @@
 //! - `rooms.rs`: memberships, presence events, lingering users.
 //! - `history.rs`: sequences, epochs and retained messages of rooms.
 //! - `snapshot.rs`: the persistence form, and rebuilding the indexes from it.
+//! - `keys.rs`: the state as keys of Redis's keyspace: a room, a user, an
+//!   address; saving one key's state, adding it (a `RESTORE`, a load) and
+//!   removing it (a `DEL`, the source of a `MIGRATE`), so that resharding
+//!   a Redis Cluster moves it.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 
@@ -68,6 +72,7 @@ use crate::names;
 
 mod connections;
 mod history;
+mod keys;
 mod name;
 mod nodes;
 mod rooms;
@@ -90,6 +95,9 @@ pub struct Registry {
     conns: HashMap<Name, Conn>,
     users: HashMap<String, BTreeSet<String>>,
     ips: HashMap<String, u32>,
+    /// Client address → the connections holding a place of it here
+    /// (`IP.OPEN`); an address with places is a key (see `keys.rs`).
+    places: HashMap<String, BTreeSet<String>>,
     rooms: HashMap<String, Room>,
     opened: u64,
     /// Lingering presences over all rooms (the timer skips its scan at 0).
@@ -99,6 +107,10 @@ pub struct Registry {
     lifecycle: Option<Vec<lifecycle::Event>>,
     /// The reason given to the departures being made (see [`Registry::departing`]).
     departure: Option<String>,
+    /// Names whose key may have appeared or gone since the last
+    /// [`Registry::take_touched`]: a room, a user or an address whose
+    /// state here began or ended.
+    touched: Vec<String>,
 }
 
 impl Registry {
@@ -154,6 +166,7 @@ impl Registry {
         shrink_map(&mut self.conns);
         shrink_map(&mut self.users);
         shrink_map(&mut self.ips);
+        shrink_map(&mut self.places);
         shrink_map(&mut self.rooms);
         for node in self.nodes.values_mut() {
             shrink_set(&mut node.conns);

@@ -156,7 +156,9 @@ impl Registry {
         }
         let default_config = self.default_history(room);
         let mut created_epoch = None;
+        let touched = &mut self.touched;
         let r = self.rooms.entry(room.to_string()).or_insert_with(|| {
+            touched.push(room.to_string());
             created_epoch = Some(new_epoch.to_string());
             Room::new(new_epoch.to_string(), default_config)
         });
@@ -270,6 +272,7 @@ impl Registry {
         };
         if r.is_empty() {
             self.rooms.remove(room);
+            self.touched.push(room.to_string());
         }
         if names::personal_room_owner(room).is_none() {
             let user = self
@@ -318,6 +321,7 @@ impl Registry {
         };
         if r.is_empty() {
             self.rooms.remove(room);
+            self.touched.push(room.to_string());
         }
         Some(event)
     }
@@ -413,6 +417,7 @@ impl Registry {
             .is_some_and(|r| r.members.is_empty() && r.lingering.is_empty())
         {
             self.rooms.remove(room);
+            self.touched.push(room.to_string());
             return true;
         }
         false

@@ -2,17 +2,15 @@
 //! every index from it (the after-load reconciliation starts when loading
 //! has ended: [`Registry::after_load`]).
 
-use std::collections::BTreeSet;
-
 use serde::{Deserialize, Serialize};
 
 use super::connections::Opened;
-use super::{Conn, HistoryConfig, Name, Registry, Room, Stored};
+use super::{HistoryConfig, Registry, Room, Stored};
 
 impl Registry {
-    /// The registry as a snapshot to save (the derived counts are rebuilt on
-    /// load, so they cannot drift from the data).
-    pub fn snapshot(&self) -> Snapshot {
+    /// The nodes' leases alone: what the module saves as aux data, since
+    /// the rest of the state is saved with its keys.
+    pub fn leases_snapshot(&self) -> Snapshot {
         let mut nodes: Vec<SavedNode> = self
             .nodes
             .iter()
@@ -25,6 +23,17 @@ impl Registry {
             })
             .collect();
         nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        Snapshot {
+            nodes,
+            conns: Vec::new(),
+            rooms: Vec::new(),
+        }
+    }
+
+    /// The registry as a snapshot to save (the derived counts are rebuilt on
+    /// load, so they cannot drift from the data).
+    pub fn snapshot(&self) -> Snapshot {
+        let Snapshot { nodes, .. } = self.leases_snapshot();
         let mut conns: Vec<SavedConn> = self
             .conns
             .iter()
@@ -40,25 +49,7 @@ impl Registry {
         let mut rooms: Vec<SavedRoom> = self
             .rooms
             .iter()
-            .map(|(name, r)| {
-                let mut members: Vec<String> = r.members.iter().cloned().collect();
-                members.sort();
-                SavedRoom {
-                    name: name.clone(),
-                    seq: r.seq,
-                    epoch: r.epoch.clone(),
-                    config: r.config,
-                    presence_events: r.presence_events,
-                    history: r.history.iter().cloned().collect(),
-                    members,
-                    lingering: {
-                        let mut l: Vec<(String, u64)> =
-                            r.lingering.iter().map(|(u, t)| (u.clone(), *t)).collect();
-                        l.sort();
-                        l
-                    },
-                }
-            })
+            .map(|(name, r)| saved_room(name, r))
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(&b.name));
         Snapshot {
@@ -73,125 +64,106 @@ impl Registry {
     /// member that is not a known connection) are skipped, not trusted.
     pub fn restore(&mut self, snapshot: Snapshot) {
         self.clear();
-        for n in snapshot.nodes {
+        let Snapshot {
+            nodes,
+            conns,
+            rooms,
+        } = snapshot;
+        for n in nodes {
             let _ = self.lease(&n.id, n.lease_ms, n.deadline_ms);
             self.set_node_channel(&n.id, n.channel.as_deref());
             if let Some(node) = self.nodes.get_mut(&n.id) {
                 node.incarnation = n.incarnation;
             }
         }
-        for c in snapshot.conns {
-            let Some(node) = self.nodes.get_mut(&c.node) else {
-                continue;
-            };
-            node.conns.insert(c.id.clone());
-            if let Some(opened) = &c.opened {
-                self.users
-                    .entry(c.user.clone())
-                    .or_default()
-                    .insert(c.id.clone());
-                *self.ips.entry(opened.ip.clone()).or_insert(0) += 1;
-                self.opened += 1;
-            }
-            // A place of an address, unless the connection counts for it
-            // as opened already.
-            let ip_hold = c.ip_hold;
-            if let Some(ip) = &ip_hold {
-                if c.opened.as_ref().is_none_or(|o| &o.ip != ip) {
-                    *self.ips.entry(ip.clone()).or_insert(0) += 1;
-                }
-            }
-            self.conns.insert(
-                Name::from(c.id),
-                Conn {
-                    user: Name::from(c.user),
-                    node: Name::from(c.node),
-                    opened: c.opened,
-                    rooms: BTreeSet::new(),
-                    ip_hold,
-                },
-            );
-        }
-        for saved in snapshot.rooms {
-            let mut room = Room::new(saved.epoch, saved.config);
-            room.seq = saved.seq;
-            room.presence_events = saved.presence_events;
-            room.history = saved.history.into();
-            self.lingering += saved.lingering.len() as u64;
-            room.lingering = saved.lingering.into_iter().collect();
-            for member in saved.members {
-                let Some(c) = self.conns.get_mut(member.as_str()) else {
-                    continue;
-                };
-                c.rooms.insert(Name::from(saved.name.as_str()));
-                *room.users.entry(c.user.to_string()).or_insert(0) += 1;
-                *room.nodes.entry(c.node.to_string()).or_insert(0) += 1;
-                room.members.insert(member);
-            }
-            self.rooms.insert(saved.name, room);
-        }
-        let unused: Vec<String> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.opened.is_none() && c.rooms.is_empty() && c.ip_hold.is_none())
-            .map(|(id, _)| id.to_string())
-            .collect();
-        for id in unused {
-            self.drop_if_unused(&id);
-        }
-        // A load is no event: what was saved happened before.
+        self.merge(Snapshot {
+            nodes: Vec::new(),
+            conns,
+            rooms,
+        });
+        // A load is no event, and the keys are made by the caller.
         self.take_lifecycle();
+        self.touched.clear();
+    }
+}
+
+/// The saved form of one room (members sorted, so equal rooms save equal
+/// bytes: a replica's digest matches its master's).
+pub(super) fn saved_room(name: &str, r: &Room) -> SavedRoom {
+    let mut members: Vec<String> = r.members.iter().cloned().collect();
+    members.sort();
+    SavedRoom {
+        name: name.to_string(),
+        seq: r.seq,
+        epoch: r.epoch.clone(),
+        config: r.config,
+        presence_events: r.presence_events,
+        history: r.history.iter().cloned().collect(),
+        members,
+        lingering: r.lingering.iter().map(|(u, t)| (u.clone(), *t)).collect(),
     }
 }
 
 /// The saved form of a [`Registry`] (module aux data, encoding version 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
-    nodes: Vec<SavedNode>,
-    conns: Vec<SavedConn>,
-    rooms: Vec<SavedRoom>,
+    pub(super) nodes: Vec<SavedNode>,
+    pub(super) conns: Vec<SavedConn>,
+    pub(super) rooms: Vec<SavedRoom>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SavedNode {
-    id: String,
-    deadline_ms: u64,
-    lease_ms: u64,
+pub(super) struct SavedNode {
+    pub(super) id: String,
+    pub(super) deadline_ms: u64,
+    pub(super) lease_ms: u64,
     /// Absent in snapshots saved before sharded Pub/Sub.
     #[serde(default)]
-    channel: Option<String>,
+    pub(super) channel: Option<String>,
     /// Absent in snapshots saved before incarnations.
     #[serde(default)]
-    incarnation: Option<String>,
+    pub(super) incarnation: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SavedConn {
-    id: String,
-    user: String,
-    node: String,
-    opened: Option<Opened>,
+pub(super) struct SavedConn {
+    pub(super) id: String,
+    pub(super) user: String,
+    pub(super) node: String,
+    pub(super) opened: Option<Opened>,
     /// The address the connection holds a place of (`IP.OPEN`); absent in
     /// snapshots saved before places.
     #[serde(default)]
-    ip_hold: Option<String>,
+    pub(super) ip_hold: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SavedRoom {
-    name: String,
-    seq: u64,
-    epoch: String,
-    config: HistoryConfig,
-    presence_events: bool,
-    history: Vec<Stored>,
-    members: Vec<String>,
+pub(super) struct SavedRoom {
+    pub(super) name: String,
+    pub(super) seq: u64,
+    pub(super) epoch: String,
+    pub(super) config: HistoryConfig,
+    pub(super) presence_events: bool,
+    pub(super) history: Vec<Stored>,
+    pub(super) members: Vec<String>,
     /// Lingering users and their deadlines; absent in older snapshots.
     #[serde(default)]
-    lingering: Vec<(String, u64)>,
+    pub(super) lingering: Vec<(String, u64)>,
 }
 
 impl Snapshot {
+    /// True when it holds nothing (no node, connection or room).
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty() && self.conns.is_empty() && self.rooms.is_empty()
+    }
+
+    /// The same without the nodes' leases: what a key's digest covers (a
+    /// lease renewal changes no key).
+    pub fn without_leases(mut self) -> Snapshot {
+        self.nodes.clear();
+        self
+    }
+
     /// Encodes the snapshot as MessagePack.
     ///
     /// # Errors

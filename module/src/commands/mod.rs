@@ -4,6 +4,7 @@
 //! delivers what it must, and replies.
 
 pub mod connections;
+pub mod keys;
 pub mod nodes;
 pub mod publish;
 pub mod rooms;
