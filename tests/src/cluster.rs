@@ -18,6 +18,41 @@ pub struct RedisCluster {
     pub servers: Vec<RedisServer>,
 }
 
+/// A server started for a cluster (cluster mode, 2 s node timeout).
+fn cluster_server() -> RedisServer {
+    RedisServer::builder()
+        .server_args([
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "2000",
+        ])
+        .start()
+}
+
+/// Runs `redis-cli` with `args`; returns its output.
+///
+/// # Panics
+/// When it cannot run or fails.
+pub fn redis_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && !text.contains("[ERR]"),
+        "redis-cli {args:?} failed:\n{text}"
+    );
+    text
+}
+
 impl RedisCluster {
     /// Starts `masters` masters with one replica each and waits until
     /// `cluster_state:ok` everywhere.
@@ -25,36 +60,139 @@ impl RedisCluster {
     /// # Panics
     /// When the cluster does not form within 30 s.
     pub fn start(masters: usize) -> RedisCluster {
-        let servers: Vec<RedisServer> = (0..masters * 2)
-            .map(|_| {
-                RedisServer::builder()
-                    .server_args([
-                        "--cluster-enabled",
-                        "yes",
-                        "--cluster-config-file",
-                        "nodes.conf",
-                        "--cluster-node-timeout",
-                        "2000",
-                    ])
-                    .start()
-            })
+        let servers: Vec<RedisServer> = (0..masters * 2).map(|_| cluster_server()).collect();
+        let addrs: Vec<String> = servers
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
             .collect();
-        let mut cmd = std::process::Command::new("redis-cli");
-        cmd.arg("--cluster").arg("create");
-        for s in &servers {
-            cmd.arg(format!("127.0.0.1:{}", s.port()));
-        }
-        cmd.args(["--cluster-replicas", "1", "--cluster-yes"]);
-        let out = cmd.output().expect("run redis-cli --cluster create");
-        assert!(
-            out.status.success(),
-            "redis-cli --cluster create failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let mut args = vec!["--cluster", "create"];
+        args.extend(addrs.iter().map(String::as_str));
+        args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+        redis_cli(&args);
         let cluster = RedisCluster { servers };
         cluster.wait_ok();
         cluster
+    }
+
+    /// Adds a master without slots and a replica of it (`redis-cli
+    /// --cluster add-node`, then `--cluster-slave`), waits until every
+    /// server knows both and the replica is in sync; returns the new
+    /// master's index in [`RedisCluster::servers`].
+    ///
+    /// # Panics
+    /// When `redis-cli` fails or the nodes do not join within 30 s.
+    pub fn add_master(&mut self) -> usize {
+        let seed = format!("127.0.0.1:{}", self.servers[0].port());
+        let master = cluster_server();
+        let addr = format!("127.0.0.1:{}", master.port());
+        redis_cli(&["--cluster", "add-node", &addr, &seed]);
+        let id = text(&ok(&mut master.client(), &["CLUSTER", "MYID"]));
+        self.servers.push(master);
+        self.wait_known(&id);
+        let replica = cluster_server();
+        let replica_addr = format!("127.0.0.1:{}", replica.port());
+        redis_cli(&[
+            "--cluster",
+            "add-node",
+            &replica_addr,
+            &seed,
+            "--cluster-slave",
+            "--cluster-master-id",
+            &id,
+        ]);
+        let replica_id = text(&ok(&mut replica.client(), &["CLUSTER", "MYID"]));
+        self.servers.push(replica);
+        self.wait_known(&replica_id);
+        let index = self.servers.len() - 2;
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let info = text(&ok(
+                &mut self.servers[index].client(),
+                &["INFO", "replication"],
+            ));
+            if info.contains("state=online") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the new replica is not in sync: {info}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        index
+    }
+
+    /// Waits until every running server lists node `id` in `CLUSTER NODES`.
+    fn wait_known(&self, id: &str) {
+        let deadline = Instant::now() + SETTLE;
+        while !self.servers.iter().all(|s| {
+            crate::try_connect(&s.url(), Duration::from_secs(1))
+                .is_ok_and(|mut con| text(&ok(&mut con, &["CLUSTER", "NODES"])).contains(id))
+        }) {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} is not known within {SETTLE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The cluster node id of server `index`.
+    pub fn node_id(&self, index: usize) -> String {
+        text(&ok(&mut self.servers[index].client(), &["CLUSTER", "MYID"]))
+    }
+
+    /// How many slots server `index` serves as a master.
+    pub fn slot_count(&self, index: usize) -> i64 {
+        let port = i64::from(self.servers[index].port());
+        array(&ok(&mut self.servers[0].client(), &["CLUSTER", "SLOTS"]))
+            .iter()
+            .map(array)
+            .filter(|range| int(&array(&range[2])[1]) == port)
+            .map(|range| int(&range[1]) - int(&range[0]) + 1)
+            .sum()
+    }
+
+    /// The first `n` names `<prefix><i>` whose hash slot master `index`
+    /// serves now.
+    pub fn names_on(&self, index: usize, prefix: &str, n: usize) -> Vec<String> {
+        let port = i64::from(self.servers[index].port());
+        let ranges: Vec<(i64, i64)> =
+            array(&ok(&mut self.servers[0].client(), &["CLUSTER", "SLOTS"]))
+                .iter()
+                .map(array)
+                .filter(|range| int(&array(&range[2])[1]) == port)
+                .map(|range| (int(&range[0]), int(&range[1])))
+                .collect();
+        (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .filter(|name| {
+                let slot = i64::from(broker::names::key_slot(name.as_bytes()));
+                ranges.iter().any(|&(lo, hi)| lo <= slot && slot <= hi)
+            })
+            .take(n)
+            .collect()
+    }
+
+    /// The `redis-cli` arguments that move `slots` slots from master `from`
+    /// to master `to` (`--cluster reshard`: keys move with `MIGRATE`, 10 per
+    /// call); run them with [`redis_cli`].
+    pub fn reshard_args(&self, from: usize, to: usize, slots: i64) -> Vec<String> {
+        [
+            "--cluster".to_string(),
+            "reshard".into(),
+            format!("127.0.0.1:{}", self.servers[from].port()),
+            "--cluster-from".into(),
+            self.node_id(from),
+            "--cluster-to".into(),
+            self.node_id(to),
+            "--cluster-slots".into(),
+            slots.to_string(),
+            "--cluster-yes".into(),
+            "--cluster-pipeline".into(),
+            "10".into(),
+        ]
+        .into()
     }
 
     /// Every server's `redis://` URL (the gateway's seeds).

@@ -33,7 +33,9 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 
 use crate::metrics::Metrics;
-use crate::store::{ShardChannel, Store};
+use broker::command::Refusal;
+
+use crate::store::{ShardChannel, Store, StoreResult};
 pub use busy::{Busy, BusyGuard};
 pub use connection::ConnShared;
 pub use hub::Hub;
@@ -191,7 +193,40 @@ impl Node {
     pub fn lease_held(&self) -> bool {
         self.lease_held.load(Ordering::Relaxed)
     }
+
+    /// Runs `call`, and on a cluster tries it again for up to
+    /// [`NEW_MASTER_WAIT`] while it is refused for want of this node's
+    /// lease although the node holds it. That is a master that just took
+    /// slots over (a reshard moving rooms or users to a master added to the
+    /// cluster): the lease reaches it after the next slot-map check, which
+    /// the refusal asks for now.
+    pub async fn on_new_masters<T, F>(&self, mut call: impl FnMut() -> F) -> StoreResult<T>
+    where
+        F: std::future::Future<Output = StoreResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + NEW_MASTER_WAIT;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let result = call().await;
+            let no_lease = matches!(&result, Err(e) if e.refusal() == Some(Refusal::NoLease));
+            if !no_lease
+                || !self.store.is_cluster()
+                || !self.lease_held()
+                || tokio::time::Instant::now() + wait > deadline
+            {
+                return result;
+            }
+            self.store.check_topology();
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_millis(500));
+        }
+    }
 }
+
+/// How long a command refused by a master that does not know the node yet
+/// is tried again ([`Node::on_new_masters`]): the slot-map check it asks for
+/// runs at most once a second, then the lease goes out.
+const NEW_MASTER_WAIT: Duration = Duration::from_secs(4);
 
 /// Held while rooms are joined again ([`Node::begin_rejoin`]).
 pub struct RejoinGuard {

@@ -76,15 +76,12 @@ pub async fn register(app: &App, claims: Claims, ip: &str) -> Result<Admitted, R
     let conn = app.next_conn_id();
     let busy = app.node.busy.hold(&conn);
     let limits = &app.config.limits;
-    let opened = app
-        .node
-        .store
-        .open(&ConnOpen {
-            max_user: Some(limits.max_conns_per_user),
-            max_ip: Some(limits.max_conns_per_ip),
-            ..ConnOpen::new(&claims.sub, &conn, &app.node.id, ip)
-        })
-        .await;
+    let open = ConnOpen {
+        max_user: Some(limits.max_conns_per_user),
+        max_ip: Some(limits.max_conns_per_ip),
+        ..ConnOpen::new(&claims.sub, &conn, &app.node.id, ip)
+    };
+    let opened = app.node.on_new_masters(|| app.node.store.open(&open)).await;
     match opened {
         Ok(()) => Ok(Admitted {
             conn,

@@ -355,7 +355,7 @@ impl Connection {
             since,
             ..command::Join::new(room, &shared.user, &shared.id, &node.id)
         };
-        let result = node.store.join(&join).await;
+        let result = node.on_new_masters(|| node.store.join(&join)).await;
         match result {
             Ok(joined) => {
                 if let Ok(mut rooms) = shared.rooms.lock() {

@@ -170,11 +170,23 @@ impl Store {
             });
             futures_util::future::try_join_all(calls).await?
         };
+        // A master this node never leased before (one added to the cluster,
+        // whose slots are moving in) held nothing of it: a new lease there
+        // is no loss, and asks for no registration again. A master that
+        // took over slots (a failover) serves the same smallest slot, so
+        // the same channel: a new lease there is a loss.
+        let mut known = self
+            .leased_channels
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut renewed_everywhere = true;
-        for reply in replies {
+        for (i, reply) in replies.into_iter().enumerate() {
             let (_deadline, renewed): (u64, u64) =
                 redis::from_redis_value(reply).map_err(|e| StoreError::Reply(e.to_string()))?;
-            renewed_everywhere &= renewed == 1;
+            let first_lease_there = shards
+                .get(i)
+                .is_some_and(|shard| known.insert(shard.channel.clone()));
+            renewed_everywhere &= renewed == 1 || first_lease_there;
         }
         Ok(renewed_everywhere)
     }

@@ -68,6 +68,9 @@ pub struct Store {
     /// Commands that failed for want of Redis (not refusals) since start:
     /// any of them may have run or not, so the node reconciles after one.
     unavailable: Arc<AtomicU64>,
+    /// The sharded channels a lease named so far (one per master: a new
+    /// one is a master this node never leased, see [`Store::lease`]).
+    leased_channels: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Store {
@@ -101,6 +104,7 @@ impl Store {
             backend,
             metrics,
             unavailable: Arc::new(AtomicU64::new(0)),
+            leased_channels: Arc::default(),
         })
     }
 
