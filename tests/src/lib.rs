@@ -452,12 +452,32 @@ pub fn run_err(con: &mut Connection, command: impl Command) -> String {
 }
 
 /// Keys in the database other than the lifecycle stream `broker:events`
-/// (which the module writes as connections come and go): for tests that
-/// check a command wrote no key.
+/// (which the module writes as connections come and go) and the broker's
+/// state keys (type `broker-rg`: a room, a user, an address): for tests
+/// that check a command wrote no key of its own.
 pub fn keys_but_events(con: &mut Connection) -> i64 {
     let all = int(&ok(con, &["DBSIZE"]));
     let events = int(&ok(con, &["EXISTS", broker::names::EVENTS_STREAM]));
-    all - events
+    all - events - broker_keys(con).len() as i64
+}
+
+/// The broker's state keys (`SCAN ... TYPE broker-rg`), sorted.
+pub fn broker_keys(con: &mut Connection) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut cursor = "0".to_string();
+    loop {
+        let reply = array(&ok(
+            con,
+            &["SCAN", &cursor, "COUNT", "1000", "TYPE", "broker-rg"],
+        ));
+        cursor = text(&reply[0]);
+        keys.extend(array(&reply[1]).iter().map(text));
+        if cursor == "0" {
+            break;
+        }
+    }
+    keys.sort();
+    keys
 }
 
 /// Runs `args` and panics on an error reply.

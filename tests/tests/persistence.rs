@@ -180,14 +180,17 @@ fn aof_replay_delivers_nothing() {
 }
 
 #[test]
-fn flushall_leaves_the_registry_alone() {
-    // The registry is in no database: FLUSHALL empties the keyspace (the
-    // throttle key) and nothing else.
+fn flushall_drops_the_rooms_users_and_addresses_with_their_keys() {
+    // Rooms, users and addresses are keys: FLUSHALL empties them like the
+    // throttle key. The node leases are no keys and stay.
     let mut w = persistent_world(false);
     populate(&mut w.con);
-    let mut before = snapshot(&mut w.con, true);
+    assert!(!broker_keys(&mut w.con).is_empty());
     ok(&mut w.con, &["FLUSHALL"]);
     assert_eq!(int(&ok(&mut w.con, &["DBSIZE"])), 0);
-    before["throttle key"] = serde_json::Value::Null;
-    assert_eq!(snapshot(&mut w.con, true), before);
+    let online = map(&run(&mut w.con, Online));
+    assert_eq!((int(&online["users"]), int(&online["connections"])), (0, 0));
+    assert_eq!(w.seq("chat:a"), 0);
+    assert!(array(&run(&mut w.con, NodeConns::new("n1"))).is_empty());
+    assert_eq!(array(&run(&mut w.con, Nodes)).len(), 2, "the leases stay");
 }

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Measures the Redis CPU coefficients of docs/CAPACITY.md: the server's CPU
+# time per publish, per gateway node the room has members on, and per
+# stored history entry; and per connect (CONN.OPEN + the personal room's
+# JOIN), as redis-benchmark drives a Redis of our own (free port,
+# temporary dir) pipelined (-P 16).
+#
+#   scripts/measure-redis-cpu.sh             # BENCH_N=200000 per run
+#
+# Rooms `cap:n<K>` have one member on each of K nodes (K = 1, 2, 4, 8, 16),
+# every node channel has a subscriber (as a gateway would), `hist:n1`
+# keeps history (100 messages). CPU time is the server's main thread's
+# (/proc/<pid>/schedstat), so other work on the machine moves it little.
+# Prints a Markdown table and the least-squares fit
+#   µs per publish = base + per_node × K
+# plus what history adds per publish.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+N=${BENCH_N:-200000}
+DIR=$(mktemp -d -t broker-cap.XXXXXX)
+SUB_PID=""
+PORT=""
+cleanup() {
+    [ -n "$SUB_PID" ] && kill "$SUB_PID" 2>/dev/null || true
+    [ -n "$PORT" ] && stop_redis "$DIR" "$PORT"
+    rm -rf "$DIR"
+}
+trap cleanup EXIT
+
+PORT=$(start_redis "$DIR" 6450 "HISTORY hist 100 300" --save '' --appendonly no \
+    --client-output-buffer-limit "pubsub 0 0 0")
+cli() { redis-cli -p "$PORT" "$@"; }
+server_ns() {
+    awk '{print $1}' "/proc/$(cat "$DIR/redis.pid")/schedstat" 2>/dev/null || echo 0
+}
+# The server's CPU µs per command of one pipelined run: us CMD ARGS...
+us() {
+    local before after
+    before=$(server_ns)
+    redis-benchmark -p "$PORT" -q -n "$N" -r 100000000 -P 16 --csv "$@" >/dev/null
+    after=$(server_ns)
+    awk -v a="$before" -v b="$after" -v n="$N" 'BEGIN {printf "%.3f", (b - a) / 1000 / n}'
+}
+
+channels=()
+for k in $(seq 16); do
+    cli BROKER.NODE.LEASE "n$k" 600000 >/dev/null
+    channels+=("broker:node:n$k")
+done
+{
+    for K in 1 2 4 8 16; do
+        for k in $(seq "$K"); do
+            printf 'BROKER.JOIN cap:n%d u%d c%d-%d n%d\r\n' "$K" "$k" "$K" "$k" "$k"
+        done
+    done
+    printf 'BROKER.JOIN hist:n1 u1 h1 n1\r\n'
+} | cli --pipe >/dev/null
+redis-cli -p "$PORT" SUBSCRIBE "${channels[@]}" >/dev/null &
+SUB_PID=$!
+for _ in $(seq 50); do
+    [ "$(cli PUBSUB NUMSUB broker:node:n16 | tail -n 1)" = 1 ] && break
+    sleep 0.1
+done
+
+echo "Redis $(redis-server --version | awk '{print $3}' | sed 's/^v=//'), $N commands per run, -P 16"
+echo
+echo "| command | server CPU µs per command |"
+echo "|---|---:|"
+xs=()
+ys=()
+for K in 1 2 4 8 16; do
+    u=$(us BROKER.PUBLISH "cap:n$K" ev hello FORMAT string)
+    xs+=("$K")
+    ys+=("$u")
+    echo "| \`PUBLISH\`, members on $K node(s), no history | $u |"
+done
+h=$(us BROKER.PUBLISH hist:n1 ev hello FORMAT string)
+echo "| \`PUBLISH\`, 1 node, history kept (100) | $h |"
+o=$(us BROKER.CONN.OPEN u__rand_int__ c__rand_int__ n1 127.0.0.1)
+echo "| \`CONN.OPEN\` (a new user each) | $o |"
+j=$(us BROKER.JOIN user:u__rand_int__ u__rand_int__ j__rand_int__ n1)
+echo "| \`JOIN\` of a personal room (a new room each) | $j |"
+echo
+awk -v xs="${xs[*]}" -v ys="${ys[*]}" -v h="$h" 'BEGIN {
+    n = split(xs, x, " "); split(ys, y, " ")
+    for (i = 1; i <= n; i++) { sx += x[i]; sy += y[i]; sxx += x[i] * x[i]; sxy += x[i] * y[i] }
+    b = (n * sxy - sx * sy) / (n * sxx - sx * sx); a = (sy - b * sx) / n
+    printf "fit: µs per publish = %.2f + %.2f × nodes; history adds %.2f per publish\n", a, b, h - y[1]
+}'
