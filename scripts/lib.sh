@@ -116,8 +116,9 @@ http_status() {
 }
 
 # The bench scripts' gateways (scripts/bench-gateway.sh, scripts/attack.sh).
-# They set DIR (holds gateway.toml and the logs), SECRET and REDIS_PORT;
-# each started gateway's pid goes into GW_PIDS.
+# They set DIR (holds gateway.toml and the logs), SECRET and REDIS_PORT
+# (empty: gateway.toml names the Redis, e.g. a cluster's seeds); each
+# started gateway's pid goes into GW_PIDS.
 GW_PIDS=()
 
 # start_bench_gateway N NAME PORT_BASE ADMIN_BASE: node NAME-N on free ports
@@ -128,7 +129,9 @@ start_bench_gateway() {
     local n=$1 name=$2 port admin pid i
     port=$(free_port $(($3 + 10 * n)))
     admin=$(free_port $(($4 + 10 * n)))
-    BROKER_AUTH__SECRET=$SECRET BROKER_REDIS__URL="redis://127.0.0.1:$REDIS_PORT" \
+    local redis_env=()
+    [ -n "${REDIS_PORT:-}" ] && redis_env=(BROKER_REDIS__URL="redis://127.0.0.1:$REDIS_PORT")
+    env "${redis_env[@]}" BROKER_AUTH__SECRET=$SECRET \
         BROKER_LISTEN="127.0.0.1:$port" BROKER_ADMIN_LISTEN="127.0.0.1:$admin" \
         BROKER_NODE_ID="$name-$n" RUST_LOG=${RUST_LOG:-info} \
         "${PIN_SERVER[@]}" "$GATEWAY" --config "$DIR/gateway.toml" >"$DIR/gateway-$n.log" 2>&1 </dev/null &

@@ -45,18 +45,18 @@ pub const KEY_ENCODING_VERSION: i32 = 2;
 #[derive(Debug, Default)]
 pub struct KeyValue {
     /// The key's name, once attached.
-    name: String,
+    name: Box<str>,
     /// State loaded but not attached (a load before its keyspace event; a
     /// value restored under another name than it was saved with), or
-    /// `None` when attached.
-    detached: Option<Snapshot>,
+    /// `None` when attached. Boxed: an attached value is 24 bytes.
+    detached: Option<Box<Snapshot>>,
 }
 
 impl KeyValue {
     /// A value attached to the registry's state of `name`.
     pub fn attached(name: &str) -> KeyValue {
         KeyValue {
-            name: name.to_string(),
+            name: name.into(),
             detached: None,
         }
     }
@@ -64,15 +64,15 @@ impl KeyValue {
     /// A value holding loaded state, to attach at its keyspace event.
     pub fn loaded(snapshot: Snapshot) -> KeyValue {
         KeyValue {
-            name: String::new(),
-            detached: Some(snapshot),
+            name: "".into(),
+            detached: Some(Box::new(snapshot)),
         }
     }
 
     /// The state as saved: the registry's for an attached value.
     pub fn saved(&self) -> Snapshot {
         match &self.detached {
-            Some(snapshot) => snapshot.clone(),
+            Some(snapshot) => Snapshot::clone(snapshot),
             None => state::with(|s| s.registry.save_key(&self.name)),
         }
     }
@@ -139,7 +139,7 @@ pub fn unlinked(value: &mut KeyValue) {
         let name = std::mem::take(&mut value.name);
         state::with(|s| s.registry.remove_key(&name));
     }
-    value.detached = Some(Snapshot::default());
+    value.detached = Some(Box::default());
 }
 
 /// Attaches a loaded key's state (its `loaded` or `restore` keyspace
@@ -153,7 +153,7 @@ fn attach(ctx: &Context, key: &[u8]) {
     let Ok(Some(value)) = handle.get_value::<KeyValue>(&REGISTRY_TYPE) else {
         return;
     };
-    let Some(snapshot) = value.detached.take() else {
+    let Some(snapshot) = value.detached.take().map(|s| *s) else {
         return;
     };
     if snapshot.is_empty() || !Registry::named_by(&snapshot, name) {
@@ -162,11 +162,11 @@ fn attach(ctx: &Context, key: &[u8]) {
                 "broker: key '{name}' holds the state of another name; it is kept but not used"
             ));
         }
-        value.detached = Some(snapshot);
+        value.detached = Some(Box::new(snapshot));
         return;
     }
     state::with(|s| s.registry.merge(snapshot));
-    value.name = name.to_string();
+    value.name = name.into();
 }
 
 /// The module's keyspace events handler: attaches loaded and restored keys.
