@@ -1,12 +1,25 @@
 #!/usr/bin/env bash
-# The measurements behind docs/CAPACITY.md that need gateways:
+# The measurements behind docs/CAPACITY.md that need gateways, on one Redis
+# or a 3+3 Redis Cluster, with three gateways:
 #
-#   scripts/capacity.sh gateway   # one Redis, one gateway: the gateway's CPU
-#                                 # µs per delivery and per client publish,
-#                                 # and Redis's per publish, from two loads
-#   scripts/capacity.sh cluster   # a 3+3 Redis Cluster and three gateways at
-#                                 # two load levels: CPU predicted by the
-#                                 # coefficients (env, below) vs measured
+#   scripts/capacity.sh single    # one Redis: calibrate the coefficients
+#   scripts/capacity.sh cluster   # 3+3 cluster: calibrate, then check the
+#                                 # prediction at two load levels the
+#                                 # calibration did not run
+#
+# Calibration: eight runs (rooms of 100 members or pairs, two rates each,
+# their members on one, two or three gateways; every connection receives 2
+# to 20 messages a second, so each delivery is about one write: the
+# per-delivery cost of the usual workloads, higher than at hundreds of
+# messages a second per connection, where writes batch), and a
+# least-squares fit of
+#   gateways' cores = g × gateways + d × deliveries/s + q × client publishes/s
+#                     + e × envelopes/s (a publish's envelope to each gateway
+#                     with members of its room)
+#   masters' cores  = f × masters + r × publishes/s + n × envelopes/s
+#   replicas' cores = h × replicas + s × publishes/s + t × envelopes/s
+# The check: rooms of 20 members over all three gateways at 0.5 and 1.5
+# publishes per member per second, predicted from the fit, then measured.
 #
 # Load: `broker-bench chat` (R rooms × K members spread round-robin over the
 # gateways, every member publishing at RATE/s; the publisher gets its own
@@ -15,11 +28,6 @@
 # of the publishing phase. Nothing is pinned: the load tool shares the two
 # cores, and its own CPU is reported.
 #
-# The cluster run predicts with these coefficients (defaults: the figures in
-# docs/CAPACITY.md; pass fresh ones to check them):
-#   GW_US_DELIVERY GW_US_PUBLISH    gateway µs per delivery / per client publish
-#   REDIS_US_BASE REDIS_US_NODE     master µs per publish + per node with members
-#   REPLICA_US_PUBLISH              replica µs per replicated publish
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -76,44 +84,123 @@ run_load() {
         printf -v "CPU_$i" '%s' "$(awk -v a="${before[$i]}" -v b="${after[$i]}" -v hz="$HZ" -v w="$WINDOW" 'BEGIN {printf "%.4f", (b - a) / hz / w}')"
     done
     BENCH_CPU=$(awk -v a="$bench_before" -v b="$bench_after" -v hz="$HZ" -v w="$WINDOW" 'BEGIN {printf "%.3f", (b - a) / hz / w}')
-    PUB_S=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["publish_per_s"])' "$out")
-    DELIV_S=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["delivered_per_s"])' "$out")
+    read -r PUB_S DELIV_S < <(python3 -c '
+import json, sys
+rows = {}
+for section in json.load(open(sys.argv[1]))["results"].values():
+    if isinstance(section, dict):
+        rows.update(section)
+print(round(rows["publish_per_s"]), round(rows["delivered_per_s"]))' "$out")
 }
 
 redis_pid() { cat "$1/redis.pid"; }
 
+# The three gateways, after Redis is up (REDIS_PORT, or gateway.toml).
+start_gateways() {
+    for n in 1 2 3; do start_bench_gateway "$n" cap 8600 9600; done
+    URLS=("$WS_1" "$WS_2" "$WS_3")
+}
+
+# calibrate: the eight runs, their rows in $DIR/points (gateways, publishes/s,
+# deliveries/s, gateway cores, master cores, replica cores).
+calibrate() {
+    echo "| calibration run | gateways | publishes/s | deliveries/s | gateway cores | master cores | replica cores | load tool cores |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    : >"$DIR/points"
+    local run rooms members rate gws
+    for run in "40 100 0.1 1" "40 100 0.2 1" "1000 2 1 1" "1000 2 2 1" "1000 2 1 2" "1000 2 2 2" "40 100 0.1 3" "40 100 0.2 3"; do
+        read -r rooms members rate gws <<<"$run"
+        run_load "r$rooms-$members-$rate-$gws" "$rooms" "$members" "$rate" "${URLS[@]:0:$gws}"
+        sums
+        echo "| $rooms rooms × $members, $rate msg/s each | $gws | $PUB_S | $DELIV_S | $GW | $MA | $RE | $BENCH_CPU |"
+        echo "$gws $PUB_S $DELIV_S $GW $MA $RE" >>"$DIR/points"
+    done
+}
+
+# sums: the CPU of the gateways (PIDS 0-2), masters and replicas (the rest).
+sums() {
+    GW=$(awk -v a="$CPU_0" -v b="$CPU_1" -v c="$CPU_2" 'BEGIN {printf "%.3f", a + b + c}')
+    MA=0
+    RE=0
+    local i
+    for i in "${!MASTER_IDX[@]}"; do
+        local v="CPU_${MASTER_IDX[$i]}"
+        MA=$(awk -v a="$MA" -v b="${!v}" 'BEGIN {printf "%.3f", a + b}')
+    done
+    for i in "${!REPLICA_IDX[@]}"; do
+        local v="CPU_${REPLICA_IDX[$i]}"
+        RE=$(awk -v a="$RE" -v b="${!v}" 'BEGIN {printf "%.3f", a + b}')
+    done
+}
+
+# fit [CHECK_FILE]: the coefficients from $DIR/points; with CHECK_FILE
+# (rows like the points), the predictions next to what was measured.
+fit() {
+    python3 - "$DIR/points" "${#MASTER_IDX[@]}" "${#REPLICA_IDX[@]}" "$@" <<'PY'
+import sys
+pts = [list(map(float, l.split())) for l in open(sys.argv[1])]
+masters, replicas = int(sys.argv[2]), int(sys.argv[3])
+def solve(rows, ys):
+    n = len(rows[0])
+    a = [[sum(r[i] * r[j] for r in rows) for j in range(n)] for i in range(n)]
+    b = [sum(r[i] * y for r, y in zip(rows, ys)) for i in range(n)]
+    for c in range(n):
+        piv = max(range(c, n), key=lambda r: abs(a[r][c]))
+        a[c], a[piv], b[c], b[piv] = a[piv], a[c], b[piv], b[c]
+        for r in range(n):
+            if r != c:
+                f = a[r][c] / a[c][c]
+                a[r] = [x - f * y for x, y in zip(a[r], a[c])]
+                b[r] -= f * b[c]
+    return [b[i] / a[i][i] for i in range(n)]
+gw_row = lambda p: [3, p[2], p[1], p[1] * p[0]]
+rd_row = lambda p: [1, p[1], p[1] * p[0]]
+g, d, q, e = solve([gw_row(p) for p in pts], [p[3] for p in pts])
+g /= 3
+f, r, n = solve([rd_row(p) for p in pts], [p[4] for p in pts])
+print()
+print(f"gateway: {g:.4f} cores each + {d * 1e6:.2f} µs per delivery + {q * 1e6:.1f} µs per client publish + {e * 1e6:.1f} µs per envelope received")
+print(f"masters: {f:.4f} cores + {r * 1e6:.1f} µs per publish + {n * 1e6:.1f} µs per envelope")
+gw = lambda p: 3 * g + d * p[2] + q * p[1] + e * p[1] * p[0]
+ma = lambda p: f + r * p[1] + n * p[1] * p[0]
+if replicas:
+    h, s, t = solve([rd_row(p) for p in pts], [p[5] for p in pts])
+    print(f"replicas: {h:.4f} cores + {s * 1e6:.1f} µs per publish + {t * 1e6:.1f} µs per envelope (one bus message each)")
+    re = lambda p: h + s * p[1] + t * p[1] * p[0]
+else:
+    re = lambda p: 0.0
+worst = 0.0
+for p in pts:
+    worst = max(worst, abs(gw(p) - p[3]) / p[3], abs(ma(p) - p[4]) / p[4])
+print(f"calibration runs: the fit is within {worst * 100:.0f} % of every run (gateways, masters)")
+if len(sys.argv) > 4:
+    print()
+    print("| check run | publishes/s | deliveries/s | gateways: predicted / measured | masters: predicted / measured | replicas: predicted / measured |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for line in open(sys.argv[4]):
+        label, rest = line.split("|")
+        p = list(map(float, rest.split()))
+        def cell(pred, got):
+            return f"{pred:.3f} / {got:.3f} ({(pred - got) / got * 100:+.0f} %)" if got else f"{pred:.3f} / 0"
+        print(f"| {label} | {p[1]:.0f} | {p[2]:.0f} | {cell(gw(p), p[3])} | {cell(ma(p), p[4])} | {cell(re(p), p[5])} |")
+PY
+}
+
 case "$MODE" in
-gateway)
+single)
     REDIS_DIRS=("$DIR/redis")
     REDIS_PORT=$(start_redis "$DIR/redis" 6600 "" --save '' --appendonly no)
     REDIS_PORTS=("$REDIS_PORT")
-    start_bench_gateway 1 cap 8600 9600
-    PIDS=("${GW_PIDS[0]}" "$(redis_pid "$DIR/redis")")
-    echo "| load | publishes/s | deliveries/s | gateway cores | Redis cores | load tool cores |"
-    echo "|---|---:|---:|---:|---:|---:|"
-    # Big rooms: deliveries dominate. Pairs: client publishes dominate.
-    run_load fanout 4 250 0.4 "$WS_1"
-    G1=$CPU_0 R1=$CPU_1 P1=$PUB_S D1=$DELIV_S
-    echo "| 4 rooms × 250, 0.4 msg/s each | $P1 | $D1 | $G1 | $R1 | $BENCH_CPU |"
-    run_load pairs 500 2 2 "$WS_1"
-    G2=$CPU_0 R2=$CPU_1 P2=$PUB_S D2=$DELIV_S
-    echo "| 500 rooms × 2, 2 msg/s each | $P2 | $D2 | $G2 | $R2 | $BENCH_CPU |"
-    awk -v g1="$G1" -v p1="$P1" -v d1="$D1" -v g2="$G2" -v p2="$P2" -v d2="$D2" \
-        -v r1="$R1" -v r2="$R2" 'BEGIN {
-        # g = d × us_d + p × us_p, two equations.
-        det = d1 * p2 - d2 * p1
-        ud = (g1 * p2 - g2 * p1) / det * 1e6
-        up = (d1 * g2 - d2 * g1) / det * 1e6
-        printf "\ngateway: %.2f µs per delivery, %.2f µs per client publish\n", ud, up
-        printf "Redis (one node per room): %.2f µs per publish at 4 rooms × 250, %.2f at 500 × 2\n", r1 / p1 * 1e6, r2 / p2 * 1e6
-    }'
+    start_gateways
+    PIDS=("${GW_PIDS[@]}" "$(redis_pid "$DIR/redis")")
+    MASTER_IDX=(3)
+    REPLICA_IDX=()
+    echo "one Redis, three gateways (2,000 or 4,000 connections per run)"
+    echo
+    calibrate
+    fit
     ;;
 cluster)
-    GW_US_DELIVERY=${GW_US_DELIVERY:-0.9}
-    GW_US_PUBLISH=${GW_US_PUBLISH:-30}
-    REDIS_US_BASE=${REDIS_US_BASE:-3.0}
-    REDIS_US_NODE=${REDIS_US_NODE:-1.0}
-    REPLICA_US_PUBLISH=${REPLICA_US_PUBLISH:-2.0}
     addrs=()
     for i in 0 1 2 3 4 5; do
         REDIS_DIRS+=("$DIR/redis-$i")
@@ -124,7 +211,7 @@ cluster)
     done
     redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes >"$DIR/create.log" 2>&1 ||
         { cat "$DIR/create.log" >&2; exit 1; }
-    for _ in $(seq 100); do
+    for _ in $(seq 150); do
         ok=0
         for p in "${REDIS_PORTS[@]}"; do
             redis-cli -p "$p" CLUSTER INFO | grep -q "cluster_state:ok" && ok=$((ok + 1))
@@ -136,36 +223,32 @@ cluster)
     for p in "${REDIS_PORTS[@]}"; do urls+="\"redis://127.0.0.1:$p\","; done
     printf '[redis]\nurl = [%s]\n' "${urls%,}" >>"$DIR/gateway.toml"
     REDIS_PORT=""
-    for n in 1 2 3; do start_bench_gateway "$n" cap 8700 9700; done
-    masters=() replicas=()
+    start_gateways
+    PIDS=("${GW_PIDS[@]}")
+    MASTER_IDX=()
+    REPLICA_IDX=()
     for i in "${!REDIS_PORTS[@]}"; do
+        PIDS+=("$(redis_pid "${REDIS_DIRS[$i]}")")
         if redis-cli -p "${REDIS_PORTS[$i]}" ROLE | head -n 1 | grep -q master; then
-            masters+=("$(redis_pid "${REDIS_DIRS[$i]}")")
+            MASTER_IDX+=($((${#PIDS[@]} - 1)))
         else
-            replicas+=("$(redis_pid "${REDIS_DIRS[$i]}")")
+            REPLICA_IDX+=($((${#PIDS[@]} - 1)))
         fi
     done
-    PIDS=("${GW_PIDS[@]}" "${masters[@]}" "${replicas[@]}")
-    echo "3 masters + 3 replicas, 3 gateways; every room has members on all 3 gateways."
-    echo "coefficients: gateway $GW_US_DELIVERY µs/delivery + $GW_US_PUBLISH µs/client publish;" \
-        "master $REDIS_US_BASE + $REDIS_US_NODE × 3 nodes µs/publish; replica $REPLICA_US_PUBLISH µs/publish"
+    echo "3 masters + 3 replicas, three gateways (2,000 or 4,000 connections per calibration run, 3,000 per check run)"
     echo
-    echo "| load | publishes/s | deliveries/s | gateways: predicted / measured (cores) | masters: predicted / measured | replicas: predicted / measured | load tool |"
-    echo "|---|---:|---:|---:|---:|---:|---:|"
-    for level in ${LEVELS:-200:20:0.5 400:20:1}; do
+    calibrate
+    : >"$DIR/check"
+    for level in ${LEVELS:-150:20:0.5 150:20:1.5}; do
         IFS=: read -r rooms members rate <<<"$level"
-        run_load "level-$rooms-$members-$rate" "$rooms" "$members" "$rate" "$WS_1" "$WS_2" "$WS_3"
-        gw=$(awk -v a="$CPU_0" -v b="$CPU_1" -v c="$CPU_2" 'BEGIN {printf "%.3f", a + b + c}')
-        ma=$(awk -v a="$CPU_3" -v b="$CPU_4" -v c="$CPU_5" 'BEGIN {printf "%.3f", a + b + c}')
-        re=$(awk -v a="$CPU_6" -v b="$CPU_7" -v c="$CPU_8" 'BEGIN {printf "%.3f", a + b + c}')
-        read -r pgw pma pre < <(awk -v p="$PUB_S" -v d="$DELIV_S" -v ud="$GW_US_DELIVERY" -v up="$GW_US_PUBLISH" \
-            -v rb="$REDIS_US_BASE" -v rn="$REDIS_US_NODE" -v rr="$REPLICA_US_PUBLISH" \
-            'BEGIN {printf "%.3f %.3f %.3f", (d * ud + p * up) / 1e6, p * (rb + 3 * rn) / 1e6, p * rr / 1e6}')
-        echo "| $rooms rooms × $members, $rate msg/s each | $PUB_S | $DELIV_S | $pgw / $gw | $pma / $ma | $pre / $re | $BENCH_CPU |"
+        run_load "check-$rooms-$members-$rate" "$rooms" "$members" "$rate" "${URLS[@]}"
+        sums
+        echo "$rooms rooms × $members on 3 gateways, $rate msg/s each|3 $PUB_S $DELIV_S $GW $MA $RE" >>"$DIR/check"
     done
+    fit "$DIR/check"
     ;;
 *)
-    echo "usage: $0 gateway|cluster" >&2
+    echo "usage: $0 single|cluster" >&2
     exit 2
     ;;
 esac

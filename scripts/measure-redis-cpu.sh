@@ -15,9 +15,11 @@
 # little.
 # Prints a Markdown table and the least-squares fit
 #   µs per publish = base + per_node × K
-# plus what history adds per publish.
+# plus what history adds per publish. BENCH_MODULE=<so> measures another
+# build (an older one, for a before/after comparison).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+MODULE=${BENCH_MODULE:-$MODULE}
 
 N=${BENCH_N:-200000}
 DIR=$(mktemp -d -t broker-cap.XXXXXX)
@@ -55,7 +57,7 @@ us() {
     cli WAIT 1 10000 >/dev/null
     rafter=$(main_ns "$DIR/replica")
     awk -v a="$before" -v b="$after" -v c="$rbefore" -v d="$rafter" -v n="$N" \
-        'BEGIN {printf "%.3f %.3f", (b - a) / 1000 / n, (d - c) / 1000 / n}'
+        'BEGIN {printf "%.3f %.3f\n", (b - a) / 1000 / n, (d - c) / 1000 / n}'
 }
 
 channels=()
@@ -92,8 +94,8 @@ for K in 1 2 4 8 16; do
 done
 read -r h r < <(us BROKER.PUBLISH hist:n1 ev hello FORMAT string)
 echo "| \`PUBLISH\`, 1 node, history kept (100) | $h | $r |"
-read -r o r < <(us BROKER.CONN.OPEN u__rand_int__ c__rand_int__ n1 127.0.0.1)
-echo "| \`CONN.OPEN\` (a new user each) | $o | $r |"
+read -r o r < <(us BROKER.CONN.OPEN bench c__rand_int__ n1 127.0.0.1)
+echo "| \`CONN.OPEN\` (a new connection each, one user) | $o | $r |"
 read -r j r < <(us BROKER.JOIN cap:r__rand_int__ u1 j__rand_int__ n1)
 echo "| \`JOIN\` of a new room (a new connection each) | $j | $r |"
 echo
