@@ -6,6 +6,11 @@
 #   scripts/capacity.sh cluster   # 3+3 cluster: calibrate, then check the
 #                                 # prediction at two load levels the
 #                                 # calibration did not run
+#   scripts/capacity.sh sparse    # one Redis, three gateways, 10,000
+#                                 # connections each getting ~0.5 messages
+#                                 # a second: gateway CPU per delivery where
+#                                 # no write batches (the million-connection
+#                                 # estimate's regime)
 #
 # Calibration: eight runs (rooms of 100 members or pairs, two rates each,
 # their members on one, two or three gateways; every connection receives 2
@@ -18,8 +23,9 @@
 #                     with members of its room)
 #   masters' cores  = f × masters + r × publishes/s + n × envelopes/s
 #   replicas' cores = h × replicas + s × publishes/s + t × envelopes/s
-# The check: rooms of 20 members over all three gateways at 0.5 and 1.5
-# publishes per member per second, predicted from the fit, then measured.
+# The check: rooms of 20 members over all three gateways at 0.5, 1.5 and 3
+# publishes per member per second (the last fills a 2-core machine),
+# predicted from the fit, then measured.
 #
 # Load: `broker-bench chat` (R rooms × K members spread round-robin over the
 # gateways, every member publishing at RATE/s; the publisher gets its own
@@ -175,14 +181,14 @@ for p in pts:
 print(f"calibration runs: the fit is within {worst * 100:.0f} % of every run (gateways, masters)")
 if len(sys.argv) > 4:
     print()
-    print("| check run | publishes/s | deliveries/s | gateways: predicted / measured | masters: predicted / measured | replicas: predicted / measured |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| check run | publishes/s | deliveries/s | gateways: predicted / measured | masters: predicted / measured | replicas: predicted / measured | load tool |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for line in open(sys.argv[4]):
         label, rest = line.split("|")
         p = list(map(float, rest.split()))
         def cell(pred, got):
             return f"{pred:.3f} / {got:.3f} ({(pred - got) / got * 100:+.0f} %)" if got else f"{pred:.3f} / 0"
-        print(f"| {label} | {p[1]:.0f} | {p[2]:.0f} | {cell(gw(p), p[3])} | {cell(ma(p), p[4])} | {cell(re(p), p[5])} |")
+        print(f"| {label} | {p[1]:.0f} | {p[2]:.0f} | {cell(gw(p), p[3])} | {cell(ma(p), p[4])} | {cell(re(p), p[5])} | {p[6]:.3f} |")
 PY
 }
 
@@ -199,6 +205,24 @@ single)
     echo
     calibrate
     fit
+    ;;
+sparse)
+    REDIS_DIRS=("$DIR/redis")
+    REDIS_PORT=$(start_redis "$DIR/redis" 6600 "" --save '' --appendonly no)
+    REDIS_PORTS=("$REDIS_PORT")
+    start_gateways
+    PIDS=("${GW_PIDS[@]}" "$(redis_pid "$DIR/redis")")
+    MASTER_IDX=(3)
+    REPLICA_IDX=()
+    echo "| run | publishes/s | deliveries/s | gateway cores | µs per delivery (all gateway CPU) | Redis cores | Redis µs per publish |"
+    echo "|---|---:|---:|---:|---:|---:|---:|"
+    for run in "100 100 0.005" "100 100 0.01"; do
+        read -r rooms members rate <<<"$run"
+        run_load "sparse-$rate" "$rooms" "$members" "$rate" "${URLS[@]}"
+        sums
+        awk -v r="$rooms" -v m="$members" -v rate="$rate" -v p="$PUB_S" -v d="$DELIV_S" -v g="$GW" -v ma="$MA" \
+            'BEGIN {printf "| %d rooms × %d on 3 gateways, %s msg/s each | %d | %d | %.3f | %.1f | %.3f | %.0f |\n", r, m, rate, p, d, g, g / d * 1e6, ma, ma / p * 1e6}'
+    done
     ;;
 cluster)
     addrs=()
@@ -239,16 +263,16 @@ cluster)
     echo
     calibrate
     : >"$DIR/check"
-    for level in ${LEVELS:-150:20:0.5 150:20:1.5}; do
+    for level in ${LEVELS:-150:20:0.5 150:20:1.5 150:20:3}; do
         IFS=: read -r rooms members rate <<<"$level"
         run_load "check-$rooms-$members-$rate" "$rooms" "$members" "$rate" "${URLS[@]}"
         sums
-        echo "$rooms rooms × $members on 3 gateways, $rate msg/s each|3 $PUB_S $DELIV_S $GW $MA $RE" >>"$DIR/check"
+        echo "$rooms rooms × $members on 3 gateways, $rate msg/s each|3 $PUB_S $DELIV_S $GW $MA $RE $BENCH_CPU" >>"$DIR/check"
     done
     fit "$DIR/check"
     ;;
 *)
-    echo "usage: $0 single|cluster" >&2
+    echo "usage: $0 single|cluster|sparse" >&2
     exit 2
     ;;
 esac
