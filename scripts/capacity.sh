@@ -192,8 +192,8 @@ if len(sys.argv) > 4:
 PY
 }
 
-case "$MODE" in
-single)
+# one_redis: one Redis and the three gateways on it.
+one_redis() {
     REDIS_DIRS=("$DIR/redis")
     REDIS_PORT=$(start_redis "$DIR/redis" 6600 "" --save '' --appendonly no)
     REDIS_PORTS=("$REDIS_PORT")
@@ -201,19 +201,18 @@ single)
     PIDS=("${GW_PIDS[@]}" "$(redis_pid "$DIR/redis")")
     MASTER_IDX=(3)
     REPLICA_IDX=()
+}
+
+case "$MODE" in
+single)
+    one_redis
     echo "one Redis, three gateways (2,000 or 4,000 connections per run)"
     echo
     calibrate
     fit
     ;;
 sparse)
-    REDIS_DIRS=("$DIR/redis")
-    REDIS_PORT=$(start_redis "$DIR/redis" 6600 "" --save '' --appendonly no)
-    REDIS_PORTS=("$REDIS_PORT")
-    start_gateways
-    PIDS=("${GW_PIDS[@]}" "$(redis_pid "$DIR/redis")")
-    MASTER_IDX=(3)
-    REPLICA_IDX=()
+    one_redis
     echo "| run | publishes/s | deliveries/s | gateway cores | µs per delivery (all gateway CPU) | Redis cores | Redis µs per publish |"
     echo "|---|---:|---:|---:|---:|---:|---:|"
     for run in "100 100 0.005" "100 100 0.01"; do

@@ -112,6 +112,12 @@ fn set_key(ctx: &Context, name: &str) {
         Ok(None) if exists => {
             let _ = key.set_value(&REGISTRY_TYPE, KeyValue::attached(name));
         }
+        // A value of ours holding nothing attached (left by `RENAME` or
+        // `MOVE`, or restored under another name) under a name whose state
+        // just began: it stands for that state from now on.
+        Ok(Some(value)) if exists && value.detached.is_some() => {
+            *value = KeyValue::attached(name);
+        }
         Ok(_) => {}
         Err(_) => {
             let seen = FOREIGN_KEYS.fetch_add(1, Ordering::Relaxed);

@@ -149,6 +149,30 @@ fn deleting_a_key_drops_its_state_and_copy_is_refused() {
 }
 
 #[test]
+fn a_renamed_key_drops_its_state_and_a_later_room_of_that_name_is_saved() {
+    let server = server();
+    let mut con = server.client();
+    populate(&mut con);
+    ok(&mut con, &["RENAME", "chat:b", "chat:renamed"]);
+    assert_eq!(
+        int(&map(&run(&mut con, RoomCount::new("chat:b")))["users"]),
+        0
+    );
+    assert_eq!(
+        int(&map(&run(&mut con, RoomCount::new("chat:renamed")))["users"]),
+        0
+    );
+    // The renamed value holds nothing; a room of that name made later is
+    // what the key stands for, and what a reload brings back.
+    run(&mut con, Join::new("chat:renamed", "bob", "c3", "n1"));
+    ok(&mut con, &["DEBUG", "RELOAD"]);
+    assert_eq!(
+        int(&map(&run(&mut con, RoomCount::new("chat:renamed")))["users"]),
+        1
+    );
+}
+
+#[test]
 fn a_dump_restored_under_another_name_is_not_used() {
     let server = server();
     let mut con = server.client();

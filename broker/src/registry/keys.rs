@@ -342,24 +342,15 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::command::{ConnOpen, IpOpen};
-    use crate::registry::test_support::{applied, join_present, leased};
+    use crate::command::IpOpen;
+    use crate::registry::test_support::{alice_and_bob_in_chat_x, applied, join_present, leased};
     use crate::registry::HistoryConfig;
 
     /// A registry with alice (a1 on n1, from 1.2.3.4) in chat:x with bob
     /// (b1 on n2, opened on another shard), a retained message, and a
     /// place of 5.6.7.8 held by carol's c1.
     fn populated() -> Registry {
-        let mut r = leased();
-        r.open(&ConnOpen::new("alice", "a1", "n1", "1.2.3.4"), 7)
-            .unwrap();
-        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e1");
-        join_present(&mut r, "chat:x", "bob", "b1", "n2", "e1");
-        let cfg = HistoryConfig {
-            size: 10,
-            ttl_ms: 0,
-        };
-        r.apply_publish(&applied("chat:x", 1, "e1", 5, cfg, b"frame"));
+        let mut r = alice_and_bob_in_chat_x();
         r.hold_ip(&IpOpen::new("5.6.7.8", "carol", "c1", "n2"))
             .unwrap();
         r

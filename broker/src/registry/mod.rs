@@ -285,6 +285,26 @@ mod test_support {
             .expect("join");
     }
 
+    /// [`leased`] with alice (`a1` on `n1`, opened from 1.2.3.4) and bob
+    /// (`b1` on `n2`, a member only) in `chat:x` with presence, epoch `e1`,
+    /// and one retained message (seq 1, `frame`).
+    pub fn alice_and_bob_in_chat_x() -> Registry {
+        let mut r = leased();
+        r.open(
+            &crate::command::ConnOpen::new("alice", "a1", "n1", "1.2.3.4"),
+            7,
+        )
+        .expect("open");
+        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e1");
+        join_present(&mut r, "chat:x", "bob", "b1", "n2", "e1");
+        let cfg = HistoryConfig {
+            size: 10,
+            ttl_ms: 0,
+        };
+        r.apply_publish(&applied("chat:x", 1, "e1", 5, cfg, b"frame"));
+        r
+    }
+
     /// A registry with nodes `n1` and `n2` leased.
     pub fn leased() -> Registry {
         let mut r = Registry::new();

@@ -185,20 +185,11 @@ impl Snapshot {
 mod tests {
     use super::*;
     use crate::command::{ConnOpen, IpOpen};
-    use crate::registry::test_support::{applied, join_present, leased};
+    use crate::registry::test_support::{alice_and_bob_in_chat_x, leased};
 
     #[test]
     fn snapshot_round_trip_rebuilds_indexes() {
-        let mut r = leased();
-        r.open(&ConnOpen::new("alice", "a1", "n1", "ip1"), 7)
-            .unwrap();
-        join_present(&mut r, "chat:x", "alice", "a1", "n1", "e1");
-        join_present(&mut r, "chat:x", "bob", "b1", "n2", "e1");
-        let cfg = HistoryConfig {
-            size: 10,
-            ttl_ms: 0,
-        };
-        r.apply_publish(&applied("chat:x", 1, "e1", 5, cfg, b"frame"));
+        let mut r = alice_and_bob_in_chat_x();
         r.set_node_channel("n2", Some("broker:node:n2:{7}"));
         let bytes = r.snapshot().to_bytes().unwrap();
         let mut back = Registry::new();
