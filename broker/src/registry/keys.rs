@@ -158,19 +158,32 @@ impl Registry {
 
     /// Adds a key's saved state (or, from [`Registry::restore`], a whole
     /// registry's) to what is here, rebuilding the derived indexes: a
-    /// node not known here gets the lease it had where it was saved (so
-    /// its connections go when that runs out, unless the node renews it
-    /// here); a room already here is replaced. A connection known here for
+    /// node not known here gets the lease it had where it was saved, plus
+    /// one lease period (so its connections go when that runs out, unless
+    /// the node renews it here); a room already here is replaced. A connection known here for
     /// another user or node, or of an unknown node, is skipped, and so is
     /// every membership of it. No events.
     pub fn merge(&mut self, snapshot: Snapshot) {
         for n in snapshot.nodes {
-            if self.nodes.contains_key(&n.id) {
-                continue;
-            }
-            let _ = self.lease(&n.id, n.lease_ms, n.deadline_ms);
-            if let Some(node) = self.nodes.get_mut(&n.id) {
-                node.incarnation = n.incarnation;
+            // One lease period past the saved deadline: the node learns of
+            // this server (a master just added to a cluster) at its next
+            // slot-map check, which may come after its lease elsewhere was
+            // due for renewal. Keys moving in later extend it again until
+            // the node leases here itself.
+            let deadline = n.deadline_ms.saturating_add(n.lease_ms);
+            match self.nodes.get_mut(&n.id) {
+                Some(node) => {
+                    if node.moved_in && node.deadline_ms < deadline {
+                        node.deadline_ms = deadline;
+                    }
+                }
+                None => {
+                    let _ = self.lease(&n.id, n.lease_ms, deadline);
+                    if let Some(node) = self.nodes.get_mut(&n.id) {
+                        node.incarnation = n.incarnation;
+                        node.moved_in = true;
+                    }
+                }
             }
         }
         let mut named: Vec<String> = Vec::with_capacity(snapshot.conns.len());
@@ -423,6 +436,18 @@ mod tests {
         let mut to = Registry::new();
         migrate(&mut from, &mut to, "chat:x");
         assert!(to.has_lease("n1") && to.has_lease("n2"));
+        // leased() gives 5,000 ms leases due at 10,000: one more period here.
+        assert_eq!(to.nodes["n1"].deadline_ms, 15_000);
+        // A key moving in later, after a renewal there, extends it...
+        from.lease("n1", 5000, 20_000);
+        migrate(&mut from, &mut to, "alice");
+        assert_eq!(to.nodes["n1"].deadline_ms, 25_000);
+        // ...until the node leases here itself.
+        to.lease("n1", 5000, 26_000);
+        from.lease("n2", 5000, 40_000);
+        migrate(&mut from, &mut to, "5.6.7.8");
+        assert_eq!(to.nodes["n1"].deadline_ms, 26_000);
+        assert_eq!(to.nodes["n2"].deadline_ms, 45_000, "n2 still only moved in");
         assert_eq!(to.room_count("chat:x"), (2, 2));
         assert_eq!(to.node_conns("n2")[0].conn, "b1");
     }

@@ -34,6 +34,9 @@ pub(super) struct Node {
     pub(super) unconfirmed: Option<HashSet<String>>,
     /// Whether the node was already asked to register again.
     pub(super) asked: bool,
+    /// Known here only from keys that moved in ([`Registry::merge`]), not
+    /// from a lease of its own yet.
+    pub(super) moved_in: bool,
 }
 
 /// One node in a `BROKER.NODES` reply.
@@ -152,9 +155,11 @@ impl Registry {
             conns: HashSet::new(),
             unconfirmed: None,
             asked: false,
+            moved_in: false,
         });
         entry.deadline_ms = deadline_ms;
         entry.lease_ms = lease_ms;
+        entry.moved_in = false;
         renewed
     }
 
