@@ -99,16 +99,33 @@ async fn churn(
     (errors, cycles)
 }
 
-/// Receives `msg` frames until `stop` and a quiet half second; returns the
-/// sequence numbers in arrival order.
-async fn listen(mut c: Client, stop: Arc<AtomicBool>) -> (Client, Vec<u64>) {
+/// How long a listener may wait, after the last publish, for what it has
+/// not received yet: the gateways see a new master at their slot-map check
+/// (every 5 s) and then repair from history.
+const REPAIR_WAIT: Duration = Duration::from_secs(20);
+
+/// Receives `msg` frames until it has `expected` of them (set once the
+/// publishing ended) or `REPAIR_WAIT` passed after that, then half a quiet
+/// second more (a duplicate would show); returns the sequence numbers in
+/// arrival order.
+async fn listen(mut c: Client, expected: Arc<AtomicU64>) -> (Client, Vec<u64>) {
     let mut seqs = Vec::new();
+    let mut ended: Option<Instant> = None;
     loop {
-        match c.recv_within(Duration::from_millis(500)).await {
-            Some(f @ ServerFrame::Msg { .. }) => seqs.push(msg_fields(&f).3),
-            Some(_) => {}
-            None if stop.load(Ordering::Relaxed) => break,
-            None => {}
+        let want = expected.load(Ordering::Relaxed);
+        if want != u64::MAX {
+            let since = *ended.get_or_insert_with(Instant::now);
+            if seqs.len() as u64 >= want || since.elapsed() > REPAIR_WAIT {
+                break;
+            }
+        }
+        if let Some(f @ ServerFrame::Msg { .. }) = c.recv_within(Duration::from_millis(200)).await {
+            seqs.push(msg_fields(&f).3);
+        }
+    }
+    while let Some(f) = c.recv_within(Duration::from_millis(500)).await {
+        if matches!(f, ServerFrame::Msg { .. }) {
+            seqs.push(msg_fields(&f).3);
         }
     }
     (c, seqs)
@@ -144,10 +161,13 @@ async fn resharding_under_load_keeps_presence_counts_sequences_and_history() {
         .sum();
 
     // The load: listeners, a paced publisher, connections churning.
-    let stop = Arc::new(AtomicBool::new(false));
+    let expected: Vec<Arc<AtomicU64>> = (0..ROOMS)
+        .map(|_| Arc::new(AtomicU64::new(u64::MAX)))
+        .collect();
     let listening: Vec<_> = clients
         .into_iter()
-        .map(|c| tokio::spawn(listen(c, stop.clone())))
+        .zip(&expected)
+        .map(|(c, n)| tokio::spawn(listen(c, n.clone())))
         .collect();
     let load_stop = Arc::new(AtomicBool::new(false));
     let publishing = tokio::spawn(publish_all(
@@ -180,8 +200,9 @@ async fn resharding_under_load_keeps_presence_counts_sequences_and_history() {
     // The gateways learn the new slot map within `CHECK_EVERY` (5 s), lease
     // and subscribe on the new master, and repair from history what its
     // rooms published meanwhile: the listeners get it live.
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    stop.store(true, Ordering::Relaxed);
+    for (n, acked) in expected.iter().zip(&published.acked) {
+        n.store(acked.len() as u64, Ordering::Relaxed);
+    }
     cluster.wait_ok();
     assert_eq!(cluster.slot_count(target), half, "{output}");
     let moved: Vec<&String> = rooms
