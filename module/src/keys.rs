@@ -194,6 +194,3 @@ pub fn after_flush(ctx: &Context) {
     }
     state::with(|s| s.registry.take_touched());
 }
-
-/// The events the module listens to.
-pub const EVENTS: NotifyEvent = NotifyEvent::GENERIC.union(NotifyEvent::LOADED);

@@ -26,6 +26,14 @@
 //!   and retained history. An empty room with no retained history is dropped,
 //!   which loses its sequence: the next incarnation gets a new epoch.
 //!
+//! - a **name has state** (and the module keeps a key of that name) while
+//!   it is a room held here, a user with an opened connection here, or an
+//!   address with a place here; every begin and end of that is recorded
+//!   for the module ([`Registry::take_touched`], `keys.rs`). Adding a
+//!   key's saved state ([`Registry::merge`]) and taking it away
+//!   ([`Registry::remove_key`]) keep every invariant above and make no
+//!   events: the state moved, nobody came or went.
+//!
 //! Presence events are computed here ([`PresenceEvent`]): a join for a user's
 //! first connection in a room, a leave for its last.
 //!
