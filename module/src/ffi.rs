@@ -559,7 +559,7 @@ unsafe extern "C" fn aux_load(rdb: *mut raw::RedisModuleIO, encver: c_int, when:
 /// Watches client commands for `CLIENT PAUSE` / `CLIENT UNPAUSE` /
 /// `FAILOVER` (a command filter, the one way a module sees them): Redis 7.0
 /// aborts when a timer propagates writes while clients are paused, so the
-/// sweep must know ([`crate::sweep::note_pause`]). Returns false when the
+/// sweep must know ([`crate::sweep::note_command`]). Returns false when the
 /// server offers no command filters.
 pub fn watch_client_pause(ctx: &Context) -> bool {
     // SAFETY: reading a function pointer filled in by `RedisModule_Init`.

@@ -14,10 +14,8 @@ use crate::error::Error;
 use crate::ffi;
 use crate::reply::RawReply;
 
-/// Runs a command body, then appends the lifecycle events it caused
-/// ([`crate::events::flush`]) and makes or deletes the keys of the names
-/// whose state began or ended ([`crate::keys::sync`]), turning its error or a panic into an error
-/// reply.
+/// Runs a command body, then [`after_changes`], turning its error or a
+/// panic into an error reply.
 pub fn run(
     ctx: &Context,
     args: Vec<RedisString>,
@@ -25,10 +23,7 @@ pub fn run(
 ) -> RedisResult {
     let run = || {
         let out = body(ctx, &args);
-        // The lifecycle events of what the command changed, in the same
-        // command, and the keys of the names whose state began or ended.
-        crate::events::flush(ctx);
-        crate::keys::sync(ctx);
+        after_changes(ctx);
         out
     };
     match catch_unwind(AssertUnwindSafe(run)) {
@@ -60,11 +55,20 @@ impl Argv<'_> {
     }
 }
 
+/// What follows every change to the registry, in the same command or timer
+/// run: the lifecycle events it recorded are appended
+/// ([`crate::events::flush`]), and the keys of the names whose state began
+/// or ended are made or deleted ([`crate::keys::sync`]).
+pub fn after_changes(ctx: &Context) {
+    crate::events::flush(ctx);
+    crate::keys::sync(ctx);
+}
+
 /// [`run`] for a command registered with a plain `extern "C"` function
 /// ([`ffi::create_command`]): the arguments are read in place, without the
 /// crate's `Vec<RedisString>`, and the reply is written directly
 /// ([`RawReply`]). Same guarantees: errors and panics become error replies
-/// (the same bytes as [`run`]'s), and the lifecycle events are appended.
+/// (the same bytes as [`run`]'s), and [`after_changes`] runs.
 ///
 /// # Safety
 /// `ctx`, `argv` and `argc` must be what Redis passed to the running
@@ -82,8 +86,7 @@ pub unsafe fn raw<R: RawReply>(
             let args = Argv { words, argv, argc };
             catch_unwind(AssertUnwindSafe(|| {
                 let out = body(&context, &args);
-                crate::events::flush(&context);
-                crate::keys::sync(&context);
+                after_changes(&context);
                 out
             }))
         })

@@ -19,7 +19,7 @@
 //! - Loading one (`rdb_load`: a restart, a replica's full sync, `RESTORE`,
 //!   the target of `MIGRATE`) keeps the state in the value, not attached;
 //!   the keyspace event that follows (`loaded` or `restore`) attaches it
-//!   ([`attach`]: `Registry::merge`). Not earlier: `RESTORE ... REPLACE`
+//!   ([`on_key_event`]: `Registry::merge`). Not earlier: `RESTORE ... REPLACE`
 //!   loads the new value before it unlinks the old one.
 //! - Unlinking one (`DEL`, `UNLINK`, an expiry, an overwrite, the source of
 //!   `MIGRATE`, `RENAME`'s old name) removes its state ([`unlinked`]:

@@ -94,8 +94,7 @@ fn tick(ctx: &Context, _: ()) {
             drop_idle_rooms(ctx);
             // What the expired leases recorded; only here: a timer must
             // not propagate writes while clients are paused.
-            crate::events::flush(ctx);
-            crate::keys::sync(ctx);
+            guard::after_changes(ctx);
         }
         // Memory only, not state: on replicas too.
         state::with(|s| s.registry.compact());

@@ -211,8 +211,7 @@ impl Registry {
         r.trim(ts_ms);
         let nodes = r.node_list();
         if r.members.is_empty() && r.history.is_empty() {
-            self.rooms.remove(room);
-            self.touched.push(room.to_string());
+            self.forget_room(room);
         }
         nodes
     }

@@ -271,8 +271,7 @@ impl Registry {
             }),
         };
         if r.is_empty() {
-            self.rooms.remove(room);
-            self.touched.push(room.to_string());
+            self.forget_room(room);
         }
         if names::personal_room_owner(room).is_none() {
             let user = self
@@ -320,8 +319,7 @@ impl Registry {
             nodes: r.node_list(),
         };
         if r.is_empty() {
-            self.rooms.remove(room);
-            self.touched.push(room.to_string());
+            self.forget_room(room);
         }
         Some(event)
     }
@@ -409,6 +407,12 @@ impl Registry {
             .collect()
     }
 
+    /// Drops a room's entry, recording that its key must go too.
+    pub(super) fn forget_room(&mut self, room: &str) {
+        self.rooms.remove(room);
+        self.touched.push(room.to_string());
+    }
+
     /// Drops an empty room (no-op when it has members).
     pub fn drop_room(&mut self, room: &str) -> bool {
         if self
@@ -416,8 +420,7 @@ impl Registry {
             .get(room)
             .is_some_and(|r| r.members.is_empty() && r.lingering.is_empty())
         {
-            self.rooms.remove(room);
-            self.touched.push(room.to_string());
+            self.forget_room(room);
             return true;
         }
         false
